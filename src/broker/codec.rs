@@ -1,0 +1,698 @@
+//! The MQTT 3.1/3.1.1 wire format, as a server sees it.
+//!
+//! Decoding of PUBLISH, SUBSCRIBE, UNSUBSCRIBE and the acknowledgements is done by `mqttbytes`
+//! (v4); this module frames packets itself and adds the checks a server must make that mqttbytes
+//! leaves out: reserved fixed-header flags, empty SUBSCRIBE/UNSUBSCRIBE, reserved option bits,
+//! wildcards or U+0000 in a PUBLISH topic, packet id 0, packets only a server may send. CONNECT is
+//! parsed here in full, because mqttbytes refuses MQTT 3.1 (`MQIsdp`), accepts level 5 without
+//! reading its properties, ignores the reserved flag and cannot carry a binary password.
+//!
+//! Outbound packets are encoded here by hand: they are few and simple, and the PUBLISH encoder
+//! writes a shared topic and payload straight into the connection's write buffer.
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use mqttbytes::v4;
+use mqttbytes::{FixedHeader, QoS};
+
+use super::topics;
+
+/// A packet a client may send to the broker.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Packet {
+    Connect(Connect),
+    Publish(v4::Publish),
+    PubAck(u16),
+    PubRec(u16),
+    PubRel(u16),
+    PubComp(u16),
+    Subscribe {
+        pkid: u16,
+        filters: Vec<(String, QoS)>,
+    },
+    Unsubscribe {
+        pkid: u16,
+        filters: Vec<String>,
+    },
+    PingReq,
+    Disconnect,
+}
+
+/// A CONNECT packet (MQTT 3.1 or 3.1.1).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Connect {
+    /// 3 for MQTT 3.1 (`MQIsdp`), 4 for MQTT 3.1.1.
+    pub level: u8,
+    pub keep_alive: u16,
+    pub client_id: String,
+    pub clean_session: bool,
+    pub will: Option<Will>,
+    pub username: Option<String>,
+    /// Passwords are binary data in MQTT 3.1.1, not necessarily UTF-8.
+    pub password: Option<Bytes>,
+}
+
+/// The last will carried in a CONNECT.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Will {
+    pub topic: String,
+    pub payload: Bytes,
+    pub qos: QoS,
+    pub retain: bool,
+}
+
+/// Why the bytes from a client cannot be accepted. Every variant closes the connection.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    /// CONNECT names a protocol level this broker does not speak; answered with CONNACK 0x01.
+    #[error("unsupported protocol level {0} (this broker speaks MQTT 3.1 and 3.1.1)")]
+    UnsupportedLevel(u8),
+    #[error("packet of {size} bytes is over the maximum of {max}")]
+    TooLarge { size: usize, max: usize },
+    #[error("malformed packet: {0}")]
+    Malformed(String),
+}
+
+fn malformed(what: impl Into<String>) -> DecodeError {
+    DecodeError::Malformed(what.into())
+}
+
+/// mqttbytes errors do not implement `std::error::Error`; this turns them into ours.
+fn from_mqttbytes(e: mqttbytes::Error) -> DecodeError {
+    match e {
+        mqttbytes::Error::TopicNotUtf8 => malformed("string is not valid UTF-8"),
+        mqttbytes::Error::InvalidQoS(q) => malformed(format!("QoS {q}")),
+        mqttbytes::Error::PacketIdZero => malformed("packet id 0"),
+        other => malformed(format!("{other:?}")),
+    }
+}
+
+/// Takes one whole packet off the front of `buf`, or returns `Ok(None)` if more bytes are needed.
+///
+/// Only the fixed header is looked at until the whole packet has arrived, so a declared length is
+/// never allocated up front; `max_size` bounds the remaining length.
+pub fn decode(buf: &mut BytesMut, max_size: usize) -> Result<Option<Packet>, DecodeError> {
+    let Some((header_len, remaining)) = fixed_header(buf)? else {
+        return Ok(None);
+    };
+    if remaining > max_size {
+        return Err(DecodeError::TooLarge {
+            size: remaining,
+            max: max_size,
+        });
+    }
+    if buf.len() < header_len + remaining {
+        return Ok(None);
+    }
+    let byte1 = buf[0];
+    let frame = buf.split_to(header_len + remaining).freeze();
+    decode_frame(byte1, header_len, remaining, frame).map(Some)
+}
+
+/// Parses the fixed header: `(header length, remaining length)`, or None if it is incomplete.
+fn fixed_header(buf: &[u8]) -> Result<Option<(usize, usize)>, DecodeError> {
+    let mut remaining = 0usize;
+    for i in 0..4 {
+        let Some(&byte) = buf.get(1 + i) else {
+            return Ok(None);
+        };
+        remaining |= ((byte & 0x7f) as usize) << (7 * i);
+        if byte & 0x80 == 0 {
+            return Ok(Some((2 + i, remaining)));
+        }
+    }
+    Err(malformed("remaining length longer than 4 bytes"))
+}
+
+fn decode_frame(
+    byte1: u8,
+    header_len: usize,
+    remaining: usize,
+    frame: Bytes,
+) -> Result<Packet, DecodeError> {
+    let kind = byte1 >> 4;
+    let flags = byte1 & 0x0f;
+    // Reserved flags per packet type (MQTT 3.1.1 table 2.2); PUBLISH carries DUP/QoS/RETAIN.
+    let expected_flags = match kind {
+        3 => flags,
+        6 | 8 | 10 => 0b0010,
+        _ => 0,
+    };
+    if flags != expected_flags {
+        return Err(malformed(format!(
+            "reserved flags {flags:#06b} on packet type {kind}"
+        )));
+    }
+    let header = FixedHeader::new(byte1, header_len - 1, remaining);
+    let fixed_len = |n: usize| {
+        if remaining == n {
+            Ok(())
+        } else {
+            Err(malformed(format!(
+                "packet type {kind} with remaining length {remaining}, expected {n}"
+            )))
+        }
+    };
+    let pkid = |frame: &Bytes| -> Result<u16, DecodeError> {
+        let id = u16::from_be_bytes([frame[header_len], frame[header_len + 1]]);
+        if id == 0 {
+            Err(malformed("packet id 0"))
+        } else {
+            Ok(id)
+        }
+    };
+    match kind {
+        1 => parse_connect(frame.slice(header_len..)).map(Packet::Connect),
+        3 => parse_publish(header, frame).map(Packet::Publish),
+        4 => fixed_len(2).and_then(|_| pkid(&frame)).map(Packet::PubAck),
+        5 => fixed_len(2).and_then(|_| pkid(&frame)).map(Packet::PubRec),
+        6 => fixed_len(2).and_then(|_| pkid(&frame)).map(Packet::PubRel),
+        7 => fixed_len(2).and_then(|_| pkid(&frame)).map(Packet::PubComp),
+        8 => parse_subscribe(header, header_len, frame),
+        10 => parse_unsubscribe(header, frame),
+        12 => fixed_len(0).map(|_| Packet::PingReq),
+        14 => fixed_len(0).map(|_| Packet::Disconnect),
+        2 | 9 | 11 | 13 => Err(malformed(format!(
+            "packet type {kind} is sent by servers, not clients"
+        ))),
+        _ => Err(malformed(format!("packet type {kind} does not exist"))),
+    }
+}
+
+fn parse_publish(header: FixedHeader, frame: Bytes) -> Result<v4::Publish, DecodeError> {
+    let publish = v4::Publish::read(header, frame).map_err(from_mqttbytes)?;
+    if publish.dup && publish.qos == QoS::AtMostOnce {
+        return Err(malformed("DUP set on a QoS 0 PUBLISH"));
+    }
+    topics::validate_name(&publish.topic).map_err(|e| malformed(format!("PUBLISH topic {e}")))?;
+    Ok(publish)
+}
+
+fn parse_subscribe(
+    header: FixedHeader,
+    header_len: usize,
+    frame: Bytes,
+) -> Result<Packet, DecodeError> {
+    // mqttbytes drops the upper option bits, which 3.1.1 reserves: check them on the raw bytes.
+    let mut raw = frame.slice(header_len..);
+    if raw.len() < 2 {
+        return Err(malformed("SUBSCRIBE without a packet id"));
+    }
+    raw.advance(2);
+    while raw.len() >= 2 {
+        let len = raw.get_u16() as usize;
+        if raw.len() < len + 1 {
+            break; // mqttbytes reports the exact fault below
+        }
+        raw.advance(len);
+        let options = raw.get_u8();
+        if options & 0b1111_1100 != 0 {
+            return Err(malformed(format!(
+                "SUBSCRIBE options {options:#010b} use reserved bits"
+            )));
+        }
+    }
+    let sub = v4::Subscribe::read(header, frame).map_err(from_mqttbytes)?;
+    if sub.pkid == 0 {
+        return Err(malformed("packet id 0"));
+    }
+    if sub.filters.is_empty() {
+        return Err(malformed("SUBSCRIBE with no topic filter"));
+    }
+    let mut filters = Vec::with_capacity(sub.filters.len());
+    for f in sub.filters {
+        if f.path.contains('\0') {
+            return Err(malformed("topic filter contains U+0000"));
+        }
+        filters.push((f.path, f.qos));
+    }
+    Ok(Packet::Subscribe {
+        pkid: sub.pkid,
+        filters,
+    })
+}
+
+fn parse_unsubscribe(header: FixedHeader, frame: Bytes) -> Result<Packet, DecodeError> {
+    let unsub = v4::Unsubscribe::read(header, frame).map_err(from_mqttbytes)?;
+    if unsub.pkid == 0 {
+        return Err(malformed("packet id 0"));
+    }
+    if unsub.topics.is_empty() {
+        return Err(malformed("UNSUBSCRIBE with no topic filter"));
+    }
+    if unsub.topics.iter().any(|t| t.contains('\0')) {
+        return Err(malformed("topic filter contains U+0000"));
+    }
+    Ok(Packet::Unsubscribe {
+        pkid: unsub.pkid,
+        filters: unsub.topics,
+    })
+}
+
+fn read_u8(b: &mut Bytes, what: &str) -> Result<u8, DecodeError> {
+    if b.is_empty() {
+        return Err(malformed(format!("CONNECT ends before {what}")));
+    }
+    Ok(b.get_u8())
+}
+
+fn read_u16(b: &mut Bytes, what: &str) -> Result<u16, DecodeError> {
+    if b.len() < 2 {
+        return Err(malformed(format!("CONNECT ends before {what}")));
+    }
+    Ok(b.get_u16())
+}
+
+fn read_binary(b: &mut Bytes, what: &str) -> Result<Bytes, DecodeError> {
+    let len = read_u16(b, what)? as usize;
+    if b.len() < len {
+        return Err(malformed(format!("CONNECT ends inside {what}")));
+    }
+    Ok(b.split_to(len))
+}
+
+fn read_string(b: &mut Bytes, what: &str) -> Result<String, DecodeError> {
+    let raw = read_binary(b, what)?;
+    let s = String::from_utf8(raw.to_vec())
+        .map_err(|_| malformed(format!("{what} is not valid UTF-8")))?;
+    if s.contains('\0') {
+        return Err(malformed(format!("{what} contains U+0000")));
+    }
+    Ok(s)
+}
+
+/// Parses the variable header and payload of a CONNECT.
+pub fn parse_connect(mut b: Bytes) -> Result<Connect, DecodeError> {
+    let name = read_binary(&mut b, "the protocol name")?;
+    let level = read_u8(&mut b, "the protocol level")?;
+    match (&name[..], level) {
+        (b"MQTT", 4) | (b"MQIsdp", 3) => {}
+        (b"MQTT", _) | (b"MQIsdp", _) => return Err(DecodeError::UnsupportedLevel(level)),
+        _ => {
+            return Err(malformed(format!(
+                "unknown protocol name {:?}",
+                String::from_utf8_lossy(&name)
+            )));
+        }
+    }
+    let flags = read_u8(&mut b, "the connect flags")?;
+    if flags & 0x01 != 0 {
+        return Err(malformed("CONNECT reserved flag is set"));
+    }
+    let clean_session = flags & 0x02 != 0;
+    let will_flag = flags & 0x04 != 0;
+    let will_qos = (flags >> 3) & 0x03;
+    let will_retain = flags & 0x20 != 0;
+    let password_flag = flags & 0x40 != 0;
+    let username_flag = flags & 0x80 != 0;
+    if !will_flag && (will_qos != 0 || will_retain) {
+        return Err(malformed("will QoS or retain set without a will"));
+    }
+    if password_flag && !username_flag {
+        return Err(malformed("password without a user name"));
+    }
+    let keep_alive = read_u16(&mut b, "the keepalive")?;
+    let client_id = read_string(&mut b, "the client id")?;
+    let will = if will_flag {
+        let topic = read_string(&mut b, "the will topic")?;
+        topics::validate_name(&topic).map_err(|e| malformed(format!("will topic {e}")))?;
+        let payload = read_binary(&mut b, "the will message")?;
+        let qos = mqttbytes::qos(will_qos).map_err(|_| malformed("will QoS 3"))?;
+        Some(Will {
+            topic,
+            payload,
+            qos,
+            retain: will_retain,
+        })
+    } else {
+        None
+    };
+    let username = if username_flag {
+        Some(read_string(&mut b, "the user name")?)
+    } else {
+        None
+    };
+    let password = if password_flag {
+        Some(read_binary(&mut b, "the password")?)
+    } else {
+        None
+    };
+    if !b.is_empty() {
+        return Err(malformed(format!(
+            "{} unexpected bytes after the CONNECT payload",
+            b.len()
+        )));
+    }
+    Ok(Connect {
+        level,
+        keep_alive,
+        client_id,
+        clean_session,
+        will,
+        username,
+        password,
+    })
+}
+
+// ---- encoding ---------------------------------------------------------------------------------
+
+fn put_remaining_length(buf: &mut BytesMut, mut len: usize) {
+    loop {
+        let mut byte = (len % 128) as u8;
+        len /= 128;
+        if len > 0 {
+            byte |= 0x80;
+        }
+        buf.put_u8(byte);
+        if len == 0 {
+            return;
+        }
+    }
+}
+
+/// CONNACK with its session-present flag and return code.
+pub fn connack(buf: &mut BytesMut, session_present: bool, code: u8) {
+    buf.put_slice(&[0x20, 2, session_present as u8, code]);
+}
+
+/// PUBACK, PUBREC, PUBREL or PUBCOMP.
+pub fn ack(buf: &mut BytesMut, kind: AckKind, pkid: u16) {
+    let byte1 = match kind {
+        AckKind::PubAck => 0x40,
+        AckKind::PubRec => 0x50,
+        AckKind::PubRel => 0x62,
+        AckKind::PubComp => 0x70,
+    };
+    buf.put_slice(&[byte1, 2]);
+    buf.put_u16(pkid);
+}
+
+/// The four two-byte acknowledgements.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AckKind {
+    PubAck,
+    PubRec,
+    PubRel,
+    PubComp,
+}
+
+/// SUBACK with one return code per filter (0, 1, 2 or 0x80).
+pub fn suback(buf: &mut BytesMut, pkid: u16, codes: &[u8]) {
+    buf.put_u8(0x90);
+    put_remaining_length(buf, 2 + codes.len());
+    buf.put_u16(pkid);
+    buf.put_slice(codes);
+}
+
+/// UNSUBACK.
+pub fn unsuback(buf: &mut BytesMut, pkid: u16) {
+    buf.put_slice(&[0xb0, 2]);
+    buf.put_u16(pkid);
+}
+
+/// PINGRESP.
+pub fn pingresp(buf: &mut BytesMut) {
+    buf.put_slice(&[0xd0, 0]);
+}
+
+/// PUBLISH. `pkid` is ignored for QoS 0 and must not be 0 otherwise; `topic` is a valid name
+/// (at most 65,535 bytes), which the broker guarantees for every topic it routes.
+pub fn publish(
+    buf: &mut BytesMut,
+    topic: &str,
+    payload: &[u8],
+    qos: QoS,
+    pkid: u16,
+    retain: bool,
+    dup: bool,
+) {
+    debug_assert!(topic.len() <= topics::MAX_TOPIC_LEN);
+    debug_assert!(qos == QoS::AtMostOnce || pkid != 0);
+    let qos_bits = qos as u8;
+    buf.put_u8(0x30 | (dup as u8) << 3 | qos_bits << 1 | retain as u8);
+    let id_len = if qos == QoS::AtMostOnce { 0 } else { 2 };
+    let remaining = 2 + topic.len() + id_len + payload.len();
+    buf.reserve(4 + remaining);
+    put_remaining_length(buf, remaining);
+    buf.put_u16(topic.len() as u16);
+    buf.put_slice(topic.as_bytes());
+    if id_len != 0 {
+        buf.put_u16(pkid);
+    }
+    buf.put_slice(payload);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decode_all(bytes: &[u8]) -> Result<Option<Packet>, DecodeError> {
+        let mut buf = BytesMut::from(bytes);
+        decode(&mut buf, 1024)
+    }
+
+    fn is_malformed(bytes: &[u8]) -> bool {
+        matches!(decode_all(bytes), Err(DecodeError::Malformed(_)))
+    }
+
+    /// CONNECT bytes for MQTT 3.1.1 with the given flags and payload after the client id.
+    fn connect_bytes(flags: u8, client_id: &str, rest: &[u8]) -> Vec<u8> {
+        let mut body = vec![0, 4, b'M', b'Q', b'T', b'T', 4, flags, 0, 60];
+        body.extend_from_slice(&(client_id.len() as u16).to_be_bytes());
+        body.extend_from_slice(client_id.as_bytes());
+        body.extend_from_slice(rest);
+        let mut out = vec![0x10, body.len() as u8];
+        out.extend(body);
+        out
+    }
+
+    #[test]
+    fn partial_input_waits_for_more() {
+        assert_eq!(decode_all(&[]), Ok(None));
+        assert_eq!(decode_all(&[0x30]), Ok(None));
+        assert_eq!(decode_all(&[0x30, 0x80]), Ok(None));
+        assert_eq!(decode_all(&[0x30, 5, 0, 1]), Ok(None));
+    }
+
+    #[test]
+    fn five_byte_remaining_length_is_malformed() {
+        assert!(is_malformed(&[0x30, 0xff, 0xff, 0xff, 0xff, 0x01]));
+    }
+
+    #[test]
+    fn oversized_packet_is_refused_before_it_arrives() {
+        // Declares 2 MB but sends 3 bytes: refused on the header alone.
+        let mut buf = BytesMut::from(&[0x30u8, 0x80, 0x80, 0x80, 0x01][..]);
+        assert_eq!(
+            decode(&mut buf, 1024),
+            Err(DecodeError::TooLarge {
+                size: 2_097_152,
+                max: 1024
+            })
+        );
+    }
+
+    #[test]
+    fn reserved_fixed_header_flags_are_malformed() {
+        assert!(is_malformed(&[0x80, 5, 0, 1, 0, 1, b'a'])); // SUBSCRIBE 0x80
+        assert!(is_malformed(&[0x60, 2, 0, 1])); // PUBREL 0x60
+        assert!(!is_malformed(&connect_bytes(0x02, "c", &[])));
+        let mut c = connect_bytes(0x02, "c", &[]);
+        c[0] = 0x1f; // CONNECT 0x1F
+        assert!(is_malformed(&c));
+        assert!(is_malformed(&[0x41, 2, 0, 1])); // PUBACK with a flag
+        assert!(is_malformed(&[0xc1, 0])); // PINGREQ with a flag
+    }
+
+    #[test]
+    fn server_only_and_unknown_packet_types_are_malformed() {
+        assert!(is_malformed(&[0x20, 2, 0, 0])); // CONNACK
+        assert!(is_malformed(&[0xd0, 0])); // PINGRESP
+        assert!(is_malformed(&[0x00, 0])); // type 0
+        assert!(is_malformed(&[0xf0, 0])); // type 15
+    }
+
+    #[test]
+    fn connect_is_parsed() {
+        let mut rest = vec![];
+        rest.extend_from_slice(&[0, 3, b'a', b'/', b'w', 0, 2, b'h', b'i']);
+        rest.extend_from_slice(&[0, 1, b'u', 0, 2, 0xff, 0x00]); // binary password
+        let bytes = connect_bytes(0x80 | 0x40 | 0x20 | 0x08 | 0x04 | 0x02, "id", &rest);
+        let Ok(Some(Packet::Connect(c))) = decode_all(&bytes) else {
+            panic!("not a connect: {:?}", decode_all(&bytes));
+        };
+        assert_eq!(c.level, 4);
+        assert_eq!(c.client_id, "id");
+        assert!(c.clean_session);
+        let will = c.will.unwrap();
+        assert_eq!(
+            (
+                will.topic.as_str(),
+                &will.payload[..],
+                will.qos,
+                will.retain
+            ),
+            ("a/w", &b"hi"[..], QoS::AtLeastOnce, true)
+        );
+        assert_eq!(c.username.as_deref(), Some("u"));
+        assert_eq!(c.password.as_deref(), Some(&[0xff, 0x00][..]));
+    }
+
+    #[test]
+    fn mqtt_3_1_connect_is_accepted() {
+        let body = [
+            0, 6, b'M', b'Q', b'I', b's', b'd', b'p', 3, 0x02, 0, 10, 0, 1, b'x',
+        ];
+        let mut bytes = vec![0x10, body.len() as u8];
+        bytes.extend_from_slice(&body);
+        let Ok(Some(Packet::Connect(c))) = decode_all(&bytes) else {
+            panic!("MQIsdp refused");
+        };
+        assert_eq!((c.level, c.client_id.as_str()), (3, "x"));
+    }
+
+    #[test]
+    fn other_protocol_levels_are_unsupported() {
+        let mut bytes = connect_bytes(0x02, "c", &[]);
+        bytes[8] = 5;
+        assert_eq!(decode_all(&bytes), Err(DecodeError::UnsupportedLevel(5)));
+        bytes[8] = 3; // "MQTT" with level 3
+        assert_eq!(decode_all(&bytes), Err(DecodeError::UnsupportedLevel(3)));
+        bytes[4] = b'X'; // not MQTT at all: no CONNACK, just close
+        assert!(is_malformed(&bytes));
+    }
+
+    #[test]
+    fn connect_flag_faults_are_malformed() {
+        assert!(is_malformed(&connect_bytes(0x03, "c", &[]))); // reserved bit 0
+        assert!(is_malformed(&connect_bytes(0x42, "c", &[0, 1, b'p']))); // password, no user
+        assert!(is_malformed(&connect_bytes(0x0a, "c", &[]))); // will QoS without will
+        assert!(is_malformed(&connect_bytes(0x22, "c", &[]))); // will retain without will
+        assert!(is_malformed(&connect_bytes(0x1e, "c", &[0, 1, b'a', 0, 0]))); // will QoS 3
+        assert!(is_malformed(&connect_bytes(0x06, "c", &[0, 1, b'#', 0, 0]))); // wildcard will
+        assert!(is_malformed(&connect_bytes(0x02, "c", &[9]))); // trailing byte
+        assert!(is_malformed(&connect_bytes(0x82, "c", &[0, 2, 0xc3, 0x28]))); // bad UTF-8 user
+    }
+
+    #[test]
+    fn publish_topic_faults_are_malformed() {
+        assert!(is_malformed(&[0x30, 4, 0, 2, b'a', b'+']));
+        assert!(is_malformed(&[0x30, 4, 0, 2, b'#', b'a']));
+        assert!(is_malformed(&[0x30, 3, 0, 0, b'x'])); // empty topic
+        assert!(is_malformed(&[0x30, 4, 0, 2, b'a', 0])); // U+0000
+        assert!(is_malformed(&[0x30, 4, 0, 2, 0xc3, 0x28])); // invalid UTF-8
+        assert!(is_malformed(&[0x36, 5, 0, 1, b'a', 0, 1])); // QoS 3
+        assert!(is_malformed(&[0x32, 5, 0, 1, b'a', 0, 0])); // QoS 1, packet id 0
+        assert!(is_malformed(&[0x38, 3, 0, 1, b'a'])); // DUP on QoS 0
+    }
+
+    #[test]
+    fn publish_is_parsed_without_copying_the_payload() {
+        let Ok(Some(Packet::Publish(p))) =
+            decode_all(&[0x3d, 8, 0, 1, b'a', 0, 7, b'x', b'y', b'z'])
+        else {
+            panic!()
+        };
+        assert_eq!(
+            (p.topic.as_str(), p.qos, p.pkid, p.dup, p.retain),
+            ("a", QoS::ExactlyOnce, 7, true, true)
+        );
+        assert_eq!(&p.payload[..], b"xyz");
+    }
+
+    #[test]
+    fn subscribe_faults_are_malformed() {
+        assert!(is_malformed(&[0x82, 2, 0, 1])); // no filters
+        assert!(is_malformed(&[0x82, 6, 0, 1, 0, 1, b'a', 0x04])); // reserved option bit
+        assert!(is_malformed(&[0x82, 6, 0, 1, 0, 1, b'a', 0x03])); // QoS 3
+        assert!(is_malformed(&[0x82, 6, 0, 0, 0, 1, b'a', 0x00])); // packet id 0
+        assert!(is_malformed(&[0x82, 6, 0, 1, 0, 1, 0, 0x00])); // U+0000
+        assert!(is_malformed(&[0xa2, 2, 0, 1])); // UNSUBSCRIBE with no filters
+        assert!(is_malformed(&[0xa0, 5, 0, 1, 0, 1, b'a'])); // UNSUBSCRIBE 0xA0
+    }
+
+    #[test]
+    fn subscribe_and_unsubscribe_are_parsed() {
+        let Ok(Some(Packet::Subscribe { pkid, filters })) =
+            decode_all(&[0x82, 10, 0, 9, 0, 1, b'a', 1, 0, 1, b'#', 2])
+        else {
+            panic!()
+        };
+        assert_eq!(pkid, 9);
+        assert_eq!(
+            filters,
+            vec![
+                ("a".into(), QoS::AtLeastOnce),
+                ("#".into(), QoS::ExactlyOnce)
+            ]
+        );
+        let Ok(Some(Packet::Unsubscribe { pkid, filters })) =
+            decode_all(&[0xa2, 5, 0, 3, 0, 1, b'a'])
+        else {
+            panic!()
+        };
+        assert_eq!((pkid, filters), (3, vec!["a".to_string()]));
+    }
+
+    #[test]
+    fn acks_must_have_the_right_length() {
+        assert_eq!(decode_all(&[0x40, 2, 0, 5]), Ok(Some(Packet::PubAck(5))));
+        assert_eq!(decode_all(&[0x62, 2, 0, 5]), Ok(Some(Packet::PubRel(5))));
+        assert!(is_malformed(&[0x40, 3, 0, 5, 0]));
+        assert!(is_malformed(&[0x40, 2, 0, 0]));
+        assert!(is_malformed(&[0xc0, 1, 0]));
+        assert_eq!(decode_all(&[0xe0, 0]), Ok(Some(Packet::Disconnect)));
+    }
+
+    #[test]
+    fn several_packets_in_one_buffer() {
+        let mut buf = BytesMut::from(&[0xc0u8, 0, 0x40, 2, 0, 1, 0xe0][..]);
+        assert_eq!(decode(&mut buf, 100), Ok(Some(Packet::PingReq)));
+        assert_eq!(decode(&mut buf, 100), Ok(Some(Packet::PubAck(1))));
+        assert_eq!(decode(&mut buf, 100), Ok(None));
+        assert_eq!(buf.len(), 1);
+    }
+
+    #[test]
+    fn publish_encodes_like_mqttbytes() {
+        for (qos, pkid) in [
+            (QoS::AtMostOnce, 0),
+            (QoS::AtLeastOnce, 3),
+            (QoS::ExactlyOnce, 9),
+        ] {
+            let payload = vec![7u8; 300];
+            let mut ours = BytesMut::new();
+            publish(
+                &mut ours,
+                "a/b",
+                &payload,
+                qos,
+                pkid,
+                true,
+                qos != QoS::AtMostOnce,
+            );
+            let mut theirs = BytesMut::new();
+            let mut p = v4::Publish::new("a/b", qos, payload);
+            p.pkid = pkid;
+            p.retain = true;
+            p.dup = qos != QoS::AtMostOnce;
+            p.write(&mut theirs).unwrap();
+            assert_eq!(ours, theirs);
+        }
+    }
+
+    #[test]
+    fn control_packets_encode() {
+        let mut b = BytesMut::new();
+        connack(&mut b, true, 0);
+        suback(&mut b, 7, &[0, 0x80]);
+        unsuback(&mut b, 7);
+        ack(&mut b, AckKind::PubRel, 0x0102);
+        pingresp(&mut b);
+        assert_eq!(
+            &b[..],
+            &[
+                0x20, 2, 1, 0, 0x90, 4, 0, 7, 0, 0x80, 0xb0, 2, 0, 7, 0x62, 2, 1, 2, 0xd0, 0
+            ]
+        );
+    }
+}

@@ -1,0 +1,53 @@
+//! Settings of a running broker.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::users::Users;
+
+/// Everything the broker needs to start. `Config::default()` is what `mqtt-lab --headless`
+/// uses, with the topic list and users read from files by the caller.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Address and port to listen on; port 0 picks a free one.
+    pub listen: SocketAddr,
+    /// The topics that exist.
+    pub topics: Vec<String>,
+    /// Who may log in.
+    pub users: Users,
+    /// Where the users file lives, so that changes made while running can be saved there.
+    pub users_path: Option<PathBuf>,
+    /// How often `$SYS` topics are published; `None` turns them off.
+    pub sys_interval: Option<Duration>,
+    /// Largest remaining length of a packet a client may send.
+    pub max_packet_size: usize,
+    /// A socket that has not sent CONNECT after this long is closed.
+    pub connect_timeout: Duration,
+    /// Unacknowledged QoS 1/2 messages in flight to one client.
+    pub max_inflight: usize,
+    /// QoS 1/2 messages queued for one client beyond the in-flight window (online or offline).
+    pub max_queued: usize,
+    /// QoS 0 messages waiting for one client's connection task; more are dropped and counted.
+    pub max_qos0_buffered: usize,
+    /// Connections served at once; more are accepted and closed at once.
+    pub max_connections: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 1883),
+            topics: Vec::new(),
+            users: Users::default(),
+            users_path: None,
+            sys_interval: Some(Duration::from_secs(10)),
+            max_packet_size: 16 * 1024 * 1024,
+            connect_timeout: Duration::from_secs(10),
+            max_inflight: 20,
+            max_queued: 1000,
+            max_qos0_buffered: 1000,
+            max_connections: 20_000,
+        }
+    }
+}

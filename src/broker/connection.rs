@@ -1,0 +1,396 @@
+//! One task per client connection: owns the socket, the codec buffers and the keepalive timer.
+//!
+//! It answers what needs no shared state itself (PUBACK, PUBREC, PUBCOMP, PUBREL, PINGRESP),
+//! forwards everything else to the router in one message per read, and writes what the router
+//! sends back in batches: many packets per `write`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::BytesMut;
+use mqttbytes::QoS;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::net::tcp::OwnedReadHalf;
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
+
+use super::codec::{self, AckKind, Connect, DecodeError, Packet};
+use super::link::{CloseReason, ConnId, ConnectRequest, Inbound, Outbound, ToRouter};
+use super::session::Limits;
+use super::stats::{self, Stats};
+use super::users::{LoginCheck, Users};
+
+/// Bytes waiting to be written before the connection stops reading from the client and from
+/// the router: a client that does not read cannot make the broker buffer without limit.
+const WRITE_HIGH_WATER: usize = 256 * 1024;
+/// Room made in the read buffer when it runs low.
+const READ_CHUNK: usize = 16 * 1024;
+/// How long a closing connection may take to flush what it still has to say.
+const FLUSH_ON_CLOSE: Duration = Duration::from_secs(1);
+
+/// What every connection task shares.
+pub(crate) struct Shared {
+    pub router: mpsc::Sender<ToRouter>,
+    pub users: watch::Receiver<Arc<Users>>,
+    pub stats: Arc<Stats>,
+    pub limits: Limits,
+    pub max_packet_size: usize,
+    pub connect_timeout: Duration,
+    pub next_conn: AtomicU64,
+}
+
+/// CONNACK return codes (MQTT 3.1.1 table 3.1).
+mod connack_code {
+    pub const UNACCEPTABLE_PROTOCOL: u8 = 0x01;
+    pub const IDENTIFIER_REJECTED: u8 = 0x02;
+    pub const BAD_CREDENTIALS: u8 = 0x04;
+    pub const NOT_AUTHORIZED: u8 = 0x05;
+}
+
+/// Serves one client from accept to close.
+pub(crate) async fn serve(socket: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
+    let conn = shared.next_conn.fetch_add(1, Ordering::Relaxed);
+    let (mut rd, mut wr) = socket.into_split();
+    let mut rbuf = BytesMut::new();
+    let first = tokio::time::timeout(
+        shared.connect_timeout,
+        read_first_packet(&mut rd, &mut rbuf, &shared),
+    )
+    .await;
+    let mut wbuf = BytesMut::new();
+    let connect = match first {
+        Err(_) => {
+            info!(%peer, timeout = ?shared.connect_timeout, "no CONNECT in time: closing");
+            return refused(&shared).await;
+        }
+        Ok(Err(FirstPacketError::Closed)) => return refused(&shared).await,
+        Ok(Err(FirstPacketError::Decode(DecodeError::UnsupportedLevel(level)))) => {
+            info!(%peer, level, "unsupported protocol level: CONNACK 0x01");
+            codec::connack(&mut wbuf, false, connack_code::UNACCEPTABLE_PROTOCOL);
+            let _ = wr.write_all(&wbuf).await;
+            return refused(&shared).await;
+        }
+        Ok(Err(FirstPacketError::Decode(e))) => {
+            warn!(%peer, reason = %e, "bad CONNECT: closing");
+            return refused(&shared).await;
+        }
+        Ok(Ok(Packet::Connect(c))) => c,
+        Ok(Ok(_)) => {
+            warn!(%peer, reason = "first packet is not CONNECT", "protocol error: closing");
+            return refused(&shared).await;
+        }
+    };
+
+    if let Some(code) = check_connect(&connect, &shared, peer).await {
+        codec::connack(&mut wbuf, false, code);
+        let _ = wr.write_all(&wbuf).await;
+        return refused(&shared).await;
+    }
+
+    let (tx, rx) = mpsc::channel(shared.limits.channel_capacity());
+    let keep_alive = connect.keep_alive;
+    let client_id = connect.client_id.clone();
+    let request = ConnectRequest {
+        conn,
+        client_id: connect.client_id,
+        clean_session: connect.clean_session,
+        keep_alive,
+        will: connect.will,
+        username: connect.username,
+        peer,
+        level: connect.level,
+        tx,
+    };
+    if shared
+        .router
+        .send(ToRouter::Connect(Box::new(request)))
+        .await
+        .is_err()
+    {
+        return; // shutting down
+    }
+    let mut link = Link {
+        conn,
+        shared: &shared,
+        rd,
+        wr,
+        rbuf,
+        wbuf,
+        rx,
+    };
+    let reason = link.run(keep_alive).await;
+    match &reason {
+        CloseReason::ProtocolError(_) | CloseReason::SocketError(_) => {
+            warn!(client_id, %peer, %reason, "closing connection")
+        }
+        _ => debug!(client_id, %peer, %reason, "connection ended"),
+    }
+    link.flush_and_close().await;
+    let _ = shared.router.send(ToRouter::Closed { conn, reason }).await;
+}
+
+async fn refused(shared: &Shared) {
+    let _ = shared.router.send(ToRouter::Refused).await;
+}
+
+enum FirstPacketError {
+    Closed,
+    Decode(DecodeError),
+}
+
+async fn read_first_packet(
+    rd: &mut OwnedReadHalf,
+    rbuf: &mut BytesMut,
+    shared: &Shared,
+) -> Result<Packet, FirstPacketError> {
+    loop {
+        match codec::decode(rbuf, shared.max_packet_size) {
+            Ok(Some(p)) => return Ok(p),
+            Ok(None) => {}
+            Err(e) => return Err(FirstPacketError::Decode(e)),
+        }
+        rbuf.reserve(1024);
+        match rd.read_buf(rbuf).await {
+            Ok(0) | Err(_) => return Err(FirstPacketError::Closed),
+            Ok(n) => stats::add(&shared.stats.bytes_received, n as u64),
+        }
+    }
+}
+
+/// The checks on a parsed CONNECT that can refuse it: client id rules, then the login. Returns
+/// the CONNACK code to refuse with, or None to accept.
+async fn check_connect(c: &Connect, shared: &Shared, peer: SocketAddr) -> Option<u8> {
+    if c.client_id.is_empty() && (c.level == 3 || !c.clean_session) {
+        info!(%peer, "empty client id without clean session: CONNACK 0x02");
+        return Some(connack_code::IDENTIFIER_REJECTED);
+    }
+    let users = shared.users.borrow().clone();
+    let check = if c.username.is_none() {
+        users.check_login(None, None) // no hashing: stays on this thread
+    } else {
+        let (user, pw) = (c.username.clone(), c.password.clone());
+        // argon2 is slow by design; a login storm must not stall the async workers.
+        tokio::task::spawn_blocking(move || users.check_login(user.as_deref(), pw.as_deref()))
+            .await
+            .unwrap_or(LoginCheck::BadCredentials)
+    };
+    match check {
+        LoginCheck::Accepted(_) => None,
+        LoginCheck::BadCredentials => {
+            info!(%peer, client_id = c.client_id, user = c.username.as_deref().unwrap_or("-"), "bad user name or password: CONNACK 0x04");
+            Some(connack_code::BAD_CREDENTIALS)
+        }
+        LoginCheck::NotAuthorized => {
+            info!(%peer, client_id = c.client_id, "anonymous login refused: CONNACK 0x05");
+            Some(connack_code::NOT_AUTHORIZED)
+        }
+    }
+}
+
+/// A connected client's socket halves, buffers and the router's channel to it.
+struct Link<'a> {
+    conn: ConnId,
+    shared: &'a Shared,
+    rd: OwnedReadHalf,
+    wr: tokio::net::tcp::OwnedWriteHalf,
+    rbuf: BytesMut,
+    wbuf: BytesMut,
+    rx: mpsc::Receiver<Outbound>,
+}
+
+/// What reading a batch of packets led to.
+enum ReadOutcome {
+    Continue,
+    Close(CloseReason),
+}
+
+impl Link<'_> {
+    async fn run(&mut self, keep_alive: u16) -> CloseReason {
+        // 1.5 x keepalive (3.1.1 section 3.1.2.10); 0 turns the timer off.
+        let limit = (keep_alive > 0).then(|| Duration::from_millis(keep_alive as u64 * 1500));
+        let mut last_read = Instant::now();
+        let far = Duration::from_secs(86_400 * 365);
+        let timer = tokio::time::sleep(limit.unwrap_or(far));
+        tokio::pin!(timer);
+        loop {
+            let room = self.wbuf.len() < WRITE_HIGH_WATER;
+            if self.rbuf.capacity() - self.rbuf.len() < 1024 {
+                self.rbuf.reserve(READ_CHUNK);
+            }
+            tokio::select! {
+                res = self.rd.read_buf(&mut self.rbuf), if room => {
+                    match res {
+                        Ok(0) => return CloseReason::SocketClosed,
+                        Err(e) => return CloseReason::SocketError(e.to_string()),
+                        Ok(n) => {
+                            stats::add(&self.shared.stats.bytes_received, n as u64);
+                            last_read = Instant::now();
+                            if let ReadOutcome::Close(reason) = self.on_read().await {
+                                return reason;
+                            }
+                        }
+                    }
+                }
+                out = self.rx.recv(), if room => {
+                    let Some(out) = out else {
+                        return CloseReason::ServerShutdown;
+                    };
+                    if let Some(reason) = self.on_outbound(out) {
+                        return reason;
+                    }
+                }
+                res = self.wr.write_buf(&mut self.wbuf), if !self.wbuf.is_empty() => {
+                    match res {
+                        Ok(n) => {
+                            stats::add(&self.shared.stats.bytes_sent, n as u64);
+                            if self.wbuf.is_empty() && self.wbuf.capacity() > 4 * WRITE_HIGH_WATER {
+                                self.wbuf = BytesMut::new(); // give a burst's memory back
+                            }
+                        }
+                        Err(e) => return CloseReason::SocketError(e.to_string()),
+                    }
+                }
+                () = &mut timer, if limit.is_some() => {
+                    let limit = limit.unwrap_or(far);
+                    if last_read.elapsed() >= limit {
+                        return CloseReason::KeepaliveTimeout;
+                    }
+                    timer.as_mut().reset(last_read + limit);
+                }
+            }
+        }
+    }
+
+    /// Decodes every whole packet in the read buffer, answers what it can, and forwards the
+    /// rest to the router in one message.
+    async fn on_read(&mut self) -> ReadOutcome {
+        let mut packets = Vec::new();
+        let mut received = 0u64;
+        let mut publishes = 0u64;
+        let mut outcome = ReadOutcome::Continue;
+        loop {
+            let packet = match codec::decode(&mut self.rbuf, self.shared.max_packet_size) {
+                Ok(Some(p)) => p,
+                Ok(None) => break,
+                Err(e) => {
+                    outcome = ReadOutcome::Close(CloseReason::ProtocolError(e.to_string()));
+                    break;
+                }
+            };
+            received += 1;
+            match packet {
+                Packet::Publish(p) => {
+                    publishes += 1;
+                    match p.qos {
+                        QoS::AtMostOnce => {}
+                        QoS::AtLeastOnce => codec::ack(&mut self.wbuf, AckKind::PubAck, p.pkid),
+                        QoS::ExactlyOnce => codec::ack(&mut self.wbuf, AckKind::PubRec, p.pkid),
+                    }
+                    packets.push(Inbound::Publish(p));
+                }
+                Packet::PubAck(id) => packets.push(Inbound::PubAck(id)),
+                Packet::PubRec(id) => {
+                    codec::ack(&mut self.wbuf, AckKind::PubRel, id);
+                    packets.push(Inbound::PubRec(id));
+                }
+                Packet::PubRel(id) => {
+                    codec::ack(&mut self.wbuf, AckKind::PubComp, id);
+                    packets.push(Inbound::PubRel(id));
+                }
+                Packet::PubComp(id) => packets.push(Inbound::PubComp(id)),
+                Packet::Subscribe { pkid, filters } => {
+                    packets.push(Inbound::Subscribe { pkid, filters })
+                }
+                Packet::Unsubscribe { pkid, filters } => {
+                    packets.push(Inbound::Unsubscribe { pkid, filters })
+                }
+                Packet::PingReq => codec::pingresp(&mut self.wbuf),
+                Packet::Disconnect => {
+                    outcome = ReadOutcome::Close(CloseReason::ClientDisconnected);
+                    break;
+                }
+                Packet::Connect(_) => {
+                    outcome = ReadOutcome::Close(CloseReason::ProtocolError(
+                        "second CONNECT on one connection".into(),
+                    ));
+                    break;
+                }
+            }
+        }
+        let s = &self.shared.stats;
+        stats::add(&s.packets_received, received);
+        stats::add(&s.publish_received, publishes);
+        // What came before a fault or DISCONNECT still counts: route it first.
+        if !packets.is_empty() {
+            let msg = ToRouter::Packets {
+                conn: self.conn,
+                packets,
+            };
+            if self.shared.router.send(msg).await.is_err() {
+                return ReadOutcome::Close(CloseReason::ServerShutdown);
+            }
+        }
+        outcome
+    }
+
+    /// Encodes what the router sent, and whatever else is already waiting, into the write
+    /// buffer. Returns a reason if the router asked to close.
+    fn on_outbound(&mut self, first: Outbound) -> Option<CloseReason> {
+        let mut sent = 0u64;
+        let mut publishes = 0u64;
+        let mut next = Some(first);
+        let mut close = None;
+        while let Some(out) = next {
+            sent += 1;
+            match out {
+                Outbound::Publish(p) => {
+                    publishes += 1;
+                    codec::publish(
+                        &mut self.wbuf,
+                        &p.topic,
+                        &p.payload,
+                        p.qos,
+                        p.pkid,
+                        p.retain,
+                        p.dup,
+                    );
+                }
+                Outbound::ConnAck { session_present } => {
+                    codec::connack(&mut self.wbuf, session_present, 0)
+                }
+                Outbound::PubRel(id) => codec::ack(&mut self.wbuf, AckKind::PubRel, id),
+                Outbound::SubAck { pkid, codes } => codec::suback(&mut self.wbuf, pkid, &codes),
+                Outbound::UnsubAck(pkid) => codec::unsuback(&mut self.wbuf, pkid),
+                Outbound::Close(reason) => {
+                    close = Some(reason);
+                    break;
+                }
+            }
+            next = if self.wbuf.len() < WRITE_HIGH_WATER {
+                self.rx.try_recv().ok()
+            } else {
+                None
+            };
+        }
+        let s = &self.shared.stats;
+        stats::add(&s.packets_sent, sent);
+        stats::add(&s.publish_sent, publishes);
+        close
+    }
+
+    /// Writes out what is buffered (briefly: the client may not be reading) and closes.
+    async fn flush_and_close(&mut self) {
+        let flush = async {
+            if !self.wbuf.is_empty() {
+                self.wr.write_all(&self.wbuf).await?;
+                stats::add(&self.shared.stats.bytes_sent, self.wbuf.len() as u64);
+            }
+            self.wr.shutdown().await
+        };
+        let _ = tokio::time::timeout(FLUSH_ON_CLOSE, flush).await;
+    }
+}

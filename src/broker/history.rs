@@ -1,0 +1,85 @@
+//! The last values published on a topic, kept for the window to show.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use mqttbytes::QoS;
+
+/// How many values each topic keeps.
+pub const HISTORY_DEPTH: usize = 10;
+
+/// Payload bytes kept per value: enough to show, bounded however large the message.
+pub const HISTORY_PAYLOAD_LIMIT: usize = 1024;
+
+/// One published value.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HistoryItem {
+    pub time: SystemTime,
+    /// The payload, cut to `HISTORY_PAYLOAD_LIMIT` bytes (copied, so it does not keep a
+    /// connection's read buffer alive).
+    pub payload: Bytes,
+    /// The payload's real size.
+    pub size: usize,
+    pub qos: QoS,
+    pub retain: bool,
+    /// Client id of the publisher (`None` for the broker's own messages).
+    pub from: Option<Arc<str>>,
+}
+
+/// The most recent values of one topic, oldest first, at most `HISTORY_DEPTH`.
+#[derive(Debug, Clone, Default)]
+pub struct History {
+    items: VecDeque<HistoryItem>,
+}
+
+impl History {
+    pub fn push(&mut self, payload: &[u8], qos: QoS, retain: bool, from: Option<Arc<str>>) {
+        if self.items.len() == HISTORY_DEPTH {
+            self.items.pop_front();
+        }
+        let kept = &payload[..payload.len().min(HISTORY_PAYLOAD_LIMIT)];
+        self.items.push_back(HistoryItem {
+            time: SystemTime::now(),
+            payload: Bytes::copy_from_slice(kept),
+            size: payload.len(),
+            qos,
+            retain,
+            from,
+        });
+    }
+
+    pub fn items(&self) -> impl DoubleEndedIterator<Item = &HistoryItem> + ExactSizeIterator {
+        self.items.iter()
+    }
+
+    pub fn last(&self) -> Option<&HistoryItem> {
+        self.items.back()
+    }
+
+    pub fn clear(&mut self) {
+        self.items.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keeps_the_last_ten_and_cuts_large_payloads() {
+        let mut h = History::default();
+        for i in 0..15u8 {
+            h.push(&[i], QoS::AtMostOnce, false, None);
+        }
+        let values: Vec<u8> = h.items().map(|i| i.payload[0]).collect();
+        assert_eq!(values, (5..15).collect::<Vec<_>>());
+        h.push(&vec![1; 5000], QoS::AtLeastOnce, true, Some("c".into()));
+        let last = h.last().unwrap();
+        assert_eq!(
+            (last.payload.len(), last.size),
+            (HISTORY_PAYLOAD_LIMIT, 5000)
+        );
+    }
+}

@@ -1,0 +1,172 @@
+//! The messages between connection tasks and the router, and the public commands.
+//!
+//! Connection tasks own their socket; the router owns every session. They meet only here.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use mqttbytes::QoS;
+use mqttbytes::v4;
+use tokio::sync::{mpsc, oneshot};
+
+use super::codec::Will;
+use super::users::Users;
+
+/// Identifies one connection (not one client: a client id can have many connections in turn).
+pub type ConnId = u64;
+
+/// What the router receives.
+#[derive(Debug)]
+pub(crate) enum ToRouter {
+    /// A client passed CONNECT checks and login; the router answers with CONNACK on `tx`.
+    Connect(Box<ConnectRequest>),
+    /// Packets from one connection, in order, as many as one read brought.
+    Packets {
+        conn: ConnId,
+        packets: Vec<Inbound>,
+    },
+    /// The connection is gone; wills fire unless the client sent DISCONNECT.
+    Closed {
+        conn: ConnId,
+        reason: CloseReason,
+    },
+    /// A connection was turned away before it reached the router (login refused, bad CONNECT).
+    Refused,
+    Command(Command),
+}
+
+/// A client that has connected, as the router needs to know it.
+#[derive(Debug)]
+pub(crate) struct ConnectRequest {
+    pub conn: ConnId,
+    pub client_id: String,
+    pub clean_session: bool,
+    pub keep_alive: u16,
+    pub will: Option<Will>,
+    pub username: Option<String>,
+    pub peer: SocketAddr,
+    pub level: u8,
+    pub tx: mpsc::Sender<Outbound>,
+}
+
+/// A packet from a client that the router must see.
+#[derive(Debug)]
+pub(crate) enum Inbound {
+    Publish(v4::Publish),
+    PubAck(u16),
+    PubRec(u16),
+    PubRel(u16),
+    PubComp(u16),
+    Subscribe {
+        pkid: u16,
+        filters: Vec<(String, QoS)>,
+    },
+    Unsubscribe {
+        pkid: u16,
+        filters: Vec<String>,
+    },
+}
+
+/// A PUBLISH for one subscriber; topic and payload are shared with every other subscriber.
+#[derive(Debug, Clone)]
+pub(crate) struct OutPublish {
+    pub topic: Arc<str>,
+    pub payload: Bytes,
+    pub qos: QoS,
+    pub pkid: u16,
+    pub retain: bool,
+    pub dup: bool,
+}
+
+/// What the router sends to a connection task, which encodes and writes it.
+#[derive(Debug)]
+pub(crate) enum Outbound {
+    ConnAck {
+        session_present: bool,
+    },
+    Publish(OutPublish),
+    PubRel(u16),
+    SubAck {
+        pkid: u16,
+        codes: Vec<u8>,
+    },
+    UnsubAck(u16),
+    /// Close the connection (kicked, taken over, shutting down). The router has already dealt
+    /// with the will.
+    Close(CloseReason),
+}
+
+/// Why a connection ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The client sent DISCONNECT: the one clean ending, its will is discarded.
+    ClientDisconnected,
+    /// The client closed the socket without DISCONNECT.
+    SocketClosed,
+    SocketError(String),
+    KeepaliveTimeout,
+    ProtocolError(String),
+    /// Another connection with the same client id took the session.
+    TakenOver,
+    Kicked,
+    /// The client stopped reading and the broker could not queue its control packets.
+    SlowConsumer,
+    ServerShutdown,
+}
+
+impl CloseReason {
+    /// Whether the client's will is published for this ending.
+    pub fn fires_will(&self) -> bool {
+        !matches!(
+            self,
+            CloseReason::ClientDisconnected | CloseReason::ServerShutdown
+        )
+    }
+}
+
+impl std::fmt::Display for CloseReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CloseReason::ClientDisconnected => f.write_str("client sent DISCONNECT"),
+            CloseReason::SocketClosed => f.write_str("client closed the connection"),
+            CloseReason::SocketError(e) => write!(f, "socket error: {e}"),
+            CloseReason::KeepaliveTimeout => f.write_str("keepalive expired"),
+            CloseReason::ProtocolError(e) => write!(f, "protocol error: {e}"),
+            CloseReason::TakenOver => f.write_str("another connection took over the client id"),
+            CloseReason::Kicked => f.write_str("kicked"),
+            CloseReason::SlowConsumer => f.write_str("client stopped reading"),
+            CloseReason::ServerShutdown => f.write_str("broker shutting down"),
+        }
+    }
+}
+
+/// Requests to the broker from its embedder (the window, tests).
+#[derive(Debug)]
+pub enum Command {
+    /// Close a client's connection from the broker side; its will is published.
+    Kick { client_id: String },
+    /// Forget an offline persistent session.
+    DiscardSession { client_id: String },
+    /// Add a topic to the list (a valid topic name, not under `$`).
+    AddTopic {
+        topic: String,
+        reply: Option<oneshot::Sender<Result<(), String>>>,
+    },
+    /// Delete a topic: its retained message and history go, and subscriptions that match no
+    /// topic any more are removed.
+    RemoveTopic { topic: String },
+    /// Replace the whole topic list (e.g. loaded from a file), with the same rules as one by one.
+    ReplaceTopics { topics: Vec<String> },
+    /// New users for new logins; saved to the users file in use, if any.
+    SetUsers {
+        users: Users,
+        reply: Option<oneshot::Sender<Result<(), String>>>,
+    },
+    /// A copy of the broker's state.
+    Snapshot {
+        reply: oneshot::Sender<super::snapshot::Snapshot>,
+    },
+    /// Close every connection and stop.
+    Shutdown,
+}

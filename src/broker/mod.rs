@@ -1,0 +1,174 @@
+//! The MQTT 3.1/3.1.1 broker. Knows nothing of any window: an embedder starts it with a
+//! [`Config`], sends it [`Command`]s and reads its counters.
+//!
+//! Layout: `listener` accepts, `connection` runs one task per client (socket, codec, keepalive),
+//! `router` owns all state (sessions, topics, retained messages, history, users) and is the only
+//! one to change it. They talk over bounded channels (`link`).
+
+pub mod codec;
+pub mod config;
+pub mod files;
+pub mod history;
+pub mod link;
+pub mod snapshot;
+pub mod stats;
+pub mod sys;
+pub mod topic_list;
+pub mod topics;
+pub mod users;
+
+mod connection;
+mod listener;
+mod router;
+mod session;
+mod table;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tracing::warn;
+
+pub use config::Config;
+pub use link::{CloseReason, Command};
+pub use snapshot::Snapshot;
+pub use stats::{Stats, StatsSnapshot};
+
+use connection::Shared;
+use link::ToRouter;
+use router::Router;
+use session::Limits;
+
+/// Messages waiting for the router before connections have to wait.
+const ROUTER_QUEUE: usize = 4096;
+
+/// Why the broker could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot listen on {addr}: {source}{hint}", hint = if source.kind() == std::io::ErrorKind::AddrInUse { " (is another MQTT broker running? pick another port with --port)" } else { "" })]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// A running broker. Dropping it does not stop it: call [`Broker::shutdown`].
+pub struct Broker {
+    local_addr: SocketAddr,
+    handle: BrokerHandle,
+    stats: Arc<Stats>,
+    listener: JoinHandle<()>,
+    router: JoinHandle<()>,
+}
+
+/// Sends commands to a running broker; cheap to clone.
+#[derive(Clone)]
+pub struct BrokerHandle {
+    tx: mpsc::Sender<ToRouter>,
+}
+
+impl BrokerHandle {
+    /// Sends a command; false if the broker has stopped.
+    pub async fn send(&self, cmd: Command) -> bool {
+        self.tx.send(ToRouter::Command(cmd)).await.is_ok()
+    }
+
+    /// A copy of the broker's state, or None if it has stopped.
+    pub async fn snapshot(&self) -> Option<Snapshot> {
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        if !self.send(Command::Snapshot { reply }).await {
+            return None;
+        }
+        rx.await.ok()
+    }
+
+    /// Sends a command without waiting (from a thread outside the runtime, e.g. a window);
+    /// false if the broker has stopped or its queue is full.
+    pub fn try_send(&self, cmd: Command) -> bool {
+        self.tx.try_send(ToRouter::Command(cmd)).is_ok()
+    }
+}
+
+impl Broker {
+    /// Binds the listener and starts the router and the accept loop on the current runtime.
+    pub async fn start(config: Config) -> Result<Broker, StartError> {
+        let listener =
+            TcpListener::bind(config.listen)
+                .await
+                .map_err(|source| StartError::Bind {
+                    addr: config.listen,
+                    source,
+                })?;
+        let local_addr = listener.local_addr().map_err(|source| StartError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+        if !config.listen.ip().is_loopback() && config.users.allow_anonymous {
+            warn!(%local_addr, "listening beyond loopback with anonymous logins allowed: anyone on the network can connect");
+        }
+        let limits = Limits {
+            max_inflight: config.max_inflight.max(1),
+            max_queued: config.max_queued,
+            max_qos0_buffered: config.max_qos0_buffered,
+        };
+        let stats = Arc::new(Stats::default());
+        let (users_tx, users_rx) = watch::channel(Arc::new(config.users.clone()));
+        let (tx, rx) = mpsc::channel(ROUTER_QUEUE);
+        let router = Router::new(
+            limits,
+            &config.topics,
+            users_tx,
+            config.users_path.clone(),
+            stats.clone(),
+            config.sys_interval.filter(|d| !d.is_zero()),
+        );
+        let router = tokio::spawn(router.run(rx));
+        let shared = Arc::new(Shared {
+            router: tx.clone(),
+            users: users_rx,
+            stats: stats.clone(),
+            limits,
+            max_packet_size: config.max_packet_size,
+            connect_timeout: config.connect_timeout,
+            next_conn: AtomicU64::new(1),
+        });
+        let listener = tokio::spawn(listener::run(listener, shared, config.max_connections));
+        Ok(Broker {
+            local_addr,
+            handle: BrokerHandle { tx },
+            stats,
+            listener,
+            router,
+        })
+    }
+
+    /// The address the broker listens on (with the real port when port 0 was asked for).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// A handle to send commands with.
+    pub fn handle(&self) -> BrokerHandle {
+        self.handle.clone()
+    }
+
+    /// A copy of the broker's state, or None if it has stopped.
+    pub async fn snapshot(&self) -> Option<Snapshot> {
+        self.handle.snapshot().await
+    }
+
+    /// Traffic counters.
+    pub fn stats(&self) -> Arc<Stats> {
+        self.stats.clone()
+    }
+
+    /// Stops accepting, closes every connection and waits for the router to finish.
+    pub async fn shutdown(self) {
+        self.listener.abort();
+        let _ = self.handle.send(Command::Shutdown).await;
+        let _ = self.router.await;
+    }
+}

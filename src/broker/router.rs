@@ -1,0 +1,639 @@
+//! The router: the one owner of broker state (sessions, subscriptions, topics, retained messages,
+//! history, users). Connection tasks and the embedder talk to it only through `ToRouter`
+//! messages; it answers through each connection's bounded channel with `try_send`, so it never
+//! waits on a client.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use mqttbytes::QoS;
+use mqttbytes::v4;
+use tokio::sync::{mpsc, oneshot, watch};
+use tracing::{debug, info, warn};
+
+use super::codec::Will;
+use super::link::{CloseReason, Command, ConnId, ConnectRequest, Inbound, Outbound, ToRouter};
+use super::session::{Delivery, Limits, Online, Session};
+use super::snapshot::{ClientInfo, ConnectionInfo, Snapshot, TopicInfo};
+use super::stats::Stats;
+use super::sys::{self, SysFigures};
+use super::table::{Retained, SessionIdx, TopicTable, effective_qos};
+use super::topics;
+use super::users::Users;
+
+/// Messages the router takes off its queue in one go.
+const BATCH: usize = 256;
+
+/// Broker-wide counts the router keeps.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Counters {
+    /// Messages not delivered: unlisted topic, slow or offline QoS 0 client, full queue.
+    pub dropped: u64,
+    /// PUBLISHes to a topic that is not on the list (or into `$SYS`).
+    pub unlisted: u64,
+    /// SUBSCRIBE filters answered with 0x80.
+    pub refused_subscriptions: u64,
+    /// Connections turned away before CONNACK 0 (bad login, bad CONNECT).
+    pub refused_connections: u64,
+    pub maximum_connected: usize,
+}
+
+pub(crate) struct Router {
+    limits: Limits,
+    topics: TopicTable,
+    sessions: Vec<Option<Session>>,
+    free: Vec<SessionIdx>,
+    by_client: HashMap<Arc<str>, SessionIdx>,
+    by_conn: HashMap<ConnId, SessionIdx>,
+    users: watch::Sender<Arc<Users>>,
+    users_path: Option<PathBuf>,
+    stats: Arc<Stats>,
+    counters: Counters,
+    started: Instant,
+    sys_interval: Option<Duration>,
+    next_assigned_id: u64,
+}
+
+impl Router {
+    pub fn new(
+        limits: Limits,
+        topic_list: &[String],
+        users: watch::Sender<Arc<Users>>,
+        users_path: Option<PathBuf>,
+        stats: Arc<Stats>,
+        sys_interval: Option<Duration>,
+    ) -> Self {
+        let mut table = TopicTable::default();
+        for t in topic_list {
+            table.insert(t, false);
+        }
+        if sys_interval.is_some() {
+            for t in sys::SYS_TOPICS {
+                table.insert(t, true);
+            }
+        }
+        Router {
+            limits,
+            topics: table,
+            sessions: Vec::new(),
+            free: Vec::new(),
+            by_client: HashMap::new(),
+            by_conn: HashMap::new(),
+            users,
+            users_path,
+            stats,
+            counters: Counters::default(),
+            started: Instant::now(),
+            sys_interval,
+            next_assigned_id: 0,
+        }
+    }
+
+    /// Runs until `Command::Shutdown` or until every sender is gone.
+    pub async fn run(mut self, mut rx: mpsc::Receiver<ToRouter>) {
+        let mut batch = Vec::with_capacity(BATCH);
+        let period = self.sys_interval.unwrap_or(Duration::from_secs(3600));
+        let mut sys_tick = tokio::time::interval(period);
+        sys_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                n = rx.recv_many(&mut batch, BATCH) => {
+                    if n == 0 {
+                        return;
+                    }
+                    for msg in batch.drain(..) {
+                        if !self.handle(msg) {
+                            self.shutdown();
+                            return;
+                        }
+                    }
+                }
+                _ = sys_tick.tick(), if self.sys_interval.is_some() => self.publish_sys(),
+            }
+        }
+    }
+
+    /// Handles one message; false means stop.
+    fn handle(&mut self, msg: ToRouter) -> bool {
+        match msg {
+            ToRouter::Packets { conn, packets } => self.on_packets(conn, packets),
+            ToRouter::Connect(req) => self.on_connect(*req),
+            ToRouter::Closed { conn, reason } => self.on_closed(conn, reason),
+            ToRouter::Refused => self.counters.refused_connections += 1,
+            ToRouter::Command(Command::Shutdown) => return false,
+            ToRouter::Command(cmd) => self.on_command(cmd),
+        }
+        true
+    }
+
+    fn session(&mut self, idx: SessionIdx) -> &mut Session {
+        self.sessions[idx]
+            .as_mut()
+            .expect("indices in by_conn, by_client and topic tables point at live sessions")
+    }
+
+    fn connected(&self) -> usize {
+        self.by_conn.len()
+    }
+
+    // ---- connections ------------------------------------------------------------------------
+
+    fn on_connect(&mut self, req: ConnectRequest) {
+        let client_id: Arc<str> = if req.client_id.is_empty() {
+            // 3.1.1 lets the server pick an id for a clean session with none.
+            self.next_assigned_id += 1;
+            Arc::from(format!(
+                "auto-{:x}-{}",
+                std::process::id(),
+                self.next_assigned_id
+            ))
+        } else {
+            Arc::from(req.client_id.as_str())
+        };
+        let mut session_present = false;
+        let mut idx = self.by_client.get(&client_id).copied();
+        if let Some(old) = idx {
+            if self.session(old).online.is_some() {
+                info!(client_id = %client_id, "client id connected again: closing the old connection");
+                self.detach(old, CloseReason::TakenOver);
+            }
+            // A clean session on either side means the old state does not carry over.
+            if req.clean_session || self.sessions[old].as_ref().is_none_or(|s| s.clean) {
+                if self.sessions[old].is_some() {
+                    self.remove_session(old);
+                }
+                idx = None;
+            } else {
+                session_present = true;
+            }
+        }
+        let idx = match idx {
+            Some(i) => i,
+            None => {
+                let s = Session::new(client_id.clone(), req.clean_session);
+                let i = match self.free.pop() {
+                    Some(i) => {
+                        self.sessions[i] = Some(s);
+                        i
+                    }
+                    None => {
+                        self.sessions.push(Some(s));
+                        self.sessions.len() - 1
+                    }
+                };
+                self.by_client.insert(client_id.clone(), i);
+                i
+            }
+        };
+        info!(
+            client_id = %client_id,
+            peer = %req.peer,
+            user = req.username.as_deref().unwrap_or("-"),
+            clean_session = req.clean_session,
+            session_present,
+            "client connected"
+        );
+        let _ = req.tx.try_send(Outbound::ConnAck { session_present });
+        let limits = self.limits;
+        let online = Online {
+            conn: req.conn,
+            tx: req.tx,
+            will: req.will,
+            peer: req.peer,
+            username: req.username,
+            level: req.level,
+            keep_alive: req.keep_alive,
+            since: SystemTime::now(),
+        };
+        let session = self.session(idx);
+        session.clean = req.clean_session;
+        session.attach(online, &limits);
+        self.by_conn.insert(req.conn, idx);
+        self.counters.maximum_connected = self.counters.maximum_connected.max(self.connected());
+    }
+
+    fn on_closed(&mut self, conn: ConnId, reason: CloseReason) {
+        // Unknown: already detached by a kick or takeover, which dealt with the will.
+        if let Some(&idx) = self.by_conn.get(&conn) {
+            self.detach(idx, reason);
+        }
+    }
+
+    /// Takes a session's connection away: closes it (unless it closed itself), publishes the
+    /// will if the ending calls for it, and drops the session if it was clean.
+    fn detach(&mut self, idx: SessionIdx, reason: CloseReason) {
+        let session = self.session(idx);
+        let Some(online) = session.detach() else {
+            return;
+        };
+        let client_id = session.client_id.clone();
+        let clean = session.clean;
+        self.by_conn.remove(&online.conn);
+        if matches!(
+            reason,
+            CloseReason::TakenOver
+                | CloseReason::Kicked
+                | CloseReason::SlowConsumer
+                | CloseReason::ServerShutdown
+        ) {
+            let _ = online.tx.try_send(Outbound::Close(reason.clone()));
+        }
+        info!(client_id = %client_id, peer = %online.peer, %reason, "client disconnected");
+        if clean {
+            self.remove_session(idx);
+        }
+        if reason.fires_will()
+            && let Some(will) = online.will
+        {
+            debug!(client_id = %client_id, topic = %will.topic, "publishing will");
+            self.publish_will(will, client_id);
+        }
+    }
+
+    fn remove_session(&mut self, idx: SessionIdx) {
+        let Some(session) = self.sessions[idx].take() else {
+            return;
+        };
+        for (filter, _) in &session.filters {
+            for topic in self.topics.matching(filter) {
+                self.topics.set_subscriber(&topic, idx, None);
+            }
+        }
+        self.by_client.remove(&session.client_id);
+        self.free.push(idx);
+    }
+
+    // ---- packets ----------------------------------------------------------------------------
+
+    fn on_packets(&mut self, conn: ConnId, packets: Vec<Inbound>) {
+        // Packets from a connection that was kicked or taken over after it sent them: ignored.
+        let Some(&idx) = self.by_conn.get(&conn) else {
+            return;
+        };
+        let limits = self.limits;
+        for packet in packets {
+            match packet {
+                Inbound::Publish(p) => self.on_publish(idx, p),
+                Inbound::PubAck(id) => {
+                    self.session(idx).on_puback(id, &limits);
+                }
+                Inbound::PubRec(id) => {
+                    self.session(idx).on_pubrec(id);
+                }
+                Inbound::PubComp(id) => {
+                    self.session(idx).on_pubcomp(id, &limits);
+                }
+                Inbound::PubRel(id) => {
+                    self.session(idx).incoming_qos2.remove(&id);
+                }
+                Inbound::Subscribe { pkid, filters } => self.on_subscribe(idx, pkid, filters),
+                Inbound::Unsubscribe { pkid, filters } => self.on_unsubscribe(idx, pkid, filters),
+            }
+            if self.sessions[idx]
+                .as_ref()
+                .is_none_or(|s| s.online.is_none())
+            {
+                return; // detached while handling (stopped reading)
+            }
+        }
+    }
+
+    fn on_publish(&mut self, idx: SessionIdx, p: v4::Publish) {
+        let session = self.session(idx);
+        session.messages_in += 1;
+        // QoS 2: a PUBLISH re-sent before PUBREL is acknowledged again but not routed again.
+        if p.qos == QoS::ExactlyOnce && !session.incoming_qos2.insert(p.pkid) {
+            return;
+        }
+        let from = session.client_id.clone();
+        self.route(Some(from), &p.topic, p.payload, p.qos, p.retain);
+    }
+
+    fn publish_will(&mut self, will: Will, from: Arc<str>) {
+        self.route(Some(from), &will.topic, will.payload, will.qos, will.retain);
+    }
+
+    /// Delivers a message to every subscriber of its topic, and keeps it as retained and in
+    /// history. `from` is `None` for the broker's own `$SYS` messages.
+    fn route(
+        &mut self,
+        from: Option<Arc<str>>,
+        topic: &str,
+        payload: Bytes,
+        qos: QoS,
+        retain: bool,
+    ) {
+        let Router {
+            topics,
+            sessions,
+            counters,
+            limits,
+            ..
+        } = self;
+        let Some(t) = topics
+            .get_mut(topic)
+            .filter(|t| !(t.system && from.is_some()))
+        else {
+            counters.unlisted += 1;
+            counters.dropped += 1;
+            debug!(
+                client_id = from.as_deref().unwrap_or("-"),
+                topic, "publish to a topic not on the list: dropped"
+            );
+            return;
+        };
+        if retain {
+            t.retained = (!payload.is_empty()).then(|| Retained {
+                // A copy, so a retained message does not pin a connection's read buffer.
+                payload: Bytes::copy_from_slice(&payload),
+                qos,
+            });
+        }
+        if from.is_some() {
+            t.history.push(&payload, qos, retain, from);
+        }
+        t.messages += 1;
+        t.last_publish = Some(SystemTime::now());
+        for &(sidx, granted) in &t.subscribers {
+            let Some(s) = sessions[sidx].as_mut() else {
+                continue;
+            };
+            let q = min_qos(qos, granted);
+            if s.deliver(&t.name, &payload, q, false, limits) == Delivery::Dropped {
+                counters.dropped += 1;
+            }
+        }
+    }
+
+    fn on_subscribe(&mut self, idx: SessionIdx, pkid: u16, filters: Vec<(String, QoS)>) {
+        let mut codes = Vec::with_capacity(filters.len());
+        let mut retained = Vec::new();
+        for (filter, qos) in filters {
+            let valid = topics::validate_filter(&filter).is_ok();
+            let is_sys = filter.starts_with("$SYS");
+            if !valid || !(is_sys || self.topics.any_match(&filter)) {
+                codes.push(0x80);
+                self.counters.refused_subscriptions += 1;
+                let client_id = self.session(idx).client_id.clone();
+                info!(
+                    client_id = %client_id,
+                    filter,
+                    reason = if valid { "matches no topic on the list" } else { "not a valid filter" },
+                    "subscription refused"
+                );
+                continue;
+            }
+            codes.push(qos as u8);
+            let session = self.session(idx);
+            match session.filters.iter_mut().find(|(f, _)| *f == filter) {
+                Some(existing) => existing.1 = qos,
+                None => session.filters.push((filter.clone(), qos)),
+            }
+            for name in self.topics.matching(&filter) {
+                let eff = effective_qos(&self.session(idx).filters, &name);
+                self.topics.set_subscriber(&name, idx, eff);
+                if let Some(r) = self.topics.get(&name).and_then(|t| t.retained.clone()) {
+                    let q = min_qos(r.qos, qos);
+                    retained.push((name, r, q));
+                }
+            }
+        }
+        let limits = self.limits;
+        if !self
+            .session(idx)
+            .send_control(Outbound::SubAck { pkid, codes })
+        {
+            self.detach(idx, CloseReason::SlowConsumer);
+            return;
+        }
+        for (name, r, q) in retained {
+            if self
+                .session(idx)
+                .deliver(&name, &r.payload, q, true, &limits)
+                == Delivery::Dropped
+            {
+                self.counters.dropped += 1;
+            }
+        }
+    }
+
+    fn on_unsubscribe(&mut self, idx: SessionIdx, pkid: u16, filters: Vec<String>) {
+        for filter in filters {
+            let session = self.session(idx);
+            let before = session.filters.len();
+            session.filters.retain(|(f, _)| *f != filter);
+            if session.filters.len() == before {
+                continue;
+            }
+            for name in self.topics.matching(&filter) {
+                let eff = effective_qos(&self.session(idx).filters, &name);
+                self.topics.set_subscriber(&name, idx, eff);
+            }
+        }
+        if !self.session(idx).send_control(Outbound::UnsubAck(pkid)) {
+            self.detach(idx, CloseReason::SlowConsumer);
+        }
+    }
+
+    // ---- commands ---------------------------------------------------------------------------
+
+    fn on_command(&mut self, cmd: Command) {
+        match cmd {
+            Command::Kick { client_id } => {
+                if let Some(&idx) = self.by_client.get(client_id.as_str()) {
+                    info!(client_id, "kicking client");
+                    self.detach(idx, CloseReason::Kicked);
+                }
+            }
+            Command::DiscardSession { client_id } => {
+                if let Some(&idx) = self.by_client.get(client_id.as_str())
+                    && self.session(idx).online.is_none()
+                {
+                    self.remove_session(idx);
+                }
+            }
+            Command::AddTopic { topic, reply } => {
+                let result = self.add_topic(&topic);
+                if let Some(reply) = reply {
+                    let _ = reply.send(result);
+                }
+            }
+            Command::RemoveTopic { topic } => self.remove_topics(&[topic]),
+            Command::ReplaceTopics { topics } => {
+                let gone: Vec<String> = self
+                    .topics
+                    .iter()
+                    .filter(|t| !t.system && !topics.iter().any(|n| **n == *t.name))
+                    .map(|t| t.name.to_string())
+                    .collect();
+                self.remove_topics(&gone);
+                for t in &topics {
+                    if let Err(e) = self.add_topic(t) {
+                        warn!(topic = %t, error = %e, "topic not added");
+                    }
+                }
+            }
+            Command::SetUsers { users, reply } => self.set_users(users, reply),
+            Command::Snapshot { reply } => {
+                let _ = reply.send(self.snapshot());
+            }
+            Command::Shutdown => unreachable!("handled in `handle`"),
+        }
+    }
+
+    fn add_topic(&mut self, name: &str) -> Result<(), String> {
+        topics::validate_name(name).map_err(|e| format!("topic {name:?} {e}"))?;
+        if name.starts_with('$') {
+            return Err(format!(
+                "topic {name:?} starts with '$', which is kept for the broker"
+            ));
+        }
+        if self.topics.insert(name, false).is_none() {
+            return Ok(());
+        }
+        // Existing wildcard subscriptions cover the new topic at once.
+        for (idx, s) in self.sessions.iter().enumerate() {
+            if let Some(s) = s
+                && let Some(q) = effective_qos(&s.filters, name)
+            {
+                self.topics.set_subscriber(name, idx, Some(q));
+            }
+        }
+        info!(topic = name, "topic added");
+        Ok(())
+    }
+
+    fn remove_topics(&mut self, names: &[String]) {
+        let mut removed = false;
+        for name in names {
+            if self.topics.get(name).is_some_and(|t| !t.system) {
+                self.topics.remove(name);
+                info!(topic = %name, "topic deleted");
+                removed = true;
+            }
+        }
+        if !removed {
+            return;
+        }
+        // Subscriptions that no longer match any topic go; a client sees them as refused if it
+        // subscribes again.
+        let table = &self.topics;
+        for s in self.sessions.iter_mut().flatten() {
+            s.filters
+                .retain(|(f, _)| f.starts_with("$SYS") || table.any_match(f));
+        }
+    }
+
+    fn set_users(&mut self, users: Users, reply: Option<oneshot::Sender<Result<(), String>>>) {
+        self.users.send_replace(Arc::new(users.clone()));
+        info!(
+            users = users.users.len(),
+            allow_anonymous = users.allow_anonymous,
+            "users changed"
+        );
+        let path = self.users_path.clone();
+        // Writing and fsyncing a file is no work for the router's thread.
+        tokio::task::spawn_blocking(move || {
+            let result = match path {
+                Some(p) => users.save(&p).map_err(|e| e.to_string()),
+                None => Ok(()),
+            };
+            if let Err(e) = &result {
+                warn!(error = %e, "users not saved");
+            }
+            if let Some(reply) = reply {
+                let _ = reply.send(result);
+            }
+        });
+    }
+
+    fn shutdown(&mut self) {
+        info!(clients = self.connected(), "closing every connection");
+        let conns: Vec<SessionIdx> = self.by_conn.values().copied().collect();
+        for idx in conns {
+            self.detach(idx, CloseReason::ServerShutdown);
+        }
+    }
+
+    fn snapshot(&self) -> Snapshot {
+        let clients = self
+            .sessions
+            .iter()
+            .flatten()
+            .map(|s| ClientInfo {
+                client_id: s.client_id.to_string(),
+                clean_session: s.clean,
+                connection: s.online.as_ref().map(|o| ConnectionInfo {
+                    peer: o.peer,
+                    username: o.username.clone(),
+                    protocol_level: o.level,
+                    keep_alive: o.keep_alive,
+                    since: o.since,
+                }),
+                subscriptions: s.filters.clone(),
+                messages_in: s.messages_in,
+                messages_out: s.messages_out,
+                dropped: s.dropped,
+                inflight: s.inflight_len(),
+                queued: s.queued_len(),
+                last_seen: s.last_seen,
+            })
+            .collect();
+        let mut topics: Vec<TopicInfo> = self
+            .topics
+            .iter()
+            .filter(|t| !t.system)
+            .map(|t| TopicInfo {
+                name: t.name.to_string(),
+                subscribers: t.subscribers.len(),
+                retained: t.retained.as_ref().map(|r| r.payload.clone()),
+                messages: t.messages,
+                last_publish: t.last_publish,
+                history: t.history.items().cloned().collect(),
+            })
+            .collect();
+        topics.sort_by(|a, b| a.name.cmp(&b.name));
+        Snapshot {
+            uptime: self.started.elapsed(),
+            clients,
+            topics,
+            stats: self.stats.snapshot(),
+            dropped: self.counters.dropped,
+            unlisted: self.counters.unlisted,
+            refused_subscriptions: self.counters.refused_subscriptions,
+            refused_connections: self.counters.refused_connections,
+        }
+    }
+
+    // ---- $SYS ---------------------------------------------------------------------------------
+
+    fn publish_sys(&mut self) {
+        let connected = self.connected();
+        let total = self.by_client.len();
+        let figures = SysFigures {
+            uptime_secs: self.started.elapsed().as_secs(),
+            connected,
+            disconnected: total.saturating_sub(connected),
+            maximum: self.counters.maximum_connected,
+            dropped: self.counters.dropped,
+            retained: self.topics.iter().filter(|t| t.retained.is_some()).count(),
+            subscriptions: self
+                .sessions
+                .iter()
+                .flatten()
+                .map(|s| s.filters.len())
+                .sum(),
+        };
+        let snapshot = self.stats.snapshot();
+        for (topic, value) in sys::values(&figures, &snapshot) {
+            self.route(None, topic, Bytes::from(value), QoS::AtMostOnce, true);
+        }
+    }
+}
+
+fn min_qos(a: QoS, b: QoS) -> QoS {
+    if (a as u8) <= (b as u8) { a } else { b }
+}

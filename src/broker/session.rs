@@ -1,0 +1,423 @@
+//! One client's session as the router keeps it: subscriptions, the QoS 1/2 messages in flight and
+//! queued, and the connection it is attached to (if any).
+//!
+//! Sans I/O: the only way out is `try_send` on the connection's bounded channel, so the router
+//! never waits on a client.
+
+use std::collections::{HashSet, VecDeque};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use mqttbytes::QoS;
+use tokio::sync::mpsc;
+use tokio::sync::mpsc::error::TrySendError;
+
+use super::codec::Will;
+use super::link::{ConnId, OutPublish, Outbound};
+
+/// Control packets (SUBACK, CONNACK, ...) a connection's channel always has room for, beyond the
+/// in-flight window and the QoS 0 buffer.
+pub(crate) const CONTROL_RESERVE: usize = 32;
+
+/// Per-client limits, from the broker's config.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Limits {
+    pub max_inflight: usize,
+    pub max_queued: usize,
+    pub max_qos0_buffered: usize,
+}
+
+impl Limits {
+    /// Capacity of a connection's outbound channel.
+    pub fn channel_capacity(&self) -> usize {
+        self.max_inflight + self.max_qos0_buffered + CONTROL_RESERVE
+    }
+}
+
+/// The connection a session is attached to while its client is online.
+#[derive(Debug)]
+pub(crate) struct Online {
+    pub conn: ConnId,
+    pub tx: mpsc::Sender<Outbound>,
+    pub will: Option<Will>,
+    pub peer: SocketAddr,
+    pub username: Option<String>,
+    pub level: u8,
+    pub keep_alive: u16,
+    pub since: SystemTime,
+}
+
+#[derive(Debug, Clone)]
+struct InFlight {
+    pkid: u16,
+    topic: Arc<str>,
+    payload: Bytes,
+    qos: QoS,
+    /// PUBREC came back and PUBREL went out: waiting for PUBCOMP.
+    released: bool,
+}
+
+#[derive(Debug, Clone)]
+struct Queued {
+    topic: Arc<str>,
+    payload: Bytes,
+    qos: QoS,
+    retain: bool,
+}
+
+/// What became of a message handed to a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Delivery {
+    /// Sent to the connection, or queued for it.
+    Accepted,
+    /// Dropped: the client is slow or offline (QoS 0), or its queue is full.
+    Dropped,
+}
+
+/// A client's session.
+#[derive(Debug)]
+pub(crate) struct Session {
+    pub client_id: Arc<str>,
+    pub clean: bool,
+    pub online: Option<Online>,
+    /// Subscriptions in the order they were made, one per filter.
+    pub filters: Vec<(String, QoS)>,
+    inflight: VecDeque<InFlight>,
+    queue: VecDeque<Queued>,
+    next_pkid: u16,
+    /// QoS 2 packet ids received and not yet released: a re-sent PUBLISH is not routed again.
+    pub incoming_qos2: HashSet<u16>,
+    pub messages_in: u64,
+    pub messages_out: u64,
+    pub dropped: u64,
+    pub last_seen: SystemTime,
+}
+
+impl Session {
+    pub fn new(client_id: Arc<str>, clean: bool) -> Self {
+        Session {
+            client_id,
+            clean,
+            online: None,
+            filters: Vec::new(),
+            inflight: VecDeque::new(),
+            queue: VecDeque::new(),
+            next_pkid: 0,
+            incoming_qos2: HashSet::new(),
+            messages_in: 0,
+            messages_out: 0,
+            dropped: 0,
+            last_seen: SystemTime::now(),
+        }
+    }
+
+    /// QoS 1/2 messages sent and not yet acknowledged.
+    pub fn inflight_len(&self) -> usize {
+        self.inflight.len()
+    }
+
+    /// QoS 1/2 messages waiting behind the in-flight window.
+    pub fn queued_len(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// Hands a message to the session at the QoS it is to be delivered with.
+    pub fn deliver(
+        &mut self,
+        topic: &Arc<str>,
+        payload: &Bytes,
+        qos: QoS,
+        retain: bool,
+        limits: &Limits,
+    ) -> Delivery {
+        if qos == QoS::AtMostOnce {
+            let Some(online) = &self.online else {
+                self.dropped += 1;
+                return Delivery::Dropped;
+            };
+            // Keep room for the in-flight window and control packets: QoS 0 is what gives way.
+            if online.tx.capacity() <= limits.max_inflight + CONTROL_RESERVE {
+                self.dropped += 1;
+                return Delivery::Dropped;
+            }
+            let out = OutPublish {
+                topic: topic.clone(),
+                payload: payload.clone(),
+                qos,
+                pkid: 0,
+                retain,
+                dup: false,
+            };
+            return match online.tx.try_send(Outbound::Publish(out)) {
+                Ok(()) => {
+                    self.messages_out += 1;
+                    Delivery::Accepted
+                }
+                Err(_) => {
+                    self.dropped += 1;
+                    Delivery::Dropped
+                }
+            };
+        }
+        if self.queue.len() >= limits.max_queued {
+            self.dropped += 1;
+            return Delivery::Dropped;
+        }
+        self.queue.push_back(Queued {
+            topic: topic.clone(),
+            payload: payload.clone(),
+            qos,
+            retain,
+        });
+        self.pump(limits);
+        Delivery::Accepted
+    }
+
+    /// Moves queued messages into the in-flight window while there is room and a connection.
+    pub fn pump(&mut self, limits: &Limits) {
+        let Some(online) = &self.online else { return };
+        while self.inflight.len() < limits.max_inflight {
+            let Some(q) = self.queue.pop_front() else {
+                break;
+            };
+            let pkid = next_free_pkid(&mut self.next_pkid, &self.inflight);
+            let out = OutPublish {
+                topic: q.topic.clone(),
+                payload: q.payload.clone(),
+                qos: q.qos,
+                pkid,
+                retain: q.retain,
+                dup: false,
+            };
+            // The channel has room for the whole window (see `deliver`); if the connection has
+            // just gone, the message stays in flight and is re-sent on reconnect.
+            let _ = online.tx.try_send(Outbound::Publish(out));
+            self.messages_out += 1;
+            self.inflight.push_back(InFlight {
+                pkid,
+                topic: q.topic,
+                payload: q.payload,
+                qos: q.qos,
+                released: false,
+            });
+        }
+    }
+
+    /// PUBACK for a QoS 1 message. Returns false if no such message was in flight.
+    pub fn on_puback(&mut self, pkid: u16, limits: &Limits) -> bool {
+        self.complete(pkid, QoS::AtLeastOnce, limits)
+    }
+
+    /// PUBCOMP for a QoS 2 message.
+    pub fn on_pubcomp(&mut self, pkid: u16, limits: &Limits) -> bool {
+        self.complete(pkid, QoS::ExactlyOnce, limits)
+    }
+
+    fn complete(&mut self, pkid: u16, qos: QoS, limits: &Limits) -> bool {
+        // Acknowledgements nearly always come in order: look from the front.
+        let Some(at) = self
+            .inflight
+            .iter()
+            .position(|m| m.pkid == pkid && m.qos == qos)
+        else {
+            return false;
+        };
+        self.inflight.remove(at);
+        self.pump(limits);
+        true
+    }
+
+    /// PUBREC for a QoS 2 message: the connection has answered PUBREL already.
+    pub fn on_pubrec(&mut self, pkid: u16) -> bool {
+        match self
+            .inflight
+            .iter_mut()
+            .find(|m| m.pkid == pkid && m.qos == QoS::ExactlyOnce)
+        {
+            Some(m) => {
+                m.released = true;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Attaches a new connection and re-sends what is in flight: PUBLISH with DUP for messages
+    /// not yet acknowledged, PUBREL for those released, in their original order. Then fills the
+    /// window from the queue.
+    pub fn attach(&mut self, online: Online, limits: &Limits) {
+        for m in &self.inflight {
+            let out = if m.released {
+                Outbound::PubRel(m.pkid)
+            } else {
+                Outbound::Publish(OutPublish {
+                    topic: m.topic.clone(),
+                    payload: m.payload.clone(),
+                    qos: m.qos,
+                    pkid: m.pkid,
+                    retain: false,
+                    dup: true,
+                })
+            };
+            let _ = online.tx.try_send(out);
+        }
+        self.online = Some(online);
+        self.pump(limits);
+    }
+
+    /// Detaches the connection, returning it.
+    pub fn detach(&mut self) -> Option<Online> {
+        self.last_seen = SystemTime::now();
+        self.online.take()
+    }
+
+    /// Sends a control packet; false if the client has stopped reading (or is gone).
+    pub fn send_control(&self, out: Outbound) -> bool {
+        match &self.online {
+            Some(o) => match o.tx.try_send(out) {
+                Ok(()) => true,
+                Err(TrySendError::Closed(_)) => true, // its Closed message is on the way
+                Err(TrySendError::Full(_)) => false,
+            },
+            None => false,
+        }
+    }
+}
+
+/// The next packet id after `counter` that is not in flight (1..=65535; 0 is not a packet id).
+fn next_free_pkid(counter: &mut u16, inflight: &VecDeque<InFlight>) -> u16 {
+    loop {
+        *counter = counter.wrapping_add(1);
+        if *counter == 0 {
+            *counter = 1;
+        }
+        if !inflight.iter().any(|m| m.pkid == *counter) {
+            return *counter;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMITS: Limits = Limits {
+        max_inflight: 2,
+        max_queued: 3,
+        max_qos0_buffered: 2,
+    };
+
+    fn online(cap: usize) -> (Online, mpsc::Receiver<Outbound>) {
+        let (tx, rx) = mpsc::channel(cap);
+        let o = Online {
+            conn: 1,
+            tx,
+            will: None,
+            peer: "127.0.0.1:1".parse().unwrap(),
+            username: None,
+            level: 4,
+            keep_alive: 60,
+            since: SystemTime::now(),
+        };
+        (o, rx)
+    }
+
+    fn publishes(rx: &mut mpsc::Receiver<Outbound>) -> Vec<(u16, bool, String)> {
+        let mut out = vec![];
+        while let Ok(m) = rx.try_recv() {
+            match m {
+                Outbound::Publish(p) => {
+                    out.push((p.pkid, p.dup, String::from_utf8_lossy(&p.payload).into()))
+                }
+                Outbound::PubRel(id) => out.push((id, false, "PUBREL".into())),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        out
+    }
+
+    fn msg(s: &mut Session, text: &'static str, qos: QoS) -> Delivery {
+        s.deliver(&Arc::from("t"), &Bytes::from(text), qos, false, &LIMITS)
+    }
+
+    #[test]
+    fn window_then_queue_then_drop() {
+        let mut s = Session::new("c".into(), false);
+        let (o, mut rx) = online(LIMITS.channel_capacity());
+        s.attach(o, &LIMITS);
+        for text in ["a", "b", "c", "d", "e"] {
+            assert_eq!(msg(&mut s, text, QoS::AtLeastOnce), Delivery::Accepted);
+        }
+        assert_eq!(msg(&mut s, "f", QoS::AtLeastOnce), Delivery::Dropped);
+        assert_eq!(s.dropped, 1);
+        let sent = publishes(&mut rx);
+        assert_eq!(sent, vec![(1, false, "a".into()), (2, false, "b".into())]);
+        assert!(s.on_puback(1, &LIMITS));
+        assert!(
+            !s.on_puback(1, &LIMITS),
+            "a second PUBACK is not a second ack"
+        );
+        assert_eq!(publishes(&mut rx), vec![(3, false, "c".into())]);
+    }
+
+    #[test]
+    fn reconnect_resends_with_dup_in_order() {
+        let mut s = Session::new("c".into(), false);
+        let (o, mut rx) = online(LIMITS.channel_capacity());
+        s.attach(o, &LIMITS);
+        msg(&mut s, "a", QoS::ExactlyOnce);
+        msg(&mut s, "b", QoS::AtLeastOnce);
+        msg(&mut s, "c", QoS::AtLeastOnce);
+        publishes(&mut rx);
+        assert!(s.on_pubrec(1));
+        s.detach();
+        assert_eq!(msg(&mut s, "d", QoS::AtLeastOnce), Delivery::Accepted);
+        assert_eq!(
+            msg(&mut s, "x", QoS::AtMostOnce),
+            Delivery::Dropped,
+            "QoS 0 is not kept offline"
+        );
+        let (o, mut rx) = online(LIMITS.channel_capacity());
+        s.attach(o, &LIMITS);
+        assert_eq!(
+            publishes(&mut rx),
+            vec![(1, false, "PUBREL".into()), (2, true, "b".into())]
+        );
+        assert!(s.on_pubcomp(1, &LIMITS));
+        assert_eq!(publishes(&mut rx), vec![(3, false, "c".into())]);
+        assert!(s.on_puback(2, &LIMITS));
+        assert_eq!(publishes(&mut rx), vec![(4, false, "d".into())]);
+    }
+
+    #[test]
+    fn qos0_gives_way_to_the_window() {
+        let mut s = Session::new("c".into(), true);
+        let (o, mut rx) = online(LIMITS.channel_capacity());
+        s.attach(o, &LIMITS);
+        let accepted = (0..10)
+            .filter(|_| msg(&mut s, "q0", QoS::AtMostOnce) == Delivery::Accepted)
+            .count();
+        assert_eq!(accepted, LIMITS.max_qos0_buffered);
+        assert_eq!(s.dropped, 10 - LIMITS.max_qos0_buffered as u64);
+        msg(&mut s, "a", QoS::AtLeastOnce);
+        msg(&mut s, "b", QoS::AtLeastOnce);
+        assert_eq!(publishes(&mut rx).len(), 4, "the window still fits");
+    }
+
+    #[test]
+    fn packet_ids_skip_zero_and_those_in_flight() {
+        let mut s = Session::new("c".into(), false);
+        let (o, mut rx) = online(LIMITS.channel_capacity());
+        s.attach(o, &LIMITS);
+        s.next_pkid = 65_534;
+        msg(&mut s, "a", QoS::AtLeastOnce); // 65535, stays in flight
+        msg(&mut s, "b", QoS::AtLeastOnce); // 1
+        s.on_puback(1, &LIMITS);
+        s.next_pkid = 65_534;
+        msg(&mut s, "c", QoS::AtLeastOnce); // 65535 is taken, so 1
+        let ids: Vec<u16> = publishes(&mut rx).into_iter().map(|p| p.0).collect();
+        assert_eq!(ids, vec![65_535, 1, 1]);
+    }
+}

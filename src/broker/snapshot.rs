@@ -1,0 +1,65 @@
+//! A copy of the broker's state at one moment, for the window (and tests) to read.
+
+use std::net::SocketAddr;
+use std::time::{Duration, SystemTime};
+
+use mqttbytes::QoS;
+
+use super::history::HistoryItem;
+use super::stats::StatsSnapshot;
+
+/// Everything the window shows, taken in one go by the router.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    pub uptime: Duration,
+    pub clients: Vec<ClientInfo>,
+    /// The listed topics (not `$SYS`), by name.
+    pub topics: Vec<TopicInfo>,
+    pub stats: StatsSnapshot,
+    /// Messages not delivered (unlisted topic, slow or offline QoS 0 client, full queue).
+    pub dropped: u64,
+    /// PUBLISHes to topics not on the list.
+    pub unlisted: u64,
+    pub refused_subscriptions: u64,
+    pub refused_connections: u64,
+}
+
+/// A session, online or offline.
+#[derive(Debug, Clone)]
+pub struct ClientInfo {
+    pub client_id: String,
+    pub clean_session: bool,
+    /// Present while connected.
+    pub connection: Option<ConnectionInfo>,
+    pub subscriptions: Vec<(String, QoS)>,
+    pub messages_in: u64,
+    pub messages_out: u64,
+    pub dropped: u64,
+    pub inflight: usize,
+    pub queued: usize,
+    /// When it was last connected (for offline sessions).
+    pub last_seen: SystemTime,
+}
+
+/// The connection of an online client.
+#[derive(Debug, Clone)]
+pub struct ConnectionInfo {
+    pub peer: SocketAddr,
+    pub username: Option<String>,
+    /// 3 (MQTT 3.1) or 4 (3.1.1).
+    pub protocol_level: u8,
+    pub keep_alive: u16,
+    pub since: SystemTime,
+}
+
+/// A listed topic.
+#[derive(Debug, Clone)]
+pub struct TopicInfo {
+    pub name: String,
+    pub subscribers: usize,
+    pub retained: Option<bytes::Bytes>,
+    pub messages: u64,
+    pub last_publish: Option<SystemTime>,
+    /// Oldest first, at most ten.
+    pub history: Vec<HistoryItem>,
+}

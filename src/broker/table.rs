@@ -1,0 +1,177 @@
+//! The topics that exist, each with its subscribers, retained message and history.
+//!
+//! Because only listed topics exist, matching is done once, when a client subscribes: each topic
+//! keeps the sessions whose filters match it, at the highest QoS any of their filters grants.
+//! Routing a PUBLISH is then one hash lookup and a walk over that topic's subscribers.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use mqttbytes::QoS;
+
+use super::history::History;
+use super::topics;
+
+/// Index of a session in the router's session slab.
+pub(crate) type SessionIdx = usize;
+
+/// A retained message.
+#[derive(Debug, Clone)]
+pub struct Retained {
+    pub payload: Bytes,
+    pub qos: QoS,
+}
+
+/// One topic.
+#[derive(Debug)]
+pub(crate) struct Topic {
+    pub name: Arc<str>,
+    /// A `$SYS` topic the broker publishes; clients cannot publish to it or delete it.
+    pub system: bool,
+    /// Each subscribed session once, at the highest QoS its matching filters grant.
+    pub subscribers: Vec<(SessionIdx, QoS)>,
+    pub retained: Option<Retained>,
+    pub history: History,
+    pub messages: u64,
+    pub last_publish: Option<SystemTime>,
+}
+
+/// All topics, by name.
+#[derive(Debug, Default)]
+pub(crate) struct TopicTable {
+    topics: HashMap<Arc<str>, Topic>,
+}
+
+impl TopicTable {
+    pub fn get(&self, name: &str) -> Option<&Topic> {
+        self.topics.get(name)
+    }
+
+    pub fn get_mut(&mut self, name: &str) -> Option<&mut Topic> {
+        self.topics.get_mut(name)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Topic> {
+        self.topics.values()
+    }
+
+    /// Adds a topic (no-op if it exists). Returns the new topic's name, shared.
+    pub fn insert(&mut self, name: &str, system: bool) -> Option<Arc<str>> {
+        if self.topics.contains_key(name) {
+            return None;
+        }
+        let name: Arc<str> = Arc::from(name);
+        self.topics.insert(
+            name.clone(),
+            Topic {
+                name: name.clone(),
+                system,
+                subscribers: Vec::new(),
+                retained: None,
+                history: History::default(),
+                messages: 0,
+                last_publish: None,
+            },
+        );
+        Some(name)
+    }
+
+    pub fn remove(&mut self, name: &str) -> Option<Topic> {
+        self.topics.remove(name)
+    }
+
+    /// Whether a filter matches at least one topic.
+    pub fn any_match(&self, filter: &str) -> bool {
+        if topics::has_wildcards(filter) {
+            self.topics.keys().any(|t| topics::matches(filter, t))
+        } else {
+            self.topics.contains_key(filter)
+        }
+    }
+
+    /// Names of the topics a filter matches.
+    pub fn matching(&self, filter: &str) -> Vec<Arc<str>> {
+        if topics::has_wildcards(filter) {
+            self.topics
+                .keys()
+                .filter(|t| topics::matches(filter, t))
+                .cloned()
+                .collect()
+        } else {
+            self.topics
+                .get_key_value(filter)
+                .map(|(k, _)| k.clone())
+                .into_iter()
+                .collect()
+        }
+    }
+
+    /// Sets (or with `None` removes) a session's QoS on a topic.
+    pub fn set_subscriber(&mut self, name: &str, session: SessionIdx, qos: Option<QoS>) {
+        let Some(topic) = self.topics.get_mut(name) else {
+            return;
+        };
+        let at = topic.subscribers.iter().position(|(s, _)| *s == session);
+        match (at, qos) {
+            (Some(i), Some(q)) => topic.subscribers[i].1 = q,
+            (None, Some(q)) => topic.subscribers.push((session, q)),
+            (Some(i), None) => {
+                topic.subscribers.swap_remove(i);
+            }
+            (None, None) => {}
+        }
+    }
+}
+
+/// The QoS a session gets on a topic: the highest of its filters that match it.
+pub(crate) fn effective_qos(filters: &[(String, QoS)], topic: &str) -> Option<QoS> {
+    filters
+        .iter()
+        .filter(|(f, _)| topics::matches(f, topic))
+        .map(|(_, q)| *q)
+        .max_by_key(|q| *q as u8)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exact_and_wildcard_matching() {
+        let mut t = TopicTable::default();
+        t.insert("lab/a", false);
+        t.insert("lab/b", false);
+        t.insert("$SYS/broker/uptime", true);
+        assert!(t.any_match("lab/a"));
+        assert!(!t.any_match("lab/c"));
+        assert!(t.any_match("lab/+"));
+        let mut all = t.matching("#");
+        all.sort();
+        assert_eq!(all, vec![Arc::from("lab/a"), Arc::from("lab/b")]);
+        assert_eq!(t.matching("$SYS/#").len(), 1);
+    }
+
+    #[test]
+    fn one_entry_per_session_at_the_highest_qos() {
+        let filters = vec![
+            ("lab/+".to_string(), QoS::AtMostOnce),
+            ("lab/a".to_string(), QoS::ExactlyOnce),
+            ("#".to_string(), QoS::AtLeastOnce),
+        ];
+        assert_eq!(effective_qos(&filters, "lab/a"), Some(QoS::ExactlyOnce));
+        assert_eq!(effective_qos(&filters, "lab/b"), Some(QoS::AtLeastOnce));
+        assert_eq!(effective_qos(&filters, "$SYS/x"), None);
+        let mut t = TopicTable::default();
+        t.insert("lab/a", false);
+        t.set_subscriber("lab/a", 3, Some(QoS::AtMostOnce));
+        t.set_subscriber("lab/a", 3, Some(QoS::ExactlyOnce));
+        assert_eq!(
+            t.get("lab/a").unwrap().subscribers,
+            vec![(3, QoS::ExactlyOnce)]
+        );
+        t.set_subscriber("lab/a", 3, None);
+        assert!(t.get("lab/a").unwrap().subscribers.is_empty());
+    }
+}

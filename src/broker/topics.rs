@@ -1,0 +1,136 @@
+//! MQTT topic names and topic filters: validation and matching (MQTT 3.1.1 section 4.7).
+//!
+//! mqttbytes has helpers for this, but they get the edge cases wrong (`$SYS` matching, `a/b+`
+//! accepted as a filter, the empty topic accepted as a name), so the broker uses these instead.
+
+/// Longest topic name or filter a 16-bit length prefix can carry.
+pub const MAX_TOPIC_LEN: usize = 65_535;
+
+/// Why a topic name or filter is not valid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum TopicError {
+    #[error("is empty")]
+    Empty,
+    #[error("is longer than 65535 bytes")]
+    TooLong,
+    #[error("contains the null character U+0000")]
+    Null,
+    #[error("contains a wildcard (+ or #), which only filters may have")]
+    Wildcard,
+    #[error("has '#' somewhere other than alone in the last level")]
+    BadMultiLevel,
+    #[error("has '+' that is not alone in its level")]
+    BadSingleLevel,
+}
+
+fn check_common(s: &str) -> Result<(), TopicError> {
+    if s.is_empty() {
+        return Err(TopicError::Empty);
+    }
+    if s.len() > MAX_TOPIC_LEN {
+        return Err(TopicError::TooLong);
+    }
+    if s.contains('\0') {
+        return Err(TopicError::Null);
+    }
+    Ok(())
+}
+
+/// Checks a topic name, as used in PUBLISH, wills and the topic list.
+pub fn validate_name(name: &str) -> Result<(), TopicError> {
+    check_common(name)?;
+    if name.contains(['+', '#']) {
+        return Err(TopicError::Wildcard);
+    }
+    Ok(())
+}
+
+/// Checks a topic filter, as used in SUBSCRIBE and UNSUBSCRIBE.
+pub fn validate_filter(filter: &str) -> Result<(), TopicError> {
+    check_common(filter)?;
+    let mut levels = filter.split('/').peekable();
+    while let Some(level) = levels.next() {
+        if level.contains('#') && (level != "#" || levels.peek().is_some()) {
+            return Err(TopicError::BadMultiLevel);
+        }
+        if level.contains('+') && level != "+" {
+            return Err(TopicError::BadSingleLevel);
+        }
+    }
+    Ok(())
+}
+
+/// True if the filter has `+` or `#` in it (it may match more than one topic).
+pub fn has_wildcards(filter: &str) -> bool {
+    filter.contains(['+', '#'])
+}
+
+/// True if a valid `filter` matches the valid topic `name`.
+///
+/// A filter that starts with a wildcard does not match a name that starts with `$` (4.7.2), so
+/// `#` does not see `$SYS/...`, while `$SYS/#` does.
+pub fn matches(filter: &str, name: &str) -> bool {
+    if name.starts_with('$') && filter.starts_with(['+', '#']) {
+        return false;
+    }
+    let mut f = filter.split('/');
+    let mut n = name.split('/');
+    loop {
+        match (f.next(), n.next()) {
+            (Some("#"), _) => return true,
+            (Some("+"), Some(_)) => {}
+            (Some(fl), Some(nl)) if fl == nl => {}
+            (None, None) => return true,
+            _ => return false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        assert!(validate_name("lab/temperature").is_ok());
+        assert!(validate_name("/").is_ok());
+        assert!(validate_name("a//b").is_ok());
+        assert!(validate_name("$SYS/broker/uptime").is_ok());
+        assert_eq!(validate_name(""), Err(TopicError::Empty));
+        assert_eq!(validate_name("a/+"), Err(TopicError::Wildcard));
+        assert_eq!(validate_name("a/#"), Err(TopicError::Wildcard));
+        assert_eq!(validate_name("a\0b"), Err(TopicError::Null));
+        assert_eq!(validate_name(&"x".repeat(65_536)), Err(TopicError::TooLong));
+        assert!(validate_name(&"x".repeat(65_535)).is_ok());
+    }
+
+    #[test]
+    fn filters() {
+        for ok in ["#", "+", "a/+/b", "a/#", "+/+", "/#", "a//+", "$SYS/#"] {
+            assert!(validate_filter(ok).is_ok(), "{ok}");
+        }
+        assert_eq!(validate_filter("a/b+"), Err(TopicError::BadSingleLevel));
+        assert_eq!(validate_filter("a/#/b"), Err(TopicError::BadMultiLevel));
+        assert_eq!(validate_filter("a#"), Err(TopicError::BadMultiLevel));
+        assert_eq!(validate_filter(""), Err(TopicError::Empty));
+        assert_eq!(validate_filter("a/\0"), Err(TopicError::Null));
+    }
+
+    #[test]
+    fn matching() {
+        assert!(matches("a/b", "a/b"));
+        assert!(!matches("a/b", "a/b/c"));
+        assert!(matches("a/+", "a/b"));
+        assert!(!matches("a/+", "a/b/c"));
+        assert!(matches("a/+", "a/"));
+        assert!(matches("a/#", "a"), "# also matches the parent level");
+        assert!(matches("a/#", "a/b/c"));
+        assert!(matches("#", "a/b"));
+        assert!(matches("+/+", "/x"));
+        assert!(!matches("+", "/x"));
+        assert!(!matches("#", "$SYS/broker/uptime"));
+        assert!(!matches("+/broker/uptime", "$SYS/broker/uptime"));
+        assert!(matches("$SYS/#", "$SYS/broker/uptime"));
+        assert!(matches("$SYS/broker/+", "$SYS/broker/uptime"));
+    }
+}

@@ -1,0 +1,312 @@
+//! `users.ron`: who may log in, with salted argon2id password hashes (PHC strings).
+//!
+//! A plain password only ever lives in memory for as long as it takes to hash or verify it.
+
+use std::path::Path;
+
+use argon2::Argon2;
+use argon2::password_hash::rand_core::OsRng;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use serde::{Deserialize, Serialize};
+
+use super::files::{self, FileError};
+
+/// The users file shipped with the app, written to the config folder on first run.
+pub const DEFAULT_USERS: &str = include_str!("../../users.ron");
+
+/// The contents of a users file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Users {
+    /// Clients may connect without a user name.
+    #[serde(default)]
+    pub allow_anonymous: bool,
+    #[serde(default)]
+    pub users: Vec<User>,
+}
+
+impl Default for Users {
+    /// An empty list that lets anyone in, as the shipped file does.
+    fn default() -> Self {
+        Users {
+            allow_anonymous: true,
+            users: Vec::new(),
+        }
+    }
+}
+
+/// One user who may log in by user name or e-mail.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct User {
+    pub username: String,
+    #[serde(default)]
+    pub email: Option<String>,
+    /// PHC string, e.g. `$argon2id$v=19$m=19456,t=2,p=1$...`.
+    pub password_hash: String,
+}
+
+impl std::fmt::Debug for User {
+    // The hash stays out of logs too.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("User")
+            .field("username", &self.username)
+            .field("email", &self.email)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a user cannot be added.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UserError {
+    #[error("the user name must not be empty")]
+    EmptyName,
+    #[error("the password must not be empty")]
+    EmptyPassword,
+    #[error("{0:?} is already a user name or e-mail of another user")]
+    Taken(String),
+    #[error("there is no user {0:?}")]
+    NoSuchUser(String),
+    #[error("{0:?} is not an e-mail address")]
+    BadEmail(String),
+}
+
+/// What a CONNECT's credentials amount to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LoginCheck {
+    /// Logged in as this user (or anonymously, with `None`).
+    Accepted(Option<String>),
+    /// Unknown user or wrong password: CONNACK 0x04.
+    BadCredentials,
+    /// No user name while anonymous logins are off: CONNACK 0x05.
+    NotAuthorized,
+}
+
+impl Users {
+    /// Parses a users file's text; every hash must be a PHC string and names must be unique.
+    pub fn parse(path: &Path, text: &str) -> Result<Users, FileError> {
+        let users: Users = files::parse_ron(path, text)?;
+        let mut seen = std::collections::HashSet::new();
+        for u in &users.users {
+            if u.username.is_empty() {
+                return Err(FileError::invalid(path, "a user has an empty user name"));
+            }
+            if PasswordHash::new(&u.password_hash).is_err() {
+                return Err(FileError::invalid(
+                    path,
+                    format!(
+                        "user {:?}: password_hash is not a PHC hash string; set the password with `mqtt-lab user add`",
+                        u.username
+                    ),
+                ));
+            }
+            for key in std::iter::once(&u.username).chain(u.email.iter()) {
+                if !seen.insert(key.as_str()) {
+                    return Err(FileError::invalid(
+                        path,
+                        format!("{key:?} names more than one user"),
+                    ));
+                }
+            }
+        }
+        Ok(users)
+    }
+
+    /// Reads a users file.
+    pub fn load(path: &Path) -> Result<Users, FileError> {
+        let text = std::fs::read_to_string(path).map_err(|source| FileError::Io {
+            path: path.to_owned(),
+            source,
+        })?;
+        Users::parse(path, &text)
+    }
+
+    /// Writes the users file atomically.
+    pub fn save(&self, path: &Path) -> Result<(), FileError> {
+        files::write_ron(path, self)
+    }
+
+    /// The user whose name or e-mail is `login`.
+    pub fn find(&self, login: &str) -> Option<&User> {
+        self.users
+            .iter()
+            .find(|u| u.username == login || u.email.as_deref() == Some(login))
+    }
+
+    /// Adds a user, or replaces the password and e-mail of the user of that name.
+    pub fn upsert(
+        &mut self,
+        username: &str,
+        email: Option<&str>,
+        password: &str,
+    ) -> Result<(), UserError> {
+        if username.is_empty() {
+            return Err(UserError::EmptyName);
+        }
+        if password.is_empty() {
+            return Err(UserError::EmptyPassword);
+        }
+        if let Some(e) = email
+            && (!e.contains('@') || e.chars().any(char::is_whitespace))
+        {
+            return Err(UserError::BadEmail(e.to_owned()));
+        }
+        for key in std::iter::once(username).chain(email) {
+            if let Some(other) = self.find(key)
+                && other.username != username
+            {
+                return Err(UserError::Taken(key.to_owned()));
+            }
+        }
+        let user = User {
+            username: username.to_owned(),
+            email: email.map(str::to_owned),
+            password_hash: hash_password(password.as_bytes()),
+        };
+        match self.users.iter_mut().find(|u| u.username == username) {
+            Some(existing) => *existing = user,
+            None => self.users.push(user),
+        }
+        Ok(())
+    }
+
+    /// Removes the user of that name.
+    pub fn remove(&mut self, username: &str) -> Result<(), UserError> {
+        let before = self.users.len();
+        self.users.retain(|u| u.username != username);
+        if self.users.len() == before {
+            return Err(UserError::NoSuchUser(username.to_owned()));
+        }
+        Ok(())
+    }
+
+    /// Checks CONNECT credentials. Slow on purpose (argon2): call it off the async workers.
+    pub fn check_login(&self, username: Option<&str>, password: Option<&[u8]>) -> LoginCheck {
+        let Some(login) = username else {
+            return if self.allow_anonymous {
+                LoginCheck::Accepted(None)
+            } else {
+                LoginCheck::NotAuthorized
+            };
+        };
+        let password = password.unwrap_or_default();
+        match self.find(login) {
+            Some(user) if verify_password(&user.password_hash, password) => {
+                LoginCheck::Accepted(Some(user.username.clone()))
+            }
+            Some(_) => LoginCheck::BadCredentials,
+            None => {
+                // Spend the same time as for a known user, so timing does not tell who exists.
+                let _ = verify_password(dummy_hash(), password);
+                LoginCheck::BadCredentials
+            }
+        }
+    }
+}
+
+/// Hashes a password with argon2id and a fresh random salt, as a PHC string.
+pub fn hash_password(password: &[u8]) -> String {
+    let salt = SaltString::generate(&mut OsRng);
+    Argon2::default()
+        .hash_password(password, &salt)
+        .expect("argon2 with default parameters accepts any password and a generated salt")
+        .to_string()
+}
+
+/// True if `password` matches the PHC `hash`.
+pub fn verify_password(hash: &str, password: &[u8]) -> bool {
+    match PasswordHash::new(hash) {
+        Ok(parsed) => Argon2::default().verify_password(password, &parsed).is_ok(),
+        Err(_) => false,
+    }
+}
+
+fn dummy_hash() -> &'static str {
+    static HASH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    HASH.get_or_init(|| hash_password(b"not a password anyone has"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_file_parses() {
+        let users = Users::parse(Path::new("users.ron"), DEFAULT_USERS).unwrap();
+        assert_eq!(users, Users::default());
+    }
+
+    #[test]
+    fn login_by_name_or_email() {
+        let mut users = Users {
+            allow_anonymous: false,
+            users: vec![],
+        };
+        users
+            .upsert("alice", Some("alice@lab.example"), "s3cret")
+            .unwrap();
+        assert!(users.users[0].password_hash.starts_with("$argon2id$"));
+        assert!(!users.users[0].password_hash.contains("s3cret"));
+        let ok = LoginCheck::Accepted(Some("alice".into()));
+        assert_eq!(users.check_login(Some("alice"), Some(b"s3cret")), ok);
+        assert_eq!(
+            users.check_login(Some("alice@lab.example"), Some(b"s3cret")),
+            ok
+        );
+        assert_eq!(
+            users.check_login(Some("alice"), Some(b"nope")),
+            LoginCheck::BadCredentials
+        );
+        assert_eq!(
+            users.check_login(Some("bob"), Some(b"s3cret")),
+            LoginCheck::BadCredentials
+        );
+        assert_eq!(
+            users.check_login(Some("alice"), None),
+            LoginCheck::BadCredentials
+        );
+        assert_eq!(users.check_login(None, None), LoginCheck::NotAuthorized);
+        users.allow_anonymous = true;
+        assert_eq!(users.check_login(None, None), LoginCheck::Accepted(None));
+    }
+
+    #[test]
+    fn names_and_emails_are_unique() {
+        let mut users = Users::default();
+        users.upsert("alice", Some("a@x"), "pw").unwrap();
+        assert_eq!(
+            users.upsert("bob", Some("a@x"), "pw"),
+            Err(UserError::Taken("a@x".into()))
+        );
+        assert_eq!(
+            users.upsert("a@x", None, "pw"),
+            Err(UserError::Taken("a@x".into()))
+        );
+        users.upsert("alice", None, "pw2").unwrap();
+        assert_eq!(users.users.len(), 1);
+        assert_eq!(users.upsert("", None, "pw"), Err(UserError::EmptyName));
+        assert_eq!(users.upsert("c", None, ""), Err(UserError::EmptyPassword));
+        assert_eq!(
+            users.remove("zed"),
+            Err(UserError::NoSuchUser("zed".into()))
+        );
+        users.remove("alice").unwrap();
+        assert!(users.users.is_empty());
+    }
+
+    #[test]
+    fn file_round_trips_and_rejects_plain_passwords() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("users.ron");
+        let mut users = Users::default();
+        users
+            .upsert("alice", Some("alice@lab.example"), "pw")
+            .unwrap();
+        users.save(&path).unwrap();
+        assert_eq!(Users::load(&path).unwrap(), users);
+        let text =
+            r#"(allow_anonymous: false, users: [(username: "x", password_hash: "hunter2")])"#;
+        let err = Users::parse(&path, text).unwrap_err().to_string();
+        assert!(err.contains("not a PHC hash string"), "{err}");
+    }
+}

@@ -1,0 +1,7 @@
+//! mqtt-lab: a desktop MQTT broker for lab demos and classrooms.
+//!
+//! [`broker`] is the MQTT broker itself and compiles without any window; [`paths`] finds the
+//! app's files.
+
+pub mod broker;
+pub mod paths;

@@ -1,0 +1,260 @@
+//! The `mqtt-lab` command: the broker (headless for now) and the `user` subcommands.
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand};
+
+use mqtt_lab::broker::users::Users;
+use mqtt_lab::broker::{Broker, Config, topic_list};
+use mqtt_lab::paths;
+
+/// A desktop MQTT 3.1.1 broker for lab demos and classrooms.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Cmd>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(Args, Debug)]
+struct RunArgs {
+    /// Run the broker alone, without a window; SIGINT/SIGTERM stop it.
+    #[arg(long)]
+    headless: bool,
+    /// Address to listen on (0.0.0.0 serves a lab network).
+    #[arg(long, default_value_t = IpAddr::V4(Ipv4Addr::LOCALHOST))]
+    bind: IpAddr,
+    /// TCP port; 0 picks a free one.
+    #[arg(short, long, default_value_t = 1883)]
+    port: u16,
+    /// The topic list [default: topics.ron in the config folder]
+    #[arg(long, value_name = "FILE")]
+    topics: Option<PathBuf>,
+    /// The users file [default: users.ron in the config folder]
+    #[arg(long, value_name = "FILE")]
+    users: Option<PathBuf>,
+    /// Seconds between $SYS updates; 0 turns them off.
+    #[arg(long, value_name = "SECS", default_value_t = 10)]
+    sys_interval: u64,
+    /// Seconds a new socket has to send CONNECT.
+    #[arg(long, value_name = "SECS", default_value_t = 10)]
+    connect_timeout: u64,
+    /// Unacknowledged QoS 1/2 messages in flight per client.
+    #[arg(long, value_name = "N", default_value_t = 20)]
+    max_inflight: usize,
+    /// QoS 1/2 messages queued per client behind the in-flight window (online or offline).
+    #[arg(long, value_name = "N", default_value_t = 1000)]
+    max_queued: usize,
+    /// Largest packet a client may send, in bytes.
+    #[arg(long, value_name = "BYTES", default_value_t = 16 * 1024 * 1024)]
+    max_packet_size: usize,
+    /// Connections served at once.
+    #[arg(long, value_name = "N", default_value_t = 20_000)]
+    max_connections: usize,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Manage the users who may log in.
+    #[command(subcommand)]
+    User(UserCmd),
+}
+
+#[derive(Subcommand, Debug)]
+enum UserCmd {
+    /// Add a user, or set the password (and e-mail) of an existing one.
+    Add {
+        name: String,
+        #[arg(long)]
+        email: Option<String>,
+        /// The password; read from standard input when not given.
+        #[arg(long)]
+        password: Option<String>,
+        /// The users file [default: users.ron in the config folder]
+        #[arg(long, value_name = "FILE")]
+        users: Option<PathBuf>,
+    },
+    /// Remove a user.
+    Remove {
+        name: String,
+        #[arg(long, value_name = "FILE")]
+        users: Option<PathBuf>,
+    },
+    /// List the users.
+    List {
+        #[arg(long, value_name = "FILE")]
+        users: Option<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Some(Cmd::User(cmd)) => user_command(cmd),
+        None => run_broker(cli.run),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("mqtt-lab: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn broker_config(args: &RunArgs) -> anyhow::Result<Config> {
+    let topics_path = paths::topics_file(args.topics.as_deref())?;
+    let users_path = paths::users_file(args.users.as_deref())?;
+    let topics = topic_list::load(&topics_path)?;
+    let users = Users::load(&users_path)?;
+    tracing::info!(topics = %topics_path.display(), count = topics.len(), "topic list loaded");
+    tracing::info!(users = %users_path.display(), count = users.users.len(), "users loaded");
+    Ok(Config {
+        listen: SocketAddr::new(args.bind, args.port),
+        topics,
+        users,
+        users_path: Some(users_path),
+        sys_interval: (args.sys_interval > 0).then(|| Duration::from_secs(args.sys_interval)),
+        max_packet_size: args.max_packet_size,
+        connect_timeout: Duration::from_secs(args.connect_timeout),
+        max_inflight: args.max_inflight,
+        max_queued: args.max_queued,
+        max_connections: args.max_connections,
+        ..Config::default()
+    })
+}
+
+fn run_broker(args: RunArgs) -> anyhow::Result<()> {
+    init_logging();
+    if !args.headless {
+        tracing::warn!("the window is not part of this build yet: running headless");
+    }
+    // Thousands of clients need thousands of descriptors; the soft limit is often 1024.
+    if let Err(e) = rlimit::increase_nofile_limit(u64::MAX) {
+        tracing::debug!(error = %e, "could not raise the open-file limit");
+    }
+    let config = broker_config(&args)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("mqtt-lab-broker")
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        let broker = Broker::start(config).await?;
+        println!("mqtt-lab: listening on mqtt://{}", broker.local_addr());
+        std::io::stdout().flush().ok();
+        wait_for_stop_signal().await?;
+        tracing::info!("stopping");
+        broker.shutdown().await;
+        Ok(())
+    })
+}
+
+async fn wait_for_stop_signal() -> anyhow::Result<()> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => r.context("cannot watch SIGINT")?,
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    tokio::signal::ctrl_c()
+        .await
+        .context("cannot watch Ctrl-C")?;
+    Ok(())
+}
+
+fn load_users(path: &Path) -> anyhow::Result<Users> {
+    Ok(Users::load(path)?)
+}
+
+fn user_command(cmd: UserCmd) -> anyhow::Result<()> {
+    match cmd {
+        UserCmd::Add {
+            name,
+            email,
+            password,
+            users,
+        } => {
+            let path = paths::users_file(users.as_deref())?;
+            let mut list = load_users(&path)?;
+            let password = match password {
+                Some(p) => p,
+                None => read_password()?,
+            };
+            list.upsert(&name, email.as_deref(), &password)?;
+            list.save(&path)?;
+            eprintln!("mqtt-lab: user {name:?} saved in {}", path.display());
+        }
+        UserCmd::Remove { name, users } => {
+            let path = paths::users_file(users.as_deref())?;
+            let mut list = load_users(&path)?;
+            list.remove(&name)?;
+            list.save(&path)?;
+            eprintln!("mqtt-lab: user {name:?} removed from {}", path.display());
+        }
+        UserCmd::List { users } => {
+            let path = paths::users_file(users.as_deref())?;
+            let list = load_users(&path)?;
+            println!(
+                "# {} ({} users, anonymous logins {})",
+                path.display(),
+                list.users.len(),
+                if list.allow_anonymous {
+                    "allowed"
+                } else {
+                    "refused"
+                }
+            );
+            for u in &list.users {
+                match &u.email {
+                    Some(e) => println!("{}\t{e}", u.username),
+                    None => println!("{}", u.username),
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The password from the terminal (not echoed) or from the first line of standard input.
+fn read_password() -> anyhow::Result<String> {
+    let password = if std::io::stdin().is_terminal() {
+        let first = rpassword::prompt_password("Password: ")?;
+        let again = rpassword::prompt_password("Password again: ")?;
+        if first != again {
+            bail!("the passwords do not match");
+        }
+        first
+    } else {
+        let mut line = String::new();
+        std::io::stdin()
+            .lock()
+            .read_line(&mut line)
+            .context("cannot read the password from standard input")?;
+        line.trim_end_matches(['\r', '\n']).to_owned()
+    };
+    if password.is_empty() {
+        bail!("no password given (use --password or pass it on standard input)");
+    }
+    Ok(password)
+}
