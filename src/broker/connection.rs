@@ -79,7 +79,7 @@ pub(crate) async fn serve(socket: TcpStream, peer: SocketAddr, shared: Arc<Share
             return refused(&shared).await;
         }
         Ok(Ok(Packet::Connect(c))) => c,
-        Ok(Ok(_)) => {
+        Ok(Ok(_)) | Ok(Err(FirstPacketError::NotConnect)) => {
             warn!(%peer, reason = "first packet is not CONNECT", "protocol error: closing");
             return refused(&shared).await;
         }
@@ -139,6 +139,7 @@ async fn refused(shared: &Shared) {
 
 enum FirstPacketError {
     Closed,
+    NotConnect,
     Decode(DecodeError),
 }
 
@@ -148,6 +149,11 @@ async fn read_first_packet(
     shared: &Shared,
 ) -> Result<Packet, FirstPacketError> {
     loop {
+        // Known from the first byte: no need to wait for the rest of something that is not
+        // a CONNECT (an HTTP request, say).
+        if rbuf.first().is_some_and(|b| b >> 4 != 1) {
+            return Err(FirstPacketError::NotConnect);
+        }
         match codec::decode(rbuf, shared.max_packet_size) {
             Ok(Some(p)) => return Ok(p),
             Ok(None) => {}

@@ -34,6 +34,7 @@ use tracing::warn;
 
 pub use config::Config;
 pub use link::{CloseReason, Command};
+pub use mqttbytes::QoS;
 pub use snapshot::Snapshot;
 pub use stats::{Stats, StatsSnapshot};
 

@@ -96,7 +96,11 @@ impl Router {
     pub async fn run(mut self, mut rx: mpsc::Receiver<ToRouter>) {
         let mut batch = Vec::with_capacity(BATCH);
         let period = self.sys_interval.unwrap_or(Duration::from_secs(3600));
-        let mut sys_tick = tokio::time::interval(period);
+        // $SYS is there (retained) before the first client arrives.
+        if self.sys_interval.is_some() {
+            self.publish_sys();
+        }
+        let mut sys_tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
         sys_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {

@@ -1,0 +1,445 @@
+//! Publish/subscribe as clients see it: QoS both ways, wildcards, retained messages, the topic
+//! list, `$SYS`.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use mqtt_lab::broker::{Command, Config};
+use rumqttc::{QoS, SubscribeReasonCode};
+
+const ALL_QOS: [QoS; 3] = [QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce];
+
+#[tokio::test]
+async fn every_qos_both_ways_keeps_the_payload() {
+    let broker = start().await;
+    let addr = broker.local_addr();
+    for sub_qos in ALL_QOS {
+        let mut sub = Client::connect(options(addr, "sub")).await;
+        sub.subscribe(&[("lab/a", sub_qos)]).await;
+        let mut publisher = Client::connect(options(addr, "pub")).await;
+        for pub_qos in ALL_QOS {
+            let payload = format!("{pub_qos:?} to {sub_qos:?} \u{1F600}").into_bytes();
+            publisher.publish("lab/a", pub_qos, false, &payload).await;
+            if pub_qos != QoS::AtMostOnce {
+                publisher.acked().await;
+            }
+            let got = sub.next_publish().await;
+            assert_eq!(got.payload, payload);
+            assert_eq!(got.topic, "lab/a");
+            let delivered = if (pub_qos as u8) < (sub_qos as u8) {
+                pub_qos
+            } else {
+                sub_qos
+            };
+            assert_eq!(got.qos, delivered, "delivered QoS is min(publish, granted)");
+            assert!(!got.retain);
+        }
+        sub.client.disconnect().await.unwrap();
+        publisher.client.disconnect().await.unwrap();
+        let _ = sub.closed().await;
+        let _ = publisher.closed().await;
+    }
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn qos2_outbound_completes_the_four_way_handshake() {
+    let broker = start().await;
+    let addr = broker.local_addr();
+    let mut sub = Raw::connected(addr, "raw-sub").await;
+    assert_eq!(sub.subscribe(1, &[("lab/a", 2)]).await, vec![2]);
+    let publisher = Client::connect(options(addr, "pub")).await;
+    publisher
+        .publish("lab/a", QoS::ExactlyOnce, false, b"x")
+        .await;
+    let p = sub.read().await.unwrap();
+    let (_, pkid, payload) = p.publish();
+    assert_eq!((p.qos(), payload.as_slice()), (2, &b"x"[..]));
+    sub.send(&ack_packet(0x50, pkid)).await; // PUBREC
+    let rel = sub.read().await.unwrap();
+    assert_eq!(
+        rel,
+        RawPacket {
+            byte1: 0x62,
+            body: pkid.to_be_bytes().to_vec()
+        }
+    );
+    sub.send(&ack_packet(0x70, pkid)).await; // PUBCOMP
+    sub.ping().await;
+    let snap = snapshot(&broker).await;
+    let me = snap
+        .clients
+        .iter()
+        .find(|c| c.client_id == "raw-sub")
+        .unwrap();
+    assert_eq!(me.inflight, 0, "PUBCOMP ends the flow");
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn qos2_inbound_is_delivered_exactly_once() {
+    let broker = start().await;
+    let addr = broker.local_addr();
+    let mut sub = Client::connect(options(addr, "sub")).await;
+    sub.subscribe(&[("lab/a", QoS::AtLeastOnce)]).await;
+    let mut publisher = Raw::connected(addr, "raw-pub").await;
+    publisher
+        .send(&publish_packet("lab/a", 2, 7, false, false, b"once"))
+        .await;
+    assert_eq!(
+        publisher.read().await.unwrap(),
+        RawPacket {
+            byte1: 0x50,
+            body: vec![0, 7]
+        }
+    );
+    // The PUBREC is "lost": the client sends the PUBLISH again, with DUP.
+    publisher
+        .send(&publish_packet("lab/a", 2, 7, false, true, b"once"))
+        .await;
+    assert_eq!(
+        publisher.read().await.unwrap(),
+        RawPacket {
+            byte1: 0x50,
+            body: vec![0, 7]
+        }
+    );
+    publisher.send(&ack_packet(0x62, 7)).await; // PUBREL
+    assert_eq!(
+        publisher.read().await.unwrap(),
+        RawPacket {
+            byte1: 0x70,
+            body: vec![0, 7]
+        }
+    );
+    assert_eq!(&sub.next_publish().await.payload[..], b"once");
+    sub.no_publish().await;
+    // After PUBREL the id is free again: a new message with it is a new message.
+    publisher
+        .send(&publish_packet("lab/a", 2, 7, false, false, b"twice"))
+        .await;
+    assert_eq!(publisher.read().await.unwrap().byte1, 0x50);
+    assert_eq!(&sub.next_publish().await.payload[..], b"twice");
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn wildcards_match_levels() {
+    let broker = start().await;
+    let addr = broker.local_addr();
+    let mut plus = Client::connect(options(addr, "plus")).await;
+    let mut hash = Client::connect(options(addr, "hash")).await;
+    assert_eq!(
+        plus.subscribe(&[("lab/+", QoS::AtMostOnce)]).await,
+        vec![SubscribeReasonCode::Success(QoS::AtMostOnce)]
+    );
+    hash.subscribe(&[("lab/#", QoS::AtMostOnce)]).await;
+    let publisher = Client::connect(options(addr, "pub")).await;
+    for t in ["lab/a", "lab/c/d", "other"] {
+        publisher
+            .publish(t, QoS::AtMostOnce, false, t.as_bytes())
+            .await;
+    }
+    assert_eq!(plus.next_publish().await.topic, "lab/a");
+    plus.no_publish().await;
+    assert_eq!(hash.next_publish().await.topic, "lab/a");
+    assert_eq!(hash.next_publish().await.topic, "lab/c/d");
+    hash.no_publish().await;
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn overlapping_subscriptions_deliver_one_copy_at_the_highest_qos() {
+    let broker = start().await;
+    let addr = broker.local_addr();
+    let mut sub = Client::connect(options(addr, "sub")).await;
+    sub.subscribe(&[
+        ("lab/+", QoS::AtMostOnce),
+        ("lab/a", QoS::ExactlyOnce),
+        ("#", QoS::AtLeastOnce),
+    ])
+    .await;
+    let publisher = Client::connect(options(addr, "pub")).await;
+    publisher
+        .publish("lab/a", QoS::ExactlyOnce, false, b"1")
+        .await;
+    publisher
+        .publish("lab/b", QoS::ExactlyOnce, false, b"2")
+        .await;
+    let a = sub.next_publish().await;
+    assert_eq!((a.topic.as_str(), a.qos), ("lab/a", QoS::ExactlyOnce));
+    let b = sub.next_publish().await;
+    assert_eq!((b.topic.as_str(), b.qos), ("lab/b", QoS::AtLeastOnce));
+    sub.no_publish().await;
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn unsubscribe_stops_delivery_and_keeps_other_filters() {
+    let broker = start().await;
+    let addr = broker.local_addr();
+    let mut sub = Raw::connected(addr, "sub").await;
+    sub.subscribe(1, &[("lab/a", 1), ("lab/#", 0)]).await;
+    let mut body = vec![0, 2];
+    body.extend_from_slice(&[0, 5]);
+    body.extend_from_slice(b"lab/a");
+    sub.send(&packet(0xa2, &body)).await;
+    assert_eq!(
+        sub.read().await.unwrap(),
+        RawPacket {
+            byte1: 0xb0,
+            body: vec![0, 2]
+        }
+    );
+    let publisher = Client::connect(options(addr, "pub")).await;
+    publisher
+        .publish("lab/a", QoS::AtLeastOnce, false, b"x")
+        .await;
+    let p = sub.read().await.unwrap();
+    assert_eq!(p.qos(), 0, "only lab/# (QoS 0) is left");
+    assert!(sub.read_quiet().await.is_none());
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn retained_messages_go_to_new_subscribers_and_are_cleared_by_an_empty_one() {
+    let broker = start().await;
+    let addr = broker.local_addr();
+    let mut publisher = Client::connect(options(addr, "pub")).await;
+    publisher
+        .publish("lab/a", QoS::AtLeastOnce, true, b"21.5")
+        .await;
+    publisher.acked().await;
+    let mut early = Client::connect(options(addr, "early")).await;
+    early.subscribe(&[("lab/+", QoS::AtLeastOnce)]).await;
+    let r = early.next_publish().await;
+    assert!(
+        r.retain,
+        "a retained message sent for a new subscription has RETAIN set"
+    );
+    assert_eq!((&r.payload[..], r.qos), (&b"21.5"[..], QoS::AtLeastOnce));
+    // A live delivery of a retained publish does not carry RETAIN.
+    publisher
+        .publish("lab/a", QoS::AtMostOnce, true, b"22.0")
+        .await;
+    let live = early.next_publish().await;
+    assert!(!live.retain);
+    // The retained message is replaced; the new subscriber sees only the latest.
+    let mut late = Client::connect(options(addr, "late")).await;
+    late.subscribe(&[("lab/a", QoS::AtMostOnce)]).await;
+    let r = late.next_publish().await;
+    assert_eq!(
+        (&r.payload[..], r.qos, r.retain),
+        (&b"22.0"[..], QoS::AtMostOnce, true)
+    );
+    // An empty retained payload deletes it (and is delivered as usual).
+    publisher.publish("lab/a", QoS::AtMostOnce, true, b"").await;
+    assert!(late.next_publish().await.payload.is_empty());
+    let mut last = Client::connect(options(addr, "last")).await;
+    last.subscribe(&[("lab/a", QoS::AtMostOnce)]).await;
+    last.no_publish().await;
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn subscribing_to_an_unlisted_topic_is_refused_per_filter() {
+    let broker = start().await;
+    let addr = broker.local_addr();
+    let mut sub = Client::connect(options(addr, "sub")).await;
+    let codes = sub
+        .subscribe(&[
+            ("lab/a", QoS::AtLeastOnce),
+            ("nope/x", QoS::AtMostOnce),
+            ("lab/+/x", QoS::ExactlyOnce),
+            ("zzz/#", QoS::AtMostOnce),
+            ("$SYS/#", QoS::AtMostOnce),
+            ("a/b+", QoS::AtMostOnce), // not a valid filter
+        ])
+        .await;
+    assert_eq!(
+        codes,
+        vec![
+            SubscribeReasonCode::Success(QoS::AtLeastOnce),
+            SubscribeReasonCode::Failure,
+            SubscribeReasonCode::Failure, // lab/+/x: matches no listed topic
+            SubscribeReasonCode::Failure,
+            SubscribeReasonCode::Success(QoS::AtMostOnce),
+            SubscribeReasonCode::Failure,
+        ]
+    );
+    let codes = sub
+        .subscribe(&[("lab/c/+", QoS::ExactlyOnce), ("#", QoS::AtMostOnce)])
+        .await;
+    assert_eq!(
+        codes,
+        vec![
+            SubscribeReasonCode::Success(QoS::ExactlyOnce),
+            SubscribeReasonCode::Success(QoS::AtMostOnce)
+        ]
+    );
+    assert_eq!(snapshot(&broker).await.refused_subscriptions, 4);
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn publishing_to_an_unlisted_topic_is_acknowledged_but_dropped() {
+    let broker = start().await;
+    let addr = broker.local_addr();
+    let mut sub = Client::connect(options(addr, "sub")).await;
+    sub.subscribe(&[("#", QoS::AtLeastOnce)]).await;
+    let mut publisher = Client::connect(options(addr, "pub")).await;
+    for qos in ALL_QOS {
+        publisher.publish("not/listed", qos, true, b"x").await;
+        if qos != QoS::AtMostOnce {
+            publisher.acked().await; // the handshake completes so the client does not hang
+        }
+    }
+    publisher
+        .publish("lab/a", QoS::AtLeastOnce, false, b"listed")
+        .await;
+    assert_eq!(&sub.next_publish().await.payload[..], b"listed");
+    sub.no_publish().await;
+    let snap = snapshot(&broker).await;
+    assert_eq!(snap.unlisted, 3);
+    assert!(snap.topics.iter().all(|t| t.name != "not/listed"));
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn clients_cannot_publish_into_sys() {
+    let config = Config {
+        sys_interval: Some(Duration::from_secs(3600)),
+        ..config()
+    };
+    let broker = start_with(config).await;
+    let addr = broker.local_addr();
+    let mut sub = Client::connect(options(addr, "sub")).await;
+    sub.subscribe(&[("$SYS/broker/version", QoS::AtMostOnce)])
+        .await;
+    let p = sub.next_publish().await;
+    assert!(p.retain, "{p:?}"); // the broker's own, retained
+    let publisher = Client::connect(options(addr, "pub")).await;
+    publisher
+        .publish("$SYS/broker/version", QoS::AtMostOnce, false, b"fake")
+        .await;
+    sub.no_publish().await;
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn sys_topics_are_published_and_hidden_from_hash() {
+    let config = Config {
+        sys_interval: Some(Duration::from_millis(200)),
+        ..config()
+    };
+    let broker = start_with(config).await;
+    let addr = broker.local_addr();
+    let mut all = Client::connect(options(addr, "all")).await;
+    all.subscribe(&[("#", QoS::AtMostOnce)]).await;
+    let mut sys = Client::connect(options(addr, "sys")).await;
+    sys.subscribe(&[("$SYS/#", QoS::AtMostOnce)]).await;
+    let mut seen = std::collections::HashMap::new();
+    while seen.len() < mqtt_lab::broker::sys::SYS_TOPICS.len() {
+        let p = sys.next_publish().await;
+        seen.insert(
+            p.topic.clone(),
+            String::from_utf8(p.payload.to_vec()).unwrap(),
+        );
+    }
+    assert!(seen["$SYS/broker/uptime"].ends_with(" seconds"));
+    assert!(seen["$SYS/broker/version"].starts_with("mqtt-lab version "));
+    // Two clients are connected; each sent at least CONNECT and SUBSCRIBE.
+    let p = loop {
+        let p = sys.next_publish().await;
+        if p.topic == "$SYS/broker/clients/connected" {
+            break p;
+        }
+    };
+    assert_eq!(&p.payload[..], b"2");
+    all.no_publish().await;
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn deleting_a_topic_drops_its_retained_message_and_orphaned_subscriptions() {
+    let broker = start().await;
+    let addr = broker.local_addr();
+    let handle = broker.handle();
+    let mut publisher = Client::connect(options(addr, "pub")).await;
+    publisher
+        .publish("other", QoS::AtLeastOnce, true, b"kept?")
+        .await;
+    publisher.acked().await;
+    let mut sub = Client::connect(options(addr, "sub")).await;
+    sub.subscribe(&[("other", QoS::AtLeastOnce), ("lab/#", QoS::AtMostOnce)])
+        .await;
+    assert!(sub.next_publish().await.retain);
+
+    assert!(
+        handle
+            .send(Command::RemoveTopic {
+                topic: "other".into()
+            })
+            .await
+    );
+    let snap = snapshot(&broker).await;
+    assert!(snap.topics.iter().all(|t| t.name != "other"));
+    let me = snap.clients.iter().find(|c| c.client_id == "sub").unwrap();
+    assert_eq!(
+        me.subscriptions,
+        vec![("lab/#".to_string(), mqtt_lab::broker::QoS::AtMostOnce)]
+    );
+    assert_eq!(
+        sub.subscribe(&[("other", QoS::AtMostOnce)]).await,
+        vec![SubscribeReasonCode::Failure]
+    );
+
+    // Added back: existing wildcard subscriptions see it, and no retained message survived.
+    let (reply, rx) = tokio::sync::oneshot::channel();
+    handle
+        .send(Command::AddTopic {
+            topic: "lab/new".into(),
+            reply: Some(reply),
+        })
+        .await;
+    assert_eq!(rx.await.unwrap(), Ok(()));
+    publisher
+        .publish("lab/new", QoS::AtMostOnce, false, b"hello")
+        .await;
+    assert_eq!(sub.next_publish().await.topic, "lab/new");
+    let (reply, rx) = tokio::sync::oneshot::channel();
+    handle
+        .send(Command::AddTopic {
+            topic: "bad/+".into(),
+            reply: Some(reply),
+        })
+        .await;
+    assert!(rx.await.unwrap().unwrap_err().contains("wildcard"));
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn history_keeps_the_last_ten_values_per_topic() {
+    let broker = start().await;
+    let addr = broker.local_addr();
+    let mut publisher = Client::connect(options(addr, "pub")).await;
+    for i in 0..15 {
+        publisher
+            .publish("lab/b", QoS::AtLeastOnce, false, format!("{i}").as_bytes())
+            .await;
+        publisher.acked().await;
+    }
+    let snap = snapshot(&broker).await;
+    let topic = snap.topics.iter().find(|t| t.name == "lab/b").unwrap();
+    let values: Vec<String> = topic
+        .history
+        .iter()
+        .map(|h| String::from_utf8(h.payload.to_vec()).unwrap())
+        .collect();
+    assert_eq!(values, (5..15).map(|i| i.to_string()).collect::<Vec<_>>());
+    assert_eq!(topic.history[0].from.as_deref(), Some("pub"));
+    assert_eq!(topic.messages, 15);
+    broker.shutdown().await;
+}
