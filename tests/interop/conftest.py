@@ -150,8 +150,15 @@ def _wait_listening(proc: subprocess.Popen, stderr_file: Path) -> int:
                 return int(m.group(1))
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    rep = outcome.get_result()
+    setattr(item, f"rep_{rep.when}", rep)
+
+
 @pytest.fixture
-def broker_factory(tmp_path):
+def broker_factory(tmp_path, request):
     """Start brokers with per-test topics, users and extra command-line args."""
     bin_path = broker_bin()
     started: list[Broker] = []
@@ -182,6 +189,11 @@ def broker_factory(tmp_path):
         return b
 
     yield start
+
+    rep = getattr(request.node, "rep_call", None)
+    if rep is not None and rep.failed:
+        for b in started:   # shown under "Captured stdout teardown"
+            print(f"---- broker {b.url} stderr (tail) ----\n{b.log()[-4000:]}")
 
     failures = []
     for b in started:

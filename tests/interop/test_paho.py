@@ -11,7 +11,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Optional
 
 import paho.mqtt.client as mqtt
 import pytest
@@ -70,6 +70,8 @@ class Client:
         self.c.on_disconnect = self._on_disconnect
         self.c.on_message = self._on_message
         self.c.on_subscribe = self._on_subscribe
+        self.log: list[str] = []
+        self.c.on_log = lambda client, userdata, level, buf: self.log.append(buf)
 
     # callbacks (network thread)
     def _on_connect(self, client, userdata, flags, reason_code, properties):
@@ -199,32 +201,59 @@ def payload_of(size: int) -> bytes:
     return (bytes(range(256)) + os.urandom(size))[:size] if size else b""
 
 
-def raw_connack(broker, *, client_id: str = "raw", username: Optional[str] = None,
-                password: Optional[str] = None) -> bytes:
-    """Send a hand-built MQTT 3.1.1 CONNECT and return the 4 CONNACK bytes."""
-    def s(x: str) -> bytes:
-        b = x.encode()
+def connect_packet(*, client_id: str = "raw", username: Optional[str] = None,
+                   password: Optional[str] = None, clean: bool = True,
+                   protocol: tuple = ("MQTT", 4), will: Optional[tuple] = None,
+                   keepalive: int = 30) -> bytes:
+    """A hand-built CONNECT packet (MQTT 3.1.1 by default). will = (topic, payload, qos, retain)."""
+    def s(x) -> bytes:
+        b = x.encode() if isinstance(x, str) else x
         return struct.pack("!H", len(b)) + b
 
-    flags = 0x02
+    flags = 0x02 if clean else 0x00
     payload = s(client_id)
+    if will is not None:
+        topic, message, qos, retain = will
+        flags |= 0x04 | (qos << 3) | (0x20 if retain else 0)
+        payload += s(topic) + s(message)
     if username is not None:
         flags |= 0x80
         payload += s(username)
     if password is not None:
         flags |= 0x40
         payload += s(password)
-    var = s("MQTT") + bytes([4, flags]) + struct.pack("!H", 30)
-    body = var + payload
+    body = s(protocol[0]) + bytes([protocol[1], flags]) + struct.pack("!H", keepalive) + payload
     assert len(body) < 128
+    return bytes([0x10, len(body)]) + body
+
+
+def recv_exactly(sock: socket.socket, n: int) -> bytes:
+    data = b""
+    while len(data) < n:
+        chunk = sock.recv(n - len(data))
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def assert_closed(sock: socket.socket, what: str) -> None:
+    try:
+        rest = sock.recv(1)
+    except ConnectionResetError:
+        rest = b""
+    assert rest == b"", f"connection still open after {what} (got {rest!r})"
+
+
+def raw_connack(broker, *, then_closed: bool = False, **connect_kw) -> bytes:
+    """Send a hand-built CONNECT and return the 4 CONNACK bytes.
+
+    then_closed: also assert that the broker closes the connection after the CONNACK."""
     with socket.create_connection((broker.host, broker.port), timeout=WAIT) as sock:
-        sock.sendall(bytes([0x10, len(body)]) + body)
-        data = b""
-        while len(data) < 4:
-            chunk = sock.recv(4 - len(data))
-            if not chunk:
-                break
-            data += chunk
+        sock.sendall(connect_packet(**connect_kw))
+        data = recv_exactly(sock, 4)
+        if then_closed:
+            assert_closed(sock, f"CONNACK {data!r}")
     return data
 
 
@@ -263,6 +292,32 @@ def test_many_messages_arrive_in_order(broker, clients, qos):
     got = sub.get_n(n, timeout=10)
     assert [m.payload for m in got] == [f"m{i:04d}".encode() for i in range(n)]
     assert all(m.qos == qos for m in got)
+
+
+def test_large_payload(broker, clients):
+    sub = clients(broker)
+    assert sub.subscribe("lab/a", 2) == [2]
+    pub = clients(broker)
+    big = payload_of(2 * 1024 * 1024)
+    pub.publish("lab/a", big, qos=2)
+    m = sub.get(timeout=10)
+    assert len(m.payload) == len(big) and m.payload == big
+
+
+def test_unsubscribe_stops_delivery(broker, clients):
+    sub = clients(broker)
+    assert sub.subscribe([("lab/a", 1), ("lab/b", 1)]) == [1, 1]
+    done = threading.Event()
+    sub.c.on_unsubscribe = lambda *a: done.set()
+    rc, _mid = sub.c.unsubscribe("lab/a")
+    assert rc == mqtt.MQTT_ERR_SUCCESS
+    assert done.wait(WAIT), "no UNSUBACK"
+    pub = clients(broker)
+    pub.publish("lab/a", b"not any more", qos=1)
+    pub.publish("lab/b", b"still subscribed", qos=1)
+    m = sub.get()
+    assert (m.topic, m.payload) == ("lab/b", b"still subscribed")
+    sub.assert_no_message(0.3)
 
 
 def test_mqtt31_client(broker, clients):
@@ -503,6 +558,19 @@ def test_client_id_takeover(broker, clients):
     assert second.c.is_connected() and not second.disconnected.is_set()
 
 
+def test_takeover_hands_the_persistent_session_to_the_newcomer(broker, clients):
+    cid = "takeover-p-" + uuid.uuid4().hex[:8]
+    first = clients(broker, cid, clean_session=False)
+    assert first.subscribe("lab/a", 1) == [1]
+    second = clients(broker, cid, clean_session=False)
+    assert first.disconnected.wait(WAIT)
+    assert second.session_present is True
+    pub = clients(broker)
+    pub.publish("lab/a", b"for the session", qos=1)
+    assert second.get().payload == b"for the session"   # subscription came with the session
+    first.assert_no_message(0.2)
+
+
 # --------------------------------------------------------------------------- login
 
 
@@ -579,3 +647,165 @@ def test_sys_uptime_and_hash_does_not_match_sys(broker_factory, clients):
     m = everything.get()
     assert (m.topic, m.payload) == ("lab/a", b"normal"), f"'#' received {m}"
     everything.assert_no_message(0.2)
+
+
+# --------------------------------------------------------------------------- more protocol details
+
+
+def test_unacknowledged_qos1_resent_with_dup_after_reconnect(broker, clients):
+    """MQTT-4.4.0-1: on reconnect with clean session 0 the server re-sends unacknowledged
+    PUBLISH packets (DESIGN.md: with DUP = 1, in order)."""
+    cid = "dup1-" + uuid.uuid4().hex[:8]
+    s1 = clients(broker, cid, clean_session=False)
+    s1.c.manual_ack_set(True)                       # receive, but never PUBACK
+    assert s1.subscribe("lab/a", 1) == [1]
+    pub = clients(broker)
+    sent = [f"unacked-{i}".encode() for i in range(3)]
+    for p in sent:
+        pub.publish("lab/a", p, qos=1)
+    first = s1.get_n(3)
+    assert [m.payload for m in first] == sent and not any(m.dup for m in first)
+    s1.drop()
+
+    s2 = clients(broker, cid, clean_session=False)
+    assert s2.session_present is True
+    again = s2.get_n(3)
+    assert [m.payload for m in again] == sent
+    assert all(m.dup and m.qos == 1 for m in again), again
+    s2.assert_no_message(0.3)
+
+
+def test_qos2_outbound_resumes_with_pubrel_not_a_second_delivery(broker, clients):
+    """The client sent PUBREC but not PUBCOMP: after reconnect the server re-sends PUBREL
+    (MQTT-4.4.0-1), and the message is not delivered a second time."""
+    cid = "dup2-" + uuid.uuid4().hex[:8]
+    s1 = clients(broker, cid, clean_session=False)
+    s1.c.manual_ack_set(True)                       # PUBREC is sent, PUBCOMP withheld
+    assert s1.subscribe("lab/b", 2) == [2]
+    pub = clients(broker)
+    pub.publish("lab/b", b"exactly once", qos=2)
+    assert s1.get().payload == b"exactly once"
+    s1.drop()
+
+    s2 = clients(broker, cid, clean_session=False)
+    assert s2.session_present is True
+    deadline = time.monotonic() + WAIT
+    while not any(l.startswith("Received PUBREL") for l in s2.log):
+        assert time.monotonic() < deadline, f"no PUBREL re-sent; client log: {s2.log}"
+        time.sleep(0.05)
+    s2.assert_no_message(0.3)
+    pub.publish("lab/b", b"next", qos=2)
+    assert s2.get().payload == b"next"
+
+
+def test_will_published_after_protocol_error(broker, clients):
+    """A second CONNECT is a protocol violation (MQTT-3.1.0-2): the connection is closed and,
+    not being a DISCONNECT, the will is published."""
+    watcher = clients(broker)
+    assert watcher.subscribe("lab/will", 1) == [1]
+    with socket.create_connection((broker.host, broker.port), timeout=WAIT) as sock:
+        sock.sendall(connect_packet(client_id="bad-" + uuid.uuid4().hex[:8],
+                                    will=("lab/will", b"protocol error", 1, False)))
+        assert recv_exactly(sock, 4) == b"\x20\x02\x00\x00"
+        sock.sendall(connect_packet(client_id="again"))
+        assert_closed(sock, "a second CONNECT")
+    m = watcher.get()
+    assert (m.topic, m.payload, m.qos) == ("lab/will", b"protocol error", 1)
+
+
+def test_overlapping_subscriptions_deliver_once_at_highest_qos(broker, clients):
+    sub = clients(broker)
+    assert sub.subscribe([("lab/a", 0), ("lab/+", 2), ("#", 1)]) == [0, 2, 1]
+    pub = clients(broker)
+    pub.publish("lab/a", b"once", qos=2)
+    m = sub.get()
+    assert (m.payload, m.qos) == (b"once", 2)
+    sub.assert_no_message(0.5)
+
+
+def test_keepalive_expiry_closes_and_fires_will(broker, clients):
+    watcher = clients(broker)
+    assert watcher.subscribe("lab/will", 1) == [1]
+    silent = clients(broker, will=("lab/will", b"timed out", 1, False), keepalive=1)
+    silent.c.loop_stop()            # socket stays open, but no PINGREQ is ever sent again
+    t0 = time.monotonic()
+    m = watcher.get(timeout=4)
+    elapsed = time.monotonic() - t0
+    assert m.payload == b"timed out"
+    assert elapsed >= 0.9, f"will fired after {elapsed:.2f}s, before the keepalive expired"
+
+
+def test_zero_length_client_id(broker):
+    assert raw_connack(broker, client_id="", clean=True) == b"\x20\x02\x00\x00"
+    assert raw_connack(broker, client_id="", clean=False, then_closed=True) == b"\x20\x02\x00\x02"
+
+
+@pytest.mark.parametrize("protocol", [("MQTT", 5), ("MQTT", 2)])
+def test_unsupported_protocol_level_gets_connack_1(broker, protocol):
+    assert raw_connack(broker, protocol=protocol, then_closed=True) == b"\x20\x02\x00\x01"
+
+
+def test_connect_timeout(broker_factory):
+    b = broker_factory(extra_args=["--connect-timeout", "1"])
+    with socket.create_connection((b.host, b.port), timeout=4) as sock:
+        t0 = time.monotonic()
+        try:
+            data = sock.recv(1)
+        except ConnectionResetError:
+            data = b""
+        elapsed = time.monotonic() - t0
+    assert data == b"", data
+    assert 0.5 <= elapsed < 3.5, f"closed after {elapsed:.2f}s with --connect-timeout 1"
+
+
+SYS_TOPICS = [
+    "$SYS/broker/version",
+    "$SYS/broker/uptime",
+    "$SYS/broker/clients/connected",
+    "$SYS/broker/clients/disconnected",
+    "$SYS/broker/clients/total",
+    "$SYS/broker/clients/maximum",
+    "$SYS/broker/messages/received",
+    "$SYS/broker/messages/sent",
+    "$SYS/broker/publish/messages/dropped",
+    "$SYS/broker/retained messages/count",
+    "$SYS/broker/subscriptions/count",
+    "$SYS/broker/bytes/received",
+    "$SYS/broker/bytes/sent",
+]
+
+
+def test_sys_topics_are_retained_with_mosquitto_names(broker_factory, clients):
+    b = broker_factory(extra_args=["--sys-interval", "1"])
+    # wait for a round published while `first` is connected (a live message, RETAIN 0: the
+    # retained one may date from before any client connected), then a late subscriber must
+    # get them all as retained messages
+    first = clients(b)
+    first.subscribe("$SYS/broker/uptime", 0)
+    deadline = time.monotonic() + 3
+    while first.get(timeout=max(deadline - time.monotonic(), 0.001)).retain:
+        pass
+    late = clients(b)
+    assert late.subscribe("$SYS/broker/#", 0) == [0]
+    got = {}
+    deadline = time.monotonic() + 3
+    while not set(SYS_TOPICS) <= set(got) and time.monotonic() < deadline:
+        try:
+            m = late.messages.get(timeout=0.2)
+        except queue.Empty:
+            continue
+        got.setdefault(m.topic, m)
+    missing = sorted(set(SYS_TOPICS) - set(got))
+    assert not missing, f"missing $SYS topics {missing}; got {sorted(got)}"
+    assert all(got[t].retain for t in SYS_TOPICS), [t for t in SYS_TOPICS if not got[t].retain]
+    assert re.fullmatch(rb"\d+ seconds", got["$SYS/broker/uptime"].payload)
+    for t in SYS_TOPICS[2:]:
+        assert re.fullmatch(rb"\d+", got[t].payload), (t, got[t].payload)
+    assert int(got["$SYS/broker/clients/connected"].payload) >= 1
+
+
+def test_sys_interval_0_turns_sys_off(broker_factory, clients):
+    b = broker_factory(extra_args=["--sys-interval", "0"])
+    sub = clients(b)
+    assert sub.subscribe("$SYS/#", 0) == [0]
+    sub.assert_no_message(1.2)

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Installs what the test suite needs beyond Rust: mosquitto's command-line clients (Debian
+# package) and the Python packages of the interop suite. Does nothing for what is already there.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SUDO=""
+[[ $(id -u) == 0 ]] || SUDO="sudo"
+
+missing=()
+command -v mosquitto_pub >/dev/null || missing+=(mosquitto-clients)
+command -v python3 >/dev/null || missing+=(python3 python3-pip)
+if ((${#missing[@]})); then
+    echo "installing ${missing[*]}" >&2
+    $SUDO apt-get update -q >&2
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}" >&2
+fi
+
+if ! python3 -c 'import paho.mqtt, pytest, sys; sys.exit(int(paho.mqtt.__version__.split(".")[0]) < 2)' 2>/dev/null; then
+    echo "installing Python packages from tests/interop/requirements.txt" >&2
+    python3 -m pip install -q -r tests/interop/requirements.txt 2>/dev/null ||
+        python3 -m pip install -q --break-system-packages -r tests/interop/requirements.txt
+fi

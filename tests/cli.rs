@@ -1,0 +1,312 @@
+//! The `mqtt-lab` binary: start-up line, signals, file errors, port in use, `user` commands,
+//! default files.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_mqtt-lab");
+
+fn write(dir: &Path, name: &str, text: &str) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path.to_str().unwrap().to_owned()
+}
+
+/// Starts the headless broker and returns it with the port from its `listening on` line.
+fn spawn_headless(dir: &Path, extra: &[&str]) -> (Child, u16) {
+    let topics = write(dir, "topics.ron", r#"(topics: ["lab/a"])"#);
+    let users = write(dir, "users.ron", "(allow_anonymous: true, users: [])");
+    let mut child = Command::new(BIN)
+        .args([
+            "--headless",
+            "--port",
+            "0",
+            "--topics",
+            &topics,
+            "--users",
+            &users,
+        ])
+        .args(extra)
+        .env("HOME", dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let port = line
+        .trim()
+        .strip_prefix("mqtt-lab: listening on mqtt://127.0.0.1:")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .parse()
+        .unwrap();
+    (child, port)
+}
+
+fn signal(child: &Child, sig: &str) {
+    let ok = Command::new("kill")
+        .args([sig, &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+}
+
+fn wait_exit(child: &mut Child) -> std::process::ExitStatus {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "did not exit");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn prints_the_real_port_and_stops_cleanly_on_sigterm_and_sigint() {
+    for sig in ["-TERM", "-INT"] {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut child, port) = spawn_headless(dir.path(), &[]);
+        assert_ne!(port, 0);
+        // It really is an MQTT broker there: CONNECT gets CONNACK.
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.write_all(&[
+            0x10, 13, 0, 4, b'M', b'Q', b'T', b'T', 4, 2, 0, 10, 0, 1, b'x',
+        ])
+        .unwrap();
+        let mut ack = [0u8; 4];
+        std::io::Read::read_exact(&mut s, &mut ack).unwrap();
+        assert_eq!(ack, [0x20, 2, 0, 0]);
+        signal(&child, sig);
+        let status = wait_exit(&mut child);
+        assert_eq!(status.code(), Some(0), "{sig}");
+    }
+}
+
+fn run(args: &[&str], home: &Path, stdin: Option<&str>) -> Output {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .env("HOME", home)
+        .env_remove("XDG_CONFIG_HOME")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    if let Some(text) = stdin {
+        input.write_all(text.as_bytes()).unwrap();
+    }
+    drop(input);
+    child.wait_with_output().unwrap()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn a_bad_topics_file_names_file_line_and_column() {
+    let dir = tempfile::tempdir().unwrap();
+    let topics = write(
+        dir.path(),
+        "topics.ron",
+        "(\n  topics: [\n    \"ok\",\n    \"bad/#\",\n  ],\n)\n",
+    );
+    let users = write(dir.path(), "users.ron", "(allow_anonymous: true)");
+    let out = run(
+        &[
+            "--headless",
+            "--port",
+            "0",
+            "--topics",
+            &topics,
+            "--users",
+            &users,
+        ],
+        dir.path(),
+        None,
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    let last = err.lines().last().unwrap();
+    assert!(last.starts_with("mqtt-lab: error: "), "{err}");
+    assert!(last.contains(&format!("{topics}:4:5:")), "{last}");
+
+    let syntax = write(dir.path(), "syntax.ron", "(topics: [\"a\",, ])");
+    let out = run(
+        &[
+            "--headless",
+            "--port",
+            "0",
+            "--topics",
+            &syntax,
+            "--users",
+            &users,
+        ],
+        dir.path(),
+        None,
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains(&format!("{syntax}:1:")),
+        "{}",
+        stderr(&out)
+    );
+
+    let out = run(
+        &[
+            "--headless",
+            "--topics",
+            "/nonexistent/t.ron",
+            "--users",
+            &users,
+        ],
+        dir.path(),
+        None,
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("/nonexistent/t.ron"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn a_port_in_use_names_the_address() {
+    let dir = tempfile::tempdir().unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    let topics = write(dir.path(), "topics.ron", "(topics: [])");
+    let users = write(dir.path(), "users.ron", "(allow_anonymous: true)");
+    let out = run(
+        &[
+            "--headless",
+            "--port",
+            &port,
+            "--topics",
+            &topics,
+            "--users",
+            &users,
+        ],
+        dir.path(),
+        None,
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!("cannot listen on 127.0.0.1:{port}")),
+        "{err}"
+    );
+    assert!(err.contains("--port"), "the fix is named: {err}");
+}
+
+#[test]
+fn user_commands_keep_other_users_and_store_only_hashes() {
+    let dir = tempfile::tempdir().unwrap();
+    let users = write(
+        dir.path(),
+        "users.ron",
+        "(allow_anonymous: false, users: [])",
+    );
+    let out = run(
+        &[
+            "user",
+            "add",
+            "alice",
+            "--email",
+            "alice@lab.example",
+            "--password",
+            "pw1",
+            "--users",
+            &users,
+        ],
+        dir.path(),
+        None,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = run(
+        &["user", "add", "bob", "--users", &users],
+        dir.path(),
+        Some("from-stdin\n"),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = std::fs::read_to_string(&users).unwrap();
+    assert!(
+        !text.contains("pw1") && !text.contains("from-stdin"),
+        "{text}"
+    );
+    assert_eq!(text.matches("$argon2id$").count(), 2);
+    let list = run(&["user", "list", "--users", &users], dir.path(), None);
+    let stdout = String::from_utf8(list.stdout).unwrap();
+    assert!(
+        stdout.contains("alice\talice@lab.example\n") && stdout.contains("bob\n"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("anonymous logins refused"));
+
+    let parsed = mqtt_lab::broker::users::Users::load(Path::new(&users)).unwrap();
+    assert!(matches!(
+        parsed.check_login(Some("bob"), Some(b"from-stdin")),
+        mqtt_lab::broker::users::LoginCheck::Accepted(_)
+    ));
+
+    let out = run(
+        &["user", "remove", "alice", "--users", &users],
+        dir.path(),
+        None,
+    );
+    assert!(out.status.success());
+    let out = run(
+        &["user", "remove", "alice", "--users", &users],
+        dir.path(),
+        None,
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("no user \"alice\""),
+        "{}",
+        stderr(&out)
+    );
+    let parsed = mqtt_lab::broker::users::Users::load(Path::new(&users)).unwrap();
+    let names: Vec<_> = parsed.users.iter().map(|u| u.username.as_str()).collect();
+    assert_eq!(names, ["bob"]);
+    assert!(!parsed.allow_anonymous, "settings are kept");
+}
+
+#[test]
+fn default_files_are_created_in_the_config_folder_on_first_run() {
+    let home = tempfile::tempdir().unwrap();
+    let out = run(&["user", "list"], home.path(), None);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let dir = home.path().join(".config/mqtt-lab");
+    let users = std::fs::read_to_string(dir.join("users.ron")).unwrap();
+    assert_eq!(users, mqtt_lab::broker::users::DEFAULT_USERS);
+    // The broker writes the topic list too, and starts with it.
+    let mut child = Command::new(BIN)
+        .args(["--headless", "--port", "0"])
+        .env("HOME", home.path())
+        .env_remove("XDG_CONFIG_HOME")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(
+        line.starts_with("mqtt-lab: listening on mqtt://127.0.0.1:"),
+        "{line}"
+    );
+    let topics = std::fs::read_to_string(dir.join("topics.ron")).unwrap();
+    assert_eq!(topics, mqtt_lab::broker::topic_list::DEFAULT_TOPICS);
+    signal(&child, "-TERM");
+    assert!(wait_exit(&mut child).success());
+}
