@@ -443,3 +443,65 @@ async fn history_keeps_the_last_ten_values_per_topic() {
     assert_eq!(topic.messages, 15);
     broker.shutdown().await;
 }
+
+#[tokio::test]
+async fn topic_changes_are_saved_to_the_file_in_use_and_a_bad_list_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = dir.path().join("first.ron");
+    let config = Config {
+        topics_path: Some(first.clone()),
+        ..config()
+    };
+    let broker = start_with(config).await;
+    let handle = broker.handle();
+    let (reply, rx) = tokio::sync::oneshot::channel();
+    handle
+        .send(Command::AddTopic {
+            topic: "lab/z".into(),
+            reply: Some(reply),
+        })
+        .await;
+    assert_eq!(rx.await.unwrap(), Ok(()));
+    let saved = mqtt_lab::broker::topic_list::load(&first).unwrap();
+    assert!(saved.contains(&"lab/z".to_string()) && saved.len() == TOPICS.len() + 1);
+
+    let (reply, rx) = tokio::sync::oneshot::channel();
+    let bad = vec!["fine".to_string(), "not/#/fine".to_string()];
+    handle
+        .send(Command::ReplaceTopics {
+            topics: bad,
+            path: None,
+            reply: Some(reply),
+        })
+        .await;
+    assert!(rx.await.unwrap().is_err());
+    assert_eq!(
+        snapshot(&broker).await.topics.len(),
+        TOPICS.len() + 1,
+        "unchanged"
+    );
+
+    // "Save as": the same list, written to a new file that becomes the one in use.
+    let second = dir.path().join("second.ron");
+    let (reply, rx) = tokio::sync::oneshot::channel();
+    let list = vec!["x/1".to_string(), "x/2".to_string()];
+    handle
+        .send(Command::ReplaceTopics {
+            topics: list.clone(),
+            path: Some(second.clone()),
+            reply: Some(reply),
+        })
+        .await;
+    assert_eq!(rx.await.unwrap(), Ok(()));
+    assert_eq!(mqtt_lab::broker::topic_list::load(&second).unwrap(), list);
+    assert_eq!(
+        mqtt_lab::broker::topic_list::load(&first).unwrap(),
+        saved,
+        "the old file is left alone"
+    );
+    let snap = snapshot(&broker).await;
+    assert_eq!(snap.topics_path.as_deref(), Some(second.as_path()));
+    let names: Vec<_> = snap.topics.iter().map(|t| t.name.clone()).collect();
+    assert_eq!(names, list);
+    broker.shutdown().await;
+}

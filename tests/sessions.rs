@@ -584,3 +584,114 @@ async fn shutdown_closes_every_connection() {
         "no longer listening"
     );
 }
+
+#[tokio::test]
+async fn user_edits_from_the_window_apply_and_are_saved() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("users.ron");
+    let config = Config {
+        users_path: Some(path.clone()),
+        ..users_config(true)
+    };
+    let broker = start_with(config).await;
+    let addr = broker.local_addr();
+    let handle = broker.handle();
+    let ask = |cmd: fn(tokio::sync::oneshot::Sender<Result<(), String>>) -> Command| {
+        let handle = handle.clone();
+        async move {
+            let (reply, rx) = tokio::sync::oneshot::channel();
+            assert!(handle.send(cmd(reply)).await);
+            rx.await.unwrap()
+        }
+    };
+    let mut carol = Users::default();
+    carol
+        .upsert("carol", Some("carol@lab.example"), "pw")
+        .unwrap();
+    let user = carol.users.remove(0);
+    let (reply, rx) = tokio::sync::oneshot::channel();
+    handle
+        .send(Command::UpsertUser {
+            user: user.clone(),
+            reply: Some(reply),
+        })
+        .await;
+    assert_eq!(rx.await.unwrap(), Ok(()));
+    let login = ConnectOpts {
+        client_id: "c",
+        user: Some("carol@lab.example"),
+        password: Some(b"pw"),
+        ..Default::default()
+    };
+    assert_eq!(Raw::connect(addr, &login).await.2, 0);
+    // A second user with carol's e-mail is refused and changes nothing.
+    let mut clash = user.clone();
+    clash.username = "carla".into();
+    let (reply, rx) = tokio::sync::oneshot::channel();
+    handle
+        .send(Command::UpsertUser {
+            user: clash,
+            reply: Some(reply),
+        })
+        .await;
+    assert!(rx.await.unwrap().unwrap_err().contains("already"));
+    assert_eq!(
+        ask(|r| Command::SetAllowAnonymous {
+            allow: false,
+            reply: Some(r)
+        })
+        .await,
+        Ok(())
+    );
+    assert_eq!(Raw::connect(addr, &ConnectOpts::default()).await.2, 5);
+    assert_eq!(
+        ask(|r| Command::RemoveUser {
+            username: "carol".into(),
+            reply: Some(r)
+        })
+        .await,
+        Ok(())
+    );
+    assert_eq!(Raw::connect(addr, &login).await.2, 4);
+    let saved = Users::load(&path).unwrap();
+    assert!(!saved.allow_anonymous);
+    let names: Vec<_> = saved.users.iter().map(|u| u.username.as_str()).collect();
+    assert_eq!(names, ["alice"], "the other users are kept");
+    let snap = snapshot(&broker).await;
+    assert_eq!(*snap.users, saved);
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn refusals_and_faults_are_in_the_event_log() {
+    use mqtt_lab::broker::events::EventKind;
+    let broker = start_with(users_config(true)).await;
+    let addr = broker.local_addr();
+    let mut c = Raw::connected(addr, "asker").await;
+    assert_eq!(c.subscribe(1, &[("no/such", 0)]).await, vec![0x80]);
+    let bad = ConnectOpts {
+        client_id: "intruder",
+        user: Some("alice"),
+        password: Some(b"x"),
+        ..Default::default()
+    };
+    Raw::connect(addr, &bad).await;
+    let mut faulty = Raw::connected(addr, "faulty").await;
+    faulty.send(&[0x30, 4, 0, 2, b'a', b'+']).await;
+    faulty.expect_closed().await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let events = snapshot(&broker).await.events;
+    let find = |kind: EventKind, who: &str| {
+        events
+            .iter()
+            .find(|e| e.kind == kind && e.who == who)
+            .unwrap_or_else(|| panic!("no {kind:?} event for {who}: {events:#?}"))
+            .text
+            .clone()
+    };
+    assert!(find(EventKind::SubscriptionRefused, "asker").contains("\"no/such\""));
+    assert!(find(EventKind::LoginRefused, "intruder").contains("0x04"));
+    assert!(find(EventKind::Fault, "faulty").contains("wildcard"));
+    assert!(find(EventKind::Connected, "asker").starts_with("connected from 127.0.0.1:"));
+    broker.shutdown().await;
+}

@@ -18,6 +18,8 @@ pub struct Config {
     pub users: Users,
     /// Where the users file lives, so that changes made while running can be saved there.
     pub users_path: Option<PathBuf>,
+    /// Where the topic list lives, so that changes made while running can be saved there.
+    pub topics_path: Option<PathBuf>,
     /// How often `$SYS` topics are published; `None` turns them off.
     pub sys_interval: Option<Duration>,
     /// Largest remaining length of a packet a client may send.
@@ -41,6 +43,7 @@ impl Default for Config {
             topics: Vec::new(),
             users: Users::default(),
             users_path: None,
+            topics_path: None,
             sys_interval: Some(Duration::from_secs(10)),
             max_packet_size: 16 * 1024 * 1024,
             connect_timeout: Duration::from_secs(10),

@@ -64,31 +64,37 @@ pub(crate) async fn serve(socket: TcpStream, peer: SocketAddr, shared: Arc<Share
     let mut wbuf = BytesMut::new();
     let connect = match first {
         Err(_) => {
-            info!(%peer, timeout = ?shared.connect_timeout, "no CONNECT in time: closing");
-            return refused(&shared).await;
+            let reason = format!("no CONNECT within {:?}", shared.connect_timeout);
+            info!(%peer, %reason, "closing");
+            return refused(&shared, peer, None, reason, false).await;
         }
-        Ok(Err(FirstPacketError::Closed)) => return refused(&shared).await,
+        // Closed before saying anything: a port check, nothing to report.
+        Ok(Err(FirstPacketError::Closed)) => return,
         Ok(Err(FirstPacketError::Decode(DecodeError::UnsupportedLevel(level)))) => {
-            info!(%peer, level, "unsupported protocol level: CONNACK 0x01");
+            let reason = format!("unsupported protocol level {level}: CONNACK 0x01");
+            info!(%peer, %reason, "closing");
             codec::connack(&mut wbuf, false, connack_code::UNACCEPTABLE_PROTOCOL);
             let _ = wr.write_all(&wbuf).await;
-            return refused(&shared).await;
+            return refused(&shared, peer, None, reason, false).await;
         }
         Ok(Err(FirstPacketError::Decode(e))) => {
-            warn!(%peer, reason = %e, "bad CONNECT: closing");
-            return refused(&shared).await;
+            let reason = format!("bad CONNECT: {e}");
+            warn!(%peer, %reason, "closing");
+            return refused(&shared, peer, None, reason, false).await;
         }
         Ok(Ok(Packet::Connect(c))) => c,
         Ok(Ok(_)) | Ok(Err(FirstPacketError::NotConnect)) => {
-            warn!(%peer, reason = "first packet is not CONNECT", "protocol error: closing");
-            return refused(&shared).await;
+            let reason = "protocol error: first packet is not CONNECT";
+            warn!(%peer, reason, "closing");
+            return refused(&shared, peer, None, reason, false).await;
         }
     };
 
-    if let Some(code) = check_connect(&connect, &shared, peer).await {
+    if let Some((code, reason)) = check_connect(&connect, &shared, peer).await {
         codec::connack(&mut wbuf, false, code);
         let _ = wr.write_all(&wbuf).await;
-        return refused(&shared).await;
+        let login = code != connack_code::IDENTIFIER_REJECTED;
+        return refused(&shared, peer, Some(&connect.client_id), reason, login).await;
     }
 
     let (tx, rx) = mpsc::channel(shared.limits.channel_capacity());
@@ -133,8 +139,20 @@ pub(crate) async fn serve(socket: TcpStream, peer: SocketAddr, shared: Arc<Share
     let _ = shared.router.send(ToRouter::Closed { conn, reason }).await;
 }
 
-async fn refused(shared: &Shared) {
-    let _ = shared.router.send(ToRouter::Refused).await;
+async fn refused(
+    shared: &Shared,
+    peer: SocketAddr,
+    client_id: Option<&str>,
+    reason: impl Into<String>,
+    login: bool,
+) {
+    let msg = ToRouter::Refused {
+        peer,
+        client_id: client_id.filter(|c| !c.is_empty()).map(str::to_owned),
+        reason: reason.into(),
+        login,
+    };
+    let _ = shared.router.send(msg).await;
 }
 
 enum FirstPacketError {
@@ -169,10 +187,11 @@ async fn read_first_packet(
 
 /// The checks on a parsed CONNECT that can refuse it: client id rules, then the login. Returns
 /// the CONNACK code to refuse with, or None to accept.
-async fn check_connect(c: &Connect, shared: &Shared, peer: SocketAddr) -> Option<u8> {
+async fn check_connect(c: &Connect, shared: &Shared, peer: SocketAddr) -> Option<(u8, String)> {
     if c.client_id.is_empty() && (c.level == 3 || !c.clean_session) {
-        info!(%peer, "empty client id without clean session: CONNACK 0x02");
-        return Some(connack_code::IDENTIFIER_REJECTED);
+        let reason = "empty client id without clean session: CONNACK 0x02";
+        info!(%peer, reason, "refused");
+        return Some((connack_code::IDENTIFIER_REJECTED, reason.into()));
     }
     let users = shared.users.borrow().clone();
     let check = if c.username.is_none() {
@@ -187,12 +206,15 @@ async fn check_connect(c: &Connect, shared: &Shared, peer: SocketAddr) -> Option
     match check {
         LoginCheck::Accepted(_) => None,
         LoginCheck::BadCredentials => {
-            info!(%peer, client_id = c.client_id, user = c.username.as_deref().unwrap_or("-"), "bad user name or password: CONNACK 0x04");
-            Some(connack_code::BAD_CREDENTIALS)
+            let user = c.username.as_deref().unwrap_or("-");
+            let reason = format!("bad user name or password for {user:?}: CONNACK 0x04");
+            info!(%peer, client_id = c.client_id, %reason, "refused");
+            Some((connack_code::BAD_CREDENTIALS, reason))
         }
         LoginCheck::NotAuthorized => {
-            info!(%peer, client_id = c.client_id, "anonymous login refused: CONNACK 0x05");
-            Some(connack_code::NOT_AUTHORIZED)
+            let reason = "anonymous login while anonymous logins are off: CONNACK 0x05";
+            info!(%peer, client_id = c.client_id, reason, "refused");
+            Some((connack_code::NOT_AUTHORIZED, reason.into()))
         }
     }
 }

@@ -56,15 +56,20 @@ pub fn read_ron<T: DeserializeOwned>(path: &Path) -> Result<T, FileError> {
     parse_ron(path, &text)
 }
 
-/// Serialises `value` as pretty RON and writes it atomically to `path`.
-pub fn write_ron<T: Serialize>(path: &Path, value: &T) -> Result<(), FileError> {
+/// Serialises `value` as pretty RON (`path` names the file in errors).
+pub fn to_ron<T: Serialize>(path: &Path, value: &T) -> Result<String, FileError> {
     let config = ron::ser::PrettyConfig::new()
         .depth_limit(3)
         .separate_tuple_members(false);
     let mut text = ron::ser::to_string_pretty(value, config)
         .map_err(|e| FileError::invalid(path, e.to_string()))?;
     text.push('\n');
-    write_atomic(path, text.as_bytes())
+    Ok(text)
+}
+
+/// Serialises `value` as pretty RON and writes it atomically to `path`.
+pub fn write_ron<T: Serialize>(path: &Path, value: &T) -> Result<(), FileError> {
+    write_atomic(path, to_ron(path, value)?.as_bytes())
 }
 
 /// Writes `bytes` to `path` so that a reader (or a crash) sees either the old file or the new

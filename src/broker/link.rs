@@ -11,7 +11,8 @@ use mqttbytes::v4;
 use tokio::sync::{mpsc, oneshot};
 
 use super::codec::Will;
-use super::users::Users;
+use super::users::{User, Users};
+use std::path::PathBuf;
 
 /// Identifies one connection (not one client: a client id can have many connections in turn).
 pub type ConnId = u64;
@@ -32,7 +33,14 @@ pub(crate) enum ToRouter {
         reason: CloseReason,
     },
     /// A connection was turned away before it reached the router (login refused, bad CONNECT).
-    Refused,
+    Refused {
+        peer: SocketAddr,
+        /// The client id if the CONNECT got that far.
+        client_id: Option<String>,
+        reason: String,
+        /// A login was refused (rather than a malformed or missing CONNECT).
+        login: bool,
+    },
     Command(Command),
 }
 
@@ -157,7 +165,25 @@ pub enum Command {
     /// topic any more are removed.
     RemoveTopic { topic: String },
     /// Replace the whole topic list (e.g. loaded from a file), with the same rules as one by one.
-    ReplaceTopics { topics: Vec<String> },
+    /// With a path, that file becomes the topic list in use (and is written).
+    ReplaceTopics {
+        topics: Vec<String>,
+        path: Option<PathBuf>,
+        reply: Option<oneshot::Sender<Result<(), String>>>,
+    },
+    /// Add a user (whose password the caller has hashed), or replace the user of that name.
+    UpsertUser {
+        user: User,
+        reply: Option<oneshot::Sender<Result<(), String>>>,
+    },
+    RemoveUser {
+        username: String,
+        reply: Option<oneshot::Sender<Result<(), String>>>,
+    },
+    SetAllowAnonymous {
+        allow: bool,
+        reply: Option<oneshot::Sender<Result<(), String>>>,
+    },
     /// New users for new logins; saved to the users file in use, if any.
     SetUsers {
         users: Users,

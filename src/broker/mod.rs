@@ -7,6 +7,7 @@
 
 pub mod codec;
 pub mod config;
+pub mod events;
 pub mod files;
 pub mod history;
 pub mod link;
@@ -20,6 +21,7 @@ pub mod users;
 mod connection;
 mod listener;
 mod router;
+mod saver;
 mod session;
 mod table;
 
@@ -63,6 +65,7 @@ pub struct Broker {
     stats: Arc<Stats>,
     listener: JoinHandle<()>,
     router: JoinHandle<()>,
+    saver: JoinHandle<()>,
 }
 
 /// Sends commands to a running broker; cheap to clone.
@@ -118,14 +121,8 @@ impl Broker {
         let stats = Arc::new(Stats::default());
         let (users_tx, users_rx) = watch::channel(Arc::new(config.users.clone()));
         let (tx, rx) = mpsc::channel(ROUTER_QUEUE);
-        let router = Router::new(
-            limits,
-            &config.topics,
-            users_tx,
-            config.users_path.clone(),
-            stats.clone(),
-            config.sys_interval.filter(|d| !d.is_zero()),
-        );
+        let (saver_tx, saver) = saver::start();
+        let router = Router::new(&config, limits, users_tx, stats.clone(), saver_tx);
         let router = tokio::spawn(router.run(rx));
         let shared = Arc::new(Shared {
             router: tx.clone(),
@@ -143,6 +140,7 @@ impl Broker {
             stats,
             listener,
             router,
+            saver,
         })
     }
 
@@ -166,10 +164,13 @@ impl Broker {
         self.stats.clone()
     }
 
-    /// Stops accepting, closes every connection and waits for the router to finish.
+    /// Stops accepting, closes every connection, and waits for the router to finish and for
+    /// the files it changed to be written.
     pub async fn shutdown(self) {
         self.listener.abort();
         let _ = self.handle.send(Command::Shutdown).await;
         let _ = self.router.await;
+        // The router held the saver's only sender: the saver ends after its last job.
+        let _ = self.saver.await;
     }
 }

@@ -15,12 +15,16 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{debug, info, warn};
 
 use super::codec::Will;
+use super::config::Config;
+use super::events::{EventKind, EventLog};
 use super::link::{CloseReason, Command, ConnId, ConnectRequest, Inbound, Outbound, ToRouter};
+use super::saver::SaveJob;
 use super::session::{Delivery, Limits, Online, Session};
 use super::snapshot::{ClientInfo, ConnectionInfo, Snapshot, TopicInfo};
 use super::stats::Stats;
 use super::sys::{self, SysFigures};
 use super::table::{Retained, SessionIdx, TopicTable, effective_qos};
+use super::topic_list;
 use super::topics;
 use super::users::Users;
 
@@ -50,6 +54,9 @@ pub(crate) struct Router {
     by_conn: HashMap<ConnId, SessionIdx>,
     users: watch::Sender<Arc<Users>>,
     users_path: Option<PathBuf>,
+    topics_path: Option<PathBuf>,
+    saver: mpsc::Sender<SaveJob>,
+    events: EventLog,
     stats: Arc<Stats>,
     counters: Counters,
     started: Instant,
@@ -59,15 +66,15 @@ pub(crate) struct Router {
 
 impl Router {
     pub fn new(
+        config: &Config,
         limits: Limits,
-        topic_list: &[String],
         users: watch::Sender<Arc<Users>>,
-        users_path: Option<PathBuf>,
         stats: Arc<Stats>,
-        sys_interval: Option<Duration>,
+        saver: mpsc::Sender<SaveJob>,
     ) -> Self {
+        let sys_interval = config.sys_interval.filter(|d| !d.is_zero());
         let mut table = TopicTable::default();
-        for t in topic_list {
+        for t in &config.topics {
             table.insert(t, false);
         }
         if sys_interval.is_some() {
@@ -83,7 +90,10 @@ impl Router {
             by_client: HashMap::new(),
             by_conn: HashMap::new(),
             users,
-            users_path,
+            users_path: config.users_path.clone(),
+            topics_path: config.topics_path.clone(),
+            saver,
+            events: EventLog::default(),
             stats,
             counters: Counters::default(),
             started: Instant::now(),
@@ -122,11 +132,29 @@ impl Router {
 
     /// Handles one message; false means stop.
     fn handle(&mut self, msg: ToRouter) -> bool {
+        self.stats
+            .changes
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         match msg {
             ToRouter::Packets { conn, packets } => self.on_packets(conn, packets),
             ToRouter::Connect(req) => self.on_connect(*req),
             ToRouter::Closed { conn, reason } => self.on_closed(conn, reason),
-            ToRouter::Refused => self.counters.refused_connections += 1,
+            ToRouter::Refused {
+                peer,
+                client_id,
+                reason,
+                login,
+            } => {
+                self.counters.refused_connections += 1;
+                let who = client_id.unwrap_or_else(|| peer.to_string());
+                let kind = if login {
+                    EventKind::LoginRefused
+                } else {
+                    EventKind::Fault
+                };
+                self.events
+                    .push(kind, who, format!("{reason} (from {peer})"));
+            }
             ToRouter::Command(Command::Shutdown) => return false,
             ToRouter::Command(cmd) => self.on_command(cmd),
         }
@@ -192,6 +220,23 @@ impl Router {
                 i
             }
         };
+        self.events.push(
+            EventKind::Connected,
+            &*client_id,
+            format!(
+                "connected from {}{}{}",
+                req.peer,
+                req.username
+                    .as_deref()
+                    .map(|u| format!(" as {u}"))
+                    .unwrap_or_default(),
+                if session_present {
+                    ", session resumed"
+                } else {
+                    ""
+                }
+            ),
+        );
         info!(
             client_id = %client_id,
             peer = %req.peer,
@@ -246,6 +291,21 @@ impl Router {
             let _ = online.tx.try_send(Outbound::Close(reason.clone()));
         }
         info!(client_id = %client_id, peer = %online.peer, %reason, "client disconnected");
+        let kind = match reason {
+            CloseReason::ClientDisconnected
+            | CloseReason::SocketClosed
+            | CloseReason::TakenOver
+            | CloseReason::ServerShutdown => EventKind::Disconnected,
+            CloseReason::Kicked => EventKind::Kicked,
+            _ => EventKind::Fault,
+        };
+        let will = if reason.fires_will() && online.will.is_some() {
+            ", will published"
+        } else {
+            ""
+        };
+        self.events
+            .push(kind, &*client_id, format!("{reason}{will}"));
         if clean {
             self.remove_session(idx);
         }
@@ -382,10 +442,20 @@ impl Router {
                 codes.push(0x80);
                 self.counters.refused_subscriptions += 1;
                 let client_id = self.session(idx).client_id.clone();
+                let why = if valid {
+                    "matches no topic on the list"
+                } else {
+                    "is not a valid filter"
+                };
+                self.events.push(
+                    EventKind::SubscriptionRefused,
+                    &*client_id,
+                    format!("SUBSCRIBE {filter:?} refused (0x80): {why}"),
+                );
                 info!(
                     client_id = %client_id,
                     filter,
-                    reason = if valid { "matches no topic on the list" } else { "not a valid filter" },
+                    reason = why,
                     "subscription refused"
                 );
                 continue;
@@ -459,14 +529,23 @@ impl Router {
                     self.remove_session(idx);
                 }
             }
-            Command::AddTopic { topic, reply } => {
-                let result = self.add_topic(&topic);
-                if let Some(reply) = reply {
-                    let _ = reply.send(result);
-                }
+            Command::AddTopic { topic, reply } => match self.add_topic(&topic) {
+                Ok(()) => self.save_topics(reply),
+                Err(e) => reply_to(reply, Err(e)),
+            },
+            Command::RemoveTopic { topic } => {
+                self.remove_topics(&[topic]);
+                self.save_topics(None);
             }
-            Command::RemoveTopic { topic } => self.remove_topics(&[topic]),
-            Command::ReplaceTopics { topics } => {
+            Command::ReplaceTopics {
+                topics,
+                path,
+                reply,
+            } => {
+                // All or nothing: a list with a bad name changes nothing.
+                if let Some(e) = topics.iter().find_map(|t| check_topic_name(t).err()) {
+                    return reply_to(reply, Err(e));
+                }
                 let gone: Vec<String> = self
                     .topics
                     .iter()
@@ -475,12 +554,53 @@ impl Router {
                     .collect();
                 self.remove_topics(&gone);
                 for t in &topics {
-                    if let Err(e) = self.add_topic(t) {
-                        warn!(topic = %t, error = %e, "topic not added");
-                    }
+                    let _ = self.add_topic(t);
                 }
+                if let Some(p) = path {
+                    self.events.push(
+                        EventKind::Topics,
+                        "",
+                        format!("topic list is now {}", p.display()),
+                    );
+                    self.topics_path = Some(p);
+                }
+                self.save_topics(reply);
             }
             Command::SetUsers { users, reply } => self.set_users(users, reply),
+            Command::UpsertUser { user, reply } => {
+                let mut users = (**self.users.borrow()).clone();
+                let name = user.username.clone();
+                match users.upsert_user(user) {
+                    Ok(()) => {
+                        self.events
+                            .push(EventKind::Users, "", format!("user {name:?} saved"));
+                        self.set_users(users, reply)
+                    }
+                    Err(e) => reply_to(reply, Err(e.to_string())),
+                }
+            }
+            Command::RemoveUser { username, reply } => {
+                let mut users = (**self.users.borrow()).clone();
+                match users.remove(&username) {
+                    Ok(()) => {
+                        self.events.push(
+                            EventKind::Users,
+                            "",
+                            format!("user {username:?} removed"),
+                        );
+                        self.set_users(users, reply)
+                    }
+                    Err(e) => reply_to(reply, Err(e.to_string())),
+                }
+            }
+            Command::SetAllowAnonymous { allow, reply } => {
+                let mut users = (**self.users.borrow()).clone();
+                users.allow_anonymous = allow;
+                let what = if allow { "allowed" } else { "refused" };
+                self.events
+                    .push(EventKind::Users, "", format!("anonymous logins {what}"));
+                self.set_users(users, reply)
+            }
             Command::Snapshot { reply } => {
                 let _ = reply.send(self.snapshot());
             }
@@ -489,12 +609,7 @@ impl Router {
     }
 
     fn add_topic(&mut self, name: &str) -> Result<(), String> {
-        topics::validate_name(name).map_err(|e| format!("topic {name:?} {e}"))?;
-        if name.starts_with('$') {
-            return Err(format!(
-                "topic {name:?} starts with '$', which is kept for the broker"
-            ));
-        }
+        check_topic_name(name)?;
         if self.topics.insert(name, false).is_none() {
             return Ok(());
         }
@@ -507,6 +622,8 @@ impl Router {
             }
         }
         info!(topic = name, "topic added");
+        self.events
+            .push(EventKind::Topics, "", format!("topic {name:?} added"));
         Ok(())
     }
 
@@ -516,6 +633,8 @@ impl Router {
             if self.topics.get(name).is_some_and(|t| !t.system) {
                 self.topics.remove(name);
                 info!(topic = %name, "topic deleted");
+                self.events
+                    .push(EventKind::Topics, "", format!("topic {name:?} deleted"));
                 removed = true;
             }
         }
@@ -532,26 +651,55 @@ impl Router {
     }
 
     fn set_users(&mut self, users: Users, reply: Option<oneshot::Sender<Result<(), String>>>) {
-        self.users.send_replace(Arc::new(users.clone()));
         info!(
             users = users.users.len(),
             allow_anonymous = users.allow_anonymous,
             "users changed"
         );
-        let path = self.users_path.clone();
-        // Writing and fsyncing a file is no work for the router's thread.
-        tokio::task::spawn_blocking(move || {
-            let result = match path {
-                Some(p) => users.save(&p).map_err(|e| e.to_string()),
-                None => Ok(()),
+        let contents = users.to_ron();
+        self.users.send_replace(Arc::new(users));
+        match self.users_path.clone() {
+            Some(path) => self.save(path, contents, reply),
+            None => reply_to(reply, Ok(())),
+        }
+    }
+
+    /// Writes the topic list in use to its file, if it has one.
+    fn save_topics(&mut self, reply: Option<oneshot::Sender<Result<(), String>>>) {
+        let Some(path) = self.topics_path.clone() else {
+            return reply_to(reply, Ok(()));
+        };
+        let mut names: Vec<String> = self
+            .topics
+            .iter()
+            .filter(|t| !t.system)
+            .map(|t| t.name.to_string())
+            .collect();
+        names.sort();
+        let contents = topic_list::to_ron(&path, &names);
+        self.save(path, contents, reply);
+    }
+
+    /// Hands a file to the saver: writing and fsyncing is no work for the router's thread.
+    fn save(
+        &mut self,
+        path: PathBuf,
+        contents: Result<String, super::files::FileError>,
+        reply: Option<oneshot::Sender<Result<(), String>>>,
+    ) {
+        if let Err(e) = self.saver.try_send(SaveJob {
+            path,
+            contents,
+            reply,
+        }) {
+            let job = match e {
+                mpsc::error::TrySendError::Full(job) | mpsc::error::TrySendError::Closed(job) => {
+                    job
+                }
             };
-            if let Err(e) = &result {
-                warn!(error = %e, "users not saved");
-            }
-            if let Some(reply) = reply {
-                let _ = reply.send(result);
-            }
-        });
+            warn!(path = %job.path.display(), "too many saves pending: file not saved");
+            reply_to(job.reply, Err("too many saves pending; try again".into()));
+        }
     }
 
     fn shutdown(&mut self) {
@@ -609,6 +757,10 @@ impl Router {
             unlisted: self.counters.unlisted,
             refused_subscriptions: self.counters.refused_subscriptions,
             refused_connections: self.counters.refused_connections,
+            users: self.users.borrow().clone(),
+            topics_path: self.topics_path.clone(),
+            users_path: self.users_path.clone(),
+            events: self.events.iter().cloned().collect(),
         }
     }
 
@@ -636,6 +788,23 @@ impl Router {
             self.route(None, topic, Bytes::from(value), QoS::AtMostOnce, true);
         }
     }
+}
+
+fn reply_to(reply: Option<oneshot::Sender<Result<(), String>>>, result: Result<(), String>) {
+    if let Some(reply) = reply {
+        let _ = reply.send(result);
+    }
+}
+
+/// A topic the list may hold: a valid name, not under `$`.
+fn check_topic_name(name: &str) -> Result<(), String> {
+    topics::validate_name(name).map_err(|e| format!("topic {name:?} {e}"))?;
+    if name.starts_with('$') {
+        return Err(format!(
+            "topic {name:?} starts with '$', which is kept for the broker"
+        ));
+    }
+    Ok(())
 }
 
 fn min_qos(a: QoS, b: QoS) -> QoS {

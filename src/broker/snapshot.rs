@@ -5,8 +5,13 @@ use std::time::{Duration, SystemTime};
 
 use mqttbytes::QoS;
 
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use super::events::Event;
 use super::history::HistoryItem;
 use super::stats::StatsSnapshot;
+use super::users::Users;
 
 /// Everything the window shows, taken in one go by the router.
 #[derive(Debug, Clone, Default)]
@@ -22,6 +27,13 @@ pub struct Snapshot {
     pub unlisted: u64,
     pub refused_subscriptions: u64,
     pub refused_connections: u64,
+    /// The users who may log in now (hashes only).
+    pub users: Arc<Users>,
+    /// The files changes are saved to.
+    pub topics_path: Option<PathBuf>,
+    pub users_path: Option<PathBuf>,
+    /// The most recent events, oldest first.
+    pub events: Vec<Event>,
 }
 
 /// A session, online or offline.

@@ -14,6 +14,9 @@ pub struct Stats {
     pub packets_sent: AtomicU64,
     pub publish_received: AtomicU64,
     pub publish_sent: AtomicU64,
+    /// Bumped by the router whenever its state may have changed: a reader that sees the same
+    /// value twice knows there is nothing new to show.
+    pub changes: AtomicU64,
 }
 
 /// A copy of the counters at one moment.

@@ -76,7 +76,12 @@ pub fn load(path: &Path) -> Result<Vec<String>, FileError> {
 
 /// Writes a topic list atomically.
 pub fn save(path: &Path, list: &[String]) -> Result<(), FileError> {
-    files::write_ron(
+    files::write_atomic(path, to_ron(path, list)?.as_bytes())
+}
+
+/// The text of a topic list file.
+pub fn to_ron(path: &Path, list: &[String]) -> Result<String, FileError> {
+    files::to_ron(
         path,
         &TopicsFile {
             topics: list.to_vec(),

@@ -151,6 +151,29 @@ impl Users {
         {
             return Err(UserError::BadEmail(e.to_owned()));
         }
+        self.check_unique(username, email)?;
+        self.upsert_user(User {
+            username: username.to_owned(),
+            email: email.map(str::to_owned),
+            password_hash: hash_password(password.as_bytes()),
+        })
+    }
+
+    /// Adds a user whose password is already hashed, or replaces the user of that name.
+    pub fn upsert_user(&mut self, user: User) -> Result<(), UserError> {
+        if user.username.is_empty() {
+            return Err(UserError::EmptyName);
+        }
+        self.check_unique(&user.username, user.email.as_deref())?;
+        match self.users.iter_mut().find(|u| u.username == user.username) {
+            Some(existing) => *existing = user,
+            None => self.users.push(user),
+        }
+        Ok(())
+    }
+
+    /// Checks that no other user has this name or e-mail as its name or e-mail.
+    pub fn check_unique(&self, username: &str, email: Option<&str>) -> Result<(), UserError> {
         for key in std::iter::once(username).chain(email) {
             if let Some(other) = self.find(key)
                 && other.username != username
@@ -158,16 +181,12 @@ impl Users {
                 return Err(UserError::Taken(key.to_owned()));
             }
         }
-        let user = User {
-            username: username.to_owned(),
-            email: email.map(str::to_owned),
-            password_hash: hash_password(password.as_bytes()),
-        };
-        match self.users.iter_mut().find(|u| u.username == username) {
-            Some(existing) => *existing = user,
-            None => self.users.push(user),
-        }
         Ok(())
+    }
+
+    /// The text of the users file.
+    pub fn to_ron(&self) -> Result<String, FileError> {
+        files::to_ron(Path::new("users.ron"), self)
     }
 
     /// Removes the user of that name.

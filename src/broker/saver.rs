@@ -1,0 +1,47 @@
+//! Writes the broker's files one after the other, off the router's thread, so that two quick
+//! changes can never land on disk in the wrong order.
+
+use std::path::PathBuf;
+
+use tokio::sync::{mpsc, oneshot};
+use tracing::warn;
+
+use super::files::{self, FileError};
+
+/// Saves waiting at most; a full queue refuses the save rather than growing.
+const QUEUE: usize = 64;
+
+/// One file to write atomically, and who wants to know how it went.
+pub(crate) struct SaveJob {
+    pub path: PathBuf,
+    pub contents: Result<String, FileError>,
+    pub reply: Option<oneshot::Sender<Result<(), String>>>,
+}
+
+/// Starts the saver task; it ends when every sender is gone, after the last job.
+pub(crate) fn start() -> (mpsc::Sender<SaveJob>, tokio::task::JoinHandle<()>) {
+    let (tx, mut rx) = mpsc::channel::<SaveJob>(QUEUE);
+    let task = tokio::spawn(async move {
+        while let Some(job) = rx.recv().await {
+            let SaveJob {
+                path,
+                contents,
+                reply,
+            } = job;
+            let result = tokio::task::spawn_blocking(move || {
+                let text = contents?;
+                files::write_atomic(&path, text.as_bytes())
+            })
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|r| r.map_err(|e| e.to_string()));
+            if let Err(e) = &result {
+                warn!(error = %e, "file not saved");
+            }
+            if let Some(reply) = reply {
+                let _ = reply.send(result);
+            }
+        }
+    });
+    (tx, task)
+}
