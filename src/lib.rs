@@ -1,7 +1,8 @@
 //! mqtt-lab: a desktop MQTT broker for lab demos and classrooms.
 //!
-//! [`broker`] is the MQTT broker itself and compiles without any window; [`paths`] finds the
-//! app's files.
+//! [`broker`] is the MQTT broker itself and compiles without any window; [`gui`] is the window
+//! on top of it; [`paths`] finds the app's files.
 
 pub mod broker;
+pub mod gui;
 pub mod paths;

@@ -1,4 +1,5 @@
-//! The `mqtt-lab` command: the broker (headless for now) and the `user` subcommands.
+//! The `mqtt-lab` command: the window with the broker (default), the broker alone
+//! (`--headless`), and the `user` subcommands.
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -11,6 +12,8 @@ use clap::{Args, Parser, Subcommand};
 
 use mqtt_lab::broker::users::Users;
 use mqtt_lab::broker::{Broker, Config, topic_list};
+use mqtt_lab::gui::ConfigLoader;
+use mqtt_lab::gui::settings::Settings;
 use mqtt_lab::paths;
 
 /// A desktop MQTT 3.1.1 broker for lab demos and classrooms.
@@ -23,7 +26,7 @@ struct Cli {
     run: RunArgs,
 }
 
-#[derive(Args, Debug)]
+#[derive(Args, Debug, Clone)]
 struct RunArgs {
     /// Run the broker alone, without a window; SIGINT/SIGTERM stop it.
     #[arg(long)]
@@ -119,8 +122,10 @@ fn init_logging() {
         .init();
 }
 
-fn broker_config(args: &RunArgs) -> anyhow::Result<Config> {
-    let topics_path = paths::topics_file(args.topics.as_deref())?;
+/// The broker's config from the command line and the files; `topics` overrides `--topics`
+/// (the window passes the list it opened last).
+fn broker_config(args: &RunArgs, topics: Option<&Path>) -> anyhow::Result<Config> {
+    let topics_path = paths::topics_file(topics.or(args.topics.as_deref()))?;
     let users_path = paths::users_file(args.users.as_deref())?;
     let topics = topic_list::load(&topics_path)?;
     let users = Users::load(&users_path)?;
@@ -131,6 +136,7 @@ fn broker_config(args: &RunArgs) -> anyhow::Result<Config> {
         topics,
         users,
         users_path: Some(users_path),
+        topics_path: Some(topics_path),
         sys_interval: (args.sys_interval > 0).then(|| Duration::from_secs(args.sys_interval)),
         max_packet_size: args.max_packet_size,
         connect_timeout: Duration::from_secs(args.connect_timeout),
@@ -143,14 +149,14 @@ fn broker_config(args: &RunArgs) -> anyhow::Result<Config> {
 
 fn run_broker(args: RunArgs) -> anyhow::Result<()> {
     init_logging();
-    if !args.headless {
-        tracing::warn!("the window is not part of this build yet: running headless");
-    }
     // Thousands of clients need thousands of descriptors; the soft limit is often 1024.
     if let Err(e) = rlimit::increase_nofile_limit(u64::MAX) {
         tracing::debug!(error = %e, "could not raise the open-file limit");
     }
-    let config = broker_config(&args)?;
+    if !args.headless {
+        return run_window(args);
+    }
+    let config = broker_config(&args, None)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("mqtt-lab-broker")
@@ -189,6 +195,21 @@ fn stop_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
     Ok(async {
         let _ = tokio::signal::ctrl_c().await;
     })
+}
+
+/// The window. File and start-up errors are shown in it (with Retry), not on a terminal a
+/// double-clicking user never sees.
+fn run_window(args: RunArgs) -> anyhow::Result<()> {
+    let settings_path = paths::config_dir().map(|d| d.join("gui.ron"));
+    let settings = settings_path.clone();
+    let load: ConfigLoader = Box::new(move || {
+        let last = match (&args.topics, &settings) {
+            (None, Some(s)) => Settings::load(s).last_topics_file.filter(|p| p.exists()),
+            _ => None,
+        };
+        broker_config(&args, last.as_deref()).map_err(|e| format!("{e:#}"))
+    });
+    mqtt_lab::gui::run(load, settings_path).map_err(anyhow::Error::msg)
 }
 
 fn load_users(path: &Path) -> anyhow::Result<Users> {

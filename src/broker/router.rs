@@ -132,9 +132,13 @@ impl Router {
 
     /// Handles one message; false means stop.
     fn handle(&mut self, msg: ToRouter) -> bool {
-        self.stats
-            .changes
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        // A snapshot changes nothing: counting it would make a reader that polls for changes
+        // see one every time it looks.
+        if !matches!(msg, ToRouter::Command(Command::Snapshot { .. })) {
+            self.stats
+                .changes
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
         match msg {
             ToRouter::Packets { conn, packets } => self.on_packets(conn, packets),
             ToRouter::Connect(req) => self.on_connect(*req),

@@ -1,0 +1,82 @@
+//! Turning broker values into text for the window.
+
+use std::time::{Duration, SystemTime};
+
+use crate::broker::QoS;
+
+/// Local wall-clock time, `HH:MM:SS`.
+pub fn clock(t: SystemTime) -> String {
+    let local: chrono::DateTime<chrono::Local> = t.into();
+    local.format("%H:%M:%S").to_string()
+}
+
+/// `1:02:03` for a duration, or `2d 1:02:03` past a day.
+pub fn uptime(d: Duration) -> String {
+    let s = d.as_secs();
+    let (days, h, m, s) = (s / 86_400, s / 3600 % 24, s / 60 % 60, s % 60);
+    if days > 0 {
+        format!("{days}d {h}:{m:02}:{s:02}")
+    } else {
+        format!("{h}:{m:02}:{s:02}")
+    }
+}
+
+/// A payload as text when it is printable UTF-8, else as hex; cut to `max` characters.
+pub fn payload(bytes: &[u8], max: usize) -> String {
+    let text = match std::str::from_utf8(bytes) {
+        Ok(s) if !s.chars().any(|c| c.is_control() && c != '\n' && c != '\t') => {
+            s.replace('\n', "⏎")
+        }
+        _ => {
+            let hex: Vec<String> = bytes.iter().map(|b| format!("{b:02x}")).collect();
+            format!("0x {}", hex.join(" "))
+        }
+    };
+    if text.chars().count() > max {
+        let cut: String = text.chars().take(max).collect();
+        format!("{cut}…")
+    } else {
+        text
+    }
+}
+
+pub fn qos(q: QoS) -> &'static str {
+    match q {
+        QoS::AtMostOnce => "0",
+        QoS::AtLeastOnce => "1",
+        QoS::ExactlyOnce => "2",
+    }
+}
+
+/// A rate such as `1.2k/s`.
+pub fn rate(per_s: f64) -> String {
+    if per_s >= 10_000.0 {
+        format!("{:.0}k/s", per_s / 1000.0)
+    } else if per_s >= 1000.0 {
+        format!("{:.1}k/s", per_s / 1000.0)
+    } else {
+        format!("{per_s:.0}/s")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payloads() {
+        assert_eq!(payload(b"21.5", 10), "21.5");
+        assert_eq!(payload(&[0, 255], 10), "0x 00 ff");
+        assert_eq!(payload(b"abcdef", 3), "abc…");
+        assert_eq!(payload("é\nb".as_bytes(), 10), "é⏎b");
+    }
+
+    #[test]
+    fn durations_and_rates() {
+        assert_eq!(uptime(Duration::from_secs(3723)), "1:02:03");
+        assert_eq!(uptime(Duration::from_secs(90_061)), "1d 1:01:01");
+        assert_eq!(rate(12.4), "12/s");
+        assert_eq!(rate(1234.0), "1.2k/s");
+        assert_eq!(rate(56_789.0), "57k/s");
+    }
+}

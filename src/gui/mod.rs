@@ -1,0 +1,18 @@
+//! The window: an egui view of the broker that talks to it only through commands and
+//! snapshots (see [`runner`]). The broker module knows nothing of this one.
+
+mod app;
+mod clients_panel;
+mod file_dialog;
+mod format;
+mod history_panel;
+mod log_panel;
+mod reply;
+pub mod runner;
+pub mod settings;
+mod topics_panel;
+mod users_panel;
+pub mod view;
+
+pub use app::{icon, run};
+pub use view::{ConfigLoader, MainView, Tab};

@@ -1,0 +1,163 @@
+//! Runs the broker on a tokio runtime in a background thread, and hands the window coalesced
+//! snapshots of its state: at most ten a second, and none while nothing changes, so the window
+//! can sleep when the broker is idle.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{oneshot, watch};
+
+use crate::broker::{Broker, BrokerHandle, Config, Snapshot};
+
+/// How often the window may get a new snapshot.
+const SNAPSHOT_PERIOD: Duration = Duration::from_millis(100);
+
+/// A snapshot with the message rates measured between it and the one before.
+#[derive(Debug, Clone)]
+pub struct Live {
+    pub snapshot: Snapshot,
+    pub messages_in_per_s: f64,
+    pub messages_out_per_s: f64,
+    /// When the snapshot was taken.
+    pub taken: Instant,
+}
+
+/// A broker running in its own thread.
+pub struct Running {
+    pub addr: SocketAddr,
+    pub handle: BrokerHandle,
+    live: watch::Receiver<Option<Arc<Live>>>,
+    stop: Option<oneshot::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Running {
+    /// Starts the broker; `repaint` is called (from the broker's thread) when there is a new
+    /// snapshot. Returns the broker's start error as text (a port in use, say).
+    pub fn start(
+        config: Config,
+        repaint: impl Fn() + Send + Sync + 'static,
+    ) -> Result<Running, String> {
+        let (started_tx, started_rx) = std::sync::mpsc::channel();
+        let (live_tx, live) = watch::channel(None);
+        let (stop, stopped) = oneshot::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("mqtt-lab-broker".into())
+            .spawn(move || {
+                let runtime = match tokio::runtime::Builder::new_multi_thread()
+                    .enable_all()
+                    .thread_name("mqtt-lab-broker")
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        let _ =
+                            started_tx.send(Err(format!("cannot start the async runtime: {e}")));
+                        return;
+                    }
+                };
+                runtime.block_on(async move {
+                    let broker = match Broker::start(config).await {
+                        Ok(b) => b,
+                        Err(e) => {
+                            let _ = started_tx.send(Err(e.to_string()));
+                            return;
+                        }
+                    };
+                    let _ = started_tx.send(Ok((broker.local_addr(), broker.handle())));
+                    let feeder =
+                        tokio::spawn(feed(broker.handle(), broker.stats(), live_tx, repaint));
+                    let _ = stopped.await;
+                    feeder.abort();
+                    broker.shutdown().await;
+                });
+            })
+            .map_err(|e| format!("cannot start the broker thread: {e}"))?;
+        let (addr, handle) = started_rx
+            .recv()
+            .map_err(|_| "the broker thread ended before starting".to_string())??;
+        Ok(Running {
+            addr,
+            handle,
+            live,
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+
+    /// The newest snapshot if it is newer than the last one taken.
+    pub fn take_new(&mut self) -> Option<Arc<Live>> {
+        if self.live.has_changed().unwrap_or(false) {
+            self.live.borrow_and_update().clone()
+        } else {
+            None
+        }
+    }
+
+    /// Closes every connection, lets the broker write its files, and waits for the thread.
+    pub fn stop(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// Takes a snapshot whenever the broker's state changed since the last one, at most every
+/// `SNAPSHOT_PERIOD`, and one more when traffic stops so the rates fall to zero.
+async fn feed(
+    handle: BrokerHandle,
+    stats: Arc<crate::broker::Stats>,
+    tx: watch::Sender<Option<Arc<Live>>>,
+    repaint: impl Fn() + Send + Sync + 'static,
+) {
+    let mut last_change = u64::MAX;
+    let mut last: Option<(Instant, u64, u64)> = None;
+    let mut moving = false;
+    let mut tick = tokio::time::interval(SNAPSHOT_PERIOD);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let change = stats.changes.load(Relaxed);
+        if change == last_change && !moving {
+            continue;
+        }
+        last_change = change;
+        let Some(snapshot) = handle.snapshot().await else {
+            return;
+        };
+        let now = Instant::now();
+        let (pin, pout) = (snapshot.stats.publish_received, snapshot.stats.publish_sent);
+        let (rate_in, rate_out) = match last {
+            Some((t, i, o)) => {
+                let dt = now.duration_since(t).as_secs_f64().max(1e-3);
+                ((pin - i) as f64 / dt, (pout - o) as f64 / dt)
+            }
+            None => (0.0, 0.0),
+        };
+        moving = rate_in > 0.0 || rate_out > 0.0;
+        last = Some((now, pin, pout));
+        tx.send_replace(Some(Arc::new(Live {
+            snapshot,
+            messages_in_per_s: rate_in,
+            messages_out_per_s: rate_out,
+            taken: now,
+        })));
+        repaint();
+    }
+}

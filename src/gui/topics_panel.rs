@@ -1,0 +1,308 @@
+//! The Topics panel: the topic list with its subscribers and retained values; add, delete, open
+//! and save as; and the subscriptions that were refused.
+
+use std::path::{Path, PathBuf};
+
+use crate::broker::events::EventKind;
+use crate::broker::{BrokerHandle, Command, topic_list, topics};
+
+use super::file_dialog::{Answer, FileDialog, Purpose};
+use super::format;
+use super::reply::{self, Notice, Pending};
+use super::runner::Live;
+
+/// State of the Topics panel.
+#[derive(Default)]
+pub struct TopicsPanel {
+    new_topic: String,
+    path_field: String,
+    notice: Option<Notice>,
+    pending: Option<Pending>,
+    dialog: FileDialog,
+    dialog_unavailable: bool,
+    /// A file chosen for "Open" or "Save as" whose result is still owed by the broker; it is
+    /// remembered once the broker has accepted it.
+    chosen: Option<PathBuf>,
+    /// Set when a topic list file was opened or saved, for the window to remember.
+    pub remembered: Option<PathBuf>,
+}
+
+impl TopicsPanel {
+    pub fn ui(&mut self, ui: &mut egui::Ui, live: &Live, broker: &BrokerHandle) {
+        if let Some(p) = &mut self.pending
+            && let Some(n) = p.poll()
+        {
+            if !n.error {
+                self.remembered = self.chosen.take();
+            }
+            self.chosen = None;
+            self.notice = Some(n);
+            self.pending = None;
+        }
+        self.poll_dialog(live, broker);
+        let snap = &live.snapshot;
+
+        ui.horizontal(|ui| {
+            ui.label("Topic list file:");
+            let path = snap
+                .topics_path
+                .as_deref()
+                .map_or("(none: changes are not saved)".into(), |p| {
+                    p.display().to_string()
+                });
+            ui.monospace(path);
+        });
+        ui.horizontal(|ui| {
+            let label = ui.label("New topic");
+            let edit = ui
+                .add(
+                    egui::TextEdit::singleline(&mut self.new_topic)
+                        .hint_text("e.g. lab/door")
+                        .desired_width(260.0),
+                )
+                .labelled_by(label.id);
+            let enter = edit.lost_focus() && ui.input(|i| i.key_pressed(egui::Key::Enter));
+            if ui.button("Add topic").clicked() || enter {
+                self.add(broker);
+            }
+            ui.separator();
+            let busy = self.dialog.is_open();
+            if ui.add_enabled(!busy, egui::Button::new("Open…")).clicked() {
+                let wake = wake(ui);
+                self.dialog
+                    .open(Purpose::Open, start_dir(snap.topics_path.as_deref()), wake);
+            }
+            if ui
+                .add_enabled(!busy, egui::Button::new("Save as…"))
+                .clicked()
+            {
+                let wake = wake(ui);
+                self.dialog.open(
+                    Purpose::SaveAs,
+                    start_dir(snap.topics_path.as_deref()),
+                    wake,
+                );
+            }
+        });
+        ui.horizontal(|ui| {
+            let label = ui.label("File path");
+            ui.add(
+                egui::TextEdit::singleline(&mut self.path_field)
+                    .hint_text("or type the path of a topic list")
+                    .desired_width(360.0),
+            )
+            .labelled_by(label.id);
+            let path = PathBuf::from(self.path_field.trim());
+            let has_path = !self.path_field.trim().is_empty();
+            if ui
+                .add_enabled(has_path, egui::Button::new("Open path"))
+                .clicked()
+            {
+                self.open_file(path.clone(), broker);
+            }
+            if ui
+                .add_enabled(has_path, egui::Button::new("Save to path"))
+                .clicked()
+            {
+                self.save_as(path, live, broker);
+            }
+        });
+        if self.dialog_unavailable {
+            ui.colored_label(
+                ui.visuals().warn_fg_color,
+                "No file dialog is available on this system: type a file path above instead.",
+            );
+        }
+        reply::show(ui, &self.notice);
+        ui.separator();
+
+        egui::ScrollArea::vertical()
+            .id_salt("topics")
+            .max_height(ui.available_height() * 0.65)
+            .show(ui, |ui| {
+                egui::Grid::new("topics-grid")
+                    .striped(true)
+                    .num_columns(6)
+                    .show(ui, |ui| {
+                        for h in [
+                            "Topic",
+                            "Subscribers",
+                            "Retained value",
+                            "Messages",
+                            "Last message",
+                            "",
+                        ] {
+                            ui.strong(h);
+                        }
+                        ui.end_row();
+                        for t in &snap.topics {
+                            ui.monospace(&t.name);
+                            ui.label(t.subscribers.to_string());
+                            ui.label(
+                                t.retained
+                                    .as_ref()
+                                    .map_or("—".into(), |r| format::payload(r, 40)),
+                            );
+                            ui.label(t.messages.to_string());
+                            ui.label(t.last_publish.map_or("—".into(), format::clock));
+                            if reply::row_button(ui, "Delete", &format!("Delete {}", t.name))
+                                .clicked()
+                            {
+                                let topic = t.name.clone();
+                                if broker.try_send(Command::RemoveTopic {
+                                    topic: topic.clone(),
+                                }) {
+                                    self.notice = Some(Notice::ok(format!(
+                                        "Deleted {topic}: its retained message and history are gone"
+                                    )));
+                                }
+                            }
+                            ui.end_row();
+                        }
+                    });
+                if snap.topics.is_empty() {
+                    ui.label("No topics: every subscription will be refused. Add one above.");
+                }
+            });
+
+        ui.separator();
+        ui.strong("Refused subscriptions");
+        egui::ScrollArea::vertical()
+            .id_salt("refused")
+            .show(ui, |ui| {
+                let refused: Vec<_> = snap
+                    .events
+                    .iter()
+                    .rev()
+                    .filter(|e| e.kind == EventKind::SubscriptionRefused)
+                    .take(100)
+                    .collect();
+                if refused.is_empty() {
+                    ui.label("None yet.");
+                }
+                egui::Grid::new("refused-grid")
+                    .striped(true)
+                    .show(ui, |ui| {
+                        for e in refused {
+                            ui.label(format::clock(e.time));
+                            ui.monospace(&e.who);
+                            ui.label(&e.text);
+                            ui.end_row();
+                        }
+                    });
+            });
+    }
+
+    fn add(&mut self, broker: &BrokerHandle) {
+        let topic = self.new_topic.trim().to_owned();
+        if let Err(e) = topics::validate_name(&topic) {
+            self.notice = Some(Notice::error(format!(
+                "{topic:?} is not a topic name: it {e}"
+            )));
+            return;
+        }
+        if topic.starts_with('$') {
+            self.notice = Some(Notice::error(
+                "topics starting with '$' are kept for the broker",
+            ));
+            return;
+        }
+        let t = topic.clone();
+        match Pending::ask(
+            broker,
+            move |reply| Command::AddTopic {
+                topic: t,
+                reply: Some(reply),
+            },
+            format!("Added {topic}"),
+        ) {
+            Ok(p) => {
+                self.pending = Some(p);
+                self.new_topic.clear();
+            }
+            Err(n) => self.notice = Some(n),
+        }
+    }
+
+    /// Loads a topic list file; a file that does not parse changes nothing and says where.
+    fn open_file(&mut self, path: PathBuf, broker: &BrokerHandle) {
+        match topic_list::load(&path) {
+            Ok(list) => {
+                let n = list.len();
+                let shown = path.display().to_string();
+                let p = path.clone();
+                match Pending::ask(
+                    broker,
+                    move |reply| Command::ReplaceTopics {
+                        topics: list,
+                        path: Some(p),
+                        reply: Some(reply),
+                    },
+                    format!("Opened {shown}: {n} topics"),
+                ) {
+                    Ok(pending) => {
+                        self.pending = Some(pending);
+                        self.chosen = Some(path);
+                    }
+                    Err(n) => self.notice = Some(n),
+                }
+            }
+            Err(e) => {
+                self.notice = Some(Notice::error(format!(
+                    "Not opened, the list is unchanged: {e}"
+                )))
+            }
+        }
+    }
+
+    /// Writes the current list to `path`, which becomes the file in use.
+    fn save_as(&mut self, path: PathBuf, live: &Live, broker: &BrokerHandle) {
+        let list: Vec<String> = live
+            .snapshot
+            .topics
+            .iter()
+            .map(|t| t.name.clone())
+            .collect();
+        let shown = path.display().to_string();
+        let p = path.clone();
+        match Pending::ask(
+            broker,
+            move |reply| Command::ReplaceTopics {
+                topics: list,
+                path: Some(p),
+                reply: Some(reply),
+            },
+            format!("Saved to {shown}"),
+        ) {
+            Ok(pending) => {
+                self.pending = Some(pending);
+                self.chosen = Some(path);
+            }
+            Err(n) => self.notice = Some(n),
+        }
+    }
+
+    fn poll_dialog(&mut self, live: &Live, broker: &BrokerHandle) {
+        match self.dialog.poll() {
+            Some(Answer::Chosen(Purpose::Open, path)) => {
+                self.dialog_unavailable = false;
+                self.open_file(path, broker);
+            }
+            Some(Answer::Chosen(Purpose::SaveAs, path)) => {
+                self.dialog_unavailable = false;
+                self.save_as(path, live, broker);
+            }
+            Some(Answer::Unavailable) => self.dialog_unavailable = true,
+            Some(Answer::Cancelled) | None => {}
+        }
+    }
+}
+
+fn start_dir(current: Option<&Path>) -> Option<PathBuf> {
+    current.and_then(Path::parent).map(Path::to_owned)
+}
+
+fn wake(ui: &egui::Ui) -> impl Fn() + Send + 'static {
+    let ctx = ui.ctx().clone();
+    move || ctx.request_repaint()
+}

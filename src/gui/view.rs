@@ -1,0 +1,265 @@
+//! The main view: tabs for the panels, the status bar, and the broker's life (start, a port in
+//! use, stop). Knows nothing of eframe, so UI tests drive it directly.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::broker::Config;
+
+use super::clients_panel::ClientsPanel;
+use super::format;
+use super::history_panel::HistoryPanel;
+use super::log_panel;
+use super::runner::{Live, Running};
+use super::settings::Settings;
+use super::topics_panel::TopicsPanel;
+use super::users_panel::UsersPanel;
+
+/// Builds the broker's config each time the broker (re)starts: files are read again, so a
+/// fixed file is picked up by Retry.
+pub type ConfigLoader = Box<dyn FnMut() -> Result<Config, String>>;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tab {
+    Topics,
+    Clients,
+    History,
+    Users,
+    Log,
+}
+
+enum State {
+    NotStarted,
+    Running(Running),
+    Failed(String),
+    Stopped,
+}
+
+/// Everything the window shows.
+pub struct MainView {
+    load_config: ConfigLoader,
+    settings_path: Option<PathBuf>,
+    port_override: Option<u16>,
+    port_field: String,
+    bind: Option<IpAddr>,
+    state: State,
+    live: Option<Arc<Live>>,
+    pub tab: Tab,
+    topics: TopicsPanel,
+    clients: ClientsPanel,
+    history: HistoryPanel,
+    users: UsersPanel,
+}
+
+impl MainView {
+    /// `settings_path` is where the window remembers the last topic list (None: nowhere).
+    pub fn new(load_config: ConfigLoader, settings_path: Option<PathBuf>) -> MainView {
+        MainView {
+            load_config,
+            settings_path,
+            port_override: None,
+            port_field: String::new(),
+            bind: None,
+            state: State::NotStarted,
+            live: None,
+            tab: Tab::Topics,
+            topics: TopicsPanel::default(),
+            clients: ClientsPanel::default(),
+            history: HistoryPanel::default(),
+            users: UsersPanel::default(),
+        }
+    }
+
+    /// The latest state of the broker, once it has sent one.
+    pub fn live(&self) -> Option<&Live> {
+        self.live.as_deref()
+    }
+
+    /// Where the broker listens, while it runs.
+    pub fn address(&self) -> Option<SocketAddr> {
+        match &self.state {
+            State::Running(r) => Some(r.addr),
+            _ => None,
+        }
+    }
+
+    /// Why the broker is not running, if it failed to start.
+    pub fn failure(&self) -> Option<&str> {
+        match &self.state {
+            State::Failed(e) => Some(e),
+            _ => None,
+        }
+    }
+
+    /// Stops the broker: connections are closed and files written before this returns.
+    pub fn shutdown(&mut self) {
+        if let State::Running(r) = std::mem::replace(&mut self.state, State::Stopped) {
+            r.stop();
+        }
+    }
+
+    fn start(&mut self, ctx: &egui::Context) {
+        let config = (self.load_config)().and_then(|mut config| {
+            if let Some(port) = self.port_override {
+                config.listen.set_port(port);
+            }
+            self.bind = Some(config.listen.ip());
+            self.port_field = config.listen.port().to_string();
+            let ctx = ctx.clone();
+            Running::start(config, move || ctx.request_repaint())
+        });
+        self.live = None;
+        self.state = match config {
+            Ok(r) => {
+                // The same line as the headless broker's, for scripts that start the window.
+                println!("mqtt-lab: listening on mqtt://{}", r.addr);
+                State::Running(r)
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "the broker did not start");
+                State::Failed(e)
+            }
+        };
+    }
+
+    pub fn ui(&mut self, ui: &mut egui::Ui) {
+        if matches!(self.state, State::NotStarted) {
+            self.start(ui.ctx());
+        }
+        if let State::Running(r) = &mut self.state
+            && let Some(live) = r.take_new()
+        {
+            self.live = Some(live);
+        }
+        self.remember_topics_file();
+
+        if let State::Failed(error) = &self.state {
+            let error = error.clone();
+            egui::CentralPanel::default().show(ui, |ui| self.failed_ui(ui, &error));
+            return;
+        }
+        let (State::Running(running), Some(live)) = (&self.state, self.live.clone()) else {
+            egui::CentralPanel::default().show(ui, |ui| {
+                ui.label("Starting the broker…");
+            });
+            return;
+        };
+        let handle = running.handle.clone();
+        let addr = running.addr;
+
+        egui::Panel::top("tabs").show(ui, |ui| {
+            ui.horizontal(|ui| {
+                ui.heading("mqtt-lab");
+                ui.separator();
+                for (tab, name) in [
+                    (Tab::Topics, "Topics"),
+                    (Tab::Clients, "Clients"),
+                    (Tab::History, "History"),
+                    (Tab::Users, "Users"),
+                    (Tab::Log, "Log"),
+                ] {
+                    ui.selectable_value(&mut self.tab, tab, name);
+                }
+                let exposed = self.bind.is_some_and(|ip| !ip.is_loopback());
+                if exposed && live.snapshot.users.allow_anonymous {
+                    ui.separator();
+                    ui.colored_label(
+                        ui.visuals().error_fg_color,
+                        "⚠ Open to the network with anonymous logins",
+                    )
+                    .on_hover_text("Anyone who can reach this machine can connect. Refuse anonymous logins in Users.");
+                }
+            });
+        });
+        egui::Panel::bottom("status").show(ui, |ui| status_bar(ui, addr, &live));
+        egui::CentralPanel::default().show(ui, |ui| match self.tab {
+            Tab::Topics => self.topics.ui(ui, &live, &handle),
+            Tab::Clients => self.clients.ui(ui, &live, &handle),
+            Tab::History => self.history.ui(ui, &live),
+            Tab::Users => self.users.ui(ui, &live, &handle),
+            Tab::Log => log_panel::ui(ui, &live),
+        });
+    }
+
+    fn failed_ui(&mut self, ui: &mut egui::Ui, error: &str) {
+        ui.heading("The broker did not start");
+        ui.colored_label(ui.visuals().error_fg_color, error);
+        ui.add_space(8.0);
+        ui.horizontal(|ui| {
+            let label = ui.label("Port");
+            ui.add(
+                egui::TextEdit::singleline(&mut self.port_field)
+                    .hint_text("1883")
+                    .desired_width(80.0),
+            )
+            .labelled_by(label.id);
+            if ui.button("Retry").clicked() {
+                match self.port_field.trim().parse::<u16>() {
+                    Ok(p) => {
+                        self.port_override = Some(p);
+                        self.start(ui.ctx());
+                    }
+                    Err(_) => self.port_field = "1883".into(),
+                }
+            }
+            if ui.button("Use any free port").clicked() {
+                self.port_override = Some(0);
+                self.start(ui.ctx());
+            }
+        });
+    }
+
+    /// Writes the topic list file the user opened or saved last to the window's settings.
+    fn remember_topics_file(&mut self) {
+        let Some(path) = self.topics.remembered.take() else {
+            return;
+        };
+        let Some(settings_path) = &self.settings_path else {
+            return;
+        };
+        let mut settings = Settings::load(settings_path);
+        settings.last_topics_file = Some(path);
+        if let Err(e) = settings.save(settings_path) {
+            tracing::warn!(error = %e, "window settings not saved");
+        }
+    }
+}
+
+fn status_bar(ui: &mut egui::Ui, addr: SocketAddr, live: &Live) {
+    let snap = &live.snapshot;
+    let connected = snap
+        .clients
+        .iter()
+        .filter(|c| c.connection.is_some())
+        .count();
+    ui.horizontal(|ui| {
+        ui.label(format!("Listening on mqtt://{addr}"));
+        ui.separator();
+        // A start time rather than a ticking uptime: an idle window has no reason to repaint.
+        let since = std::time::SystemTime::now()
+            .checked_sub(snap.uptime + live.taken.elapsed())
+            .map(format::clock)
+            .unwrap_or_default();
+        ui.label(format!("running since {since}"))
+            .on_hover_text(format!(
+                "up {}",
+                format::uptime(snap.uptime + live.taken.elapsed())
+            ));
+        ui.separator();
+        ui.label(format!("{connected} clients connected"));
+        ui.separator();
+        ui.label(format!("in {}", format::rate(live.messages_in_per_s)));
+        ui.label(format!("out {}", format::rate(live.messages_out_per_s)));
+        ui.separator();
+        let dropped = format!("{} dropped", snap.dropped);
+        if snap.dropped > 0 {
+            ui.colored_label(ui.visuals().warn_fg_color, dropped).on_hover_text(format!(
+                "{} to topics not on the list; the rest to slow or offline clients and full queues",
+                snap.unlisted
+            ));
+        } else {
+            ui.label(dropped);
+        }
+    });
+}

@@ -1,0 +1,294 @@
+//! The window, driven with egui_kittest against a real broker on port 0 and real rumqttc clients.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use egui_kittest::Harness;
+use egui_kittest::kittest::Queryable as _;
+use mqtt_lab::broker::Config;
+use mqtt_lab::gui::runner::Live;
+use mqtt_lab::gui::{MainView, Tab};
+use rumqttc::{LastWill, QoS, SubscribeReasonCode};
+
+fn view(config: Config) -> MainView {
+    MainView::new(Box::new(move || Ok(config.clone())), None)
+}
+
+fn harness(view: MainView) -> Harness<'static, MainView> {
+    Harness::builder()
+        .with_size([1400.0, 900.0])
+        .build_ui_state(|ui, v: &mut MainView| v.ui(ui), view)
+}
+
+/// Steps the window until `done` holds for its latest broker state (the broker runs on its own
+/// thread, so this is real time), then once more so the screen shows it.
+fn wait_for(h: &mut Harness<'static, MainView>, what: &str, done: impl Fn(&Live) -> bool) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        h.step();
+        if h.state().live().is_some_and(&done) {
+            h.run();
+            return;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn type_into(h: &mut Harness<'static, MainView>, label: &str, text: &str) {
+    h.get_by_label(label).focus();
+    h.run();
+    h.get_by_label(label).type_text(text);
+    h.run();
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn addr(h: &Harness<'static, MainView>) -> std::net::SocketAddr {
+    h.state().address().expect("broker running")
+}
+
+#[test]
+fn added_topic_can_be_subscribed_and_deleted_topic_is_refused() {
+    let rt = runtime();
+    let mut h = harness(view(config()));
+    wait_for(&mut h, "first snapshot", |_| true);
+    type_into(&mut h, "New topic", "lab/fresh");
+    h.get_by_label("Add topic").click();
+    wait_for(&mut h, "the new topic", |l| {
+        l.snapshot.topics.iter().any(|t| t.name == "lab/fresh")
+    });
+    h.get_by_label("lab/fresh"); // listed in the grid
+
+    let addr = addr(&h);
+    let mut sub = rt.block_on(Client::connect(options(addr, "student")));
+    let codes = rt.block_on(sub.subscribe(&[("lab/fresh", QoS::AtLeastOnce)]));
+    assert_eq!(codes, vec![SubscribeReasonCode::Success(QoS::AtLeastOnce)]);
+    wait_for(&mut h, "a subscriber", |l| {
+        l.snapshot
+            .topics
+            .iter()
+            .any(|t| t.name == "lab/fresh" && t.subscribers == 1)
+    });
+
+    h.get_by_label("Delete lab/fresh").click();
+    wait_for(&mut h, "the topic gone", |l| {
+        l.snapshot.topics.iter().all(|t| t.name != "lab/fresh")
+    });
+    assert!(h.query_by_label("lab/fresh").is_none());
+    let codes = rt.block_on(sub.subscribe(&[("lab/fresh", QoS::AtLeastOnce)]));
+    assert_eq!(codes, vec![SubscribeReasonCode::Failure]);
+    // The refusal is shown: which client, which filter.
+    wait_for(&mut h, "the refusal", |l| {
+        l.snapshot
+            .events
+            .iter()
+            .any(|e| e.who == "student" && e.text.contains("lab/fresh"))
+    });
+    h.get_by_label_contains("SUBSCRIBE \"lab/fresh\" refused");
+
+    // A name that is not a topic name is refused in the window, with the reason.
+    type_into(&mut h, "New topic", "bad/#");
+    h.get_by_label("Add topic").click();
+    h.run();
+    h.get_by_label_contains("is not a topic name");
+    h.state_mut().shutdown();
+}
+
+#[test]
+fn connected_client_is_listed_and_kick_fires_its_will() {
+    let rt = runtime();
+    let mut h = harness(view(config()));
+    wait_for(&mut h, "first snapshot", |_| true);
+    let addr = addr(&h);
+    let mut watcher = rt.block_on(Client::connect(options(addr, "watcher")));
+    rt.block_on(watcher.subscribe(&[("lab/#", QoS::AtLeastOnce)]));
+    let mut opts = options(addr, "esp32-kitchen");
+    opts.set_last_will(LastWill::new(
+        "lab/a",
+        "kitchen offline",
+        QoS::AtLeastOnce,
+        false,
+    ));
+    let mut victim = rt.block_on(Client::connect(opts));
+
+    h.state_mut().tab = Tab::Clients;
+    wait_for(&mut h, "the client", |l| {
+        l.snapshot
+            .clients
+            .iter()
+            .any(|c| c.client_id == "esp32-kitchen")
+    });
+    h.get_by_label("esp32-kitchen");
+    h.get_by_label("lab/# (1)"); // the watcher's subscription with its granted QoS
+    h.get_by_label("Kick esp32-kitchen").click();
+    wait_for(&mut h, "the client gone", |l| {
+        l.snapshot
+            .clients
+            .iter()
+            .all(|c| c.client_id != "esp32-kitchen")
+    });
+    assert!(h.query_by_label("esp32-kitchen").is_none());
+    let will = rt.block_on(watcher.next_publish());
+    assert_eq!(&will.payload[..], b"kitchen offline");
+    rt.block_on(victim.closed());
+    h.state_mut().shutdown();
+}
+
+#[test]
+fn history_shows_the_last_ten_values() {
+    let rt = runtime();
+    let mut h = harness(view(config()));
+    wait_for(&mut h, "first snapshot", |_| true);
+    let addr = addr(&h);
+    let mut publisher = rt.block_on(Client::connect(options(addr, "thermometer")));
+    for i in 0..12 {
+        rt.block_on(async {
+            publisher
+                .publish(
+                    "lab/b",
+                    QoS::AtLeastOnce,
+                    false,
+                    format!("{}.5", 20 + i).as_bytes(),
+                )
+                .await;
+            publisher.acked().await;
+        });
+    }
+    h.state_mut().tab = Tab::History;
+    wait_for(&mut h, "twelve messages", |l| {
+        l.snapshot
+            .topics
+            .iter()
+            .any(|t| t.name == "lab/b" && t.messages == 12)
+    });
+    h.get_by_label("12 messages; the last 10 values, newest first");
+    for i in 2..12 {
+        h.get_by_label(&format!("{}.5", 20 + i));
+    }
+    assert!(h.query_by_label("20.5").is_none() && h.query_by_label("21.5").is_none());
+    assert_eq!(h.get_all_by_label("thermometer").count(), 10);
+    h.state_mut().shutdown();
+}
+
+#[test]
+fn user_added_in_the_window_can_log_in() {
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let users_path = dir.path().join("users.ron");
+    let mut config = config();
+    config.users.allow_anonymous = false;
+    config.users_path = Some(users_path.clone());
+    let mut h = harness(view(config));
+    wait_for(&mut h, "first snapshot", |_| true);
+    h.state_mut().tab = Tab::Users;
+    h.run();
+    type_into(&mut h, "User name", "dana");
+    type_into(&mut h, "E-mail (optional)", "dana@lab.example");
+    type_into(&mut h, "Password", "s3cret");
+    type_into(&mut h, "Password again", "s3cret");
+    h.get_by_label("Add user").click();
+    wait_for(&mut h, "the user", |l| {
+        l.snapshot.users.find("dana").is_some()
+    });
+    let deadline = Instant::now() + WAIT;
+    while h.query_by_label("Added user dana").is_none() {
+        assert!(Instant::now() < deadline, "no confirmation shown");
+        h.step();
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let saved = std::fs::read_to_string(&users_path).unwrap();
+    assert!(saved.contains("dana@lab.example") && !saved.contains("s3cret"));
+
+    let addr = addr(&h);
+    let mut opts = options(addr, "laptop");
+    opts.set_credentials("dana@lab.example", "s3cret");
+    let c = rt.block_on(Client::connect(opts));
+    rt.block_on(c.client.disconnect()).unwrap();
+    let mut opts = options(addr, "laptop2");
+    opts.set_credentials("dana", "wrong");
+    let err = rt.block_on(async { Client::start(opts).closed().await });
+    assert!(err.contains("BadUserNamePassword"), "{err}");
+
+    // Mismatched passwords never reach the broker.
+    type_into(&mut h, "User name", "eve");
+    type_into(&mut h, "Password", "one");
+    type_into(&mut h, "Password again", "two");
+    h.get_by_label("Add user").click();
+    h.run();
+    h.get_by_label("Not saved: the two passwords differ");
+    h.state_mut().shutdown();
+}
+
+#[test]
+fn opening_a_bad_topic_file_shows_where_and_keeps_the_list() {
+    let dir = tempfile::tempdir().unwrap();
+    let settings = dir.path().join("gui.ron");
+    let bad = dir.path().join("bad.ron");
+    std::fs::write(
+        &bad,
+        "(\n  topics: [\n    \"ok\",\n    \"no/#\",\n  ],\n)\n",
+    )
+    .unwrap();
+    let good = dir.path().join("good.ron");
+    std::fs::write(&good, "(topics: [\"room/1\", \"room/2\"])").unwrap();
+    let cfg = config();
+    let mut h = harness(MainView::new(
+        Box::new(move || Ok(cfg.clone())),
+        Some(settings.clone()),
+    ));
+    wait_for(&mut h, "first snapshot", |_| true);
+
+    type_into(&mut h, "File path", bad.to_str().unwrap());
+    h.get_by_label("Open path").click();
+    h.run();
+    h.get_by_label_contains(&format!("{}:4:5:", bad.display()));
+    assert_eq!(
+        h.state().live().unwrap().snapshot.topics.len(),
+        TOPICS.len()
+    );
+
+    h.get_by_label("File path").focus();
+    h.key_press_modifiers(egui::Modifiers::COMMAND, egui::Key::A);
+    h.run();
+    h.get_by_label("File path")
+        .type_text(good.to_str().unwrap());
+    h.run();
+    h.get_by_label("Open path").click();
+    wait_for(&mut h, "the new list", |l| {
+        l.snapshot
+            .topics
+            .iter()
+            .map(|t| t.name.as_str())
+            .collect::<Vec<_>>()
+            == ["room/1", "room/2"]
+    });
+    h.get_by_label("room/1");
+    let remembered = mqtt_lab::gui::settings::Settings::load(&settings);
+    assert_eq!(remembered.last_topics_file.as_deref(), Some(good.as_path()));
+    h.state_mut().shutdown();
+}
+
+#[test]
+fn a_port_in_use_is_reported_and_another_port_can_be_used() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut cfg = config();
+    cfg.listen = taken.local_addr().unwrap();
+    let mut h = harness(view(cfg));
+    h.run();
+    assert!(h.state().failure().unwrap().contains("cannot listen on"));
+    h.get_by_label("The broker did not start");
+    h.get_by_label("Use any free port").click();
+    wait_for(&mut h, "the broker", |_| true);
+    assert_ne!(addr(&h), taken.local_addr().unwrap());
+    h.get_by_label_contains("Listening on mqtt://127.0.0.1:");
+    h.state_mut().shutdown();
+}
