@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Installs what the test suite needs beyond Rust: mosquitto's command-line clients (Debian
-# package) and the Python packages of the interop suite. Does nothing for what is already there.
+# Installs what the test suite needs beyond Rust: mosquitto's command-line clients, an X server
+# with software OpenGL for the real-window smoke test (Debian packages), and the Python packages
+# of the interop suite. Does nothing for what is already there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -10,6 +11,16 @@ SUDO=""
 missing=()
 command -v mosquitto_pub >/dev/null || missing+=(mosquitto-clients)
 command -v python3 >/dev/null || missing+=(python3 python3-pip)
+command -v Xvfb >/dev/null || missing+=(xvfb)
+command -v import >/dev/null || missing+=(imagemagick)
+command -v xdotool >/dev/null || missing+=(xdotool)
+# What a desktop has and the window needs: X11 client libraries and Mesa's software OpenGL.
+for lib in libGL.so.1 libEGL.so.1 libxkbcommon-x11.so.0 libXcursor.so.1 libXi.so.6 libXrandr.so.2 libX11-xcb.so.1; do
+    if ! ldconfig -p | grep -q "$lib"; then
+        missing+=(libgl1 libgl1-mesa-dri libegl1 libegl-mesa0 libxkbcommon-x11-0 libxcursor1 libxi6 libxrandr2 libx11-xcb1)
+        break
+    fi
+done
 if ((${#missing[@]})); then
     echo "installing ${missing[*]}" >&2
     $SUDO apt-get update -q >&2

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Runs every test: Rust unit and integration tests (rumqttc and raw bytes), then the interop
-# suite (Python paho-mqtt, mosquitto_pub/sub) against the built binary. Installs missing test
-# dependencies first.
+# Runs every test: Rust unit and integration tests (rumqttc, raw bytes, egui_kittest), the
+# interop suite (Python paho-mqtt, mosquitto_pub/sub) against the built binary, and the real
+# window under Xvfb (screenshots in target/gui-smoke/). Installs missing test dependencies first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -10,6 +10,9 @@ scripts/install-test-deps.sh
 echo "== cargo test" >&2
 cargo test --locked
 
-echo "== interop: paho-mqtt and mosquitto clients against target/debug/mqtt-lab" >&2
 cargo build --locked --bin mqtt-lab
+echo "== the real window under Xvfb" >&2
+MQTT_LAB_BIN="$PWD/target/debug/mqtt-lab" scripts/gui-smoke.sh
+
+echo "== interop: paho-mqtt and mosquitto clients against target/debug/mqtt-lab" >&2
 MQTT_LAB_BIN="$PWD/target/debug/mqtt-lab" python3 -m pytest -q tests/interop
