@@ -4,5 +4,6 @@
 //! on top of it; [`paths`] finds the app's files.
 
 pub mod broker;
+#[cfg(feature = "gui")]
 pub mod gui;
 pub mod paths;

@@ -12,8 +12,6 @@ use clap::{Args, Parser, Subcommand};
 
 use mqtt_lab::broker::users::Users;
 use mqtt_lab::broker::{Broker, Config, topic_list};
-use mqtt_lab::gui::ConfigLoader;
-use mqtt_lab::gui::settings::Settings;
 use mqtt_lab::paths;
 
 /// A desktop MQTT 3.1.1 broker for lab demos and classrooms.
@@ -199,7 +197,11 @@ fn stop_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
 
 /// The window. File and start-up errors are shown in it (with Retry), not on a terminal a
 /// double-clicking user never sees.
+#[cfg(feature = "gui")]
 fn run_window(args: RunArgs) -> anyhow::Result<()> {
+    use mqtt_lab::gui::ConfigLoader;
+    use mqtt_lab::gui::settings::Settings;
+
     let settings_path = paths::config_dir().map(|d| d.join("gui.ron"));
     let settings = settings_path.clone();
     let load: ConfigLoader = Box::new(move || {
@@ -210,6 +212,11 @@ fn run_window(args: RunArgs) -> anyhow::Result<()> {
         broker_config(&args, last.as_deref()).map_err(|e| format!("{e:#}"))
     });
     mqtt_lab::gui::run(load, settings_path).map_err(anyhow::Error::msg)
+}
+
+#[cfg(not(feature = "gui"))]
+fn run_window(_args: RunArgs) -> anyhow::Result<()> {
+    bail!("this build has no window (built without the `gui` feature): run it with --headless")
 }
 
 fn load_users(path: &Path) -> anyhow::Result<Users> {

@@ -1,4 +1,5 @@
 //! The window, driven with egui_kittest against a real broker on port 0 and real rumqttc clients.
+#![cfg(feature = "gui")]
 
 mod common;
 

@@ -27,8 +27,11 @@ use super::users::{LoginCheck, Users};
 /// Bytes waiting to be written before the connection stops reading from the client and from
 /// the router: a client that does not read cannot make the broker buffer without limit.
 const WRITE_HIGH_WATER: usize = 256 * 1024;
-/// Room made in the read buffer when it runs low.
-const READ_CHUNK: usize = 16 * 1024;
+/// Room made in the read buffer when it runs low: small for the many clients that say little
+/// (an idle connection must cost a few kB), doubling up to the largest for a client whose reads
+/// keep filling it.
+const READ_CHUNK_MIN: usize = 1024;
+const READ_CHUNK_MAX: usize = 64 * 1024;
 /// How long a closing connection may take to flush what it still has to say.
 const FLUSH_ON_CLOSE: Duration = Duration::from_secs(1);
 
@@ -244,11 +247,13 @@ impl Link<'_> {
         let far = Duration::from_secs(86_400 * 365);
         let timer = tokio::time::sleep(limit.unwrap_or(far));
         tokio::pin!(timer);
+        let mut chunk = READ_CHUNK_MIN;
         loop {
             let room = self.wbuf.len() < WRITE_HIGH_WATER;
-            if self.rbuf.capacity() - self.rbuf.len() < 1024 {
-                self.rbuf.reserve(READ_CHUNK);
+            if self.rbuf.capacity() - self.rbuf.len() < chunk / 2 {
+                self.rbuf.reserve(chunk);
             }
+            let spare = self.rbuf.capacity() - self.rbuf.len();
             tokio::select! {
                 res = self.rd.read_buf(&mut self.rbuf), if room => {
                     match res {
@@ -257,6 +262,13 @@ impl Link<'_> {
                         Ok(n) => {
                             stats::add(&self.shared.stats.bytes_received, n as u64);
                             last_read = Instant::now();
+                            chunk = if n == spare {
+                                (chunk * 2).min(READ_CHUNK_MAX)
+                            } else if n < chunk / 8 {
+                                (chunk / 2).max(READ_CHUNK_MIN)
+                            } else {
+                                chunk
+                            };
                             if let ReadOutcome::Close(reason) = self.on_read().await {
                                 return reason;
                             }
