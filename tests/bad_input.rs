@@ -237,7 +237,8 @@ async fn half_open_sockets_are_closed_after_the_connect_timeout() {
 #[tokio::test]
 async fn a_client_that_stops_reading_costs_bounded_memory_and_others_carry_on() {
     let config = Config {
-        max_qos0_buffered: 100,
+        max_buffered: 100,
+        max_queued: 100,
         ..config()
     };
     let broker = start_with(config).await;

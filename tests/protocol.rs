@@ -505,3 +505,36 @@ async fn topic_changes_are_saved_to_the_file_in_use_and_a_bad_list_changes_nothi
     assert_eq!(names, list);
     broker.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_burst_larger_than_the_connection_buffer_waits_in_the_queue_in_order() {
+    let config = Config {
+        max_buffered: 10,
+        max_queued: 10_000,
+        ..config()
+    };
+    let broker = start_with(config).await;
+    let addr = broker.local_addr();
+    let mut sub = Raw::connected(addr, "sub").await;
+    sub.subscribe(1, &[("lab/a", 0)]).await;
+    let mut publisher = Raw::connected(addr, "pub").await;
+    // 5000 QoS 0 messages in one write: far more than the 10 the connection task may hold.
+    let mut burst = Vec::new();
+    for i in 0..5000u32 {
+        burst.extend(publish_packet(
+            "lab/a",
+            0,
+            0,
+            false,
+            false,
+            &i.to_be_bytes(),
+        ));
+    }
+    publisher.send(&burst).await;
+    for i in 0..5000u32 {
+        let p = sub.read().await.expect("every message arrives");
+        assert_eq!(p.publish().2, i.to_be_bytes(), "in order");
+    }
+    assert_eq!(snapshot(&broker).await.dropped, 0);
+    broker.shutdown().await;
+}

@@ -30,8 +30,9 @@ pub struct Config {
     pub max_inflight: usize,
     /// QoS 1/2 messages queued for one client beyond the in-flight window (online or offline).
     pub max_queued: usize,
-    /// QoS 0 messages waiting for one client's connection task; more are dropped and counted.
-    pub max_qos0_buffered: usize,
+    /// PUBLISHes handed to one client's connection task and not yet written; more wait in its
+    /// queue (`max_queued`).
+    pub max_buffered: usize,
     /// Connections served at once; more are accepted and closed at once.
     pub max_connections: usize,
 }
@@ -49,7 +50,7 @@ impl Default for Config {
             connect_timeout: Duration::from_secs(10),
             max_inflight: 20,
             max_queued: 1000,
-            max_qos0_buffered: 1000,
+            max_buffered: 1000,
             max_connections: 20_000,
         }
     }

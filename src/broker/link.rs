@@ -32,6 +32,10 @@ pub(crate) enum ToRouter {
         conn: ConnId,
         reason: CloseReason,
     },
+    /// A connection's outbound channel has room again (see `Session::take_writable_request`).
+    Writable {
+        conn: ConnId,
+    },
     /// A connection was turned away before it reached the router (login refused, bad CONNECT).
     Refused {
         peer: SocketAddr,

@@ -45,8 +45,9 @@ use link::ToRouter;
 use router::Router;
 use session::Limits;
 
-/// Messages waiting for the router before connections have to wait.
-const ROUTER_QUEUE: usize = 4096;
+/// Messages waiting for the router before connections have to wait. Each is at most one read's
+/// worth of packets (64 KiB), so this bounds what the router has not yet looked at.
+const ROUTER_QUEUE: usize = 512;
 
 /// Why the broker could not start.
 #[derive(Debug, thiserror::Error)]
@@ -116,13 +117,20 @@ impl Broker {
         let limits = Limits {
             max_inflight: config.max_inflight.max(1),
             max_queued: config.max_queued,
-            max_qos0_buffered: config.max_qos0_buffered,
+            max_buffered: config.max_buffered,
         };
         let stats = Arc::new(Stats::default());
         let (users_tx, users_rx) = watch::channel(Arc::new(config.users.clone()));
         let (tx, rx) = mpsc::channel(ROUTER_QUEUE);
         let (saver_tx, saver) = saver::start();
-        let router = Router::new(&config, limits, users_tx, stats.clone(), saver_tx);
+        let router = Router::new(
+            &config,
+            limits,
+            users_tx,
+            stats.clone(),
+            saver_tx,
+            tx.downgrade(),
+        );
         let router = tokio::spawn(router.run(rx));
         let shared = Arc::new(Shared {
             router: tx.clone(),

@@ -19,7 +19,7 @@ use super::config::Config;
 use super::events::{EventKind, EventLog};
 use super::link::{CloseReason, Command, ConnId, ConnectRequest, Inbound, Outbound, ToRouter};
 use super::saver::SaveJob;
-use super::session::{Delivery, Limits, Online, Session};
+use super::session::{CONTROL_RESERVE, Delivery, Limits, Online, Session};
 use super::snapshot::{ClientInfo, ConnectionInfo, Snapshot, TopicInfo};
 use super::stats::Stats;
 use super::sys::{self, SysFigures};
@@ -56,6 +56,9 @@ pub(crate) struct Router {
     users_path: Option<PathBuf>,
     topics_path: Option<PathBuf>,
     saver: mpsc::Sender<SaveJob>,
+    /// The router's own input, for tasks that report back to it (weak: the router stops when
+    /// everyone else has let go).
+    me: mpsc::WeakSender<ToRouter>,
     events: EventLog,
     stats: Arc<Stats>,
     counters: Counters,
@@ -71,6 +74,7 @@ impl Router {
         users: watch::Sender<Arc<Users>>,
         stats: Arc<Stats>,
         saver: mpsc::Sender<SaveJob>,
+        me: mpsc::WeakSender<ToRouter>,
     ) -> Self {
         let sys_interval = config.sys_interval.filter(|d| !d.is_zero());
         let mut table = TopicTable::default();
@@ -93,6 +97,7 @@ impl Router {
             users_path: config.users_path.clone(),
             topics_path: config.topics_path.clone(),
             saver,
+            me,
             events: EventLog::default(),
             stats,
             counters: Counters::default(),
@@ -143,6 +148,13 @@ impl Router {
             ToRouter::Packets { conn, packets } => self.on_packets(conn, packets),
             ToRouter::Connect(req) => self.on_connect(*req),
             ToRouter::Closed { conn, reason } => self.on_closed(conn, reason),
+            ToRouter::Writable { conn } => {
+                if let Some(&idx) = self.by_conn.get(&conn) {
+                    let limits = self.limits;
+                    self.session(idx).writable(&limits);
+                    self.watch_writable(idx);
+                }
+            }
             ToRouter::Refused {
                 peer,
                 client_id,
@@ -264,8 +276,20 @@ impl Router {
         let session = self.session(idx);
         session.clean = req.clean_session;
         session.attach(online, &limits);
+        self.watch_writable(idx);
         self.by_conn.insert(req.conn, idx);
         self.counters.maximum_connected = self.counters.maximum_connected.max(self.connected());
+    }
+
+    /// If the session's connection channel filled up, waits (in a task) for room on its
+    /// behalf: the router itself never waits on a client.
+    fn watch_writable(&mut self, idx: SessionIdx) {
+        if let Some((conn, tx)) = self.sessions[idx]
+            .as_mut()
+            .and_then(Session::take_writable_request)
+        {
+            wait_for_room(conn, tx, self.me.clone());
+        }
     }
 
     fn on_closed(&mut self, conn: ConnId, reason: CloseReason) {
@@ -347,12 +371,14 @@ impl Router {
                 Inbound::Publish(p) => self.on_publish(idx, p),
                 Inbound::PubAck(id) => {
                     self.session(idx).on_puback(id, &limits);
+                    self.watch_writable(idx);
                 }
                 Inbound::PubRec(id) => {
                     self.session(idx).on_pubrec(id);
                 }
                 Inbound::PubComp(id) => {
                     self.session(idx).on_pubcomp(id, &limits);
+                    self.watch_writable(idx);
                 }
                 Inbound::PubRel(id) => {
                     self.session(idx).incoming_qos2.remove(&id);
@@ -399,6 +425,7 @@ impl Router {
             sessions,
             counters,
             limits,
+            me,
             ..
         } = self;
         let Some(t) = topics
@@ -432,6 +459,9 @@ impl Router {
             let q = min_qos(qos, granted);
             if s.deliver(&t.name, &payload, q, false, limits) == Delivery::Dropped {
                 counters.dropped += 1;
+            }
+            if let Some((conn, tx)) = s.take_writable_request() {
+                wait_for_room(conn, tx, me.clone());
             }
         }
     }
@@ -496,6 +526,7 @@ impl Router {
                 self.counters.dropped += 1;
             }
         }
+        self.watch_writable(idx);
     }
 
     fn on_unsubscribe(&mut self, idx: SessionIdx, pkid: u16, filters: Vec<String>) {
@@ -792,6 +823,20 @@ impl Router {
             self.route(None, topic, Bytes::from(value), QoS::AtMostOnce, true);
         }
     }
+}
+
+/// Waits until a connection's channel has room for a good batch, then tells the router. If the
+/// connection is gone the task just ends: its `Closed` message is on the way.
+fn wait_for_room(conn: ConnId, tx: mpsc::Sender<Outbound>, router: mpsc::WeakSender<ToRouter>) {
+    tokio::spawn(async move {
+        let want = (CONTROL_RESERVE + 1 + tx.max_capacity() / 4).min(tx.max_capacity());
+        if tx.reserve_many(want).await.is_err() {
+            return;
+        }
+        if let Some(router) = router.upgrade() {
+            let _ = router.send(ToRouter::Writable { conn }).await;
+        }
+    });
 }
 
 fn reply_to(reply: Option<oneshot::Sender<Result<(), String>>>, result: Result<(), String>) {

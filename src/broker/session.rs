@@ -26,13 +26,15 @@ pub(crate) const CONTROL_RESERVE: usize = 32;
 pub(crate) struct Limits {
     pub max_inflight: usize,
     pub max_queued: usize,
-    pub max_qos0_buffered: usize,
+    /// PUBLISHes handed to the connection task and not yet written.
+    pub max_buffered: usize,
 }
 
 impl Limits {
-    /// Capacity of a connection's outbound channel.
+    /// Capacity of a connection's outbound channel: the buffer, or the whole window when that
+    /// is larger (re-sending it on reconnect must fit), plus the control reserve.
     pub fn channel_capacity(&self) -> usize {
-        self.max_inflight + self.max_qos0_buffered + CONTROL_RESERVE
+        self.max_buffered.max(self.max_inflight) + CONTROL_RESERVE
     }
 }
 
@@ -93,6 +95,10 @@ pub(crate) struct Session {
     pub messages_out: u64,
     pub dropped: u64,
     pub last_seen: SystemTime,
+    /// The channel filled up; the router has not been asked to wait for room yet.
+    wants_writable: bool,
+    /// The router is waiting for room in the channel on this session's behalf.
+    awaiting_writable: bool,
 }
 
 impl Session {
@@ -110,6 +116,8 @@ impl Session {
             messages_out: 0,
             dropped: 0,
             last_seen: SystemTime::now(),
+            wants_writable: false,
+            awaiting_writable: false,
         }
     }
 
@@ -118,12 +126,18 @@ impl Session {
         self.inflight.len()
     }
 
-    /// QoS 1/2 messages waiting behind the in-flight window.
+    /// Messages waiting for room in the connection or the in-flight window.
     pub fn queued_len(&self) -> usize {
         self.queue.len()
     }
 
     /// Hands a message to the session at the QoS it is to be delivered with.
+    ///
+    /// Messages go out in order through one queue: straight to the connection while its channel
+    /// has room (and, for QoS 1/2, the in-flight window too), else they wait in the queue, up to
+    /// `max_queued`; beyond that they are dropped and counted. QoS 0 is not kept for an offline
+    /// client. When the channel is what blocks, `wants_writable` asks the router to be told
+    /// when it has room again.
     pub fn deliver(
         &mut self,
         topic: &Arc<str>,
@@ -132,36 +146,9 @@ impl Session {
         retain: bool,
         limits: &Limits,
     ) -> Delivery {
-        if qos == QoS::AtMostOnce {
-            let Some(online) = &self.online else {
-                self.dropped += 1;
-                return Delivery::Dropped;
-            };
-            // Keep room for the in-flight window and control packets: QoS 0 is what gives way.
-            if online.tx.capacity() <= limits.max_inflight + CONTROL_RESERVE {
-                self.dropped += 1;
-                return Delivery::Dropped;
-            }
-            let out = OutPublish {
-                topic: topic.clone(),
-                payload: payload.clone(),
-                qos,
-                pkid: 0,
-                retain,
-                dup: false,
-            };
-            return match online.tx.try_send(Outbound::Publish(out)) {
-                Ok(()) => {
-                    self.messages_out += 1;
-                    Delivery::Accepted
-                }
-                Err(_) => {
-                    self.dropped += 1;
-                    Delivery::Dropped
-                }
-            };
-        }
-        if self.queue.len() >= limits.max_queued {
+        if (qos == QoS::AtMostOnce && self.online.is_none())
+            || self.queue.len() >= limits.max_queued
+        {
             self.dropped += 1;
             return Delivery::Dropped;
         }
@@ -175,14 +162,29 @@ impl Session {
         Delivery::Accepted
     }
 
-    /// Moves queued messages into the in-flight window while there is room and a connection.
+    /// Sends queued messages while the connection's channel has room and, for QoS 1/2, the
+    /// in-flight window too.
     pub fn pump(&mut self, limits: &Limits) {
         let Some(online) = &self.online else { return };
-        while self.inflight.len() < limits.max_inflight {
+        while let Some(front) = self.queue.front() {
+            // Control packets (SUBACK, ...) keep a reserve of their own in the channel.
+            if online.tx.capacity() <= CONTROL_RESERVE {
+                if !self.awaiting_writable {
+                    self.wants_writable = true;
+                }
+                return;
+            }
+            if front.qos != QoS::AtMostOnce && self.inflight.len() >= limits.max_inflight {
+                return; // an acknowledgement will call pump again
+            }
             let Some(q) = self.queue.pop_front() else {
-                break;
+                return;
             };
-            let pkid = next_free_pkid(&mut self.next_pkid, &self.inflight);
+            let pkid = if q.qos == QoS::AtMostOnce {
+                0
+            } else {
+                next_free_pkid(&mut self.next_pkid, &self.inflight)
+            };
             let out = OutPublish {
                 topic: q.topic.clone(),
                 payload: q.payload.clone(),
@@ -191,18 +193,37 @@ impl Session {
                 retain: q.retain,
                 dup: false,
             };
-            // The channel has room for the whole window (see `deliver`); if the connection has
-            // just gone, the message stays in flight and is re-sent on reconnect.
+            // Room was checked above and the router is the only sender; if the connection has
+            // just gone, a QoS 1/2 message stays in flight and is re-sent on reconnect.
             let _ = online.tx.try_send(Outbound::Publish(out));
             self.messages_out += 1;
-            self.inflight.push_back(InFlight {
-                pkid,
-                topic: q.topic,
-                payload: q.payload,
-                qos: q.qos,
-                released: false,
-            });
+            if q.qos != QoS::AtMostOnce {
+                self.inflight.push_back(InFlight {
+                    pkid,
+                    topic: q.topic,
+                    payload: q.payload,
+                    qos: q.qos,
+                    released: false,
+                });
+            }
         }
+    }
+
+    /// True once per episode of the channel being full: the router then waits for room on the
+    /// session's behalf and calls `writable`.
+    pub fn take_writable_request(&mut self) -> Option<(ConnId, mpsc::Sender<Outbound>)> {
+        if !std::mem::take(&mut self.wants_writable) {
+            return None;
+        }
+        let online = self.online.as_ref()?;
+        self.awaiting_writable = true;
+        Some((online.conn, online.tx.clone()))
+    }
+
+    /// The connection's channel has room again.
+    pub fn writable(&mut self, limits: &Limits) {
+        self.awaiting_writable = false;
+        self.pump(limits);
     }
 
     /// PUBACK for a QoS 1 message. Returns false if no such message was in flight.
@@ -264,6 +285,8 @@ impl Session {
             let _ = online.tx.try_send(out);
         }
         self.online = Some(online);
+        self.wants_writable = false;
+        self.awaiting_writable = false;
         self.pump(limits);
     }
 
@@ -306,7 +329,7 @@ mod tests {
     const LIMITS: Limits = Limits {
         max_inflight: 2,
         max_queued: 3,
-        max_qos0_buffered: 2,
+        max_buffered: 2,
     };
 
     fn online(cap: usize) -> (Online, mpsc::Receiver<Outbound>) {
@@ -392,18 +415,33 @@ mod tests {
     }
 
     #[test]
-    fn qos0_gives_way_to_the_window() {
+    fn a_full_channel_queues_in_order_and_asks_for_room() {
         let mut s = Session::new("c".into(), true);
         let (o, mut rx) = online(LIMITS.channel_capacity());
         s.attach(o, &LIMITS);
-        let accepted = (0..10)
-            .filter(|_| msg(&mut s, "q0", QoS::AtMostOnce) == Delivery::Accepted)
-            .count();
-        assert_eq!(accepted, LIMITS.max_qos0_buffered);
-        assert_eq!(s.dropped, 10 - LIMITS.max_qos0_buffered as u64);
-        msg(&mut s, "a", QoS::AtLeastOnce);
-        msg(&mut s, "b", QoS::AtLeastOnce);
-        assert_eq!(publishes(&mut rx).len(), 4, "the window still fits");
+        for text in ["a", "b", "c"] {
+            assert_eq!(msg(&mut s, text, QoS::AtMostOnce), Delivery::Accepted);
+        }
+        assert_eq!(msg(&mut s, "d", QoS::AtLeastOnce), Delivery::Accepted);
+        assert_eq!(s.queued_len(), 2, "the channel holds the buffer's worth");
+        let tx = s
+            .take_writable_request()
+            .expect("asks to be told when there is room");
+        assert!(s.take_writable_request().is_none(), "once per episode");
+        assert_eq!(msg(&mut s, "e", QoS::AtMostOnce), Delivery::Accepted);
+        assert_eq!(
+            msg(&mut s, "f", QoS::AtMostOnce),
+            Delivery::Dropped,
+            "queue full"
+        );
+        assert_eq!(publishes(&mut rx).len(), 2);
+        drop(tx);
+        s.writable(&LIMITS);
+        assert_eq!(publishes(&mut rx).len(), 2);
+        s.writable(&LIMITS);
+        let rest: Vec<String> = publishes(&mut rx).into_iter().map(|p| p.2).collect();
+        assert_eq!(rest, vec!["e"], "in order, QoS 1 and 0 alike");
+        assert_eq!(s.inflight_len(), 1);
     }
 
     #[test]
@@ -414,10 +452,11 @@ mod tests {
         s.next_pkid = 65_534;
         msg(&mut s, "a", QoS::AtLeastOnce); // 65535, stays in flight
         msg(&mut s, "b", QoS::AtLeastOnce); // 1
+        let mut ids: Vec<u16> = publishes(&mut rx).into_iter().map(|p| p.0).collect();
         s.on_puback(1, &LIMITS);
         s.next_pkid = 65_534;
         msg(&mut s, "c", QoS::AtLeastOnce); // 65535 is taken, so 1
-        let ids: Vec<u16> = publishes(&mut rx).into_iter().map(|p| p.0).collect();
+        ids.extend(publishes(&mut rx).into_iter().map(|p| p.0));
         assert_eq!(ids, vec![65_535, 1, 1]);
     }
 }
