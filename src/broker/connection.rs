@@ -30,7 +30,7 @@ const WRITE_HIGH_WATER: usize = 256 * 1024;
 /// Room made in the read buffer when it runs low: small for the many clients that say little
 /// (an idle connection must cost a few kB), doubling up to the largest for a client whose reads
 /// keep filling it.
-const READ_CHUNK_MIN: usize = 1024;
+const READ_CHUNK_MIN: usize = 256;
 const READ_CHUNK_MAX: usize = 64 * 1024;
 /// How long a closing connection may take to flush what it still has to say.
 const FLUSH_ON_CLOSE: Duration = Duration::from_secs(1);
@@ -57,11 +57,38 @@ mod connack_code {
 /// Serves one client from accept to close.
 pub(crate) async fn serve(socket: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
     let conn = shared.next_conn.fetch_add(1, Ordering::Relaxed);
+    // The handshake's state is boxed and freed once it is done: what stays with the task for
+    // the connection's life is only what the connected phase needs (an idle connection is
+    // mostly this task).
+    let Some((mut link, keep_alive, client_id)) =
+        Box::pin(handshake(socket, peer, &shared, conn)).await
+    else {
+        return;
+    };
+    let reason = link.run(keep_alive).await;
+    match &reason {
+        CloseReason::ProtocolError(_) | CloseReason::SocketError(_) => {
+            warn!(client_id, %peer, %reason, "closing connection")
+        }
+        _ => debug!(client_id, %peer, %reason, "connection ended"),
+    }
+    link.flush_and_close().await;
+    let _ = shared.router.send(ToRouter::Closed { conn, reason }).await;
+}
+
+/// Reads and checks CONNECT, logs in, and registers with the router. Returns the connected
+/// link, the keepalive and the client id, or None if the client was refused or left.
+async fn handshake(
+    socket: TcpStream,
+    peer: SocketAddr,
+    shared: &Shared,
+    conn: ConnId,
+) -> Option<(Link<'_>, u16, String)> {
     let (mut rd, mut wr) = socket.into_split();
     let mut rbuf = BytesMut::new();
     let first = tokio::time::timeout(
         shared.connect_timeout,
-        read_first_packet(&mut rd, &mut rbuf, &shared),
+        read_first_packet(&mut rd, &mut rbuf, shared),
     )
     .await;
     let mut wbuf = BytesMut::new();
@@ -69,35 +96,35 @@ pub(crate) async fn serve(socket: TcpStream, peer: SocketAddr, shared: Arc<Share
         Err(_) => {
             let reason = format!("no CONNECT within {:?}", shared.connect_timeout);
             info!(%peer, %reason, "closing");
-            return refused(&shared, peer, None, reason, false).await;
+            return refused(shared, peer, None, reason, false).await;
         }
         // Closed before saying anything: a port check, nothing to report.
-        Ok(Err(FirstPacketError::Closed)) => return,
+        Ok(Err(FirstPacketError::Closed)) => return None,
         Ok(Err(FirstPacketError::Decode(DecodeError::UnsupportedLevel(level)))) => {
             let reason = format!("unsupported protocol level {level}: CONNACK 0x01");
             info!(%peer, %reason, "closing");
             codec::connack(&mut wbuf, false, connack_code::UNACCEPTABLE_PROTOCOL);
             let _ = wr.write_all(&wbuf).await;
-            return refused(&shared, peer, None, reason, false).await;
+            return refused(shared, peer, None, reason, false).await;
         }
         Ok(Err(FirstPacketError::Decode(e))) => {
             let reason = format!("bad CONNECT: {e}");
             warn!(%peer, %reason, "closing");
-            return refused(&shared, peer, None, reason, false).await;
+            return refused(shared, peer, None, reason, false).await;
         }
         Ok(Ok(Packet::Connect(c))) => c,
         Ok(Ok(_)) | Ok(Err(FirstPacketError::NotConnect)) => {
             let reason = "protocol error: first packet is not CONNECT";
             warn!(%peer, reason, "closing");
-            return refused(&shared, peer, None, reason, false).await;
+            return refused(shared, peer, None, reason, false).await;
         }
     };
 
-    if let Some((code, reason)) = check_connect(&connect, &shared, peer).await {
+    if let Some((code, reason)) = check_connect(&connect, shared, peer).await {
         codec::connack(&mut wbuf, false, code);
         let _ = wr.write_all(&wbuf).await;
         let login = code != connack_code::IDENTIFIER_REJECTED;
-        return refused(&shared, peer, Some(&connect.client_id), reason, login).await;
+        return refused(shared, peer, Some(&connect.client_id), reason, login).await;
     }
 
     let (tx, rx) = mpsc::channel(shared.limits.channel_capacity());
@@ -120,35 +147,28 @@ pub(crate) async fn serve(socket: TcpStream, peer: SocketAddr, shared: Arc<Share
         .await
         .is_err()
     {
-        return; // shutting down
+        return None; // shutting down
     }
-    let mut link = Link {
+    let link = Link {
         conn,
-        shared: &shared,
+        shared,
         rd,
         wr,
         rbuf,
         wbuf,
         rx,
     };
-    let reason = link.run(keep_alive).await;
-    match &reason {
-        CloseReason::ProtocolError(_) | CloseReason::SocketError(_) => {
-            warn!(client_id, %peer, %reason, "closing connection")
-        }
-        _ => debug!(client_id, %peer, %reason, "connection ended"),
-    }
-    link.flush_and_close().await;
-    let _ = shared.router.send(ToRouter::Closed { conn, reason }).await;
+    Some((link, keep_alive, client_id))
 }
 
-async fn refused(
+/// Tells the router (for its counters and log) that a connection was turned away.
+async fn refused<T>(
     shared: &Shared,
     peer: SocketAddr,
     client_id: Option<&str>,
     reason: impl Into<String>,
     login: bool,
-) {
+) -> Option<T> {
     let msg = ToRouter::Refused {
         peer,
         client_id: client_id.filter(|c| !c.is_empty()).map(str::to_owned),
@@ -156,6 +176,7 @@ async fn refused(
         login,
     };
     let _ = shared.router.send(msg).await;
+    None
 }
 
 enum FirstPacketError {
@@ -180,7 +201,7 @@ async fn read_first_packet(
             Ok(None) => {}
             Err(e) => return Err(FirstPacketError::Decode(e)),
         }
-        rbuf.reserve(1024);
+        rbuf.reserve(READ_CHUNK_MIN);
         match rd.read_buf(rbuf).await {
             Ok(0) | Err(_) => return Err(FirstPacketError::Closed),
             Ok(n) => stats::add(&shared.stats.bytes_received, n as u64),
@@ -269,7 +290,9 @@ impl Link<'_> {
                             } else {
                                 chunk
                             };
-                            if let ReadOutcome::Close(reason) = self.on_read().await {
+                            // Boxed: the send to the router is the largest state of this loop, and keeping it
+                            // out of line keeps every idle connection's task small.
+                            if let ReadOutcome::Close(reason) = Box::pin(self.on_read()).await {
                                 return reason;
                             }
                         }
@@ -373,6 +396,12 @@ impl Link<'_> {
             if self.shared.router.send(msg).await.is_err() {
                 return ReadOutcome::Close(CloseReason::ServerShutdown);
             }
+            // Let the router (just woken, likely on this thread) deliver the messages before
+            // this task spends a write on their acknowledgements: subscribers first, as a
+            // single-threaded broker would.
+            if publishes > 0 {
+                tokio::task::yield_now().await;
+            }
         }
         outcome
     }
@@ -391,8 +420,8 @@ impl Link<'_> {
                     publishes += 1;
                     codec::publish(
                         &mut self.wbuf,
-                        &p.topic,
-                        &p.payload,
+                        &p.msg.topic,
+                        &p.msg.payload,
                         p.qos,
                         p.pkid,
                         p.retain,
@@ -406,7 +435,7 @@ impl Link<'_> {
                 Outbound::SubAck { pkid, codes } => codec::suback(&mut self.wbuf, pkid, &codes),
                 Outbound::UnsubAck(pkid) => codec::unsuback(&mut self.wbuf, pkid),
                 Outbound::Close(reason) => {
-                    close = Some(reason);
+                    close = Some(*reason);
                     break;
                 }
             }

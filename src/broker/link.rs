@@ -80,11 +80,19 @@ pub(crate) enum Inbound {
     },
 }
 
-/// A PUBLISH for one subscriber; topic and payload are shared with every other subscriber.
-#[derive(Debug, Clone)]
-pub(crate) struct OutPublish {
+/// A published message as the broker passes it on: one allocation per message, shared by every
+/// subscriber's queue and connection.
+#[derive(Debug)]
+pub(crate) struct Message {
     pub topic: Arc<str>,
     pub payload: Bytes,
+}
+
+/// A PUBLISH for one subscriber. Small on purpose: every connection's channel holds blocks of
+/// these, and an idle connection must cost little.
+#[derive(Debug, Clone)]
+pub(crate) struct OutPublish {
+    pub msg: Arc<Message>,
     pub qos: QoS,
     pub pkid: u16,
     pub retain: bool,
@@ -101,12 +109,12 @@ pub(crate) enum Outbound {
     PubRel(u16),
     SubAck {
         pkid: u16,
-        codes: Vec<u8>,
+        codes: Box<[u8]>,
     },
     UnsubAck(u16),
     /// Close the connection (kicked, taken over, shutting down). The router has already dealt
     /// with the will.
-    Close(CloseReason),
+    Close(Box<CloseReason>),
 }
 
 /// Why a connection ended.

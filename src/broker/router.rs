@@ -17,7 +17,9 @@ use tracing::{debug, info, warn};
 use super::codec::Will;
 use super::config::Config;
 use super::events::{EventKind, EventLog};
-use super::link::{CloseReason, Command, ConnId, ConnectRequest, Inbound, Outbound, ToRouter};
+use super::link::{
+    CloseReason, Command, ConnId, ConnectRequest, Inbound, Message, Outbound, ToRouter,
+};
 use super::saver::SaveJob;
 use super::session::{CONTROL_RESERVE, Delivery, Limits, Online, Session};
 use super::snapshot::{ClientInfo, ConnectionInfo, Snapshot, TopicInfo};
@@ -316,7 +318,9 @@ impl Router {
                 | CloseReason::SlowConsumer
                 | CloseReason::ServerShutdown
         ) {
-            let _ = online.tx.try_send(Outbound::Close(reason.clone()));
+            let _ = online
+                .tx
+                .try_send(Outbound::Close(Box::new(reason.clone())));
         }
         info!(client_id = %client_id, peer = %online.peer, %reason, "client disconnected");
         let kind = match reason {
@@ -452,12 +456,19 @@ impl Router {
         }
         t.messages += 1;
         t.last_publish = Some(SystemTime::now());
+        if t.subscribers.is_empty() {
+            return;
+        }
+        let msg = Arc::new(Message {
+            topic: t.name.clone(),
+            payload,
+        });
         for &(sidx, granted) in &t.subscribers {
             let Some(s) = sessions[sidx].as_mut() else {
                 continue;
             };
             let q = min_qos(qos, granted);
-            if s.deliver(&t.name, &payload, q, false, limits) == Delivery::Dropped {
+            if s.deliver(&msg, q, false, limits) == Delivery::Dropped {
                 counters.dropped += 1;
             }
             if let Some((conn, tx)) = s.take_writable_request() {
@@ -505,24 +516,24 @@ impl Router {
                 self.topics.set_subscriber(&name, idx, eff);
                 if let Some(r) = self.topics.get(&name).and_then(|t| t.retained.clone()) {
                     let q = min_qos(r.qos, qos);
-                    retained.push((name, r, q));
+                    let msg = Arc::new(Message {
+                        topic: name,
+                        payload: r.payload,
+                    });
+                    retained.push((msg, q));
                 }
             }
         }
         let limits = self.limits;
-        if !self
-            .session(idx)
-            .send_control(Outbound::SubAck { pkid, codes })
-        {
+        if !self.session(idx).send_control(Outbound::SubAck {
+            pkid,
+            codes: codes.into(),
+        }) {
             self.detach(idx, CloseReason::SlowConsumer);
             return;
         }
-        for (name, r, q) in retained {
-            if self
-                .session(idx)
-                .deliver(&name, &r.payload, q, true, &limits)
-                == Delivery::Dropped
-            {
+        for (msg, q) in retained {
+            if self.session(idx).deliver(&msg, q, true, &limits) == Delivery::Dropped {
                 self.counters.dropped += 1;
             }
         }

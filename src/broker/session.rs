@@ -9,13 +9,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use bytes::Bytes;
 use mqttbytes::QoS;
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
 
 use super::codec::Will;
-use super::link::{ConnId, OutPublish, Outbound};
+use super::link::{ConnId, Message, OutPublish, Outbound};
 
 /// Control packets (SUBACK, CONNACK, ...) a connection's channel always has room for, beyond the
 /// in-flight window and the QoS 0 buffer.
@@ -54,8 +53,7 @@ pub(crate) struct Online {
 #[derive(Debug, Clone)]
 struct InFlight {
     pkid: u16,
-    topic: Arc<str>,
-    payload: Bytes,
+    msg: Arc<Message>,
     qos: QoS,
     /// PUBREC came back and PUBREL went out: waiting for PUBCOMP.
     released: bool,
@@ -63,8 +61,7 @@ struct InFlight {
 
 #[derive(Debug, Clone)]
 struct Queued {
-    topic: Arc<str>,
-    payload: Bytes,
+    msg: Arc<Message>,
     qos: QoS,
     retain: bool,
 }
@@ -140,8 +137,7 @@ impl Session {
     /// when it has room again.
     pub fn deliver(
         &mut self,
-        topic: &Arc<str>,
-        payload: &Bytes,
+        msg: &Arc<Message>,
         qos: QoS,
         retain: bool,
         limits: &Limits,
@@ -153,8 +149,7 @@ impl Session {
             return Delivery::Dropped;
         }
         self.queue.push_back(Queued {
-            topic: topic.clone(),
-            payload: payload.clone(),
+            msg: msg.clone(),
             qos,
             retain,
         });
@@ -186,8 +181,7 @@ impl Session {
                 next_free_pkid(&mut self.next_pkid, &self.inflight)
             };
             let out = OutPublish {
-                topic: q.topic.clone(),
-                payload: q.payload.clone(),
+                msg: q.msg.clone(),
                 qos: q.qos,
                 pkid,
                 retain: q.retain,
@@ -200,8 +194,7 @@ impl Session {
             if q.qos != QoS::AtMostOnce {
                 self.inflight.push_back(InFlight {
                     pkid,
-                    topic: q.topic,
-                    payload: q.payload,
+                    msg: q.msg,
                     qos: q.qos,
                     released: false,
                 });
@@ -274,8 +267,7 @@ impl Session {
                 Outbound::PubRel(m.pkid)
             } else {
                 Outbound::Publish(OutPublish {
-                    topic: m.topic.clone(),
-                    payload: m.payload.clone(),
+                    msg: m.msg.clone(),
                     qos: m.qos,
                     pkid: m.pkid,
                     retain: false,
@@ -325,6 +317,7 @@ fn next_free_pkid(counter: &mut u16, inflight: &VecDeque<InFlight>) -> u16 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::Bytes;
 
     const LIMITS: Limits = Limits {
         max_inflight: 2,
@@ -351,9 +344,11 @@ mod tests {
         let mut out = vec![];
         while let Ok(m) = rx.try_recv() {
             match m {
-                Outbound::Publish(p) => {
-                    out.push((p.pkid, p.dup, String::from_utf8_lossy(&p.payload).into()))
-                }
+                Outbound::Publish(p) => out.push((
+                    p.pkid,
+                    p.dup,
+                    String::from_utf8_lossy(&p.msg.payload).into(),
+                )),
                 Outbound::PubRel(id) => out.push((id, false, "PUBREL".into())),
                 other => panic!("unexpected {other:?}"),
             }
@@ -362,7 +357,11 @@ mod tests {
     }
 
     fn msg(s: &mut Session, text: &'static str, qos: QoS) -> Delivery {
-        s.deliver(&Arc::from("t"), &Bytes::from(text), qos, false, &LIMITS)
+        let msg = Arc::new(Message {
+            topic: Arc::from("t"),
+            payload: Bytes::from(text),
+        });
+        s.deliver(&msg, qos, false, &LIMITS)
     }
 
     #[test]
