@@ -52,7 +52,10 @@ if (($(ulimit -n) < CONNS + 100)); then
     die "the open-file limit is $(ulimit -n); $CONNS connections need more (raise the hard limit)"
 fi
 
-rm -rf "$BENCH_DIR"
+# Only what this script writes is removed, whatever BENCH_DIR points at.
+mkdir -p "$BENCH_DIR"
+rm -rf "$BENCH_DIR/home"
+rm -f "$BENCH_DIR"/{results.jsonl,incidents.txt,table.md,mosquitto.conf,users.ron,mosquitto.log,mqtt-lab.log}
 mkdir -p "$BENCH_DIR/home/.config"
 RESULTS=$BENCH_DIR/results.jsonl
 INCIDENTS=$BENCH_DIR/incidents.txt
