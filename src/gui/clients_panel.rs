@@ -4,6 +4,8 @@
 use crate::broker::snapshot::ClientInfo;
 use crate::broker::{BrokerHandle, Command};
 
+use egui_extras::{Column, TableBuilder, TableRow};
+
 use super::format;
 use super::reply::{self, Notice};
 use super::runner::Live;
@@ -45,79 +47,87 @@ impl ClientsPanel {
         ));
         reply::show(ui, &self.notice);
         ui.separator();
-        egui::ScrollArea::both().id_salt("clients").show(ui, |ui| {
-            egui::Grid::new("clients-grid")
-                .striped(true)
-                .num_columns(COLUMNS.len())
-                .show(ui, |ui| {
+        let row_height = ui.text_style_height(&egui::TextStyle::Body) + 8.0;
+        egui::ScrollArea::horizontal().id_salt("clients-h").show(ui, |ui| {
+            let mut table = TableBuilder::new(ui).id_salt("clients").striped(true);
+            for (i, _) in COLUMNS.iter().enumerate() {
+                table = table.column(if i == COLUMNS.len() - 2 {
+                    Column::auto().at_least(160.0).clip(true)
+                } else {
+                    Column::auto()
+                });
+            }
+            table
+                .header(row_height, |mut header| {
                     for h in COLUMNS {
-                        ui.strong(h);
+                        header.col(|ui| {
+                            ui.strong(h);
+                        });
                     }
-                    ui.end_row();
-                    for c in clients {
-                        self.row(ui, c, broker);
-                        ui.end_row();
-                    }
+                })
+                .body(|body| {
+                    body.rows(row_height, clients.len(), |mut row| {
+                        let c = clients[row.index()];
+                        self.row(&mut row, c, broker);
+                    });
                 });
         });
     }
 
-    fn row(&mut self, ui: &mut egui::Ui, c: &ClientInfo, broker: &BrokerHandle) {
-        ui.monospace(&c.client_id);
+    fn row(&mut self, row: &mut TableRow<'_, '_>, c: &ClientInfo, broker: &BrokerHandle) {
+        let text = |row: &mut TableRow<'_, '_>, s: &str| {
+            row.col(|ui| {
+                ui.label(s);
+            });
+        };
+        row.col(|ui| {
+            ui.monospace(&c.client_id);
+        });
         match &c.connection {
             Some(conn) => {
-                ui.label(conn.peer.to_string());
-                ui.label(conn.username.as_deref().unwrap_or("—"));
-                ui.label(if conn.protocol_level == 3 {
-                    "3.1"
-                } else {
-                    "3.1.1"
-                });
-                ui.label(format!("{} s", conn.keep_alive));
+                text(row, &conn.peer.to_string());
+                text(row, conn.username.as_deref().unwrap_or("—"));
+                text(row, if conn.protocol_level == 3 { "3.1" } else { "3.1.1" });
+                text(row, &format!("{} s", conn.keep_alive));
             }
             None => {
-                ui.weak("offline");
-                ui.label("—");
-                ui.label("—");
-                ui.label("—");
+                row.col(|ui| {
+                    ui.weak("offline");
+                });
+                for _ in 0..3 {
+                    text(row, "—");
+                }
             }
         }
-        ui.label(if c.clean_session { "yes" } else { "no" });
-        ui.label(match &c.connection {
+        text(row, if c.clean_session { "yes" } else { "no" });
+        let since = match &c.connection {
             Some(conn) => format::clock(conn.since),
             None => format!("seen {}", format::clock(c.last_seen)),
-        });
-        ui.label(c.messages_in.to_string());
-        ui.label(c.messages_out.to_string());
-        ui.label(c.queued.to_string());
-        ui.label(c.inflight.to_string());
+        };
+        text(row, &since);
+        for n in [c.messages_in, c.messages_out, c.queued as u64, c.inflight as u64] {
+            text(row, &n.to_string());
+        }
         let subs: Vec<String> = c
             .subscriptions
             .iter()
             .map(|(f, q)| format!("{f} ({})", format::qos(*q)))
             .collect();
-        ui.label(if subs.is_empty() {
-            "—".into()
-        } else {
-            subs.join(", ")
-        });
+        text(row, &if subs.is_empty() { "—".into() } else { subs.join(", ") });
         let id = c.client_id.clone();
-        if c.connection.is_some() {
-            if reply::row_button(ui, "Kick", &format!("Kick {id}")).clicked()
-                && broker.try_send(Command::Kick {
-                    client_id: id.clone(),
-                })
+        row.col(|ui| {
+            if c.connection.is_some() {
+                if reply::row_button(ui, "Kick", &format!("Kick {id}")).clicked()
+                    && broker.try_send(Command::Kick { client_id: id.clone() })
+                {
+                    self.notice =
+                        Some(Notice::ok(format!("Kicked {id}: its will, if any, is published")));
+                }
+            } else if reply::row_button(ui, "Discard", &format!("Discard {id}")).clicked()
+                && broker.try_send(Command::DiscardSession { client_id: id.clone() })
             {
-                self.notice = Some(Notice::ok(format!(
-                    "Kicked {id}: its will, if any, is published"
-                )));
+                self.notice = Some(Notice::ok(format!("Discarded the session of {id}")));
             }
-        } else if reply::row_button(ui, "Discard", &format!("Discard {id}")).clicked()
-            && broker.try_send(Command::DiscardSession {
-                client_id: id.clone(),
-            })
-        {
-            self.notice = Some(Notice::ok(format!("Discarded the session of {id}")));
-        }
+        });
     }
 }

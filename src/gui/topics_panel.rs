@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 use crate::broker::events::EventKind;
 use crate::broker::{BrokerHandle, Command, topic_list, topics};
 
+use egui_extras::{Column, TableBuilder};
+
 use super::file_dialog::{Answer, FileDialog, Purpose};
 use super::format;
 use super::reply::{self, Notice, Pending};
@@ -116,54 +118,58 @@ impl TopicsPanel {
         reply::show(ui, &self.notice);
         ui.separator();
 
-        egui::ScrollArea::vertical()
+        let row_height = ui.text_style_height(&egui::TextStyle::Body) + 8.0;
+        let table_height = ui.available_height() * 0.6;
+        TableBuilder::new(ui)
             .id_salt("topics")
-            .max_height(ui.available_height() * 0.65)
-            .show(ui, |ui| {
-                egui::Grid::new("topics-grid")
-                    .striped(true)
-                    .num_columns(6)
-                    .show(ui, |ui| {
-                        for h in [
-                            "Topic",
-                            "Subscribers",
-                            "Retained value",
-                            "Messages",
-                            "Last message",
-                            "",
-                        ] {
-                            ui.strong(h);
-                        }
-                        ui.end_row();
-                        for t in &snap.topics {
-                            ui.monospace(&t.name);
-                            ui.label(t.subscribers.to_string());
-                            ui.label(
-                                t.retained
-                                    .as_ref()
-                                    .map_or("—".into(), |r| format::payload(r, 40)),
-                            );
-                            ui.label(t.messages.to_string());
-                            ui.label(t.last_publish.map_or("—".into(), format::clock));
-                            if reply::row_button(ui, "Delete", &format!("Delete {}", t.name))
-                                .clicked()
-                            {
-                                let topic = t.name.clone();
-                                if broker.try_send(Command::RemoveTopic {
-                                    topic: topic.clone(),
-                                }) {
-                                    self.notice = Some(Notice::ok(format!(
-                                        "Deleted {topic}: its retained message and history are gone"
-                                    )));
-                                }
+            .striped(true)
+            .max_scroll_height(table_height)
+            .column(Column::auto().at_least(160.0))
+            .column(Column::auto())
+            .column(Column::auto().at_least(120.0).clip(true))
+            .column(Column::auto())
+            .column(Column::auto())
+            .column(Column::remainder())
+            .header(row_height, |mut header| {
+                for h in ["Topic", "Subscribers", "Retained value", "Messages", "Last message", ""] {
+                    header.col(|ui| {
+                        ui.strong(h);
+                    });
+                }
+            })
+            .body(|body| {
+                body.rows(row_height, snap.topics.len(), |mut row| {
+                    let t = &snap.topics[row.index()];
+                    row.col(|ui| {
+                        ui.monospace(&t.name);
+                    });
+                    row.col(|ui| {
+                        ui.label(t.subscribers.to_string());
+                    });
+                    row.col(|ui| {
+                        ui.label(t.retained.as_ref().map_or("—".into(), |r| format::payload(r, 40)));
+                    });
+                    row.col(|ui| {
+                        ui.label(t.messages.to_string());
+                    });
+                    row.col(|ui| {
+                        ui.label(t.last_publish.map_or("—".into(), format::clock));
+                    });
+                    row.col(|ui| {
+                        if reply::row_button(ui, "Delete", &format!("Delete {}", t.name)).clicked() {
+                            let topic = t.name.clone();
+                            if broker.try_send(Command::RemoveTopic { topic: topic.clone() }) {
+                                self.notice = Some(Notice::ok(format!(
+                                    "Deleted {topic}: its retained message and history are gone"
+                                )));
                             }
-                            ui.end_row();
                         }
                     });
-                if snap.topics.is_empty() {
-                    ui.label("No topics: every subscription will be refused. Add one above.");
-                }
+                });
             });
+        if snap.topics.is_empty() {
+            ui.label("No topics: every subscription will be refused. Add one above.");
+        }
 
         ui.separator();
         ui.strong("Refused subscriptions");
