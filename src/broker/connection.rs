@@ -6,7 +6,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering, fence};
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -128,6 +128,7 @@ async fn handshake(
     }
 
     let (tx, rx) = mpsc::channel(shared.limits.channel_capacity());
+    let room_wanted = Arc::new(AtomicBool::new(false));
     let keep_alive = connect.keep_alive;
     let client_id = connect.client_id.clone();
     let request = ConnectRequest {
@@ -140,6 +141,7 @@ async fn handshake(
         peer,
         level: connect.level,
         tx,
+        room_wanted: room_wanted.clone(),
     };
     if shared
         .router
@@ -157,6 +159,7 @@ async fn handshake(
         rbuf,
         wbuf,
         rx,
+        room_wanted,
     };
     Some((link, keep_alive, client_id))
 }
@@ -252,6 +255,8 @@ struct Link<'a> {
     rbuf: BytesMut,
     wbuf: BytesMut,
     rx: mpsc::Receiver<Outbound>,
+    /// The router found `rx` full and waits to hear that it has room (see `notify_room`).
+    room_wanted: Arc<AtomicBool>,
 }
 
 /// What reading a batch of packets led to.
@@ -304,6 +309,9 @@ impl Link<'_> {
                     };
                     if let Some(reason) = self.on_outbound(out) {
                         return reason;
+                    }
+                    if self.notify_room().await.is_err() {
+                        return CloseReason::ServerShutdown;
                     }
                 }
                 res = self.wr.write_buf(&mut self.wbuf), if !self.wbuf.is_empty() => {
@@ -449,6 +457,22 @@ impl Link<'_> {
         stats::add(&s.packets_sent, sent);
         stats::add(&s.publish_sent, publishes);
         close
+    }
+
+    /// Tells the router that the channel it found full has drained to half, so it sends the
+    /// messages it queued meanwhile. Paired with `Session::pump`: the router sets the flag and
+    /// then looks at the channel again; this task drains and then looks at the flag, so one of
+    /// the two always sees the other.
+    async fn notify_room(&mut self) -> Result<(), ()> {
+        fence(Ordering::SeqCst);
+        if !self.room_wanted.load(Ordering::SeqCst)
+            || self.rx.len() > self.shared.limits.channel_capacity() / 2
+            || !self.room_wanted.swap(false, Ordering::SeqCst)
+        {
+            return Ok(());
+        }
+        let msg = ToRouter::Writable { conn: self.conn };
+        self.shared.router.send(msg).await.map_err(|_| ())
     }
 
     /// Writes out what is buffered (briefly: the client may not be reading) and closes.

@@ -4,6 +4,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 
 use bytes::Bytes;
 use mqttbytes::QoS;
@@ -32,7 +33,7 @@ pub(crate) enum ToRouter {
         conn: ConnId,
         reason: CloseReason,
     },
-    /// A connection's outbound channel has room again (see `Session::take_writable_request`).
+    /// A connection's outbound channel has room again (it was full; see `Online::room_wanted`).
     Writable {
         conn: ConnId,
     },
@@ -60,6 +61,9 @@ pub(crate) struct ConnectRequest {
     pub peer: SocketAddr,
     pub level: u8,
     pub tx: mpsc::Sender<Outbound>,
+    /// Set by the router when `tx` was full; the connection clears it and sends `Writable`
+    /// once it has drained the channel to half.
+    pub room_wanted: Arc<AtomicBool>,
 }
 
 /// A packet from a client that the router must see.

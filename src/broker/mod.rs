@@ -123,14 +123,7 @@ impl Broker {
         let (users_tx, users_rx) = watch::channel(Arc::new(config.users.clone()));
         let (tx, rx) = mpsc::channel(ROUTER_QUEUE);
         let (saver_tx, saver) = saver::start();
-        let router = Router::new(
-            &config,
-            limits,
-            users_tx,
-            stats.clone(),
-            saver_tx,
-            tx.downgrade(),
-        );
+        let router = Router::new(&config, limits, users_tx, stats.clone(), saver_tx);
         let router = tokio::spawn(router.run(rx));
         let shared = Arc::new(Shared {
             router: tx.clone(),

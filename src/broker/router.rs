@@ -21,7 +21,7 @@ use super::link::{
     CloseReason, Command, ConnId, ConnectRequest, Inbound, Message, Outbound, ToRouter,
 };
 use super::saver::SaveJob;
-use super::session::{CONTROL_RESERVE, Delivery, Limits, Online, Session};
+use super::session::{Delivery, Limits, Online, Session};
 use super::snapshot::{ClientInfo, ConnectionInfo, Snapshot, TopicInfo};
 use super::stats::Stats;
 use super::sys::{self, SysFigures};
@@ -58,9 +58,6 @@ pub(crate) struct Router {
     users_path: Option<PathBuf>,
     topics_path: Option<PathBuf>,
     saver: mpsc::Sender<SaveJob>,
-    /// The router's own input, for tasks that report back to it (weak: the router stops when
-    /// everyone else has let go).
-    me: mpsc::WeakSender<ToRouter>,
     events: EventLog,
     stats: Arc<Stats>,
     counters: Counters,
@@ -76,7 +73,6 @@ impl Router {
         users: watch::Sender<Arc<Users>>,
         stats: Arc<Stats>,
         saver: mpsc::Sender<SaveJob>,
-        me: mpsc::WeakSender<ToRouter>,
     ) -> Self {
         let sys_interval = config.sys_interval.filter(|d| !d.is_zero());
         let mut table = TopicTable::default();
@@ -99,7 +95,6 @@ impl Router {
             users_path: config.users_path.clone(),
             topics_path: config.topics_path.clone(),
             saver,
-            me,
             events: EventLog::default(),
             stats,
             counters: Counters::default(),
@@ -153,8 +148,7 @@ impl Router {
             ToRouter::Writable { conn } => {
                 if let Some(&idx) = self.by_conn.get(&conn) {
                     let limits = self.limits;
-                    self.session(idx).writable(&limits);
-                    self.watch_writable(idx);
+                    self.session(idx).pump(&limits);
                 }
             }
             ToRouter::Refused {
@@ -274,24 +268,13 @@ impl Router {
             level: req.level,
             keep_alive: req.keep_alive,
             since: SystemTime::now(),
+            room_wanted: req.room_wanted,
         };
         let session = self.session(idx);
         session.clean = req.clean_session;
         session.attach(online, &limits);
-        self.watch_writable(idx);
         self.by_conn.insert(req.conn, idx);
         self.counters.maximum_connected = self.counters.maximum_connected.max(self.connected());
-    }
-
-    /// If the session's connection channel filled up, waits (in a task) for room on its
-    /// behalf: the router itself never waits on a client.
-    fn watch_writable(&mut self, idx: SessionIdx) {
-        if let Some((conn, tx)) = self.sessions[idx]
-            .as_mut()
-            .and_then(Session::take_writable_request)
-        {
-            wait_for_room(conn, tx, self.me.clone());
-        }
     }
 
     fn on_closed(&mut self, conn: ConnId, reason: CloseReason) {
@@ -375,14 +358,12 @@ impl Router {
                 Inbound::Publish(p) => self.on_publish(idx, p),
                 Inbound::PubAck(id) => {
                     self.session(idx).on_puback(id, &limits);
-                    self.watch_writable(idx);
                 }
                 Inbound::PubRec(id) => {
                     self.session(idx).on_pubrec(id);
                 }
                 Inbound::PubComp(id) => {
                     self.session(idx).on_pubcomp(id, &limits);
-                    self.watch_writable(idx);
                 }
                 Inbound::PubRel(id) => {
                     self.session(idx).incoming_qos2.remove(&id);
@@ -429,7 +410,6 @@ impl Router {
             sessions,
             counters,
             limits,
-            me,
             ..
         } = self;
         let Some(t) = topics
@@ -470,9 +450,6 @@ impl Router {
             let q = min_qos(qos, granted);
             if s.deliver(&msg, q, false, limits) == Delivery::Dropped {
                 counters.dropped += 1;
-            }
-            if let Some((conn, tx)) = s.take_writable_request() {
-                wait_for_room(conn, tx, me.clone());
             }
         }
     }
@@ -537,7 +514,6 @@ impl Router {
                 self.counters.dropped += 1;
             }
         }
-        self.watch_writable(idx);
     }
 
     fn on_unsubscribe(&mut self, idx: SessionIdx, pkid: u16, filters: Vec<String>) {
@@ -834,20 +810,6 @@ impl Router {
             self.route(None, topic, Bytes::from(value), QoS::AtMostOnce, true);
         }
     }
-}
-
-/// Waits until a connection's channel has room for a good batch, then tells the router. If the
-/// connection is gone the task just ends: its `Closed` message is on the way.
-fn wait_for_room(conn: ConnId, tx: mpsc::Sender<Outbound>, router: mpsc::WeakSender<ToRouter>) {
-    tokio::spawn(async move {
-        let want = (CONTROL_RESERVE + 1 + tx.max_capacity() / 4).min(tx.max_capacity());
-        if tx.reserve_many(want).await.is_err() {
-            return;
-        }
-        if let Some(router) = router.upgrade() {
-            let _ = router.send(ToRouter::Writable { conn }).await;
-        }
-    });
 }
 
 fn reply_to(reply: Option<oneshot::Sender<Result<(), String>>>, result: Result<(), String>) {

@@ -7,6 +7,7 @@
 use std::collections::{HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering, fence};
 use std::time::SystemTime;
 
 use mqttbytes::QoS;
@@ -48,6 +49,8 @@ pub(crate) struct Online {
     pub level: u8,
     pub keep_alive: u16,
     pub since: SystemTime,
+    /// Shared with the connection task: see `ConnectRequest::room_wanted`.
+    pub room_wanted: Arc<AtomicBool>,
 }
 
 #[derive(Debug, Clone)]
@@ -92,10 +95,6 @@ pub(crate) struct Session {
     pub messages_out: u64,
     pub dropped: u64,
     pub last_seen: SystemTime,
-    /// The channel filled up; the router has not been asked to wait for room yet.
-    wants_writable: bool,
-    /// The router is waiting for room in the channel on this session's behalf.
-    awaiting_writable: bool,
 }
 
 impl Session {
@@ -113,8 +112,6 @@ impl Session {
             messages_out: 0,
             dropped: 0,
             last_seen: SystemTime::now(),
-            wants_writable: false,
-            awaiting_writable: false,
         }
     }
 
@@ -133,8 +130,7 @@ impl Session {
     /// Messages go out in order through one queue: straight to the connection while its channel
     /// has room (and, for QoS 1/2, the in-flight window too), else they wait in the queue, up to
     /// `max_queued`; beyond that they are dropped and counted. QoS 0 is not kept for an offline
-    /// client. When the channel is what blocks, `wants_writable` asks the router to be told
-    /// when it has room again.
+    /// client.
     pub fn deliver(
         &mut self,
         msg: &Arc<Message>,
@@ -158,20 +154,38 @@ impl Session {
     }
 
     /// Sends queued messages while the connection's channel has room and, for QoS 1/2, the
-    /// in-flight window too.
+    /// in-flight window too. When the channel is what blocks, the connection is asked to say
+    /// when it has drained (`room_wanted`), and the router calls `pump` again then.
     pub fn pump(&mut self, limits: &Limits) {
         let Some(online) = &self.online else { return };
         while let Some(front) = self.queue.front() {
-            // Control packets (SUBACK, ...) keep a reserve of their own in the channel.
-            if online.tx.capacity() <= CONTROL_RESERVE {
-                if !self.awaiting_writable {
-                    self.wants_writable = true;
-                }
-                return;
-            }
             if front.qos != QoS::AtMostOnce && self.inflight.len() >= limits.max_inflight {
                 return; // an acknowledgement will call pump again
             }
+            // Control packets (SUBACK, ...) keep a reserve of their own in the channel.
+            if online.tx.capacity() <= CONTROL_RESERVE {
+                online.room_wanted.store(true, Ordering::SeqCst);
+                // The connection may have drained the channel between the check above and the
+                // flag: look again, so that one of the two sides always sees the other.
+                fence(Ordering::SeqCst);
+                if online.tx.capacity() <= CONTROL_RESERVE {
+                    return;
+                }
+            }
+            let permit = match online.tx.try_reserve() {
+                Ok(permit) => permit,
+                Err(TrySendError::Full(())) => return,
+                Err(TrySendError::Closed(())) => {
+                    // The connection is gone and its Closed message is on the way: QoS 1/2
+                    // messages move into flight to be re-sent on reconnect, QoS 0 go.
+                    if front.qos == QoS::AtMostOnce {
+                        self.queue.pop_front();
+                        self.dropped += 1;
+                        continue;
+                    }
+                    return;
+                }
+            };
             let Some(q) = self.queue.pop_front() else {
                 return;
             };
@@ -180,16 +194,13 @@ impl Session {
             } else {
                 next_free_pkid(&mut self.next_pkid, &self.inflight)
             };
-            let out = OutPublish {
+            permit.send(Outbound::Publish(OutPublish {
                 msg: q.msg.clone(),
                 qos: q.qos,
                 pkid,
                 retain: q.retain,
                 dup: false,
-            };
-            // Room was checked above and the router is the only sender; if the connection has
-            // just gone, a QoS 1/2 message stays in flight and is re-sent on reconnect.
-            let _ = online.tx.try_send(Outbound::Publish(out));
+            }));
             self.messages_out += 1;
             if q.qos != QoS::AtMostOnce {
                 self.inflight.push_back(InFlight {
@@ -200,23 +211,6 @@ impl Session {
                 });
             }
         }
-    }
-
-    /// True once per episode of the channel being full: the router then waits for room on the
-    /// session's behalf and calls `writable`.
-    pub fn take_writable_request(&mut self) -> Option<(ConnId, mpsc::Sender<Outbound>)> {
-        if !std::mem::take(&mut self.wants_writable) {
-            return None;
-        }
-        let online = self.online.as_ref()?;
-        self.awaiting_writable = true;
-        Some((online.conn, online.tx.clone()))
-    }
-
-    /// The connection's channel has room again.
-    pub fn writable(&mut self, limits: &Limits) {
-        self.awaiting_writable = false;
-        self.pump(limits);
     }
 
     /// PUBACK for a QoS 1 message. Returns false if no such message was in flight.
@@ -277,8 +271,6 @@ impl Session {
             let _ = online.tx.try_send(out);
         }
         self.online = Some(online);
-        self.wants_writable = false;
-        self.awaiting_writable = false;
         self.pump(limits);
     }
 
@@ -336,6 +328,7 @@ mod tests {
             level: 4,
             keep_alive: 60,
             since: SystemTime::now(),
+            room_wanted: Arc::new(AtomicBool::new(false)),
         };
         (o, rx)
     }
@@ -423,10 +416,11 @@ mod tests {
         }
         assert_eq!(msg(&mut s, "d", QoS::AtLeastOnce), Delivery::Accepted);
         assert_eq!(s.queued_len(), 2, "the channel holds the buffer's worth");
-        let tx = s
-            .take_writable_request()
-            .expect("asks to be told when there is room");
-        assert!(s.take_writable_request().is_none(), "once per episode");
+        let flag = s.online.as_ref().unwrap().room_wanted.clone();
+        assert!(
+            flag.load(Ordering::SeqCst),
+            "asks to be told when there is room"
+        );
         assert_eq!(msg(&mut s, "e", QoS::AtMostOnce), Delivery::Accepted);
         assert_eq!(
             msg(&mut s, "f", QoS::AtMostOnce),
@@ -434,10 +428,9 @@ mod tests {
             "queue full"
         );
         assert_eq!(publishes(&mut rx).len(), 2);
-        drop(tx);
-        s.writable(&LIMITS);
+        s.pump(&LIMITS);
         assert_eq!(publishes(&mut rx).len(), 2);
-        s.writable(&LIMITS);
+        s.pump(&LIMITS);
         let rest: Vec<String> = publishes(&mut rx).into_iter().map(|p| p.2).collect();
         assert_eq!(rest, vec!["e"], "in order, QoS 1 and 0 alike");
         assert_eq!(s.inflight_len(), 1);

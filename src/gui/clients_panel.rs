@@ -48,30 +48,32 @@ impl ClientsPanel {
         reply::show(ui, &self.notice);
         ui.separator();
         let row_height = ui.text_style_height(&egui::TextStyle::Body) + 8.0;
-        egui::ScrollArea::horizontal().id_salt("clients-h").show(ui, |ui| {
-            let mut table = TableBuilder::new(ui).id_salt("clients").striped(true);
-            for (i, _) in COLUMNS.iter().enumerate() {
-                table = table.column(if i == COLUMNS.len() - 2 {
-                    Column::auto().at_least(160.0).clip(true)
-                } else {
-                    Column::auto()
-                });
-            }
-            table
-                .header(row_height, |mut header| {
-                    for h in COLUMNS {
-                        header.col(|ui| {
-                            ui.strong(h);
-                        });
-                    }
-                })
-                .body(|body| {
-                    body.rows(row_height, clients.len(), |mut row| {
-                        let c = clients[row.index()];
-                        self.row(&mut row, c, broker);
+        egui::ScrollArea::horizontal()
+            .id_salt("clients-h")
+            .show(ui, |ui| {
+                let mut table = TableBuilder::new(ui).id_salt("clients").striped(true);
+                for (i, _) in COLUMNS.iter().enumerate() {
+                    table = table.column(if i == COLUMNS.len() - 2 {
+                        Column::auto().at_least(160.0).clip(true)
+                    } else {
+                        Column::auto()
                     });
-                });
-        });
+                }
+                table
+                    .header(row_height, |mut header| {
+                        for h in COLUMNS {
+                            header.col(|ui| {
+                                ui.strong(h);
+                            });
+                        }
+                    })
+                    .body(|body| {
+                        body.rows(row_height, clients.len(), |mut row| {
+                            let c = clients[row.index()];
+                            self.row(&mut row, c, broker);
+                        });
+                    });
+            });
     }
 
     fn row(&mut self, row: &mut TableRow<'_, '_>, c: &ClientInfo, broker: &BrokerHandle) {
@@ -87,7 +89,14 @@ impl ClientsPanel {
             Some(conn) => {
                 text(row, &conn.peer.to_string());
                 text(row, conn.username.as_deref().unwrap_or("—"));
-                text(row, if conn.protocol_level == 3 { "3.1" } else { "3.1.1" });
+                text(
+                    row,
+                    if conn.protocol_level == 3 {
+                        "3.1"
+                    } else {
+                        "3.1.1"
+                    },
+                );
                 text(row, &format!("{} s", conn.keep_alive));
             }
             None => {
@@ -105,7 +114,12 @@ impl ClientsPanel {
             None => format!("seen {}", format::clock(c.last_seen)),
         };
         text(row, &since);
-        for n in [c.messages_in, c.messages_out, c.queued as u64, c.inflight as u64] {
+        for n in [
+            c.messages_in,
+            c.messages_out,
+            c.queued as u64,
+            c.inflight as u64,
+        ] {
             text(row, &n.to_string());
         }
         let subs: Vec<String> = c
@@ -113,18 +127,30 @@ impl ClientsPanel {
             .iter()
             .map(|(f, q)| format!("{f} ({})", format::qos(*q)))
             .collect();
-        text(row, &if subs.is_empty() { "—".into() } else { subs.join(", ") });
+        text(
+            row,
+            &if subs.is_empty() {
+                "—".into()
+            } else {
+                subs.join(", ")
+            },
+        );
         let id = c.client_id.clone();
         row.col(|ui| {
             if c.connection.is_some() {
                 if reply::row_button(ui, "Kick", &format!("Kick {id}")).clicked()
-                    && broker.try_send(Command::Kick { client_id: id.clone() })
+                    && broker.try_send(Command::Kick {
+                        client_id: id.clone(),
+                    })
                 {
-                    self.notice =
-                        Some(Notice::ok(format!("Kicked {id}: its will, if any, is published")));
+                    self.notice = Some(Notice::ok(format!(
+                        "Kicked {id}: its will, if any, is published"
+                    )));
                 }
             } else if reply::row_button(ui, "Discard", &format!("Discard {id}")).clicked()
-                && broker.try_send(Command::DiscardSession { client_id: id.clone() })
+                && broker.try_send(Command::DiscardSession {
+                    client_id: id.clone(),
+                })
             {
                 self.notice = Some(Notice::ok(format!("Discarded the session of {id}")));
             }

@@ -131,7 +131,14 @@ impl TopicsPanel {
             .column(Column::auto())
             .column(Column::remainder())
             .header(row_height, |mut header| {
-                for h in ["Topic", "Subscribers", "Retained value", "Messages", "Last message", ""] {
+                for h in [
+                    "Topic",
+                    "Subscribers",
+                    "Retained value",
+                    "Messages",
+                    "Last message",
+                    "",
+                ] {
                     header.col(|ui| {
                         ui.strong(h);
                     });
@@ -147,7 +154,11 @@ impl TopicsPanel {
                         ui.label(t.subscribers.to_string());
                     });
                     row.col(|ui| {
-                        ui.label(t.retained.as_ref().map_or("—".into(), |r| format::payload(r, 40)));
+                        ui.label(
+                            t.retained
+                                .as_ref()
+                                .map_or("—".into(), |r| format::payload(r, 40)),
+                        );
                     });
                     row.col(|ui| {
                         ui.label(t.messages.to_string());
@@ -156,9 +167,12 @@ impl TopicsPanel {
                         ui.label(t.last_publish.map_or("—".into(), format::clock));
                     });
                     row.col(|ui| {
-                        if reply::row_button(ui, "Delete", &format!("Delete {}", t.name)).clicked() {
+                        if reply::row_button(ui, "Delete", &format!("Delete {}", t.name)).clicked()
+                        {
                             let topic = t.name.clone();
-                            if broker.try_send(Command::RemoveTopic { topic: topic.clone() }) {
+                            if broker.try_send(Command::RemoveTopic {
+                                topic: topic.clone(),
+                            }) {
                                 self.notice = Some(Notice::ok(format!(
                                     "Deleted {topic}: its retained message and history are gone"
                                 )));
