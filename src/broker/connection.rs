@@ -310,7 +310,10 @@ impl Link<'_> {
                     if let Some(reason) = self.on_outbound(out) {
                         return reason;
                     }
-                    if self.notify_room().await.is_err() {
+                    // Boxed for the same reason as the read path: rare, and large.
+                    if self.room_wanted.load(Ordering::Relaxed)
+                        && Box::pin(self.notify_room()).await.is_err()
+                    {
                         return CloseReason::ServerShutdown;
                     }
                 }
