@@ -248,24 +248,8 @@ impl TopicsPanel {
     fn open_file(&mut self, path: PathBuf, broker: &BrokerHandle) {
         match topic_list::load(&path) {
             Ok(list) => {
-                let n = list.len();
-                let shown = path.display().to_string();
-                let p = path.clone();
-                match Pending::ask(
-                    broker,
-                    move |reply| Command::ReplaceTopics {
-                        topics: list,
-                        path: Some(p),
-                        reply: Some(reply),
-                    },
-                    format!("Opened {shown}: {n} topics"),
-                ) {
-                    Ok(pending) => {
-                        self.pending = Some(pending);
-                        self.chosen = Some(path);
-                    }
-                    Err(n) => self.notice = Some(n),
-                }
+                let done = format!("Opened {}: {} topics", path.display(), list.len());
+                self.use_file(list, path, done, broker);
             }
             Err(e) => {
                 self.notice = Some(Notice::error(format!(
@@ -277,23 +261,26 @@ impl TopicsPanel {
 
     /// Writes the current list to `path`, which becomes the file in use.
     fn save_as(&mut self, path: PathBuf, live: &Live, broker: &BrokerHandle) {
-        let list: Vec<String> = live
+        let list = live
             .snapshot
             .topics
             .iter()
             .map(|t| t.name.clone())
             .collect();
-        let shown = path.display().to_string();
+        let done = format!("Saved to {}", path.display());
+        self.use_file(list, path, done, broker);
+    }
+
+    /// Makes `list` the topic list and `path` its file (the broker writes it); the file is
+    /// remembered once the broker has accepted both.
+    fn use_file(&mut self, list: Vec<String>, path: PathBuf, done: String, broker: &BrokerHandle) {
         let p = path.clone();
-        match Pending::ask(
-            broker,
-            move |reply| Command::ReplaceTopics {
-                topics: list,
-                path: Some(p),
-                reply: Some(reply),
-            },
-            format!("Saved to {shown}"),
-        ) {
+        let ask = move |reply| Command::ReplaceTopics {
+            topics: list,
+            path: Some(p),
+            reply: Some(reply),
+        };
+        match Pending::ask(broker, ask, done) {
             Ok(pending) => {
                 self.pending = Some(pending);
                 self.chosen = Some(path);
