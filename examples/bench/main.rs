@@ -6,6 +6,7 @@
 //!   fanout  --qos 0 --subscribers 32 --count 10000                        1 pub on bench/fanout -> N subs
 //!   latency --qos Q --rate 1000 --count 5000                              p50/p99/max on bench/latency
 //!   conns   --connections 5000 [--pid PID]                                idle CONNECT + SUBSCRIBE idle/<i>
+//!   table   [--pid PID]                  all of the above at their defaults, QoS 0/1/2: a markdown table
 //! ```
 //!
 //! Every run prints one human line on stderr and one JSON object on stdout. A run is `ok` only if
@@ -36,7 +37,7 @@ use tokio::time::{sleep, sleep_until, timeout_at};
 use conn::{Conn, Login, other};
 use json::Object;
 
-#[derive(Parser)]
+#[derive(Parser, Clone)]
 #[command(
     name = "bench",
     about = "MQTT 3.1.1 benchmark: fan-in, fan-out, latency and idle connections against a broker on loopback"
@@ -133,6 +134,15 @@ enum Scenario {
         #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=2))]
         qos: u8,
     },
+    /// The whole suite at its defaults (fan-in QoS 0/1/2, fan-out, latency QoS 0/1, 5000 idle
+    /// connections), `--rounds` times each, then a markdown table of medians. The connections
+    /// run last, on a broker the other loads have warmed: for its memory per connection, run
+    /// `conns` against a fresh broker (as scripts/bench.sh does)
+    Table {
+        /// The broker's PID, for its memory per connection
+        #[arg(long)]
+        pid: Option<u32>,
+    },
 }
 
 impl Scenario {
@@ -142,6 +152,7 @@ impl Scenario {
             Scenario::Fanout { .. } => "fanout",
             Scenario::Latency { .. } => "latency",
             Scenario::Conns { .. } => "conns",
+            Scenario::Table { .. } => "table",
         }
     }
 }
@@ -722,6 +733,7 @@ async fn run_once(cli: &Cli, addr: SocketAddr, round: u32) -> Outcome {
         out.set(k, json::Value::Null);
     }
     let (ok, human, headline, timed_out) = match cli.scenario.clone() {
+        Scenario::Table { .. } => unreachable!("main runs the table's scenarios one by one"),
         Scenario::Fanin {
             load,
             publishers,
@@ -1038,6 +1050,95 @@ fn median(mut v: Vec<f64>) -> Option<f64> {
     })
 }
 
+/// The suite `table` runs: a title and the scenario, at the defaults.
+fn suite(pid: Option<u32>) -> Vec<(String, Scenario)> {
+    let load = |qos| Load {
+        qos,
+        size: 64,
+        window: 100,
+    };
+    let mut v = Vec::new();
+    for qos in 0..=2 {
+        let title = format!("fan-in QoS {qos}: 8 pubs x 10,000 x 64 B -> 1 sub (msg/s)");
+        let s = Scenario::Fanin {
+            load: load(qos),
+            publishers: 8,
+            count: 10_000,
+        };
+        v.push((title, s));
+    }
+    v.push((
+        "fan-out QoS 0: 1 pub x 10,000 -> 32 subs (deliveries/s)".into(),
+        Scenario::Fanout {
+            load: load(0),
+            subscribers: 32,
+            count: 10_000,
+        },
+    ));
+    for qos in 0..=1 {
+        v.push((
+            format!("latency QoS {qos}: 5,000 at 1,000 msg/s (p50 us)"),
+            Scenario::Latency {
+                load: load(qos),
+                rate: 1000.0,
+                count: 5000,
+            },
+        ));
+    }
+    v.push((
+        "5,000 idle connections (s to connect)".into(),
+        Scenario::Conns {
+            connections: 5000,
+            pid,
+            concurrency: 100,
+            qos: 0,
+        },
+    ));
+    v
+}
+
+/// Runs the suite and prints a markdown table: the median headline figure of the rounds that
+/// passed, how many failed, and the last passing round's full line (p99, max, lost, memory...).
+fn table(cli: &Cli, addr: SocketAddr, rt: &tokio::runtime::Runtime, pid: Option<u32>) -> i32 {
+    let mut code = 0;
+    let mut rows = Vec::new();
+    for (title, scenario) in suite(pid) {
+        let mut one = cli.clone();
+        one.scenario = scenario;
+        let (mut heads, mut failed, mut last) = (Vec::new(), 0, String::new());
+        for round in 1..=cli.rounds.max(1) {
+            std::thread::sleep(Duration::from_millis(300));
+            let o = rt.block_on(run_once(&one, addr, round));
+            eprintln!("{}", o.human);
+            println!("{}", o.json);
+            match (o.ok, o.headline) {
+                (true, Some(h)) => {
+                    heads.push(h);
+                    last = o.human;
+                }
+                _ => {
+                    failed += 1;
+                    code = code.max(if o.timed_out { 2 } else { 1 });
+                }
+            }
+        }
+        let med = median(heads).map_or("-".into(), |m| {
+            if matches!(one.scenario, Scenario::Conns { .. }) {
+                format!("{m:.3}")
+            } else {
+                thousands(m.round() as u64)
+            }
+        });
+        rows.push(format!("| {title} | {med} | {failed} | {last} |"));
+    }
+    println!("\n| scenario | median | failed runs | last passing run |");
+    println!("|---|---|---|---|");
+    for r in rows {
+        println!("{r}");
+    }
+    code
+}
+
 fn main() {
     let cli = Cli::parse();
     let fail = |msg: String| -> ! {
@@ -1069,6 +1170,11 @@ fn main() {
     } else {
         format!("[{}] ", cli.label)
     };
+    if let Scenario::Table { pid } = cli.scenario {
+        let code = table(&cli, addr, &rt, pid);
+        rt.shutdown_background();
+        std::process::exit(code);
+    }
     let (mut code, mut headlines) = (0, Vec::new());
     for round in 1..=cli.rounds.max(1) {
         if round > 1 {
@@ -1097,6 +1203,7 @@ fn main() {
             Scenario::Fanin { .. } | Scenario::Fanout { .. } => "msg/s",
             Scenario::Latency { .. } => "p50 us",
             Scenario::Conns { .. } => "s to connect",
+            Scenario::Table { .. } => unreachable!("handled above"),
         };
         let failed = cli.rounds as usize - headlines.len();
         eprintln!(
