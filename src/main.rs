@@ -201,6 +201,15 @@ fn stop_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
 fn run_window(args: RunArgs) -> anyhow::Result<()> {
     use mqtt_lab::gui::ConfigLoader;
     use mqtt_lab::gui::settings::Settings;
+    #[cfg(all(unix, not(target_os = "macos")))]
+    if ["DISPLAY", "WAYLAND_DISPLAY", "WAYLAND_SOCKET"]
+        .iter()
+        .all(|v| std::env::var_os(v).is_none())
+    {
+        bail!(
+            "no display to open the window on (DISPLAY and WAYLAND_DISPLAY are not set): run the broker alone with --headless"
+        );
+    }
 
     let settings_path = paths::config_dir().map(|d| d.join("gui.ron"));
     let settings = settings_path.clone();

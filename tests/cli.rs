@@ -310,3 +310,23 @@ fn default_files_are_created_in_the_config_folder_on_first_run() {
     signal(&child, "-TERM");
     assert!(wait_exit(&mut child).success());
 }
+
+#[cfg(feature = "gui")]
+#[test]
+fn without_a_display_the_window_says_to_use_headless() {
+    let home = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN)
+        .args(["--port", "0"])
+        .env("HOME", home.path())
+        .env_remove("DISPLAY")
+        .env_remove("WAYLAND_DISPLAY")
+        .env_remove("WAYLAND_SOCKET")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains("no display") && err.contains("--headless"),
+        "{err}"
+    );
+}
