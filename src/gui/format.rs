@@ -10,14 +10,14 @@ pub fn clock(t: SystemTime) -> String {
     local.format("%H:%M:%S").to_string()
 }
 
-/// `1:02:03` for a duration, or `2d 1:02:03` past a day.
+/// `1:02` (hours and minutes), or `2d 1:02` past a day: an uptime that changes once a minute.
 pub fn uptime(d: Duration) -> String {
-    let s = d.as_secs();
-    let (days, h, m, s) = (s / 86_400, s / 3600 % 24, s / 60 % 60, s % 60);
+    let m = d.as_secs() / 60;
+    let (days, h, m) = (m / 1440, m / 60 % 24, m % 60);
     if days > 0 {
-        format!("{days}d {h}:{m:02}:{s:02}")
+        format!("{days}d {h}:{m:02}")
     } else {
-        format!("{h}:{m:02}:{s:02}")
+        format!("{h}:{m:02}")
     }
 }
 
@@ -73,8 +73,8 @@ mod tests {
 
     #[test]
     fn durations_and_rates() {
-        assert_eq!(uptime(Duration::from_secs(3723)), "1:02:03");
-        assert_eq!(uptime(Duration::from_secs(90_061)), "1d 1:01:01");
+        assert_eq!(uptime(Duration::from_secs(3723)), "1:02");
+        assert_eq!(uptime(Duration::from_secs(90_061)), "1d 1:01");
         assert_eq!(rate(12.4), "12/s");
         assert_eq!(rate(1234.0), "1.2k/s");
         assert_eq!(rate(56_789.0), "57k/s");

@@ -236,16 +236,16 @@ fn status_bar(ui: &mut egui::Ui, addr: SocketAddr, live: &Live) {
     ui.horizontal(|ui| {
         ui.label(format!("Listening on mqtt://{addr}"));
         ui.separator();
-        // A start time rather than a ticking uptime: an idle window has no reason to repaint.
+        // Uptime to the minute: an idle window repaints once a minute for it, not every second.
+        let up = snap.uptime + live.taken.elapsed();
         let since = std::time::SystemTime::now()
-            .checked_sub(snap.uptime + live.taken.elapsed())
+            .checked_sub(up)
             .map(format::clock)
             .unwrap_or_default();
-        ui.label(format!("running since {since}"))
-            .on_hover_text(format!(
-                "up {}",
-                format::uptime(snap.uptime + live.taken.elapsed())
-            ));
+        ui.label(format!("up {}", format::uptime(up)))
+            .on_hover_text(format!("running since {since}"));
+        ui.ctx()
+            .request_repaint_after(std::time::Duration::from_secs(60 - up.as_secs() % 60));
         ui.separator();
         ui.label(format!("{connected} clients connected"));
         ui.separator();
