@@ -225,7 +225,7 @@ async fn retained_will_is_kept() {
     };
     let (raw, _, _) = Raw::connect(addr, &opts).await;
     drop(raw);
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    wait_for(&broker, "the will", |s| gone(s, "willing")).await;
     let mut late = Client::connect(options(addr, "late")).await;
     late.subscribe(&[("lab/b", QoS::AtMostOnce)]).await;
     let p = late.next_publish().await;
@@ -302,7 +302,7 @@ async fn persistent_session_keeps_subscriptions_and_messages_while_offline() {
         .await;
     let (_, first_id, _) = raw.read().await.unwrap().publish();
     drop(raw); // offline with m0 unacknowledged
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    wait_for(&broker, "keeper offline", |s| offline(s, "keeper")).await;
     for (topic, qos, text) in [
         ("lab/a", QoS::AtLeastOnce, "m1"),
         ("lab/b", QoS::ExactlyOnce, "m2"),
@@ -365,14 +365,7 @@ async fn persistent_session_keeps_subscriptions_and_messages_while_offline() {
     .await;
     assert!(!sp);
     drop(raw);
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    assert!(
-        snapshot(&broker)
-            .await
-            .clients
-            .iter()
-            .all(|c| c.client_id != "keeper")
-    );
+    wait_for(&broker, "the clean session gone", |s| gone(s, "keeper")).await;
     broker.shutdown().await;
 }
 
@@ -420,7 +413,7 @@ async fn qos2_in_flight_on_disconnect_resumes_with_pubrel() {
     raw.send(&ack_packet(0x50, id)).await; // PUBREC
     assert_eq!(raw.read().await.unwrap().byte1, 0x62); // PUBREL
     drop(raw); // gone before PUBCOMP
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    wait_for(&broker, "q2 offline", |s| offline(s, "q2")).await;
     let (mut raw, sp, _) = Raw::connect(addr, &persistent).await;
     assert!(sp);
     assert_eq!(
@@ -522,14 +515,7 @@ async fn kick_closes_the_connection_and_publishes_the_will() {
     );
     victim.expect_closed().await;
     assert_eq!(&watcher.next_publish().await.payload[..], b"gone");
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    assert!(
-        snapshot(&broker)
-            .await
-            .clients
-            .iter()
-            .all(|c| c.client_id != "victim")
-    );
+    wait_for(&broker, "the victim gone", |s| gone(s, "victim")).await;
     broker.shutdown().await;
 }
 
@@ -544,14 +530,7 @@ async fn offline_sessions_can_be_discarded() {
     };
     let (raw, _, _) = Raw::connect(addr, &opts).await;
     drop(raw);
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    assert!(
-        snapshot(&broker)
-            .await
-            .clients
-            .iter()
-            .any(|c| c.client_id == "ghost")
-    );
+    wait_for(&broker, "ghost offline", |s| offline(s, "ghost")).await;
     broker
         .handle()
         .send(Command::DiscardSession {
@@ -679,8 +658,13 @@ async fn refusals_and_faults_are_in_the_event_log() {
     let mut faulty = Raw::connected(addr, "faulty").await;
     faulty.send(&[0x30, 4, 0, 2, b'a', b'+']).await;
     faulty.expect_closed().await;
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    let events = snapshot(&broker).await.events;
+    let events = wait_for(&broker, "the fault logged", |s| {
+        s.events
+            .iter()
+            .any(|e| e.who == "faulty" && e.kind == EventKind::Fault)
+    })
+    .await
+    .events;
     let find = |kind: EventKind, who: &str| {
         events
             .iter()

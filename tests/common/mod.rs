@@ -424,3 +424,32 @@ impl Raw {
         p.body[2..].to_vec()
     }
 }
+
+/// Polls the broker's state until `done` holds: the router learns of a closed socket a moment
+/// after the client has closed it.
+pub async fn wait_for(broker: &Broker, what: &str, done: impl Fn(&Snapshot) -> bool) -> Snapshot {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let snap = snapshot(broker).await;
+        if done(&snap) {
+            return snap;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// True if the snapshot has no session with this client id.
+pub fn gone(snap: &Snapshot, client_id: &str) -> bool {
+    snap.clients.iter().all(|c| c.client_id != client_id)
+}
+
+/// True if the snapshot has this client id as an offline session.
+pub fn offline(snap: &Snapshot, client_id: &str) -> bool {
+    snap.clients
+        .iter()
+        .any(|c| c.client_id == client_id && c.connection.is_none())
+}
