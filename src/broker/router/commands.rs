@@ -1,0 +1,284 @@
+//! What the embedder (the window, tests) asks of the router: kick, topics, users, the files
+//! they live in, and snapshots of the state.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot};
+use tracing::{info, warn};
+
+use super::Router;
+use crate::broker::events::EventKind;
+use crate::broker::files::FileError;
+use crate::broker::link::{CloseReason, Command};
+use crate::broker::saver::SaveJob;
+use crate::broker::snapshot::{ClientInfo, ConnectionInfo, Snapshot, TopicInfo};
+use crate::broker::table::effective_qos;
+use crate::broker::topic_list;
+use crate::broker::topics;
+use crate::broker::users::Users;
+
+impl Router {
+    pub(super) fn on_command(&mut self, cmd: Command) {
+        match cmd {
+            Command::Kick { client_id } => {
+                if let Some(&idx) = self.by_client.get(client_id.as_str()) {
+                    info!(client_id, "kicking client");
+                    self.detach(idx, CloseReason::Kicked);
+                }
+            }
+            Command::DiscardSession { client_id } => {
+                if let Some(&idx) = self.by_client.get(client_id.as_str())
+                    && self.session(idx).online.is_none()
+                {
+                    self.remove_session(idx);
+                }
+            }
+            Command::AddTopic { topic, reply } => match self.add_topic(&topic) {
+                Ok(()) => self.save_topics(reply),
+                Err(e) => reply_to(reply, Err(e)),
+            },
+            Command::RemoveTopic { topic } => {
+                self.remove_topics(&[topic]);
+                self.save_topics(None);
+            }
+            Command::ReplaceTopics {
+                topics,
+                path,
+                reply,
+            } => {
+                // All or nothing: a list with a bad name changes nothing.
+                if let Some(e) = topics.iter().find_map(|t| check_topic_name(t).err()) {
+                    return reply_to(reply, Err(e));
+                }
+                let gone: Vec<String> = self
+                    .topics
+                    .iter()
+                    .filter(|t| !t.system && !topics.iter().any(|n| **n == *t.name))
+                    .map(|t| t.name.to_string())
+                    .collect();
+                self.remove_topics(&gone);
+                for t in &topics {
+                    let _ = self.add_topic(t);
+                }
+                if let Some(p) = path {
+                    self.events.push(
+                        EventKind::Topics,
+                        "",
+                        format!("topic list is now {}", p.display()),
+                    );
+                    self.topics_path = Some(p);
+                }
+                self.save_topics(reply);
+            }
+            Command::SetUsers { users, reply } => self.set_users(users, reply),
+            Command::UpsertUser { user, reply } => {
+                let mut users = (**self.users.borrow()).clone();
+                let name = user.username.clone();
+                match users.upsert_user(user) {
+                    Ok(()) => {
+                        self.events
+                            .push(EventKind::Users, "", format!("user {name:?} saved"));
+                        self.set_users(users, reply)
+                    }
+                    Err(e) => reply_to(reply, Err(e.to_string())),
+                }
+            }
+            Command::RemoveUser { username, reply } => {
+                let mut users = (**self.users.borrow()).clone();
+                match users.remove(&username) {
+                    Ok(()) => {
+                        self.events.push(
+                            EventKind::Users,
+                            "",
+                            format!("user {username:?} removed"),
+                        );
+                        self.set_users(users, reply)
+                    }
+                    Err(e) => reply_to(reply, Err(e.to_string())),
+                }
+            }
+            Command::SetAllowAnonymous { allow, reply } => {
+                let mut users = (**self.users.borrow()).clone();
+                users.allow_anonymous = allow;
+                let what = if allow { "allowed" } else { "refused" };
+                self.events
+                    .push(EventKind::Users, "", format!("anonymous logins {what}"));
+                self.set_users(users, reply)
+            }
+            Command::Snapshot { reply } => {
+                let _ = reply.send(self.snapshot());
+            }
+            Command::Shutdown => unreachable!("handled in `handle`"),
+        }
+    }
+
+    pub(super) fn add_topic(&mut self, name: &str) -> Result<(), String> {
+        check_topic_name(name)?;
+        if self.topics.insert(name, false).is_none() {
+            return Ok(());
+        }
+        // Existing wildcard subscriptions cover the new topic at once.
+        for (idx, s) in self.sessions.iter().enumerate() {
+            if let Some(s) = s
+                && let Some(q) = effective_qos(&s.filters, name)
+            {
+                self.topics.set_subscriber(name, idx, Some(q));
+            }
+        }
+        info!(topic = name, "topic added");
+        self.events
+            .push(EventKind::Topics, "", format!("topic {name:?} added"));
+        Ok(())
+    }
+
+    pub(super) fn remove_topics(&mut self, names: &[String]) {
+        let mut removed = false;
+        for name in names {
+            if self.topics.get(name).is_some_and(|t| !t.system) {
+                self.topics.remove(name);
+                info!(topic = %name, "topic deleted");
+                self.events
+                    .push(EventKind::Topics, "", format!("topic {name:?} deleted"));
+                removed = true;
+            }
+        }
+        if !removed {
+            return;
+        }
+        // Subscriptions that no longer match any topic go; a client sees them as refused if it
+        // subscribes again.
+        let table = &self.topics;
+        for s in self.sessions.iter_mut().flatten() {
+            s.filters
+                .retain(|(f, _)| f.starts_with("$SYS") || table.any_match(f));
+        }
+    }
+
+    pub(super) fn set_users(
+        &mut self,
+        users: Users,
+        reply: Option<oneshot::Sender<Result<(), String>>>,
+    ) {
+        info!(
+            users = users.users.len(),
+            allow_anonymous = users.allow_anonymous,
+            "users changed"
+        );
+        let contents = users.to_ron();
+        self.users.send_replace(Arc::new(users));
+        match self.users_path.clone() {
+            Some(path) => self.save(path, contents, reply),
+            None => reply_to(reply, Ok(())),
+        }
+    }
+
+    /// Writes the topic list in use to its file, if it has one.
+    pub(super) fn save_topics(&mut self, reply: Option<oneshot::Sender<Result<(), String>>>) {
+        let Some(path) = self.topics_path.clone() else {
+            return reply_to(reply, Ok(()));
+        };
+        let mut names: Vec<String> = self
+            .topics
+            .iter()
+            .filter(|t| !t.system)
+            .map(|t| t.name.to_string())
+            .collect();
+        names.sort();
+        let contents = topic_list::to_ron(&path, &names);
+        self.save(path, contents, reply);
+    }
+
+    /// Hands a file to the saver: writing and fsyncing is no work for the router's thread.
+    pub(super) fn save(
+        &mut self,
+        path: PathBuf,
+        contents: Result<String, FileError>,
+        reply: Option<oneshot::Sender<Result<(), String>>>,
+    ) {
+        if let Err(e) = self.saver.try_send(SaveJob {
+            path,
+            contents,
+            reply,
+        }) {
+            let job = match e {
+                mpsc::error::TrySendError::Full(job) | mpsc::error::TrySendError::Closed(job) => {
+                    job
+                }
+            };
+            warn!(path = %job.path.display(), "too many saves pending: file not saved");
+            reply_to(job.reply, Err("too many saves pending; try again".into()));
+        }
+    }
+
+    pub(super) fn snapshot(&self) -> Snapshot {
+        let clients = self
+            .sessions
+            .iter()
+            .flatten()
+            .map(|s| ClientInfo {
+                client_id: s.client_id.to_string(),
+                clean_session: s.clean,
+                connection: s.online.as_ref().map(|o| ConnectionInfo {
+                    peer: o.peer,
+                    username: o.username.clone(),
+                    protocol_level: o.level,
+                    keep_alive: o.keep_alive,
+                    since: o.since,
+                }),
+                subscriptions: s.filters.clone(),
+                messages_in: s.messages_in,
+                messages_out: s.messages_out,
+                dropped: s.dropped,
+                inflight: s.inflight_len(),
+                queued: s.queued_len(),
+                last_seen: s.last_seen,
+            })
+            .collect();
+        let mut topics: Vec<TopicInfo> = self
+            .topics
+            .iter()
+            .filter(|t| !t.system)
+            .map(|t| TopicInfo {
+                name: t.name.to_string(),
+                subscribers: t.subscribers.len(),
+                retained: t.retained.as_ref().map(|r| r.payload.clone()),
+                messages: t.messages,
+                last_publish: t.last_publish,
+                history: t.history.items().cloned().collect(),
+            })
+            .collect();
+        topics.sort_by(|a, b| a.name.cmp(&b.name));
+        Snapshot {
+            uptime: self.started.elapsed(),
+            clients,
+            topics,
+            stats: self.stats.snapshot(),
+            dropped: self.counters.dropped,
+            unlisted: self.counters.unlisted,
+            refused_subscriptions: self.counters.refused_subscriptions,
+            refused_connections: self.counters.refused_connections,
+            users: self.users.borrow().clone(),
+            topics_path: self.topics_path.clone(),
+            users_path: self.users_path.clone(),
+            events: self.events.iter().cloned().collect(),
+        }
+    }
+}
+
+fn reply_to(reply: Option<oneshot::Sender<Result<(), String>>>, result: Result<(), String>) {
+    if let Some(reply) = reply {
+        let _ = reply.send(result);
+    }
+}
+
+/// A topic the list may hold: a valid name, not under `$`.
+fn check_topic_name(name: &str) -> Result<(), String> {
+    topics::validate_name(name).map_err(|e| format!("topic {name:?} {e}"))?;
+    if name.starts_with('$') {
+        return Err(format!(
+            "topic {name:?} starts with '$', which is kept for the broker"
+        ));
+    }
+    Ok(())
+}
