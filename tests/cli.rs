@@ -106,6 +106,20 @@ fn run(args: &[&str], home: &Path, stdin: Option<&str>) -> Output {
     child.wait_with_output().unwrap()
 }
 
+/// Runs the headless broker with these files on `port`, for start-ups that must fail.
+fn run_headless(dir: &Path, port: &str, topics: &str, users: &str) -> Output {
+    let args = [
+        "--headless",
+        "--port",
+        port,
+        "--topics",
+        topics,
+        "--users",
+        users,
+    ];
+    run(&args, dir, None)
+}
+
 fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
@@ -119,19 +133,7 @@ fn a_bad_topics_file_names_file_line_and_column() {
         "(\n  topics: [\n    \"ok\",\n    \"bad/#\",\n  ],\n)\n",
     );
     let users = write(dir.path(), "users.ron", "(allow_anonymous: true)");
-    let out = run(
-        &[
-            "--headless",
-            "--port",
-            "0",
-            "--topics",
-            &topics,
-            "--users",
-            &users,
-        ],
-        dir.path(),
-        None,
-    );
+    let out = run_headless(dir.path(), "0", &topics, &users);
     assert_eq!(out.status.code(), Some(1));
     let err = stderr(&out);
     let last = err.lines().last().unwrap();
@@ -139,19 +141,7 @@ fn a_bad_topics_file_names_file_line_and_column() {
     assert!(last.contains(&format!("{topics}:4:5:")), "{last}");
 
     let syntax = write(dir.path(), "syntax.ron", "(topics: [\"a\",, ])");
-    let out = run(
-        &[
-            "--headless",
-            "--port",
-            "0",
-            "--topics",
-            &syntax,
-            "--users",
-            &users,
-        ],
-        dir.path(),
-        None,
-    );
+    let out = run_headless(dir.path(), "0", &syntax, &users);
     assert_eq!(out.status.code(), Some(1));
     assert!(
         stderr(&out).contains(&format!("{syntax}:1:")),
@@ -159,17 +149,7 @@ fn a_bad_topics_file_names_file_line_and_column() {
         stderr(&out)
     );
 
-    let out = run(
-        &[
-            "--headless",
-            "--topics",
-            "/nonexistent/t.ron",
-            "--users",
-            &users,
-        ],
-        dir.path(),
-        None,
-    );
+    let out = run_headless(dir.path(), "0", "/nonexistent/t.ron", &users);
     assert_eq!(out.status.code(), Some(1));
     assert!(
         stderr(&out).contains("/nonexistent/t.ron"),
@@ -185,19 +165,7 @@ fn a_port_in_use_names_the_address() {
     let port = taken.local_addr().unwrap().port().to_string();
     let topics = write(dir.path(), "topics.ron", "(topics: [])");
     let users = write(dir.path(), "users.ron", "(allow_anonymous: true)");
-    let out = run(
-        &[
-            "--headless",
-            "--port",
-            &port,
-            "--topics",
-            &topics,
-            "--users",
-            &users,
-        ],
-        dir.path(),
-        None,
-    );
+    let out = run_headless(dir.path(), &port, &topics, &users);
     assert_eq!(out.status.code(), Some(1));
     let err = stderr(&out);
     assert!(
