@@ -53,14 +53,6 @@ impl History {
     pub fn items(&self) -> impl DoubleEndedIterator<Item = &HistoryItem> + ExactSizeIterator {
         self.items.iter()
     }
-
-    pub fn last(&self) -> Option<&HistoryItem> {
-        self.items.back()
-    }
-
-    pub fn clear(&mut self) {
-        self.items.clear();
-    }
 }
 
 #[cfg(test)]
@@ -76,7 +68,7 @@ mod tests {
         let values: Vec<u8> = h.items().map(|i| i.payload[0]).collect();
         assert_eq!(values, (5..15).collect::<Vec<_>>());
         h.push(&vec![1; 5000], QoS::AtLeastOnce, true, Some("c".into()));
-        let last = h.last().unwrap();
+        let last = h.items().last().unwrap();
         assert_eq!(
             (last.payload.len(), last.size),
             (HISTORY_PAYLOAD_LIMIT, 5000)
