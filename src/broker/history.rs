@@ -35,13 +35,20 @@ pub struct History {
 }
 
 impl History {
-    pub fn push(&mut self, payload: &[u8], qos: QoS, retain: bool, from: Option<Arc<str>>) {
+    pub fn push(
+        &mut self,
+        time: SystemTime,
+        payload: &[u8],
+        qos: QoS,
+        retain: bool,
+        from: Option<Arc<str>>,
+    ) {
         if self.items.len() == HISTORY_DEPTH {
             self.items.pop_front();
         }
         let kept = &payload[..payload.len().min(HISTORY_PAYLOAD_LIMIT)];
         self.items.push_back(HistoryItem {
-            time: SystemTime::now(),
+            time,
             payload: Bytes::copy_from_slice(kept),
             size: payload.len(),
             qos,
@@ -63,11 +70,17 @@ mod tests {
     fn keeps_the_last_ten_and_cuts_large_payloads() {
         let mut h = History::default();
         for i in 0..15u8 {
-            h.push(&[i], QoS::AtMostOnce, false, None);
+            h.push(SystemTime::now(), &[i], QoS::AtMostOnce, false, None);
         }
         let values: Vec<u8> = h.items().map(|i| i.payload[0]).collect();
         assert_eq!(values, (5..15).collect::<Vec<_>>());
-        h.push(&vec![1; 5000], QoS::AtLeastOnce, true, Some("c".into()));
+        h.push(
+            SystemTime::now(),
+            &vec![1; 5000],
+            QoS::AtLeastOnce,
+            true,
+            Some("c".into()),
+        );
         let last = h.items().last().unwrap();
         assert_eq!(
             (last.payload.len(), last.size),

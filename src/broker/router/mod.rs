@@ -424,6 +424,7 @@ impl Router {
             );
             return;
         };
+        let now = SystemTime::now();
         if retain {
             t.retained = (!payload.is_empty()).then(|| Retained {
                 // A copy, so a retained message does not pin a connection's read buffer.
@@ -432,10 +433,10 @@ impl Router {
             });
         }
         if from.is_some() {
-            t.history.push(&payload, qos, retain, from);
+            t.history.push(now, &payload, qos, retain, from);
         }
         t.messages += 1;
-        t.last_publish = Some(SystemTime::now());
+        t.last_publish = Some(now);
         if t.subscribers.is_empty() {
             return;
         }
