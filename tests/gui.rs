@@ -273,8 +273,21 @@ fn opening_a_bad_topic_file_shows_where_and_keeps_the_list() {
             == ["room/1", "room/2"]
     });
     h.get_by_label("room/1");
-    let remembered = mqtt_lab::gui::settings::Settings::load(&settings);
-    assert_eq!(remembered.last_topics_file.as_deref(), Some(good.as_path()));
+    // The window remembers the file once the broker has confirmed the load, a frame or more
+    // after the new list shows.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let remembered = mqtt_lab::gui::settings::Settings::load(&settings);
+        if remembered.last_topics_file.as_deref() == Some(good.as_path()) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the file opened is not remembered"
+        );
+        h.step();
+        std::thread::sleep(Duration::from_millis(20));
+    }
     h.state_mut().shutdown();
 }
 

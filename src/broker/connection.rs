@@ -2,8 +2,11 @@
 //!
 //! It answers what needs no shared state itself (PUBACK, PUBREC, PUBCOMP, PUBREL, PINGRESP),
 //! forwards everything else to the router in one message per read, and writes what the router
-//! sends back in batches: many packets per `write`.
+//! sends back in batches: many packets per `write`. Answers leave in the order the packets came
+//! in: one made here waits behind the router's answer (CONNACK, SUBACK, UNSUBACK) to an earlier
+//! packet.
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering, fence};
@@ -34,6 +37,11 @@ const READ_CHUNK_MIN: usize = 256;
 const READ_CHUNK_MAX: usize = 64 * 1024;
 /// How long a closing connection may take to flush what it still has to say.
 const FLUSH_ON_CLOSE: Duration = Duration::from_secs(1);
+/// Packets waiting for the router's answer before the connection stops reading from the client:
+/// a client may pipeline as much as it likes, but what waits for an answer stays bounded.
+const MAX_OWED: u64 = 1024;
+/// Answers made here that wait behind one of the router's, before reading stops.
+const MAX_DEFERRED: usize = 4096;
 
 /// What every connection task shares.
 pub(crate) struct Shared {
@@ -72,8 +80,14 @@ pub(crate) async fn serve(socket: TcpStream, peer: SocketAddr, shared: Arc<Share
         }
         _ => debug!(client_id, %peer, %reason, "connection ended"),
     }
-    link.flush_and_close().await;
+    // A client that said goodbye, or sent a bad packet, after packets the router is still
+    // answering gets those answers first; one whose socket is gone has no use for them.
+    let answer = matches!(
+        reason,
+        CloseReason::ClientDisconnected | CloseReason::ProtocolError(_)
+    );
     let _ = shared.router.send(ToRouter::Closed { conn, reason }).await;
+    link.flush_and_close(answer).await;
 }
 
 /// Reads and checks CONNECT, logs in, and registers with the router. Returns the connected
@@ -160,6 +174,10 @@ async fn handshake(
         wbuf,
         rx,
         room_wanted,
+        // The CONNACK is the router's to send.
+        owed: 1,
+        answered: 0,
+        deferred: VecDeque::new(),
     };
     Some((link, keep_alive, client_id))
 }
@@ -246,6 +264,13 @@ async fn check_connect(c: &Connect, shared: &Shared, peer: SocketAddr) -> Option
     }
 }
 
+fn encode_local(buf: &mut BytesMut, local: Local) {
+    match local {
+        Local::Ack(kind, pkid) => codec::ack(buf, kind, pkid),
+        Local::PingResp => codec::pingresp(buf),
+    }
+}
+
 /// A connected client's socket halves, buffers and the router's channel to it.
 struct Link<'a> {
     conn: ConnId,
@@ -257,6 +282,20 @@ struct Link<'a> {
     rx: mpsc::Receiver<Outbound>,
     /// The router found `rx` full and waits to hear that it has room (see `notify_room`).
     room_wanted: Arc<AtomicBool>,
+    /// Packets passed to the router that it answers (CONNECT, SUBSCRIBE, UNSUBSCRIBE), and how
+    /// many of those answers have been written.
+    owed: u64,
+    answered: u64,
+    /// Answers made here while the router still owed an earlier one, each with the number of
+    /// the router's answers that must go out before it.
+    deferred: VecDeque<(u64, Local)>,
+}
+
+/// An answer the connection makes itself.
+#[derive(Debug, Clone, Copy)]
+enum Local {
+    Ack(AckKind, u16),
+    PingResp,
 }
 
 /// What reading a batch of packets led to.
@@ -274,14 +313,22 @@ impl Link<'_> {
         let timer = tokio::time::sleep(limit.unwrap_or(far));
         tokio::pin!(timer);
         let mut chunk = READ_CHUNK_MIN;
+        // What came in the same read as CONNECT is handled now, not at the next read.
+        if !self.rbuf.is_empty()
+            && let ReadOutcome::Close(reason) = Box::pin(self.on_read()).await
+        {
+            return reason;
+        }
         loop {
             let room = self.wbuf.len() < WRITE_HIGH_WATER;
+            let take_more =
+                room && self.owed - self.answered < MAX_OWED && self.deferred.len() < MAX_DEFERRED;
             if self.rbuf.capacity() - self.rbuf.len() < chunk / 2 {
                 self.rbuf.reserve(chunk);
             }
             let spare = self.rbuf.capacity() - self.rbuf.len();
             tokio::select! {
-                res = self.rd.read_buf(&mut self.rbuf), if room => {
+                res = self.rd.read_buf(&mut self.rbuf), if take_more => {
                     match res {
                         Ok(0) => return CloseReason::SocketClosed,
                         Err(e) => return CloseReason::SocketError(e.to_string()),
@@ -361,28 +408,30 @@ impl Link<'_> {
                     publishes += 1;
                     match p.qos {
                         QoS::AtMostOnce => {}
-                        QoS::AtLeastOnce => codec::ack(&mut self.wbuf, AckKind::PubAck, p.pkid),
-                        QoS::ExactlyOnce => codec::ack(&mut self.wbuf, AckKind::PubRec, p.pkid),
+                        QoS::AtLeastOnce => self.answer(Local::Ack(AckKind::PubAck, p.pkid)),
+                        QoS::ExactlyOnce => self.answer(Local::Ack(AckKind::PubRec, p.pkid)),
                     }
                     packets.push(Inbound::Publish(p));
                 }
                 Packet::PubAck(id) => packets.push(Inbound::PubAck(id)),
                 Packet::PubRec(id) => {
-                    codec::ack(&mut self.wbuf, AckKind::PubRel, id);
+                    self.answer(Local::Ack(AckKind::PubRel, id));
                     packets.push(Inbound::PubRec(id));
                 }
                 Packet::PubRel(id) => {
-                    codec::ack(&mut self.wbuf, AckKind::PubComp, id);
+                    self.answer(Local::Ack(AckKind::PubComp, id));
                     packets.push(Inbound::PubRel(id));
                 }
                 Packet::PubComp(id) => packets.push(Inbound::PubComp(id)),
                 Packet::Subscribe { pkid, filters } => {
+                    self.owed += 1;
                     packets.push(Inbound::Subscribe { pkid, filters })
                 }
                 Packet::Unsubscribe { pkid, filters } => {
+                    self.owed += 1;
                     packets.push(Inbound::Unsubscribe { pkid, filters })
                 }
-                Packet::PingReq => codec::pingresp(&mut self.wbuf),
+                Packet::PingReq => self.answer(Local::PingResp),
                 Packet::Disconnect => {
                     outcome = ReadOutcome::Close(CloseReason::ClientDisconnected);
                     break;
@@ -417,6 +466,28 @@ impl Link<'_> {
         outcome
     }
 
+    /// Writes an answer made here, or holds it until the router's earlier answers are out.
+    fn answer(&mut self, local: Local) {
+        if self.answered == self.owed {
+            encode_local(&mut self.wbuf, local);
+        } else {
+            self.deferred.push_back((self.owed, local));
+        }
+    }
+
+    /// One more of the router's answers is written: the answers made here that waited for it
+    /// follow.
+    fn router_answered(&mut self) {
+        self.answered += 1;
+        while let Some(&(after, local)) = self.deferred.front() {
+            if after > self.answered {
+                break;
+            }
+            self.deferred.pop_front();
+            encode_local(&mut self.wbuf, local);
+        }
+    }
+
     /// Encodes what the router sent, and whatever else is already waiting, into the write
     /// buffer. Returns a reason if the router asked to close.
     fn on_outbound(&mut self, first: Outbound) -> Option<CloseReason> {
@@ -440,11 +511,18 @@ impl Link<'_> {
                     );
                 }
                 Outbound::ConnAck { session_present } => {
-                    codec::connack(&mut self.wbuf, session_present, 0)
+                    codec::connack(&mut self.wbuf, session_present, 0);
+                    self.router_answered();
                 }
                 Outbound::PubRel(id) => codec::ack(&mut self.wbuf, AckKind::PubRel, id),
-                Outbound::SubAck { pkid, codes } => codec::suback(&mut self.wbuf, pkid, &codes),
-                Outbound::UnsubAck(pkid) => codec::unsuback(&mut self.wbuf, pkid),
+                Outbound::SubAck { pkid, codes } => {
+                    codec::suback(&mut self.wbuf, pkid, &codes);
+                    self.router_answered();
+                }
+                Outbound::UnsubAck(pkid) => {
+                    codec::unsuback(&mut self.wbuf, pkid);
+                    self.router_answered();
+                }
                 Outbound::Close(reason) => {
                     close = Some(*reason);
                     break;
@@ -478,9 +556,19 @@ impl Link<'_> {
         self.shared.router.send(msg).await.map_err(|_| ())
     }
 
-    /// Writes out what is buffered (briefly: the client may not be reading) and closes.
-    async fn flush_and_close(&mut self) {
+    /// Writes out what is buffered (briefly: the client may not be reading) and closes. With
+    /// `answer`, first waits for the router's answers to packets it was sent (the router has been
+    /// told of the close, so the channel ends once they are in it).
+    async fn flush_and_close(&mut self, answer: bool) {
         let flush = async {
+            while answer && self.answered < self.owed {
+                let Some(out) = self.rx.recv().await else {
+                    break;
+                };
+                if self.on_outbound(out).is_some() {
+                    break;
+                }
+            }
             if !self.wbuf.is_empty() {
                 self.wr.write_all(&self.wbuf).await?;
                 stats::add(&self.shared.stats.bytes_sent, self.wbuf.len() as u64);

@@ -134,8 +134,6 @@ pub enum CloseReason {
     /// Another connection with the same client id took the session.
     TakenOver,
     Kicked,
-    /// The client stopped reading and the broker could not queue its control packets.
-    SlowConsumer,
     ServerShutdown,
 }
 
@@ -159,7 +157,6 @@ impl std::fmt::Display for CloseReason {
             CloseReason::ProtocolError(e) => write!(f, "protocol error: {e}"),
             CloseReason::TakenOver => f.write_str("another connection took over the client id"),
             CloseReason::Kicked => f.write_str("kicked"),
-            CloseReason::SlowConsumer => f.write_str("client stopped reading"),
             CloseReason::ServerShutdown => f.write_str("broker shutting down"),
         }
     }

@@ -88,6 +88,10 @@ pub(crate) struct Session {
     pub filters: Vec<(String, QoS)>,
     inflight: VecDeque<InFlight>,
     queue: VecDeque<Queued>,
+    /// Answers to the client's packets (SUBACK, UNSUBACK) that found the connection's channel
+    /// full: they go out first, in order, before any further PUBLISH. Bounded by the connection,
+    /// which stops reading while too many of its packets wait for an answer.
+    answers: VecDeque<Outbound>,
     next_pkid: u16,
     /// QoS 2 packet ids received and not yet released: a re-sent PUBLISH is not routed again.
     pub incoming_qos2: HashSet<u16>,
@@ -106,6 +110,7 @@ impl Session {
             filters: Vec::new(),
             inflight: VecDeque::new(),
             queue: VecDeque::new(),
+            answers: VecDeque::new(),
             next_pkid: 0,
             incoming_qos2: HashSet::new(),
             messages_in: 0,
@@ -153,24 +158,35 @@ impl Session {
         Delivery::Accepted
     }
 
-    /// Sends queued messages while the connection's channel has room and, for QoS 1/2, the
-    /// in-flight window too. When the channel is what blocks, the connection is asked to say
-    /// when it has drained (`room_wanted`), and the router calls `pump` again then.
+    /// Sends what waits, in order: first the answers that found the channel full, then queued
+    /// messages while the connection's channel has room and, for QoS 1/2, the in-flight window
+    /// too. When the channel is what blocks, the connection is asked to say when it has drained
+    /// (`room_wanted`), and the router calls `pump` again then.
     pub fn pump(&mut self, limits: &Limits) {
         let Some(online) = &self.online else { return };
+        while let Some(answer) = self.answers.pop_front() {
+            match online.tx.try_send(answer) {
+                Ok(()) => {}
+                Err(TrySendError::Full(answer)) => {
+                    self.answers.push_front(answer);
+                    if !has_room(online, 0) {
+                        return;
+                    }
+                }
+                Err(TrySendError::Closed(_)) => {
+                    // Gone; its Closed message is on the way and nobody is left to answer.
+                    self.answers.clear();
+                    return;
+                }
+            }
+        }
         while let Some(front) = self.queue.front() {
             if front.qos != QoS::AtMostOnce && self.inflight.len() >= limits.max_inflight {
                 return; // an acknowledgement will call pump again
             }
-            // Control packets (SUBACK, ...) keep a reserve of their own in the channel.
-            if online.tx.capacity() <= CONTROL_RESERVE {
-                online.room_wanted.store(true, Ordering::SeqCst);
-                // The connection may have drained the channel between the check above and the
-                // flag: look again, so that one of the two sides always sees the other.
-                fence(Ordering::SeqCst);
-                if online.tx.capacity() <= CONTROL_RESERVE {
-                    return;
-                }
+            // Answers keep a reserve of their own in the channel.
+            if online.tx.capacity() <= CONTROL_RESERVE && !has_room(online, CONTROL_RESERVE) {
+                return;
             }
             let permit = match online.tx.try_reserve() {
                 Ok(permit) => permit,
@@ -277,20 +293,30 @@ impl Session {
     /// Detaches the connection, returning it.
     pub fn detach(&mut self) -> Option<Online> {
         self.last_seen = SystemTime::now();
+        // Answers belong to the connection that asked; a new one asks afresh.
+        self.answers.clear();
         self.online.take()
     }
 
-    /// Sends a control packet; false if the client has stopped reading (or is gone).
-    pub fn send_control(&self, out: Outbound) -> bool {
-        match &self.online {
-            Some(o) => match o.tx.try_send(out) {
-                Ok(()) => true,
-                Err(TrySendError::Closed(_)) => true, // its Closed message is on the way
-                Err(TrySendError::Full(_)) => false,
-            },
-            None => false,
+    /// Sends the answer to a client's packet (SUBACK, UNSUBACK), after any answer still waiting
+    /// and before any message queued after it. Never refused: a client that pipelines packets
+    /// faster than the router's answers drain is busy, not stalled.
+    pub fn answer(&mut self, out: Outbound, limits: &Limits) {
+        if self.online.is_none() {
+            return;
         }
+        self.answers.push_back(out);
+        self.pump(limits);
     }
+}
+
+/// Whether the channel has more than `reserve` free slots, after asking the connection to say
+/// when it has drained if it has not. The connection may drain between the first look and the
+/// flag, so look again after setting it: one of the two sides always sees the other.
+fn has_room(online: &Online, reserve: usize) -> bool {
+    online.room_wanted.store(true, Ordering::SeqCst);
+    fence(Ordering::SeqCst);
+    online.tx.capacity() > reserve
 }
 
 /// The next packet id after `counter` that is not in flight (1..=65535; 0 is not a packet id).
@@ -434,6 +460,37 @@ mod tests {
         let rest: Vec<String> = publishes(&mut rx).into_iter().map(|p| p.2).collect();
         assert_eq!(rest, vec!["e"], "in order, QoS 1 and 0 alike");
         assert_eq!(s.inflight_len(), 1);
+    }
+
+    #[test]
+    fn answers_wait_for_room_in_order_and_go_before_later_messages() {
+        let mut s = Session::new("c".into(), true);
+        let (o, mut rx) = online(CONTROL_RESERVE + 1);
+        s.attach(o, &LIMITS);
+        // More answers than the channel holds, a message, then one more answer.
+        let n = CONTROL_RESERVE as u16 + 2;
+        for id in 1..=n {
+            s.answer(Outbound::UnsubAck(id), &LIMITS);
+        }
+        assert_eq!(msg(&mut s, "a", QoS::AtMostOnce), Delivery::Accepted);
+        s.answer(Outbound::UnsubAck(n + 1), &LIMITS);
+        let mut seen = Vec::new();
+        while let Ok(out) = rx.try_recv() {
+            match out {
+                Outbound::UnsubAck(id) => seen.push(id.to_string()),
+                Outbound::Publish(p) => {
+                    seen.push(String::from_utf8_lossy(&p.msg.payload).into_owned())
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+            s.pump(&LIMITS); // what the router does when the connection says it has room
+        }
+        let mut expected: Vec<String> = (1..=n + 1).map(|id| id.to_string()).collect();
+        expected.push("a".into());
+        assert_eq!(
+            seen, expected,
+            "every answer, in order, before the later message"
+        );
     }
 
     #[test]

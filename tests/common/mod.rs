@@ -376,25 +376,7 @@ impl Raw {
     }
 
     fn take_packet(&mut self) -> Option<RawPacket> {
-        let mut len = 0usize;
-        let mut i = 1;
-        loop {
-            let b = *self.buf.get(i)?;
-            len |= ((b & 0x7f) as usize) << (7 * (i - 1));
-            i += 1;
-            if b & 0x80 == 0 {
-                break;
-            }
-        }
-        if self.buf.len() < i + len {
-            return None;
-        }
-        let p = RawPacket {
-            byte1: self.buf[0],
-            body: self.buf[i..i + len].to_vec(),
-        };
-        self.buf.drain(..i + len);
-        Some(p)
+        take_packet(&mut self.buf)
     }
 
     /// Asserts the broker closes the connection (skipping packets it sends first).
@@ -422,6 +404,62 @@ impl Raw {
         assert_eq!(p.byte1, 0x90, "expected SUBACK, got {p:?}");
         assert_eq!(&p.body[..2], &pkid.to_be_bytes());
         p.body[2..].to_vec()
+    }
+}
+
+/// Takes one whole packet off the front of `buf`, if it holds one.
+fn take_packet(buf: &mut Vec<u8>) -> Option<RawPacket> {
+    let mut len = 0usize;
+    let mut i = 1;
+    loop {
+        let b = *buf.get(i)?;
+        len |= ((b & 0x7f) as usize) << (7 * (i - 1));
+        i += 1;
+        if b & 0x80 == 0 {
+            break;
+        }
+    }
+    if buf.len() < i + len {
+        return None;
+    }
+    let p = RawPacket {
+        byte1: buf[0],
+        body: buf[i..i + len].to_vec(),
+    };
+    buf.drain(..i + len);
+    Some(p)
+}
+
+/// Reads packets from the read half of a split stream, while another task writes.
+pub struct Reader<R> {
+    rd: R,
+    buf: Vec<u8>,
+}
+
+impl<R: tokio::io::AsyncRead + Unpin> Reader<R> {
+    pub fn new(rd: R) -> Self {
+        Reader {
+            rd,
+            buf: Vec::new(),
+        }
+    }
+
+    /// The next packet, or None if the broker closed the connection. Panics after `WAIT`.
+    pub async fn read(&mut self) -> Option<RawPacket> {
+        timeout(WAIT, async {
+            loop {
+                if let Some(p) = take_packet(&mut self.buf) {
+                    return Some(p);
+                }
+                let mut chunk = [0u8; 4096];
+                match self.rd.read(&mut chunk).await {
+                    Ok(0) | Err(_) => return None,
+                    Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                }
+            }
+        })
+        .await
+        .expect("a packet or a close within the wait")
     }
 }
 

@@ -296,10 +296,7 @@ impl Router {
         self.by_conn.remove(&online.conn);
         if matches!(
             reason,
-            CloseReason::TakenOver
-                | CloseReason::Kicked
-                | CloseReason::SlowConsumer
-                | CloseReason::ServerShutdown
+            CloseReason::TakenOver | CloseReason::Kicked | CloseReason::ServerShutdown
         ) {
             let _ = online
                 .tx
@@ -370,12 +367,6 @@ impl Router {
                 }
                 Inbound::Subscribe { pkid, filters } => self.on_subscribe(idx, pkid, filters),
                 Inbound::Unsubscribe { pkid, filters } => self.on_unsubscribe(idx, pkid, filters),
-            }
-            if self.sessions[idx]
-                .as_ref()
-                .is_none_or(|s| s.online.is_none())
-            {
-                return; // detached while handling (stopped reading)
             }
         }
     }
@@ -503,13 +494,11 @@ impl Router {
             }
         }
         let limits = self.limits;
-        if !self.session(idx).send_control(Outbound::SubAck {
+        let suback = Outbound::SubAck {
             pkid,
             codes: codes.into(),
-        }) {
-            self.detach(idx, CloseReason::SlowConsumer);
-            return;
-        }
+        };
+        self.session(idx).answer(suback, &limits);
         for (msg, q) in retained {
             if self.session(idx).deliver(&msg, q, true, &limits) == Delivery::Dropped {
                 self.counters.dropped += 1;
@@ -530,9 +519,8 @@ impl Router {
                 self.topics.set_subscriber(&name, idx, eff);
             }
         }
-        if !self.session(idx).send_control(Outbound::UnsubAck(pkid)) {
-            self.detach(idx, CloseReason::SlowConsumer);
-        }
+        let limits = self.limits;
+        self.session(idx).answer(Outbound::UnsubAck(pkid), &limits);
     }
 
     fn shutdown(&mut self) {
