@@ -221,7 +221,11 @@ fn user_commands_keep_other_users_and_store_only_hashes() {
 
     let parsed = mqtt_lab::broker::users::Users::load(Path::new(&users)).unwrap();
     assert!(matches!(
-        parsed.check_login(Some("bob"), Some(b"from-stdin")),
+        parsed.check_login(
+            Some("bob"),
+            Some(b"from-stdin"),
+            &mut mqtt_lab::broker::auth::Verifier::default()
+        ),
         mqtt_lab::broker::users::LoginCheck::Accepted(_)
     ));
 

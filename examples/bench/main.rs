@@ -6,6 +6,7 @@
 //!   fanout  --qos 0 --subscribers 32 --count 10000                        1 pub on bench/fanout -> N subs
 //!   latency --qos Q --rate 1000 --count 5000                              p50/p99/max on bench/latency
 //!   conns   --connections 5000 [--pid PID]                                idle CONNECT + SUBSCRIBE idle/<i>
+//!   storm   --clients 200 --secs 30 [--pid PID]   wrong-password storm beside a QoS 1 pair (--username/--password: the right ones)
 //!   table   [--pid PID]                  all of the above at their defaults, QoS 0/1/2: a markdown table
 //! ```
 //!
@@ -22,6 +23,7 @@
 mod conn;
 mod json;
 mod mqtt;
+mod storm;
 
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -134,6 +136,10 @@ enum Scenario {
         #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=2))]
         qos: u8,
     },
+    /// A login storm with a wrong password beside a healthy QoS 1 pair logged in with
+    /// --username/--password: the pair's p99 against its own without the storm, the time a
+    /// correct login takes, the broker's memory
+    Storm(storm::StormArgs),
     /// The whole suite at its defaults (fan-in QoS 0/1/2, fan-out, latency QoS 0/1, 5000 idle
     /// connections), `--rounds` times each, then a markdown table of medians. The connections
     /// run last, on a broker the other loads have warmed: for its memory per connection, run
@@ -152,6 +158,7 @@ impl Scenario {
             Scenario::Fanout { .. } => "fanout",
             Scenario::Latency { .. } => "latency",
             Scenario::Conns { .. } => "conns",
+            Scenario::Storm(_) => "storm",
             Scenario::Table { .. } => "table",
         }
     }
@@ -734,6 +741,7 @@ async fn run_once(cli: &Cli, addr: SocketAddr, round: u32) -> Outcome {
     }
     let (ok, human, headline, timed_out) = match cli.scenario.clone() {
         Scenario::Table { .. } => unreachable!("main runs the table's scenarios one by one"),
+        Scenario::Storm(args) => storm::run(cli, addr, round, &args, &mut out).await,
         Scenario::Fanin {
             load,
             publishers,
@@ -1203,6 +1211,7 @@ fn main() {
             Scenario::Fanin { .. } | Scenario::Fanout { .. } => "msg/s",
             Scenario::Latency { .. } => "p50 us",
             Scenario::Conns { .. } => "s to connect",
+            Scenario::Storm(_) => "p99 ratio",
             Scenario::Table { .. } => unreachable!("handled above"),
         };
         let failed = cli.rounds as usize - headlines.len();

@@ -4,6 +4,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
+use super::auth::LoginLimits;
 use super::users::Users;
 
 /// Everything the broker needs to start. `Config::default()` is what `mqtt-lab --headless`
@@ -35,6 +36,8 @@ pub struct Config {
     pub max_buffered: usize,
     /// Connections served at once; more are accepted and closed at once.
     pub max_connections: usize,
+    /// The threads that check passwords, and how many logins may wait for them.
+    pub logins: LoginLimits,
 }
 
 impl Default for Config {
@@ -52,6 +55,7 @@ impl Default for Config {
             max_queued: 1000,
             max_buffered: 1000,
             max_connections: 20_000,
+            logins: LoginLimits::default(),
         }
     }
 }

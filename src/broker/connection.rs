@@ -21,6 +21,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
+use super::auth::LoginGate;
 use super::codec::{self, AckKind, Connect, DecodeError, Packet};
 use super::link::{CloseReason, ConnId, ConnectRequest, Inbound, Outbound, ToRouter};
 use super::session::Limits;
@@ -47,6 +48,7 @@ const MAX_DEFERRED: usize = 4096;
 pub(crate) struct Shared {
     pub router: mpsc::Sender<ToRouter>,
     pub users: watch::Receiver<Arc<Users>>,
+    pub logins: Arc<LoginGate>,
     pub stats: Arc<Stats>,
     pub limits: Limits,
     pub max_packet_size: usize,
@@ -58,6 +60,7 @@ pub(crate) struct Shared {
 mod connack_code {
     pub const UNACCEPTABLE_PROTOCOL: u8 = 0x01;
     pub const IDENTIFIER_REJECTED: u8 = 0x02;
+    pub const SERVER_UNAVAILABLE: u8 = 0x03;
     pub const BAD_CREDENTIALS: u8 = 0x04;
     pub const NOT_AUTHORIZED: u8 = 0x05;
 }
@@ -137,7 +140,7 @@ async fn handshake(
     if let Some((code, reason)) = check_connect(&connect, shared, peer).await {
         codec::connack(&mut wbuf, false, code);
         let _ = wr.write_all(&wbuf).await;
-        let login = code != connack_code::IDENTIFIER_REJECTED;
+        let login = code == connack_code::BAD_CREDENTIALS || code == connack_code::NOT_AUTHORIZED;
         return refused(shared, peer, Some(&connect.client_id), reason, login).await;
     }
 
@@ -239,14 +242,26 @@ async fn check_connect(c: &Connect, shared: &Shared, peer: SocketAddr) -> Option
         return Some((connack_code::IDENTIFIER_REJECTED, reason.into()));
     }
     let users = shared.users.borrow().clone();
-    let check = if c.username.is_none() {
-        users.check_login(None, None) // no hashing: stays on this thread
-    } else {
-        let (user, pw) = (c.username.clone(), c.password.clone());
-        // argon2 is slow by design; a login storm must not stall the async workers.
-        tokio::task::spawn_blocking(move || users.check_login(user.as_deref(), pw.as_deref()))
-            .await
-            .unwrap_or(LoginCheck::BadCredentials)
+    let check = match &c.username {
+        None => users.check_login(None, None, &mut Default::default()), // no hashing
+        Some(user) => {
+            let password = c.password.clone().unwrap_or_default();
+            let checked = shared
+                .logins
+                .check(users, user.clone(), password, peer.ip())
+                .await;
+            match checked {
+                Ok(check) => check,
+                Err(busy) => {
+                    let reason = format!(
+                        "{} logins already waiting to be checked: CONNACK 0x03 (server unavailable), try again",
+                        busy.waiting
+                    );
+                    warn!(%peer, client_id = c.client_id, %reason, "refused");
+                    return Some((connack_code::SERVER_UNAVAILABLE, reason));
+                }
+            }
+        }
     };
     match check {
         LoginCheck::Accepted(_) => None,

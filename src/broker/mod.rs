@@ -5,6 +5,7 @@
 //! `router` owns all state (sessions, topics, retained messages, history, users) and is the only
 //! one to change it. They talk over bounded channels (`link`).
 
+pub mod auth;
 pub mod codec;
 pub mod config;
 pub mod events;
@@ -122,12 +123,14 @@ impl Broker {
         let stats = Arc::new(Stats::default());
         let (users_tx, users_rx) = watch::channel(Arc::new(config.users.clone()));
         let (tx, rx) = mpsc::channel(ROUTER_QUEUE);
+        let logins = auth::LoginGate::start(config.logins, stats.clone());
         let (saver_tx, saver) = saver::start();
         let router = Router::new(&config, limits, users_tx, stats.clone(), saver_tx);
         let router = tokio::spawn(router.run(rx));
         let shared = Arc::new(Shared {
             router: tx.clone(),
             users: users_rx,
+            logins,
             stats: stats.clone(),
             limits,
             max_packet_size: config.max_packet_size,

@@ -14,6 +14,8 @@ pub struct Stats {
     pub packets_sent: AtomicU64,
     pub publish_received: AtomicU64,
     pub publish_sent: AtomicU64,
+    /// Passwords hashed to check a login (argon2 runs, the expensive part of a login).
+    pub password_checks: AtomicU64,
     /// Bumped by the router whenever its state may have changed: a reader that sees the same
     /// value twice knows there is nothing new to show.
     pub changes: AtomicU64,
@@ -28,6 +30,7 @@ pub struct StatsSnapshot {
     pub packets_sent: u64,
     pub publish_received: u64,
     pub publish_sent: u64,
+    pub password_checks: u64,
 }
 
 impl Stats {
@@ -39,6 +42,7 @@ impl Stats {
             packets_sent: self.packets_sent.load(Relaxed),
             publish_received: self.publish_received.load(Relaxed),
             publish_sent: self.publish_sent.load(Relaxed),
+            password_checks: self.password_checks.load(Relaxed),
         }
     }
 }

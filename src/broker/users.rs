@@ -6,9 +6,10 @@ use std::path::Path;
 
 use argon2::Argon2;
 use argon2::password_hash::rand_core::OsRng;
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::password_hash::{PasswordHash, PasswordHasher, SaltString};
 use serde::{Deserialize, Serialize};
 
+use super::auth::Verifier;
 use super::files::{self, FileError};
 
 /// The users file shipped with the app, written to the config folder on first run.
@@ -199,8 +200,14 @@ impl Users {
         Ok(())
     }
 
-    /// Checks CONNECT credentials. Slow on purpose (argon2): call it off the async workers.
-    pub fn check_login(&self, username: Option<&str>, password: Option<&[u8]>) -> LoginCheck {
+    /// Checks CONNECT credentials. Slow on purpose (argon2): the broker calls it on its login
+    /// threads (`auth`), never on the async workers.
+    pub fn check_login(
+        &self,
+        username: Option<&str>,
+        password: Option<&[u8]>,
+        verifier: &mut Verifier,
+    ) -> LoginCheck {
         let Some(login) = username else {
             return if self.allow_anonymous {
                 LoginCheck::Accepted(None)
@@ -210,13 +217,13 @@ impl Users {
         };
         let password = password.unwrap_or_default();
         match self.find(login) {
-            Some(user) if verify_password(&user.password_hash, password) => {
+            Some(user) if verifier.verify(&user.password_hash, password) => {
                 LoginCheck::Accepted(Some(user.username.clone()))
             }
             Some(_) => LoginCheck::BadCredentials,
             None => {
                 // Spend the same time as for a known user, so timing does not tell who exists.
-                let _ = verify_password(dummy_hash(), password);
+                let _ = verifier.verify(dummy_hash(), password);
                 LoginCheck::BadCredentials
             }
         }
@@ -230,14 +237,6 @@ pub fn hash_password(password: &[u8]) -> String {
         .hash_password(password, &salt)
         .expect("argon2 with default parameters accepts any password and a generated salt")
         .to_string()
-}
-
-/// True if `password` matches the PHC `hash`.
-pub fn verify_password(hash: &str, password: &[u8]) -> bool {
-    match PasswordHash::new(hash) {
-        Ok(parsed) => Argon2::default().verify_password(password, &parsed).is_ok(),
-        Err(_) => false,
-    }
 }
 
 fn dummy_hash() -> &'static str {
@@ -267,26 +266,27 @@ mod tests {
         assert!(users.users[0].password_hash.starts_with("$argon2id$"));
         assert!(!users.users[0].password_hash.contains("s3cret"));
         let ok = LoginCheck::Accepted(Some("alice".into()));
-        assert_eq!(users.check_login(Some("alice"), Some(b"s3cret")), ok);
+        let v = &mut Verifier::default();
+        assert_eq!(users.check_login(Some("alice"), Some(b"s3cret"), v), ok);
         assert_eq!(
-            users.check_login(Some("alice@lab.example"), Some(b"s3cret")),
+            users.check_login(Some("alice@lab.example"), Some(b"s3cret"), v),
             ok
         );
         assert_eq!(
-            users.check_login(Some("alice"), Some(b"nope")),
+            users.check_login(Some("alice"), Some(b"nope"), v),
             LoginCheck::BadCredentials
         );
         assert_eq!(
-            users.check_login(Some("bob"), Some(b"s3cret")),
+            users.check_login(Some("bob"), Some(b"s3cret"), v),
             LoginCheck::BadCredentials
         );
         assert_eq!(
-            users.check_login(Some("alice"), None),
+            users.check_login(Some("alice"), None, v),
             LoginCheck::BadCredentials
         );
-        assert_eq!(users.check_login(None, None), LoginCheck::NotAuthorized);
+        assert_eq!(users.check_login(None, None, v), LoginCheck::NotAuthorized);
         users.allow_anonymous = true;
-        assert_eq!(users.check_login(None, None), LoginCheck::Accepted(None));
+        assert_eq!(users.check_login(None, None, v), LoginCheck::Accepted(None));
     }
 
     #[test]

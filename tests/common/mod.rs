@@ -357,6 +357,13 @@ impl Raw {
             .expect("a packet or a close within the wait")
     }
 
+    /// The next packet, or None if the broker closed the connection. Panics after `wait`.
+    pub async fn read_within(&mut self, wait: Duration) -> Option<RawPacket> {
+        timeout(wait, self.read_inner())
+            .await
+            .expect("a packet or a close within the wait")
+    }
+
     /// The next packet if one comes within `QUIET`.
     pub async fn read_quiet(&mut self) -> Option<RawPacket> {
         timeout(QUIET, self.read_inner()).await.ok().flatten()
