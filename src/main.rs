@@ -10,6 +10,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 
+use mqtt_lab::broker::files;
 use mqtt_lab::broker::users::Users;
 use mqtt_lab::broker::{Broker, Config, topic_list};
 use mqtt_lab::paths;
@@ -53,7 +54,7 @@ struct RunArgs {
     /// QoS 1/2 messages queued per client behind the in-flight window (online or offline).
     #[arg(long, value_name = "N", default_value_t = 1000)]
     max_queued: usize,
-    /// Largest packet a client may send, in bytes.
+    /// Largest packet a client may send, in bytes: the whole packet, fixed header included.
     #[arg(long, value_name = "BYTES", default_value_t = 16 * 1024 * 1024)]
     max_packet_size: usize,
     /// Connections served at once.
@@ -241,17 +242,31 @@ fn user_command(cmd: UserCmd) -> anyhow::Result<()> {
             users,
         } => {
             let path = paths::users_file(users.as_deref())?;
-            let mut list = load_users(&path)?;
+            // Asked before the lock: nobody else waits while someone types.
             let password = match password {
                 Some(p) => p,
                 None => read_password()?,
             };
+            // Read, change and write under the lock, so that adds run side by side all land.
+            let _lock = files::lock(&path)?;
+            let (mut list, created) = if path.exists() {
+                (load_users(&path)?, false)
+            } else {
+                (Users::default(), true)
+            };
             list.upsert(&name, email.as_deref(), &password)?;
             list.save(&path)?;
+            if created {
+                eprintln!(
+                    "mqtt-lab: created {} (anonymous logins allowed, as in the shipped file; set allow_anonymous: false to refuse them)",
+                    path.display()
+                );
+            }
             eprintln!("mqtt-lab: user {name:?} saved in {}", path.display());
         }
         UserCmd::Remove { name, users } => {
             let path = paths::users_file(users.as_deref())?;
+            let _lock = files::lock(&path)?;
             let mut list = load_users(&path)?;
             list.remove(&name)?;
             list.save(&path)?;

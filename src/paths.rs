@@ -14,7 +14,13 @@ pub fn config_dir() -> Option<PathBuf> {
 
 /// Which file: the one given on the command line, or the default one in the config folder,
 /// created from the shipped default the first time.
-pub fn resolve(given: Option<&Path>, name: &str, default_text: &str) -> Result<PathBuf, FileError> {
+/// `private`: only the user may read it (the users file).
+pub fn resolve(
+    given: Option<&Path>,
+    name: &str,
+    default_text: &str,
+    private: bool,
+) -> Result<PathBuf, FileError> {
     if let Some(p) = given {
         return Ok(p.to_owned());
     }
@@ -26,21 +32,22 @@ pub fn resolve(given: Option<&Path>, name: &str, default_text: &str) -> Result<P
     })?;
     let path = dir.join(name);
     if !path.exists() {
-        std::fs::create_dir_all(&dir).map_err(|source| FileError::Io {
-            path: dir.clone(),
-            source,
-        })?;
-        files::write_atomic(&path, default_text.as_bytes())?;
+        std::fs::create_dir_all(&dir).map_err(|e| FileError::io(&dir, e))?;
+        if private {
+            files::write_atomic_private(&path, default_text.as_bytes())?;
+        } else {
+            files::write_atomic(&path, default_text.as_bytes())?;
+        }
     }
     Ok(path)
 }
 
 /// The topic list to use.
 pub fn topics_file(given: Option<&Path>) -> Result<PathBuf, FileError> {
-    resolve(given, "topics.ron", DEFAULT_TOPICS)
+    resolve(given, "topics.ron", DEFAULT_TOPICS, false)
 }
 
 /// The users file to use.
 pub fn users_file(given: Option<&Path>) -> Result<PathBuf, FileError> {
-    resolve(given, "users.ron", DEFAULT_USERS)
+    resolve(given, "users.ron", DEFAULT_USERS, true)
 }

@@ -302,3 +302,83 @@ fn without_a_display_the_window_says_to_use_headless() {
         "{err}"
     );
 }
+
+/// Twenty `user add` at once on one file: each reads, changes and writes under the file's lock,
+/// so none is lost.
+#[test]
+fn concurrent_user_adds_all_land() {
+    let dir = tempfile::tempdir().unwrap();
+    let users = write(
+        dir.path(),
+        "users.ron",
+        "(allow_anonymous: false, users: [])",
+    );
+    let adds: Vec<_> = (0..20)
+        .map(|i| {
+            Command::new(BIN)
+                .args(["user", "add", &format!("student{i}"), "--password", "pw"])
+                .args(["--users", &users])
+                .env("HOME", dir.path())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for add in adds {
+        let out = add.wait_with_output().unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    let parsed = mqtt_lab::broker::users::Users::load(Path::new(&users)).unwrap();
+    let mut names: Vec<_> = parsed.users.iter().map(|u| u.username.clone()).collect();
+    names.sort();
+    let mut expected: Vec<_> = (0..20).map(|i| format!("student{i}")).collect();
+    expected.sort();
+    assert_eq!(names, expected);
+}
+
+#[test]
+fn user_add_creates_a_missing_file_readable_by_its_owner_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let users = dir.path().join("new-users.ron");
+    let users = users.to_str().unwrap();
+    let out = run(
+        &["user", "add", "alice", "--password", "pw", "--users", users],
+        dir.path(),
+        None,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("created"), "{}", stderr(&out));
+    let parsed = mqtt_lab::broker::users::Users::load(Path::new(users)).unwrap();
+    assert_eq!(parsed.users.len(), 1);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(users).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "password hashes are not for other users");
+    }
+    // Removing from, or listing, a file that does not exist is an error that names it.
+    let missing = dir.path().join("missing.ron");
+    let missing = missing.to_str().unwrap();
+    let out = run(&["user", "list", "--users", missing], dir.path(), None);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(err.contains(missing), "{err}");
+    assert_eq!(err.matches("No such file").count(), 1, "said once: {err}");
+}
+
+#[test]
+fn a_file_that_is_not_utf8_is_named_with_its_line_and_column() {
+    let dir = tempfile::tempdir().unwrap();
+    let topics = dir.path().join("topics.ron");
+    std::fs::write(&topics, b"(topics: [\n  \"lab/\xff\",\n])\n").unwrap();
+    let topics = topics.to_str().unwrap();
+    let users = write(dir.path(), "users.ron", "(allow_anonymous: true)");
+    let out = run_headless(dir.path(), "0", topics, &users);
+    assert_eq!(out.status.code(), Some(1));
+    let last = stderr(&out).lines().last().unwrap().to_owned();
+    assert_eq!(
+        last,
+        format!("mqtt-lab: error: {topics}:2:8: not UTF-8 text (byte 0xff)")
+    );
+}

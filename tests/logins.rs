@@ -164,3 +164,52 @@ async fn repeated_failures_from_one_address_are_answered_later_and_later() {
     assert!(took[5] > took[2], "{took:?}");
     broker.shutdown().await;
 }
+
+/// `mqtt-lab user add` beside a running broker (or a hand edit): the broker picks the file up;
+/// a file that does not parse changes nothing and says so in the log.
+#[tokio::test]
+async fn users_added_to_the_file_beside_the_running_broker_can_log_in() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("users.ron");
+    let mut users = Users {
+        allow_anonymous: false,
+        users: vec![],
+    };
+    users.save(&path).unwrap();
+    let config = Config {
+        users: users.clone(),
+        users_path: Some(path.clone()),
+        ..config()
+    };
+    let broker = start_with(config).await;
+    let addr = broker.local_addr();
+    users.upsert("alice", None, "wonderland").unwrap();
+    users.save(&path).unwrap();
+    wait_for_long(&broker, "the new user", |s| s.users.find("alice").is_some()).await;
+    assert_eq!(login(addr, "laptop", b"wonderland").await, 0);
+
+    std::fs::write(&path, "(allow_anonymous: false, users: [oops])").unwrap();
+    wait_for_long(&broker, "the refusal to reload", |s| {
+        s.events.iter().any(|e| e.text.contains("not reloaded"))
+    })
+    .await;
+    assert_eq!(
+        login(addr, "laptop", b"wonderland").await,
+        0,
+        "alice is kept"
+    );
+    broker.shutdown().await;
+}
+
+/// `wait_for` with room for the file watcher's poll.
+async fn wait_for_long(
+    broker: &mqtt_lab::broker::Broker,
+    what: &str,
+    done: impl Fn(&mqtt_lab::broker::Snapshot) -> bool,
+) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !done(&snapshot(broker).await) {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -89,14 +89,15 @@ fn from_mqttbytes(e: mqttbytes::Error) -> DecodeError {
 /// Takes one whole packet off the front of `buf`, or returns `Ok(None)` if more bytes are needed.
 ///
 /// Only the fixed header is looked at until the whole packet has arrived, so a declared length is
-/// never allocated up front; `max_size` bounds the remaining length.
+/// never allocated up front; `max_size` bounds the whole packet, fixed header included (as MQTT
+/// 5's Maximum Packet Size does).
 pub fn decode(buf: &mut BytesMut, max_size: usize) -> Result<Option<Packet>, DecodeError> {
     let Some((header_len, remaining)) = fixed_header(buf)? else {
         return Ok(None);
     };
-    if remaining > max_size {
+    if header_len + remaining > max_size {
         return Err(DecodeError::TooLarge {
-            size: remaining,
+            size: header_len + remaining,
             max: max_size,
         });
     }
@@ -485,10 +486,29 @@ mod tests {
         assert_eq!(
             decode(&mut buf, 1024),
             Err(DecodeError::TooLarge {
-                size: 2_097_152,
+                size: 2_097_157,
                 max: 1024
             })
         );
+    }
+
+    #[test]
+    fn the_maximum_size_counts_the_whole_packet() {
+        // PINGREQ is 2 bytes, all of them header: a 1-byte limit refuses it, 2 takes it.
+        let mut buf = BytesMut::from(&[0xc0u8, 0][..]);
+        assert!(matches!(
+            decode(&mut buf, 1),
+            Err(DecodeError::TooLarge { size: 2, max: 1 })
+        ));
+        assert_eq!(decode(&mut buf, 2), Ok(Some(Packet::PingReq)));
+        // A PUBLISH of 10 bytes in all (2 of header, 8 remaining).
+        let p = [0x30u8, 8, 0, 3, b'a', b'/', b'b', b'x', b'y', b'z'];
+        let mut buf = BytesMut::from(&p[..]);
+        assert!(matches!(
+            decode(&mut buf, 9),
+            Err(DecodeError::TooLarge { size: 10, max: 9 })
+        ));
+        assert!(matches!(decode(&mut buf, 10), Ok(Some(Packet::Publish(_)))));
     }
 
     #[test]

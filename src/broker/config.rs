@@ -23,7 +23,7 @@ pub struct Config {
     pub topics_path: Option<PathBuf>,
     /// How often `$SYS` topics are published; `None` turns them off.
     pub sys_interval: Option<Duration>,
-    /// Largest remaining length of a packet a client may send.
+    /// Largest packet a client may send, in bytes, fixed header included.
     pub max_packet_size: usize,
     /// A socket that has not sent CONNECT after this long is closed.
     pub connect_timeout: Duration,

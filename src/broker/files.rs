@@ -12,10 +12,11 @@ use serde::de::DeserializeOwned;
 /// parse error, the line and column, so it can be shown to a user as it is.
 #[derive(Debug, thiserror::Error)]
 pub enum FileError {
-    #[error("{}: {source}", path.display())]
+    // Not `source`: the message already says it, and a chain printer would say it twice.
+    #[error("{}: {error}", path.display())]
     Io {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("{}:{line}:{col}: {message}", path.display())]
     Parse {
@@ -35,6 +36,75 @@ impl FileError {
             message: message.into(),
         }
     }
+
+    pub(crate) fn io(path: &Path, error: std::io::Error) -> Self {
+        FileError::Io {
+            path: path.to_owned(),
+            error,
+        }
+    }
+}
+
+/// Reads a text file; bytes that are not UTF-8 are a parse error at their line and column.
+pub fn read_text(path: &Path) -> Result<String, FileError> {
+    let bytes = fs::read(path).map_err(|e| FileError::io(path, e))?;
+    String::from_utf8(bytes).map_err(|e| {
+        let bytes = e.as_bytes();
+        let at = e.utf8_error().valid_up_to();
+        let before = &bytes[..at];
+        let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
+        let line_start = before
+            .iter()
+            .rposition(|&b| b == b'\n')
+            .map_or(0, |i| i + 1);
+        // Valid up to `at`, so the line so far decodes.
+        let col = String::from_utf8_lossy(&before[line_start..])
+            .chars()
+            .count()
+            + 1;
+        FileError::Parse {
+            path: path.to_owned(),
+            line,
+            col,
+            message: format!("not UTF-8 text (byte {:#04x})", bytes[at]),
+        }
+    })
+}
+
+/// Held while a file is read, changed and written back, so that two programs changing it at
+/// once (two `mqtt-lab user add`, or one beside a running broker) cannot lose each other's
+/// change. The lock is on a `.NAME.lock` file beside it: the file itself is replaced by each
+/// atomic write, so a lock on it would not outlive the first write.
+pub struct FileLock {
+    _file: fs::File,
+}
+
+/// Waits for, and takes, the lock of `path`.
+pub fn lock(path: &Path) -> Result<FileLock, FileError> {
+    let (dir, name) = dir_and_name(path)?;
+    let mut lock_name = std::ffi::OsString::from(".");
+    lock_name.push(name);
+    lock_name.push(".lock");
+    let lock_path = dir.join(lock_name);
+    let file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|e| FileError::io(&lock_path, e))?;
+    file.lock().map_err(|e| FileError::io(&lock_path, e))?;
+    Ok(FileLock { _file: file })
+}
+
+fn dir_and_name(path: &Path) -> Result<(PathBuf, &std::ffi::OsStr), FileError> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
+        _ => PathBuf::from("."),
+    };
+    let name = path
+        .file_name()
+        .ok_or_else(|| FileError::invalid(path, "is not a file name"))?;
+    Ok((dir, name))
 }
 
 /// Parses RON text that came from `path` (used only to name the file in errors).
@@ -49,11 +119,7 @@ pub fn parse_ron<T: DeserializeOwned>(path: &Path, text: &str) -> Result<T, File
 
 /// Reads and parses a RON file.
 pub fn read_ron<T: DeserializeOwned>(path: &Path) -> Result<T, FileError> {
-    let text = fs::read_to_string(path).map_err(|source| FileError::Io {
-        path: path.to_owned(),
-        source,
-    })?;
-    parse_ron(path, &text)
+    parse_ron(path, &read_text(path)?)
 }
 
 /// Serialises `value` as pretty RON (`path` names the file in errors).
@@ -75,23 +141,32 @@ pub fn write_ron<T: Serialize>(path: &Path, value: &T) -> Result<(), FileError> 
 /// Writes `bytes` to `path` so that a reader (or a crash) sees either the old file or the new
 /// one, never half of one: a temporary file in the same folder, fsync, rename, fsync the folder.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), FileError> {
-    let io = |source| FileError::Io {
-        path: path.to_owned(),
-        source,
-    };
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
-        _ => PathBuf::from("."),
-    };
-    let name = path
-        .file_name()
-        .ok_or_else(|| FileError::invalid(path, "is not a file name"))?;
+    write_atomic_mode(path, bytes, false)
+}
+
+/// Like `write_atomic`, for a file only its owner may read (mode 0600 where there are modes):
+/// the users file, whose hashes are nobody else's business.
+pub fn write_atomic_private(path: &Path, bytes: &[u8]) -> Result<(), FileError> {
+    write_atomic_mode(path, bytes, true)
+}
+
+fn write_atomic_mode(path: &Path, bytes: &[u8], private: bool) -> Result<(), FileError> {
+    let (dir, name) = dir_and_name(path)?;
     let mut tmp_name = std::ffi::OsString::from(".");
     tmp_name.push(name);
     tmp_name.push(format!(".tmp{}", std::process::id()));
     let tmp = dir.join(tmp_name);
     let result = (|| {
-        let mut f = fs::File::create(&tmp)?;
+        let mut options = fs::OpenOptions::new();
+        options.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        if private {
+            use std::os::unix::fs::OpenOptionsExt;
+            options.mode(0o600);
+        }
+        #[cfg(not(unix))]
+        let _ = private;
+        let mut f = options.open(&tmp)?;
         f.write_all(bytes)?;
         f.sync_all()?;
         drop(f);
@@ -105,7 +180,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), FileError> {
     if result.is_err() {
         let _ = fs::remove_file(&tmp);
     }
-    result.map_err(io)
+    result.map_err(|e| FileError::io(path, e))
 }
 
 #[cfg(test)]
@@ -137,6 +212,51 @@ mod tests {
         assert_eq!(read_ron::<Doc>(&path).unwrap(), doc);
         let leftovers: Vec<_> = fs::read_dir(dir.path()).unwrap().collect();
         assert_eq!(leftovers.len(), 1, "no temporary file is left behind");
+    }
+
+    #[test]
+    fn text_that_is_not_utf8_is_refused_at_its_line_and_column() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.ron");
+        fs::write(&path, b"(\n  names: [\"\xc3\xa9t\xe9\"],\n)").unwrap();
+        let err = read_text(&path).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            format!("{}:2:14: not UTF-8 text (byte 0xe9)", path.display())
+        );
+    }
+
+    #[test]
+    fn a_missing_file_is_named_once() {
+        let path = Path::new("/nonexistent/folder/x.ron");
+        let err = read_text(path).unwrap_err();
+        let chain = format!("{:#}", anyhow_like(&err));
+        assert_eq!(chain.matches("No such file").count(), 1, "{chain}");
+        assert!(chain.starts_with("/nonexistent/folder/x.ron: "), "{chain}");
+    }
+
+    /// What `anyhow`'s `{:#}` prints: the error and each of its sources.
+    fn anyhow_like(e: &dyn std::error::Error) -> String {
+        let mut out = e.to_string();
+        let mut source = e.source();
+        while let Some(s) = source {
+            out += &format!(": {s}");
+            source = s.source();
+        }
+        out
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn private_files_are_for_their_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("users.ron");
+        fs::write(&path, "old").unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
+        write_atomic_private(&path, b"new").unwrap();
+        let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
     }
 
     #[test]

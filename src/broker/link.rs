@@ -47,6 +47,8 @@ pub(crate) enum ToRouter {
         login: bool,
     },
     Command(Command),
+    /// The users file changed on disk: what it now holds, or why it could not be read.
+    UsersFile(Result<Users, String>),
 }
 
 /// A client that has connected, as the router needs to know it.

@@ -25,6 +25,7 @@ mod router;
 mod saver;
 mod session;
 mod table;
+mod users_watch;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -68,6 +69,7 @@ pub struct Broker {
     listener: JoinHandle<()>,
     router: JoinHandle<()>,
     saver: JoinHandle<()>,
+    watcher: Option<JoinHandle<()>>,
 }
 
 /// Sends commands to a running broker; cheap to clone.
@@ -127,6 +129,10 @@ impl Broker {
         let (saver_tx, saver) = saver::start();
         let router = Router::new(&config, limits, users_tx, stats.clone(), saver_tx);
         let router = tokio::spawn(router.run(rx));
+        let watcher = config
+            .users_path
+            .clone()
+            .map(|path| tokio::spawn(users_watch::run(path, tx.clone(), users_watch::POLL)));
         let shared = Arc::new(Shared {
             router: tx.clone(),
             users: users_rx,
@@ -145,6 +151,7 @@ impl Broker {
             listener,
             router,
             saver,
+            watcher,
         })
     }
 
@@ -172,6 +179,9 @@ impl Broker {
     /// the files it changed to be written.
     pub async fn shutdown(self) {
         self.listener.abort();
+        if let Some(w) = &self.watcher {
+            w.abort();
+        }
         let _ = self.handle.send(Command::Shutdown).await;
         let _ = self.router.await;
         // The router held the saver's only sender: the saver ends after its last job.

@@ -15,6 +15,8 @@ const QUEUE: usize = 64;
 pub(crate) struct SaveJob {
     pub path: PathBuf,
     pub contents: Result<String, FileError>,
+    /// Only its owner may read it (the users file).
+    pub private: bool,
     pub reply: Option<oneshot::Sender<Result<(), String>>>,
 }
 
@@ -26,11 +28,18 @@ pub(crate) fn start() -> (mpsc::Sender<SaveJob>, tokio::task::JoinHandle<()>) {
             let SaveJob {
                 path,
                 contents,
+                private,
                 reply,
             } = job;
             let result = tokio::task::spawn_blocking(move || {
                 let text = contents?;
-                files::write_atomic(&path, text.as_bytes())
+                // Taken like `mqtt-lab user add` takes it: neither writes over the other.
+                let _lock = files::lock(&path)?;
+                if private {
+                    files::write_atomic_private(&path, text.as_bytes())
+                } else {
+                    files::write_atomic(&path, text.as_bytes())
+                }
             })
             .await
             .map_err(|e| e.to_string())

@@ -67,10 +67,7 @@ fn entry_error(path: &Path, text: &str, entry: &str, message: &str) -> FileError
 
 /// Reads a topic list from a file.
 pub fn load(path: &Path) -> Result<Vec<String>, FileError> {
-    let text = std::fs::read_to_string(path).map_err(|source| FileError::Io {
-        path: path.to_owned(),
-        source,
-    })?;
+    let text = files::read_text(path)?;
     parse(path, &text)
 }
 

@@ -115,16 +115,13 @@ impl Users {
 
     /// Reads a users file.
     pub fn load(path: &Path) -> Result<Users, FileError> {
-        let text = std::fs::read_to_string(path).map_err(|source| FileError::Io {
-            path: path.to_owned(),
-            source,
-        })?;
+        let text = files::read_text(path)?;
         Users::parse(path, &text)
     }
 
-    /// Writes the users file atomically.
+    /// Writes the users file atomically, readable by its owner only.
     pub fn save(&self, path: &Path) -> Result<(), FileError> {
-        files::write_ron(path, self)
+        files::write_atomic_private(path, self.to_ron()?.as_bytes())
     }
 
     /// The user whose name or e-mail is `login`.

@@ -155,6 +155,35 @@ impl Router {
         }
     }
 
+    /// The users file changed on disk. Taken as it is (not written back); a file that does not
+    /// parse changes nothing and is reported.
+    pub(super) fn on_users_file(&mut self, loaded: Result<Users, String>) {
+        let path = self
+            .users_path
+            .as_deref()
+            .map_or(String::new(), |p| p.display().to_string());
+        match loaded {
+            Ok(users) if users == **self.users.borrow() => {} // our own write, or no change
+            Ok(users) => {
+                info!(users = users.users.len(), file = %path, "users file changed on disk: reloaded");
+                self.events.push(
+                    EventKind::Users,
+                    "",
+                    format!("{path} changed on disk: {} users loaded", users.users.len()),
+                );
+                self.users.send_replace(Arc::new(users));
+            }
+            Err(e) => {
+                warn!(error = %e, "users file changed on disk but cannot be read: keeping the users in use");
+                self.events.push(
+                    EventKind::Fault,
+                    "",
+                    format!("users file not reloaded, the users in use are kept: {e}"),
+                );
+            }
+        }
+    }
+
     pub(super) fn set_users(
         &mut self,
         users: Users,
@@ -168,7 +197,7 @@ impl Router {
         let contents = users.to_ron();
         self.users.send_replace(Arc::new(users));
         match self.users_path.clone() {
-            Some(path) => self.save(path, contents, reply),
+            Some(path) => self.save(path, contents, true, reply),
             None => reply_to(reply, Ok(())),
         }
     }
@@ -186,7 +215,7 @@ impl Router {
             .collect();
         names.sort();
         let contents = topic_list::to_ron(&path, &names);
-        self.save(path, contents, reply);
+        self.save(path, contents, false, reply);
     }
 
     /// Hands a file to the saver: writing and fsyncing is no work for the router's thread.
@@ -194,11 +223,13 @@ impl Router {
         &mut self,
         path: PathBuf,
         contents: Result<String, FileError>,
+        private: bool,
         reply: Option<oneshot::Sender<Result<(), String>>>,
     ) {
         if let Err(e) = self.saver.try_send(SaveJob {
             path,
             contents,
+            private,
             reply,
         }) {
             let job = match e {

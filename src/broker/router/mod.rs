@@ -167,6 +167,7 @@ impl Router {
                 self.events
                     .push(kind, who, format!("{reason} (from {peer})"));
             }
+            ToRouter::UsersFile(loaded) => self.on_users_file(loaded),
             ToRouter::Command(Command::Shutdown) => return false,
             ToRouter::Command(cmd) => self.on_command(cmd),
         }
