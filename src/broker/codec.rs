@@ -7,58 +7,18 @@
 //! parsed here in full, because mqttbytes refuses MQTT 3.1 (`MQIsdp`), accepts level 5 without
 //! reading its properties, ignores the reserved flag and cannot carry a binary password.
 //!
-//! Outbound packets are encoded here by hand: they are few and simple, and the PUBLISH encoder
-//! writes a shared topic and payload straight into the connection's write buffer.
+//! Outbound packets are encoded here by hand (`encode`): they are few and simple, and a PUBLISH
+//! is written from a shared topic and payload straight into the connection's write buffer.
+//!
+//! In and out, packets are the broker's own types (`protocol`): no mqttbytes type leaves this
+//! module.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
+use mqttbytes::FixedHeader;
 use mqttbytes::v4;
-use mqttbytes::{FixedHeader, QoS};
 
+use super::protocol::{Connect, Outgoing, Packet, Publish, QoS, Will};
 use super::topics;
-
-/// A packet a client may send to the broker.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Packet {
-    Connect(Connect),
-    Publish(v4::Publish),
-    PubAck(u16),
-    PubRec(u16),
-    PubRel(u16),
-    PubComp(u16),
-    Subscribe {
-        pkid: u16,
-        filters: Vec<(String, QoS)>,
-    },
-    Unsubscribe {
-        pkid: u16,
-        filters: Vec<String>,
-    },
-    PingReq,
-    Disconnect,
-}
-
-/// A CONNECT packet (MQTT 3.1 or 3.1.1).
-#[derive(Debug, Clone, PartialEq)]
-pub struct Connect {
-    /// 3 for MQTT 3.1 (`MQIsdp`), 4 for MQTT 3.1.1.
-    pub level: u8,
-    pub keep_alive: u16,
-    pub client_id: String,
-    pub clean_session: bool,
-    pub will: Option<Will>,
-    pub username: Option<String>,
-    /// Passwords are binary data in MQTT 3.1.1, not necessarily UTF-8.
-    pub password: Option<Bytes>,
-}
-
-/// The last will carried in a CONNECT.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Will {
-    pub topic: String,
-    pub payload: Bytes,
-    pub qos: QoS,
-    pub retain: bool,
-}
 
 /// Why the bytes from a client cannot be accepted. Every variant closes the connection.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -179,13 +139,29 @@ fn decode_frame(
     }
 }
 
-fn parse_publish(header: FixedHeader, frame: Bytes) -> Result<v4::Publish, DecodeError> {
-    let publish = v4::Publish::read(header, frame).map_err(from_mqttbytes)?;
-    if publish.dup && publish.qos == QoS::AtMostOnce {
+fn parse_publish(header: FixedHeader, frame: Bytes) -> Result<Publish, DecodeError> {
+    let p = v4::Publish::read(header, frame).map_err(from_mqttbytes)?;
+    let qos = qos(p.qos);
+    if p.dup && qos == QoS::AtMostOnce {
         return Err(malformed("DUP set on a QoS 0 PUBLISH"));
     }
-    topics::validate_name(&publish.topic).map_err(|e| malformed(format!("PUBLISH topic {e}")))?;
-    Ok(publish)
+    topics::validate_name(&p.topic).map_err(|e| malformed(format!("PUBLISH topic {e}")))?;
+    Ok(Publish {
+        topic: p.topic,
+        payload: p.payload,
+        qos,
+        pkid: if qos == QoS::AtMostOnce { 0 } else { p.pkid },
+        retain: p.retain,
+        dup: p.dup,
+    })
+}
+
+fn qos(q: mqttbytes::QoS) -> QoS {
+    match q {
+        mqttbytes::QoS::AtMostOnce => QoS::AtMostOnce,
+        mqttbytes::QoS::AtLeastOnce => QoS::AtLeastOnce,
+        mqttbytes::QoS::ExactlyOnce => QoS::ExactlyOnce,
+    }
 }
 
 fn parse_subscribe(
@@ -224,7 +200,7 @@ fn parse_subscribe(
         if f.path.contains('\0') {
             return Err(malformed("topic filter contains U+0000"));
         }
-        filters.push((f.path, f.qos));
+        filters.push((f.path, qos(f.qos)));
     }
     Ok(Packet::Subscribe {
         pkid: sub.pkid,
@@ -317,7 +293,7 @@ pub fn parse_connect(mut b: Bytes) -> Result<Connect, DecodeError> {
         let topic = read_string(&mut b, "the will topic")?;
         topics::validate_name(&topic).map_err(|e| malformed(format!("will topic {e}")))?;
         let payload = read_binary(&mut b, "the will message")?;
-        let qos = mqttbytes::qos(will_qos).map_err(|_| malformed("will QoS 3"))?;
+        let qos = QoS::from_bits(will_qos).ok_or_else(|| malformed("will QoS 3"))?;
         Some(Will {
             topic,
             payload,
@@ -370,54 +346,43 @@ fn put_remaining_length(buf: &mut BytesMut, mut len: usize) {
     }
 }
 
-/// CONNACK with its session-present flag and return code.
-pub fn connack(buf: &mut BytesMut, session_present: bool, code: u8) {
-    buf.put_slice(&[0x20, 2, session_present as u8, code]);
-}
-
-/// PUBACK, PUBREC, PUBREL or PUBCOMP.
-pub fn ack(buf: &mut BytesMut, kind: AckKind, pkid: u16) {
-    let byte1 = match kind {
-        AckKind::PubAck => 0x40,
-        AckKind::PubRec => 0x50,
-        AckKind::PubRel => 0x62,
-        AckKind::PubComp => 0x70,
+/// Appends a packet the broker sends to `buf`: the one place outbound packets are encoded.
+pub fn encode(buf: &mut BytesMut, packet: Outgoing<'_>) {
+    let ack = |buf: &mut BytesMut, byte1: u8, pkid: u16| {
+        buf.put_slice(&[byte1, 2]);
+        buf.put_u16(pkid);
     };
-    buf.put_slice(&[byte1, 2]);
-    buf.put_u16(pkid);
-}
-
-/// The four two-byte acknowledgements.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AckKind {
-    PubAck,
-    PubRec,
-    PubRel,
-    PubComp,
-}
-
-/// SUBACK with one return code per filter (0, 1, 2 or 0x80).
-pub fn suback(buf: &mut BytesMut, pkid: u16, codes: &[u8]) {
-    buf.put_u8(0x90);
-    put_remaining_length(buf, 2 + codes.len());
-    buf.put_u16(pkid);
-    buf.put_slice(codes);
-}
-
-/// UNSUBACK.
-pub fn unsuback(buf: &mut BytesMut, pkid: u16) {
-    buf.put_slice(&[0xb0, 2]);
-    buf.put_u16(pkid);
-}
-
-/// PINGRESP.
-pub fn pingresp(buf: &mut BytesMut) {
-    buf.put_slice(&[0xd0, 0]);
+    match packet {
+        Outgoing::ConnAck {
+            session_present,
+            code,
+        } => buf.put_slice(&[0x20, 2, session_present as u8, code as u8]),
+        Outgoing::Publish {
+            topic,
+            payload,
+            qos,
+            pkid,
+            retain,
+            dup,
+        } => publish(buf, topic, payload, qos, pkid, retain, dup),
+        Outgoing::PubAck(id) => ack(buf, 0x40, id),
+        Outgoing::PubRec(id) => ack(buf, 0x50, id),
+        Outgoing::PubRel(id) => ack(buf, 0x62, id),
+        Outgoing::PubComp(id) => ack(buf, 0x70, id),
+        Outgoing::SubAck { pkid, codes } => {
+            buf.put_u8(0x90);
+            put_remaining_length(buf, 2 + codes.len());
+            buf.put_u16(pkid);
+            buf.extend(codes.iter().map(|c| c.byte()));
+        }
+        Outgoing::UnsubAck(id) => ack(buf, 0xb0, id),
+        Outgoing::PingResp => buf.put_slice(&[0xd0, 0]),
+    }
 }
 
 /// PUBLISH. `pkid` is ignored for QoS 0 and must not be 0 otherwise; `topic` is a valid name
 /// (at most 65,535 bytes), which the broker guarantees for every topic it routes.
-pub fn publish(
+fn publish(
     buf: &mut BytesMut,
     topic: &str,
     payload: &[u8],
@@ -691,7 +656,8 @@ mod tests {
                 qos != QoS::AtMostOnce,
             );
             let mut theirs = BytesMut::new();
-            let mut p = v4::Publish::new("a/b", qos, payload);
+            let their_qos = mqttbytes::qos(qos as u8).unwrap();
+            let mut p = v4::Publish::new("a/b", their_qos, payload);
             p.pkid = pkid;
             p.retain = true;
             p.dup = qos != QoS::AtMostOnce;
@@ -702,16 +668,38 @@ mod tests {
 
     #[test]
     fn control_packets_encode() {
+        use super::super::protocol::{ConnectCode, SubscribeCode};
         let mut b = BytesMut::new();
-        connack(&mut b, true, 0);
-        suback(&mut b, 7, &[0, 0x80]);
-        unsuback(&mut b, 7);
-        ack(&mut b, AckKind::PubRel, 0x0102);
-        pingresp(&mut b);
+        for p in [
+            Outgoing::ConnAck {
+                session_present: true,
+                code: ConnectCode::Accepted,
+            },
+            Outgoing::ConnAck {
+                session_present: false,
+                code: ConnectCode::NotAuthorized,
+            },
+            Outgoing::SubAck {
+                pkid: 7,
+                codes: &[
+                    SubscribeCode::Granted(QoS::AtMostOnce),
+                    SubscribeCode::Refused,
+                ],
+            },
+            Outgoing::UnsubAck(7),
+            Outgoing::PubAck(1),
+            Outgoing::PubRec(1),
+            Outgoing::PubRel(0x0102),
+            Outgoing::PubComp(1),
+            Outgoing::PingResp,
+        ] {
+            encode(&mut b, p);
+        }
         assert_eq!(
             &b[..],
             &[
-                0x20, 2, 1, 0, 0x90, 4, 0, 7, 0, 0x80, 0xb0, 2, 0, 7, 0x62, 2, 1, 2, 0xd0, 0
+                0x20, 2, 1, 0, 0x20, 2, 0, 5, 0x90, 4, 0, 7, 0, 0x80, 0xb0, 2, 0, 7, 0x40, 2, 0, 1,
+                0x50, 2, 0, 1, 0x62, 2, 1, 2, 0x70, 2, 0, 1, 0xd0, 0
             ]
         );
     }

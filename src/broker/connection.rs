@@ -7,23 +7,22 @@
 //! packet.
 
 use std::collections::VecDeque;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering, fence};
 use std::time::Duration;
 
 use bytes::BytesMut;
-use mqttbytes::QoS;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-use tokio::net::tcp::OwnedReadHalf;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use super::auth::LoginGate;
-use super::codec::{self, AckKind, Connect, DecodeError, Packet};
-use super::link::{CloseReason, ConnId, ConnectRequest, Inbound, Outbound, ToRouter};
+use super::codec::{self, DecodeError};
+use super::link::{
+    CloseReason, ConnId, ConnectRequest, Inbound, Outbound, Refusal, ToRouter, Violation,
+};
+use super::protocol::{Connect, ConnectCode, Outgoing, Packet, Peer, QoS};
 use super::session::Limits;
 use super::stats::{self, Stats};
 use super::users::{LoginCheck, Users};
@@ -56,23 +55,39 @@ pub(crate) struct Shared {
     pub next_conn: AtomicU64,
 }
 
-/// CONNACK return codes (MQTT 3.1.1 table 3.1).
-mod connack_code {
-    pub const UNACCEPTABLE_PROTOCOL: u8 = 0x01;
-    pub const IDENTIFIER_REJECTED: u8 = 0x02;
-    pub const SERVER_UNAVAILABLE: u8 = 0x03;
-    pub const BAD_CREDENTIALS: u8 = 0x04;
-    pub const NOT_AUTHORIZED: u8 = 0x05;
+/// The bytes of one connection, both ways: every packet in passes through `decode` and every
+/// packet out through `encode`, whatever the transport (the one place a packet trace taps).
+struct Wire {
+    rbuf: BytesMut,
+    wbuf: BytesMut,
+    max_packet_size: usize,
 }
 
-/// Serves one client from accept to close.
-pub(crate) async fn serve(socket: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
+impl Wire {
+    /// The next whole packet in the read buffer, if there is one.
+    fn decode(&mut self) -> Result<Option<Packet>, DecodeError> {
+        codec::decode(&mut self.rbuf, self.max_packet_size)
+    }
+
+    /// Appends a packet to the write buffer.
+    fn encode(&mut self, packet: Outgoing<'_>) {
+        codec::encode(&mut self.wbuf, packet);
+    }
+}
+
+/// Serves one client from accept to close, over any byte stream: `rd` and `wr` are the two
+/// halves of a TCP socket, or of a TLS or WebSocket stream whose handshake is done.
+pub(crate) async fn serve<R, W>(rd: R, wr: W, peer: Peer, shared: Arc<Shared>)
+where
+    R: AsyncRead + Unpin + Send,
+    W: AsyncWrite + Unpin + Send,
+{
     let conn = shared.next_conn.fetch_add(1, Ordering::Relaxed);
     // The handshake's state is boxed and freed once it is done: what stays with the task for
     // the connection's life is only what the connected phase needs (an idle connection is
     // mostly this task).
     let Some((mut link, keep_alive, client_id)) =
-        Box::pin(handshake(socket, peer, &shared, conn)).await
+        Box::pin(handshake(rd, wr, peer, &shared, conn)).await
     else {
         return;
     };
@@ -95,53 +110,45 @@ pub(crate) async fn serve(socket: TcpStream, peer: SocketAddr, shared: Arc<Share
 
 /// Reads and checks CONNECT, logs in, and registers with the router. Returns the connected
 /// link, the keepalive and the client id, or None if the client was refused or left.
-async fn handshake(
-    socket: TcpStream,
-    peer: SocketAddr,
+async fn handshake<R, W>(
+    mut rd: R,
+    mut wr: W,
+    peer: Peer,
     shared: &Shared,
     conn: ConnId,
-) -> Option<(Link<'_>, u16, String)> {
-    let (mut rd, mut wr) = socket.into_split();
-    let mut rbuf = BytesMut::new();
+) -> Option<(Link<'_, R, W>, u16, String)>
+where
+    R: AsyncRead + Unpin + Send,
+    W: AsyncWrite + Unpin + Send,
+{
+    let mut wire = Wire {
+        rbuf: BytesMut::new(),
+        wbuf: BytesMut::new(),
+        max_packet_size: shared.max_packet_size,
+    };
     let first = tokio::time::timeout(
         shared.connect_timeout,
-        read_first_packet(&mut rd, &mut rbuf, shared),
+        read_first_packet(&mut rd, &mut wire, shared),
     )
     .await;
-    let mut wbuf = BytesMut::new();
     let connect = match first {
-        Err(_) => {
-            let reason = format!("no CONNECT within {:?}", shared.connect_timeout);
-            info!(%peer, %reason, "closing");
-            return refused(shared, peer, None, reason, false).await;
-        }
-        // Closed before saying anything: a port check, nothing to report.
-        Ok(Err(FirstPacketError::Closed)) => return None,
-        Ok(Err(FirstPacketError::Decode(DecodeError::UnsupportedLevel(level)))) => {
-            let reason = format!("unsupported protocol level {level}: CONNACK 0x01");
-            info!(%peer, %reason, "closing");
-            codec::connack(&mut wbuf, false, connack_code::UNACCEPTABLE_PROTOCOL);
-            let _ = wr.write_all(&wbuf).await;
-            return refused(shared, peer, None, reason, false).await;
-        }
-        Ok(Err(FirstPacketError::Decode(e))) => {
-            let reason = format!("bad CONNECT: {e}");
-            warn!(%peer, %reason, "closing");
-            return refused(shared, peer, None, reason, false).await;
-        }
         Ok(Ok(Packet::Connect(c))) => c,
-        Ok(Ok(_)) | Ok(Err(FirstPacketError::NotConnect)) => {
-            let reason = "protocol error: first packet is not CONNECT";
-            warn!(%peer, reason, "closing");
-            return refused(shared, peer, None, reason, false).await;
+        Ok(Err(FirstPacketError::Closed)) => return None, // a port check: nothing to report
+        other => {
+            let refusal = match other {
+                Err(_) => Refusal::NoConnect(shared.connect_timeout),
+                Ok(Err(FirstPacketError::Decode(DecodeError::UnsupportedLevel(level)))) => {
+                    Refusal::UnsupportedLevel(level)
+                }
+                Ok(Err(FirstPacketError::Decode(e))) => Refusal::BadConnect(e),
+                _ => Refusal::NotConnect,
+            };
+            return refuse(&mut wr, &mut wire, shared, peer, None, refusal).await;
         }
     };
-
-    if let Some((code, reason)) = check_connect(&connect, shared, peer).await {
-        codec::connack(&mut wbuf, false, code);
-        let _ = wr.write_all(&wbuf).await;
-        let login = code == connack_code::BAD_CREDENTIALS || code == connack_code::NOT_AUTHORIZED;
-        return refused(shared, peer, Some(&connect.client_id), reason, login).await;
+    if let Some(refusal) = check_connect(&connect, shared, peer).await {
+        let id = Some(connect.client_id.as_str());
+        return refuse(&mut wr, &mut wire, shared, peer, id, refusal).await;
     }
 
     let (tx, rx) = mpsc::channel(shared.limits.channel_capacity());
@@ -173,8 +180,7 @@ async fn handshake(
         shared,
         rd,
         wr,
-        rbuf,
-        wbuf,
+        wire,
         rx,
         room_wanted,
         // The CONNACK is the router's to send.
@@ -185,19 +191,37 @@ async fn handshake(
     Some((link, keep_alive, client_id))
 }
 
-/// Tells the router (for its counters and log) that a connection was turned away.
-async fn refused<T>(
+/// Turns a connection away: the CONNACK its refusal calls for (if any), the log, and a word to
+/// the router for its counters and the window.
+async fn refuse<T, W: AsyncWrite + Unpin>(
+    wr: &mut W,
+    wire: &mut Wire,
     shared: &Shared,
-    peer: SocketAddr,
+    peer: Peer,
     client_id: Option<&str>,
-    reason: impl Into<String>,
-    login: bool,
+    reason: Refusal,
 ) -> Option<T> {
+    match &reason {
+        Refusal::NoConnect(_) | Refusal::UnsupportedLevel(_) | Refusal::IdentifierRejected => {
+            info!(%peer, %reason, "closing")
+        }
+        Refusal::BadCredentials { .. } | Refusal::NotAuthorized => {
+            info!(%peer, client_id, %reason, "refused")
+        }
+        Refusal::Busy { .. } => warn!(%peer, client_id, %reason, "refused"),
+        Refusal::NotConnect | Refusal::BadConnect(_) => warn!(%peer, %reason, "closing"),
+    }
+    if let Some(code) = reason.code() {
+        wire.encode(Outgoing::ConnAck {
+            session_present: false,
+            code,
+        });
+        let _ = wr.write_all(&wire.wbuf).await;
+    }
     let msg = ToRouter::Refused {
         peer,
         client_id: client_id.filter(|c| !c.is_empty()).map(str::to_owned),
-        reason: reason.into(),
-        login,
+        reason,
     };
     let _ = shared.router.send(msg).await;
     None
@@ -209,37 +233,34 @@ enum FirstPacketError {
     Decode(DecodeError),
 }
 
-async fn read_first_packet(
-    rd: &mut OwnedReadHalf,
-    rbuf: &mut BytesMut,
+async fn read_first_packet<R: AsyncRead + Unpin>(
+    rd: &mut R,
+    wire: &mut Wire,
     shared: &Shared,
 ) -> Result<Packet, FirstPacketError> {
     loop {
         // Known from the first byte: no need to wait for the rest of something that is not
         // a CONNECT (an HTTP request, say).
-        if rbuf.first().is_some_and(|b| b >> 4 != 1) {
+        if wire.rbuf.first().is_some_and(|b| b >> 4 != 1) {
             return Err(FirstPacketError::NotConnect);
         }
-        match codec::decode(rbuf, shared.max_packet_size) {
+        match wire.decode() {
             Ok(Some(p)) => return Ok(p),
             Ok(None) => {}
             Err(e) => return Err(FirstPacketError::Decode(e)),
         }
-        rbuf.reserve(READ_CHUNK_MIN);
-        match rd.read_buf(rbuf).await {
+        wire.rbuf.reserve(READ_CHUNK_MIN);
+        match rd.read_buf(&mut wire.rbuf).await {
             Ok(0) | Err(_) => return Err(FirstPacketError::Closed),
             Ok(n) => stats::add(&shared.stats.bytes_received, n as u64),
         }
     }
 }
 
-/// The checks on a parsed CONNECT that can refuse it: client id rules, then the login. Returns
-/// the CONNACK code to refuse with, or None to accept.
-async fn check_connect(c: &Connect, shared: &Shared, peer: SocketAddr) -> Option<(u8, String)> {
+/// The checks on a parsed CONNECT that can refuse it: client id rules, then the login.
+async fn check_connect(c: &Connect, shared: &Shared, peer: Peer) -> Option<Refusal> {
     if c.client_id.is_empty() && (c.level == 3 || !c.clean_session) {
-        let reason = "empty client id without clean session: CONNACK 0x02";
-        info!(%peer, reason, "refused");
-        return Some((connack_code::IDENTIFIER_REJECTED, reason.into()));
+        return Some(Refusal::IdentifierRejected);
     }
     let users = shared.users.borrow().clone();
     let check = match &c.username {
@@ -248,52 +269,34 @@ async fn check_connect(c: &Connect, shared: &Shared, peer: SocketAddr) -> Option
             let password = c.password.clone().unwrap_or_default();
             let checked = shared
                 .logins
-                .check(users, user.clone(), password, peer.ip())
+                .check(users, user.clone(), password, peer.addr.ip())
                 .await;
             match checked {
                 Ok(check) => check,
                 Err(busy) => {
-                    let reason = format!(
-                        "{} logins already waiting to be checked: CONNACK 0x03 (server unavailable), try again",
-                        busy.waiting
-                    );
-                    warn!(%peer, client_id = c.client_id, %reason, "refused");
-                    return Some((connack_code::SERVER_UNAVAILABLE, reason));
+                    return Some(Refusal::Busy {
+                        waiting: busy.waiting,
+                    });
                 }
             }
         }
     };
     match check {
         LoginCheck::Accepted(_) => None,
-        LoginCheck::BadCredentials => {
-            let user = c.username.as_deref().unwrap_or("-");
-            let reason = format!("bad user name or password for {user:?}: CONNACK 0x04");
-            info!(%peer, client_id = c.client_id, %reason, "refused");
-            Some((connack_code::BAD_CREDENTIALS, reason))
-        }
-        LoginCheck::NotAuthorized => {
-            let reason = "anonymous login while anonymous logins are off: CONNACK 0x05";
-            info!(%peer, client_id = c.client_id, reason, "refused");
-            Some((connack_code::NOT_AUTHORIZED, reason.into()))
-        }
+        LoginCheck::BadCredentials => Some(Refusal::BadCredentials {
+            user: c.username.clone().unwrap_or_default(),
+        }),
+        LoginCheck::NotAuthorized => Some(Refusal::NotAuthorized),
     }
 }
 
-fn encode_local(buf: &mut BytesMut, local: Local) {
-    match local {
-        Local::Ack(kind, pkid) => codec::ack(buf, kind, pkid),
-        Local::PingResp => codec::pingresp(buf),
-    }
-}
-
-/// A connected client's socket halves, buffers and the router's channel to it.
-struct Link<'a> {
+/// A connected client's stream halves, buffers and the router's channel to it.
+struct Link<'a, R, W> {
     conn: ConnId,
     shared: &'a Shared,
-    rd: OwnedReadHalf,
-    wr: tokio::net::tcp::OwnedWriteHalf,
-    rbuf: BytesMut,
-    wbuf: BytesMut,
+    rd: R,
+    wr: W,
+    wire: Wire,
     rx: mpsc::Receiver<Outbound>,
     /// The router found `rx` full and waits to hear that it has room (see `notify_room`).
     room_wanted: Arc<AtomicBool>,
@@ -303,14 +306,7 @@ struct Link<'a> {
     answered: u64,
     /// Answers made here while the router still owed an earlier one, each with the number of
     /// the router's answers that must go out before it.
-    deferred: VecDeque<(u64, Local)>,
-}
-
-/// An answer the connection makes itself.
-#[derive(Debug, Clone, Copy)]
-enum Local {
-    Ack(AckKind, u16),
-    PingResp,
+    deferred: VecDeque<(u64, Outgoing<'static>)>,
 }
 
 /// What reading a batch of packets led to.
@@ -319,7 +315,11 @@ enum ReadOutcome {
     Close(CloseReason),
 }
 
-impl Link<'_> {
+impl<R, W> Link<'_, R, W>
+where
+    R: AsyncRead + Unpin + Send,
+    W: AsyncWrite + Unpin + Send,
+{
     async fn run(&mut self, keep_alive: u16) -> CloseReason {
         // 1.5 x keepalive (3.1.1 section 3.1.2.10); 0 turns the timer off.
         let limit = (keep_alive > 0).then(|| Duration::from_millis(keep_alive as u64 * 1500));
@@ -329,24 +329,24 @@ impl Link<'_> {
         tokio::pin!(timer);
         let mut chunk = READ_CHUNK_MIN;
         // What came in the same read as CONNECT is handled now, not at the next read.
-        if !self.rbuf.is_empty()
+        if !self.wire.rbuf.is_empty()
             && let ReadOutcome::Close(reason) = Box::pin(self.on_read()).await
         {
             return reason;
         }
         loop {
-            let room = self.wbuf.len() < WRITE_HIGH_WATER;
+            let room = self.wire.wbuf.len() < WRITE_HIGH_WATER;
             let take_more =
                 room && self.owed - self.answered < MAX_OWED && self.deferred.len() < MAX_DEFERRED;
-            if self.rbuf.capacity() - self.rbuf.len() < chunk / 2 {
-                self.rbuf.reserve(chunk);
+            if self.wire.rbuf.capacity() - self.wire.rbuf.len() < chunk / 2 {
+                self.wire.rbuf.reserve(chunk);
             }
-            let spare = self.rbuf.capacity() - self.rbuf.len();
+            let spare = self.wire.rbuf.capacity() - self.wire.rbuf.len();
             tokio::select! {
-                res = self.rd.read_buf(&mut self.rbuf), if take_more => {
+                res = self.rd.read_buf(&mut self.wire.rbuf), if take_more => {
                     match res {
                         Ok(0) => return CloseReason::SocketClosed,
-                        Err(e) => return CloseReason::SocketError(e.to_string()),
+                        Err(e) => return CloseReason::SocketError(e.kind()),
                         Ok(n) => {
                             stats::add(&self.shared.stats.bytes_received, n as u64);
                             last_read = Instant::now();
@@ -379,15 +379,15 @@ impl Link<'_> {
                         return CloseReason::ServerShutdown;
                     }
                 }
-                res = self.wr.write_buf(&mut self.wbuf), if !self.wbuf.is_empty() => {
+                res = self.wr.write_buf(&mut self.wire.wbuf), if !self.wire.wbuf.is_empty() => {
                     match res {
                         Ok(n) => {
                             stats::add(&self.shared.stats.bytes_sent, n as u64);
-                            if self.wbuf.is_empty() && self.wbuf.capacity() > 4 * WRITE_HIGH_WATER {
-                                self.wbuf = BytesMut::new(); // give a burst's memory back
+                            if self.wire.wbuf.is_empty() && self.wire.wbuf.capacity() > 4 * WRITE_HIGH_WATER {
+                                self.wire.wbuf = BytesMut::new(); // give a burst's memory back
                             }
                         }
-                        Err(e) => return CloseReason::SocketError(e.to_string()),
+                        Err(e) => return CloseReason::SocketError(e.kind()),
                     }
                 }
                 () = &mut timer, if limit.is_some() => {
@@ -409,11 +409,12 @@ impl Link<'_> {
         let mut publishes = 0u64;
         let mut outcome = ReadOutcome::Continue;
         loop {
-            let packet = match codec::decode(&mut self.rbuf, self.shared.max_packet_size) {
+            let packet = match self.wire.decode() {
                 Ok(Some(p)) => p,
                 Ok(None) => break,
                 Err(e) => {
-                    outcome = ReadOutcome::Close(CloseReason::ProtocolError(e.to_string()));
+                    let violation = Violation::Decode(e);
+                    outcome = ReadOutcome::Close(CloseReason::ProtocolError(violation));
                     break;
                 }
             };
@@ -423,18 +424,18 @@ impl Link<'_> {
                     publishes += 1;
                     match p.qos {
                         QoS::AtMostOnce => {}
-                        QoS::AtLeastOnce => self.answer(Local::Ack(AckKind::PubAck, p.pkid)),
-                        QoS::ExactlyOnce => self.answer(Local::Ack(AckKind::PubRec, p.pkid)),
+                        QoS::AtLeastOnce => self.answer(Outgoing::PubAck(p.pkid)),
+                        QoS::ExactlyOnce => self.answer(Outgoing::PubRec(p.pkid)),
                     }
                     packets.push(Inbound::Publish(p));
                 }
                 Packet::PubAck(id) => packets.push(Inbound::PubAck(id)),
                 Packet::PubRec(id) => {
-                    self.answer(Local::Ack(AckKind::PubRel, id));
+                    self.answer(Outgoing::PubRel(id));
                     packets.push(Inbound::PubRec(id));
                 }
                 Packet::PubRel(id) => {
-                    self.answer(Local::Ack(AckKind::PubComp, id));
+                    self.answer(Outgoing::PubComp(id));
                     packets.push(Inbound::PubRel(id));
                 }
                 Packet::PubComp(id) => packets.push(Inbound::PubComp(id)),
@@ -446,15 +447,14 @@ impl Link<'_> {
                     self.owed += 1;
                     packets.push(Inbound::Unsubscribe { pkid, filters })
                 }
-                Packet::PingReq => self.answer(Local::PingResp),
+                Packet::PingReq => self.answer(Outgoing::PingResp),
                 Packet::Disconnect => {
                     outcome = ReadOutcome::Close(CloseReason::ClientDisconnected);
                     break;
                 }
                 Packet::Connect(_) => {
-                    outcome = ReadOutcome::Close(CloseReason::ProtocolError(
-                        "second CONNECT on one connection".into(),
-                    ));
+                    let violation = Violation::SecondConnect;
+                    outcome = ReadOutcome::Close(CloseReason::ProtocolError(violation));
                     break;
                 }
             }
@@ -482,11 +482,11 @@ impl Link<'_> {
     }
 
     /// Writes an answer made here, or holds it until the router's earlier answers are out.
-    fn answer(&mut self, local: Local) {
+    fn answer(&mut self, packet: Outgoing<'static>) {
         if self.answered == self.owed {
-            encode_local(&mut self.wbuf, local);
+            self.wire.encode(packet);
         } else {
-            self.deferred.push_back((self.owed, local));
+            self.deferred.push_back((self.owed, packet));
         }
     }
 
@@ -494,12 +494,12 @@ impl Link<'_> {
     /// follow.
     fn router_answered(&mut self) {
         self.answered += 1;
-        while let Some(&(after, local)) = self.deferred.front() {
+        while let Some(&(after, packet)) = self.deferred.front() {
             if after > self.answered {
                 break;
             }
             self.deferred.pop_front();
-            encode_local(&mut self.wbuf, local);
+            self.wire.encode(packet);
         }
     }
 
@@ -515,27 +515,32 @@ impl Link<'_> {
             match out {
                 Outbound::Publish(p) => {
                     publishes += 1;
-                    codec::publish(
-                        &mut self.wbuf,
-                        &p.msg.topic,
-                        &p.msg.payload,
-                        p.qos,
-                        p.pkid,
-                        p.retain,
-                        p.dup,
-                    );
+                    self.wire.encode(Outgoing::Publish {
+                        topic: &p.msg.topic,
+                        payload: &p.msg.payload,
+                        qos: p.qos,
+                        pkid: p.pkid,
+                        retain: p.retain,
+                        dup: p.dup,
+                    });
                 }
                 Outbound::ConnAck { session_present } => {
-                    codec::connack(&mut self.wbuf, session_present, 0);
+                    self.wire.encode(Outgoing::ConnAck {
+                        session_present,
+                        code: ConnectCode::Accepted,
+                    });
                     self.router_answered();
                 }
-                Outbound::PubRel(id) => codec::ack(&mut self.wbuf, AckKind::PubRel, id),
+                Outbound::PubRel(id) => self.wire.encode(Outgoing::PubRel(id)),
                 Outbound::SubAck { pkid, codes } => {
-                    codec::suback(&mut self.wbuf, pkid, &codes);
+                    self.wire.encode(Outgoing::SubAck {
+                        pkid,
+                        codes: &codes,
+                    });
                     self.router_answered();
                 }
                 Outbound::UnsubAck(pkid) => {
-                    codec::unsuback(&mut self.wbuf, pkid);
+                    self.wire.encode(Outgoing::UnsubAck(pkid));
                     self.router_answered();
                 }
                 Outbound::Close(reason) => {
@@ -543,7 +548,7 @@ impl Link<'_> {
                     break;
                 }
             }
-            next = if self.wbuf.len() < WRITE_HIGH_WATER {
+            next = if self.wire.wbuf.len() < WRITE_HIGH_WATER {
                 self.rx.try_recv().ok()
             } else {
                 None
@@ -584,9 +589,9 @@ impl Link<'_> {
                     break;
                 }
             }
-            if !self.wbuf.is_empty() {
-                self.wr.write_all(&self.wbuf).await?;
-                stats::add(&self.shared.stats.bytes_sent, self.wbuf.len() as u64);
+            if !self.wire.wbuf.is_empty() {
+                self.wr.write_all(&self.wire.wbuf).await?;
+                stats::add(&self.shared.stats.bytes_sent, self.wire.wbuf.len() as u64);
             }
             self.wr.shutdown().await
         };

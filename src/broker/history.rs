@@ -4,8 +4,8 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use super::protocol::QoS;
 use bytes::Bytes;
-use mqttbytes::QoS;
 
 /// How many values each topic keeps.
 pub const HISTORY_DEPTH: usize = 10;

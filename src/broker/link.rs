@@ -2,16 +2,15 @@
 //!
 //! Connection tasks own their socket; the router owns every session. They meet only here.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
+use super::protocol::QoS;
 use bytes::Bytes;
-use mqttbytes::QoS;
-use mqttbytes::v4;
 use tokio::sync::{mpsc, oneshot};
 
-use super::codec::Will;
+use super::codec::DecodeError;
+use super::protocol::{ConnectCode, Peer, Publish, SubscribeCode, Will};
 use super::users::{User, Users};
 use std::path::PathBuf;
 
@@ -39,12 +38,10 @@ pub(crate) enum ToRouter {
     },
     /// A connection was turned away before it reached the router (login refused, bad CONNECT).
     Refused {
-        peer: SocketAddr,
+        peer: Peer,
         /// The client id if the CONNECT got that far.
         client_id: Option<String>,
-        reason: String,
-        /// A login was refused (rather than a malformed or missing CONNECT).
-        login: bool,
+        reason: Refusal,
     },
     Command(Command),
     /// The users file changed on disk: what it now holds, or why it could not be read.
@@ -60,7 +57,7 @@ pub(crate) struct ConnectRequest {
     pub keep_alive: u16,
     pub will: Option<Will>,
     pub username: Option<String>,
-    pub peer: SocketAddr,
+    pub peer: Peer,
     pub level: u8,
     pub tx: mpsc::Sender<Outbound>,
     /// Set by the router when `tx` was full; the connection clears it and sends `Writable`
@@ -71,7 +68,7 @@ pub(crate) struct ConnectRequest {
 /// A packet from a client that the router must see.
 #[derive(Debug)]
 pub(crate) enum Inbound {
-    Publish(v4::Publish),
+    Publish(Publish),
     PubAck(u16),
     PubRec(u16),
     PubRel(u16),
@@ -115,7 +112,7 @@ pub(crate) enum Outbound {
     PubRel(u16),
     SubAck {
         pkid: u16,
-        codes: Box<[u8]>,
+        codes: Box<[SubscribeCode]>,
     },
     UnsubAck(u16),
     /// Close the connection (kicked, taken over, shutting down). The router has already dealt
@@ -130,9 +127,9 @@ pub enum CloseReason {
     ClientDisconnected,
     /// The client closed the socket without DISCONNECT.
     SocketClosed,
-    SocketError(String),
+    SocketError(std::io::ErrorKind),
     KeepaliveTimeout,
-    ProtocolError(String),
+    ProtocolError(Violation),
     /// Another connection with the same client id took the session.
     TakenOver,
     Kicked,
@@ -161,6 +158,60 @@ impl std::fmt::Display for CloseReason {
             CloseReason::Kicked => f.write_str("kicked"),
             CloseReason::ServerShutdown => f.write_str("broker shutting down"),
         }
+    }
+}
+
+/// A client that broke the protocol after CONNECT.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Violation {
+    #[error("{0}")]
+    Decode(DecodeError),
+    #[error("second CONNECT on one connection")]
+    SecondConnect,
+}
+
+/// Why a connection was turned away before the router took it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error("no CONNECT within {0:?}")]
+    NoConnect(std::time::Duration),
+    #[error("protocol error: first packet is not CONNECT")]
+    NotConnect,
+    #[error("bad CONNECT: {0}")]
+    BadConnect(DecodeError),
+    #[error("unsupported protocol level {0}: CONNACK 0x01")]
+    UnsupportedLevel(u8),
+    #[error("empty client id without clean session: CONNACK 0x02")]
+    IdentifierRejected,
+    #[error(
+        "{waiting} logins already waiting to be checked: CONNACK 0x03 (server unavailable), try again"
+    )]
+    Busy { waiting: usize },
+    #[error("bad user name or password for {user:?}: CONNACK 0x04")]
+    BadCredentials { user: String },
+    #[error("anonymous login while anonymous logins are off: CONNACK 0x05")]
+    NotAuthorized,
+}
+
+impl Refusal {
+    /// The CONNACK code the client is told, if it gets a CONNACK at all.
+    pub fn code(&self) -> Option<ConnectCode> {
+        match self {
+            Refusal::NoConnect(_) | Refusal::NotConnect | Refusal::BadConnect(_) => None,
+            Refusal::UnsupportedLevel(_) => Some(ConnectCode::UnacceptableProtocol),
+            Refusal::IdentifierRejected => Some(ConnectCode::IdentifierRejected),
+            Refusal::Busy { .. } => Some(ConnectCode::ServerUnavailable),
+            Refusal::BadCredentials { .. } => Some(ConnectCode::BadCredentials),
+            Refusal::NotAuthorized => Some(ConnectCode::NotAuthorized),
+        }
+    }
+
+    /// A login was refused, rather than a malformed or missing CONNECT.
+    pub fn is_login(&self) -> bool {
+        matches!(
+            self,
+            Refusal::Busy { .. } | Refusal::BadCredentials { .. } | Refusal::NotAuthorized
+        )
     }
 }
 

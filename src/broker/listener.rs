@@ -8,6 +8,7 @@ use tokio::sync::Semaphore;
 use tracing::{debug, warn};
 
 use super::connection::{self, Shared};
+use super::protocol::{Peer, Transport};
 
 /// Accepts until the task is aborted.
 pub(crate) async fn run(listener: TcpListener, shared: Arc<Shared>, max_connections: usize) {
@@ -31,8 +32,14 @@ pub(crate) async fn run(listener: TcpListener, shared: Arc<Shared>, max_connecti
             debug!(%peer, error = %e, "TCP_NODELAY not set");
         }
         let shared = shared.clone();
+        let peer = Peer {
+            addr: peer,
+            transport: Transport::Tcp,
+        };
         tokio::spawn(async move {
-            connection::serve(socket, peer, shared).await;
+            // Owned halves: TCP reads and writes at once without a lock between them.
+            let (rd, wr) = socket.into_split();
+            connection::serve(rd, wr, peer, shared).await;
             drop(permit);
         });
     }

@@ -12,6 +12,7 @@ pub mod events;
 pub mod files;
 pub mod history;
 pub mod link;
+pub mod protocol;
 pub mod snapshot;
 pub mod stats;
 pub mod sys;
@@ -38,7 +39,7 @@ use tracing::warn;
 
 pub use config::Config;
 pub use link::{CloseReason, Command};
-pub use mqttbytes::QoS;
+pub use protocol::QoS;
 pub use snapshot::Snapshot;
 pub use stats::{Stats, StatsSnapshot};
 

@@ -5,17 +5,17 @@
 //! never waits on a client.
 
 use std::collections::{HashSet, VecDeque};
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering, fence};
 use std::time::SystemTime;
 
-use mqttbytes::QoS;
+use super::protocol::QoS;
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
 
-use super::codec::Will;
 use super::link::{ConnId, Message, OutPublish, Outbound};
+use super::protocol::Peer;
+use super::protocol::Will;
 
 /// Control packets (SUBACK, CONNACK, ...) a connection's channel always has room for, beyond the
 /// in-flight window and the QoS 0 buffer.
@@ -44,7 +44,7 @@ pub(crate) struct Online {
     pub conn: ConnId,
     pub tx: mpsc::Sender<Outbound>,
     pub will: Option<Will>,
-    pub peer: SocketAddr,
+    pub peer: Peer,
     pub username: Option<String>,
     pub level: u8,
     pub keep_alive: u16,
@@ -349,7 +349,10 @@ mod tests {
             conn: 1,
             tx,
             will: None,
-            peer: "127.0.0.1:1".parse().unwrap(),
+            peer: Peer {
+                addr: "127.0.0.1:1".parse().unwrap(),
+                transport: crate::broker::protocol::Transport::Tcp,
+            },
             username: None,
             level: 4,
             keep_alive: 60,

@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime};
 
-use mqttbytes::QoS;
+use super::protocol::QoS;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -57,6 +57,8 @@ pub struct ClientInfo {
 #[derive(Debug, Clone)]
 pub struct ConnectionInfo {
     pub peer: SocketAddr,
+    /// How it reached the broker (TCP, ...).
+    pub transport: super::protocol::Transport,
     pub username: Option<String>,
     /// 3 (MQTT 3.1) or 4 (3.1.1).
     pub protocol_level: u8,

@@ -8,8 +8,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use super::protocol::QoS;
 use bytes::Bytes;
-use mqttbytes::QoS;
 
 use super::history::History;
 use super::topics;

@@ -89,14 +89,13 @@ impl ClientsPanel {
             Some(conn) => {
                 text(row, &conn.peer.to_string());
                 text(row, conn.username.as_deref().unwrap_or("—"));
-                text(
-                    row,
-                    if conn.protocol_level == 3 {
-                        "3.1"
-                    } else {
-                        "3.1.1"
-                    },
-                );
+                let version = if conn.protocol_level == 3 {
+                    "3.1"
+                } else {
+                    "3.1.1"
+                };
+                // Which door it came in by, beside the protocol version: "3.1.1/TCP".
+                text(row, &format!("{version}/{}", conn.transport));
                 text(row, &format!("{} s", conn.keep_alive));
             }
             None => {

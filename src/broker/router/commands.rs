@@ -251,7 +251,8 @@ impl Router {
                 client_id: s.client_id.to_string(),
                 clean_session: s.clean,
                 connection: s.online.as_ref().map(|o| ConnectionInfo {
-                    peer: o.peer,
+                    peer: o.peer.addr,
+                    transport: o.peer.transport,
                     username: o.username.clone(),
                     protocol_level: o.level,
                     keep_alive: o.keep_alive,

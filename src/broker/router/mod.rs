@@ -8,20 +8,20 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use crate::broker::protocol::QoS;
 use bytes::Bytes;
-use mqttbytes::QoS;
-use mqttbytes::v4;
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, info};
 
 mod commands;
 
-use super::codec::Will;
 use super::config::Config;
 use super::events::{EventKind, EventLog};
 use super::link::{
     CloseReason, Command, ConnId, ConnectRequest, Inbound, Message, Outbound, ToRouter,
 };
+use super::protocol::Will;
+use super::protocol::{Publish, SubscribeCode};
 use super::saver::SaveJob;
 use super::session::{Delivery, Limits, Online, Session};
 use super::stats::Stats;
@@ -155,11 +155,10 @@ impl Router {
                 peer,
                 client_id,
                 reason,
-                login,
             } => {
                 self.counters.refused_connections += 1;
                 let who = client_id.unwrap_or_else(|| peer.to_string());
-                let kind = if login {
+                let kind = if reason.is_login() {
                     EventKind::LoginRefused
                 } else {
                     EventKind::Fault
@@ -372,7 +371,7 @@ impl Router {
         }
     }
 
-    fn on_publish(&mut self, idx: SessionIdx, p: v4::Publish) {
+    fn on_publish(&mut self, idx: SessionIdx, p: Publish) {
         let session = self.session(idx);
         session.messages_in += 1;
         // QoS 2: a PUBLISH re-sent before PUBREL is acknowledged again but not routed again.
@@ -454,7 +453,7 @@ impl Router {
             let valid = topics::validate_filter(&filter).is_ok();
             let is_sys = filter.starts_with("$SYS");
             if !valid || !(is_sys || self.topics.any_match(&filter)) {
-                codes.push(0x80);
+                codes.push(SubscribeCode::Refused);
                 self.counters.refused_subscriptions += 1;
                 let client_id = self.session(idx).client_id.clone();
                 let why = if valid {
@@ -475,7 +474,7 @@ impl Router {
                 );
                 continue;
             }
-            codes.push(qos as u8);
+            codes.push(SubscribeCode::Granted(qos));
             let session = self.session(idx);
             match session.filters.iter_mut().find(|(f, _)| *f == filter) {
                 Some(existing) => existing.1 = qos,
@@ -559,5 +558,5 @@ impl Router {
 }
 
 fn min_qos(a: QoS, b: QoS) -> QoS {
-    if (a as u8) <= (b as u8) { a } else { b }
+    a.min(b)
 }
