@@ -23,20 +23,12 @@ pub fn parse(path: &Path, text: &str) -> Result<Vec<String>, FileError> {
     let mut seen = std::collections::HashSet::new();
     let mut out = Vec::with_capacity(file.topics.len());
     for topic in file.topics {
-        if let Err(e) = topics::validate_name(&topic) {
+        if let Err(e) = topics::check_listable(&topic) {
             return Err(entry_error(
                 path,
                 text,
                 &topic,
                 &format!("topic {topic:?} {e}"),
-            ));
-        }
-        if topic.starts_with('$') {
-            return Err(entry_error(
-                path,
-                text,
-                &topic,
-                &format!("topic {topic:?} starts with '$', which is kept for the broker"),
             ));
         }
         if seen.insert(topic.clone()) {
@@ -108,7 +100,7 @@ mod tests {
         let err = parse(Path::new("t.ron"), text).unwrap_err().to_string();
         assert_eq!(
             err,
-            "t.ron:4:5: topic \"lab/+\" contains a wildcard (+ or #), which only filters may have"
+            "t.ron:4:5: topic \"lab/+\" is not a topic name: it contains a wildcard (+ or #), which only filters may have"
         );
         let err = parse(Path::new("t.ron"), r#"(topics: ["$SYS/x"])"#).unwrap_err();
         assert!(err.to_string().contains("kept for the broker"));

@@ -45,6 +45,25 @@ pub fn validate_name(name: &str) -> Result<(), TopicError> {
     Ok(())
 }
 
+/// Why a name cannot go on the topic list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ListError {
+    #[error("is not a topic name: it {0}")]
+    NotAName(TopicError),
+    #[error("starts with '$', which is kept for the broker")]
+    Reserved,
+}
+
+/// Checks a name for the topic list: a valid topic name, not under `$` (the broker's own).
+/// The one place this rule lives: the file, the broker's commands and the window all ask here.
+pub fn check_listable(name: &str) -> Result<(), ListError> {
+    validate_name(name).map_err(ListError::NotAName)?;
+    if name.starts_with('$') {
+        return Err(ListError::Reserved);
+    }
+    Ok(())
+}
+
 /// Checks a topic filter, as used in SUBSCRIBE and UNSUBSCRIBE.
 pub fn validate_filter(filter: &str) -> Result<(), TopicError> {
     check_common(filter)?;

@@ -215,16 +215,8 @@ impl TopicsPanel {
 
     fn add(&mut self, broker: &BrokerHandle) {
         let topic = self.new_topic.trim().to_owned();
-        if let Err(e) = topics::validate_name(&topic) {
-            self.notice = Some(Notice::error(format!(
-                "{topic:?} is not a topic name: it {e}"
-            )));
-            return;
-        }
-        if topic.starts_with('$') {
-            self.notice = Some(Notice::error(
-                "topics starting with '$' are kept for the broker",
-            ));
+        if let Err(e) = topics::check_listable(&topic) {
+            self.notice = Some(Notice::error(format!("{topic:?} {e}")));
             return;
         }
         let t = topic.clone();

@@ -304,13 +304,7 @@ fn reply_to(reply: Option<oneshot::Sender<Result<(), String>>>, result: Result<(
     }
 }
 
-/// A topic the list may hold: a valid name, not under `$`.
+/// A topic the list may hold (see `topics::check_listable`).
 fn check_topic_name(name: &str) -> Result<(), String> {
-    topics::validate_name(name).map_err(|e| format!("topic {name:?} {e}"))?;
-    if name.starts_with('$') {
-        return Err(format!(
-            "topic {name:?} starts with '$', which is kept for the broker"
-        ));
-    }
-    Ok(())
+    topics::check_listable(name).map_err(|e| format!("topic {name:?} {e}"))
 }
