@@ -341,7 +341,7 @@ async fn sys_topics_are_published_and_hidden_from_hash() {
     let mut sys = Client::connect(options(addr, "sys")).await;
     sys.subscribe(&[("$SYS/#", QoS::AtMostOnce)]).await;
     let mut seen = std::collections::HashMap::new();
-    while seen.len() < mqtt_lab::broker::sys::SYS_TOPICS.len() {
+    while seen.len() < mqtt_lab::broker::sys::topics().count() {
         let p = sys.next_publish().await;
         seen.insert(
             p.topic.clone(),

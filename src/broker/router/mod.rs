@@ -80,7 +80,7 @@ impl Router {
             table.insert(t, false);
         }
         if sys_interval.is_some() {
-            for t in sys::SYS_TOPICS {
+            for t in sys::topics() {
                 table.insert(t, true);
             }
         }
