@@ -377,12 +377,16 @@ async fn deleting_a_topic_drops_its_retained_message_and_orphaned_subscriptions(
         .await;
     assert!(sub.next_publish().await.retain);
 
+    let remove = |reply| Command::RemoveTopic {
+        topic: "other".into(),
+        reply: Some(reply),
+    };
+    assert_eq!(ask(&broker, remove).await, Ok(()));
     assert!(
-        handle
-            .send(Command::RemoveTopic {
-                topic: "other".into()
-            })
+        ask(&broker, remove)
             .await
+            .unwrap_err()
+            .contains("not on the topic list")
     );
     let snap = snapshot(&broker).await;
     assert!(snap.topics.iter().all(|t| t.name != "other"));

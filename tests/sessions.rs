@@ -505,17 +505,19 @@ async fn same_client_id_takes_over_and_the_old_will_fires() {
 async fn kick_closes_the_connection_and_publishes_the_will() {
     let broker = start().await;
     let (mut watcher, mut victim) = will_setup(&broker, "victim").await;
-    assert!(
-        broker
-            .handle()
-            .send(Command::Kick {
-                client_id: "victim".into()
-            })
-            .await
-    );
+    let kick = |id: &str| {
+        let client_id = id.to_string();
+        move |reply| Command::Kick {
+            client_id,
+            reply: Some(reply),
+        }
+    };
+    assert_eq!(ask(&broker, kick("victim")).await, Ok(()));
     victim.expect_closed().await;
     assert_eq!(&watcher.next_publish().await.payload[..], b"gone");
     wait_for(&broker, "the victim gone", |s| gone(s, "victim")).await;
+    let err = ask(&broker, kick("victim")).await.unwrap_err();
+    assert!(err.contains("not connected"), "{err}");
     broker.shutdown().await;
 }
 
@@ -531,12 +533,13 @@ async fn offline_sessions_can_be_discarded() {
     let (raw, _, _) = Raw::connect(addr, &opts).await;
     drop(raw);
     wait_for(&broker, "ghost offline", |s| offline(s, "ghost")).await;
-    broker
-        .handle()
-        .send(Command::DiscardSession {
-            client_id: "ghost".into(),
-        })
-        .await;
+    let discard = |reply| Command::DiscardSession {
+        client_id: "ghost".into(),
+        reply: Some(reply),
+    };
+    assert_eq!(ask(&broker, discard).await, Ok(()));
+    let err = ask(&broker, discard).await.unwrap_err();
+    assert!(err.contains("no offline session"), "{err}");
     assert!(
         snapshot(&broker)
             .await

@@ -218,10 +218,17 @@ impl Refusal {
 /// Requests to the broker from its embedder (the window, tests).
 #[derive(Debug)]
 pub enum Command {
-    /// Close a client's connection from the broker side; its will is published.
-    Kick { client_id: String },
-    /// Forget an offline persistent session.
-    DiscardSession { client_id: String },
+    /// Close a client's connection from the broker side; its will is published. Answers an
+    /// error if no client of that id is connected.
+    Kick {
+        client_id: String,
+        reply: Option<oneshot::Sender<Result<(), String>>>,
+    },
+    /// Forget an offline persistent session. Answers an error if there is none of that id.
+    DiscardSession {
+        client_id: String,
+        reply: Option<oneshot::Sender<Result<(), String>>>,
+    },
     /// Add a topic to the list (a valid topic name, not under `$`).
     AddTopic {
         topic: String,
@@ -229,7 +236,10 @@ pub enum Command {
     },
     /// Delete a topic: its retained message and history go, and subscriptions that match no
     /// topic any more are removed.
-    RemoveTopic { topic: String },
+    RemoveTopic {
+        topic: String,
+        reply: Option<oneshot::Sender<Result<(), String>>>,
+    },
     /// Replace the whole topic list (e.g. loaded from a file), with the same rules as one by one.
     /// With a path, that file becomes the topic list in use (and is written).
     ReplaceTopics {

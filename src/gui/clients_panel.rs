@@ -7,13 +7,15 @@ use crate::broker::{BrokerHandle, Command};
 use egui_extras::{Column, TableBuilder, TableRow};
 
 use super::format;
-use super::reply::{self, Notice};
+use super::reply::{self, Notice, Pending};
 use super::runner::Live;
 
 /// State of the Clients panel.
 #[derive(Default)]
 pub struct ClientsPanel {
     notice: Option<Notice>,
+    /// A Kick or Discard the broker has not answered yet.
+    pending: Option<Pending>,
 }
 
 const COLUMNS: [&str; 13] = [
@@ -34,6 +36,7 @@ const COLUMNS: [&str; 13] = [
 
 impl ClientsPanel {
     pub fn ui(&mut self, ui: &mut egui::Ui, live: &Live, broker: &BrokerHandle) {
+        reply::settle(&mut self.pending, &mut self.notice);
         let snap = &live.snapshot;
         let mut clients: Vec<&ClientInfo> = snap.clients.iter().collect();
         // Connected first, then offline sessions; each by client id.
@@ -136,22 +139,38 @@ impl ClientsPanel {
         );
         let id = c.client_id.clone();
         row.col(|ui| {
-            if c.connection.is_some() {
-                if reply::row_button(ui, "Kick", &format!("Kick {id}")).clicked()
-                    && broker.try_send(Command::Kick {
-                        client_id: id.clone(),
+            // Said done only once the broker has done it.
+            let asked = if c.connection.is_some() {
+                reply::row_button(ui, "Kick", &format!("Kick {id}"))
+                    .clicked()
+                    .then(|| {
+                        Pending::ask(
+                            broker,
+                            |reply| Command::Kick {
+                                client_id: id.clone(),
+                                reply: Some(reply),
+                            },
+                            format!("Kicked {id}: its will, if any, is published"),
+                        )
                     })
-                {
-                    self.notice = Some(Notice::ok(format!(
-                        "Kicked {id}: its will, if any, is published"
-                    )));
-                }
-            } else if reply::row_button(ui, "Discard", &format!("Discard {id}")).clicked()
-                && broker.try_send(Command::DiscardSession {
-                    client_id: id.clone(),
-                })
-            {
-                self.notice = Some(Notice::ok(format!("Discarded the session of {id}")));
+            } else {
+                reply::row_button(ui, "Discard", &format!("Discard {id}"))
+                    .clicked()
+                    .then(|| {
+                        Pending::ask(
+                            broker,
+                            |reply| Command::DiscardSession {
+                                client_id: id.clone(),
+                                reply: Some(reply),
+                            },
+                            format!("Discarded the session of {id}"),
+                        )
+                    })
+            };
+            match asked {
+                Some(Ok(p)) => self.pending = Some(p),
+                Some(Err(n)) => self.notice = Some(n),
+                None => {}
             }
         });
     }

@@ -20,6 +20,8 @@ pub struct TopicsPanel {
     path_field: String,
     notice: Option<Notice>,
     pending: Option<Pending>,
+    /// A deletion the broker has not answered yet.
+    deleting: Option<Pending>,
     dialog: FileDialog,
     dialog_unavailable: bool,
     /// A file chosen for "Open" or "Save as" whose result is still owed by the broker; it is
@@ -41,6 +43,7 @@ impl TopicsPanel {
             self.notice = Some(n);
             self.pending = None;
         }
+        reply::settle(&mut self.deleting, &mut self.notice);
         self.poll_dialog(live, broker);
         let snap = &live.snapshot;
 
@@ -170,12 +173,18 @@ impl TopicsPanel {
                         if reply::row_button(ui, "Delete", &format!("Delete {}", t.name)).clicked()
                         {
                             let topic = t.name.clone();
-                            if broker.try_send(Command::RemoveTopic {
-                                topic: topic.clone(),
-                            }) {
-                                self.notice = Some(Notice::ok(format!(
+                            match Pending::ask(
+                                broker,
+                                |reply| Command::RemoveTopic {
+                                    topic: topic.clone(),
+                                    reply: Some(reply),
+                                },
+                                format!(
                                     "Deleted {topic}: its retained message and history are gone"
-                                )));
+                                ),
+                            ) {
+                                Ok(p) => self.deleting = Some(p),
+                                Err(n) => self.notice = Some(n),
                             }
                         }
                     });

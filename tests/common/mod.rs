@@ -39,6 +39,16 @@ pub async fn start_with(config: Config) -> Broker {
     Broker::start(config).await.expect("broker starts")
 }
 
+/// Sends a command that answers, and returns its answer.
+pub async fn ask(
+    broker: &Broker,
+    make: impl FnOnce(tokio::sync::oneshot::Sender<Result<(), String>>) -> mqtt_lab::broker::Command,
+) -> Result<(), String> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    assert!(broker.handle().send(make(tx)).await, "broker running");
+    rx.await.expect("an answer")
+}
+
 pub async fn snapshot(broker: &Broker) -> Snapshot {
     broker.snapshot().await.expect("broker running")
 }

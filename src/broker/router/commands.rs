@@ -21,26 +21,42 @@ use crate::broker::users::Users;
 impl Router {
     pub(super) fn on_command(&mut self, cmd: Command) {
         match cmd {
-            Command::Kick { client_id } => {
-                if let Some(&idx) = self.by_client.get(client_id.as_str()) {
-                    info!(client_id, "kicking client");
-                    self.detach(idx, CloseReason::Kicked);
+            Command::Kick { client_id, reply } => {
+                let online = self.by_client.get(client_id.as_str()).copied();
+                match online.filter(|&idx| self.session(idx).online.is_some()) {
+                    Some(idx) => {
+                        info!(client_id, "kicking client");
+                        self.detach(idx, CloseReason::Kicked);
+                        reply_to(reply, Ok(()));
+                    }
+                    None => reply_to(reply, Err(format!("{client_id:?} is not connected"))),
                 }
             }
-            Command::DiscardSession { client_id } => {
-                if let Some(&idx) = self.by_client.get(client_id.as_str())
-                    && self.session(idx).online.is_none()
-                {
-                    self.remove_session(idx);
+            Command::DiscardSession { client_id, reply } => {
+                let session = self.by_client.get(client_id.as_str()).copied();
+                match session.filter(|&idx| self.session(idx).online.is_none()) {
+                    Some(idx) => {
+                        self.remove_session(idx);
+                        self.events.push(
+                            EventKind::Disconnected,
+                            &*client_id,
+                            "offline session discarded",
+                        );
+                        reply_to(reply, Ok(()));
+                    }
+                    None => reply_to(reply, Err(format!("{client_id:?} has no offline session"))),
                 }
             }
             Command::AddTopic { topic, reply } => match self.add_topic(&topic) {
                 Ok(()) => self.save_topics(reply),
                 Err(e) => reply_to(reply, Err(e)),
             },
-            Command::RemoveTopic { topic } => {
-                self.remove_topics(&[topic]);
-                self.save_topics(None);
+            Command::RemoveTopic { topic, reply } => {
+                if self.remove_topics(std::slice::from_ref(&topic)) {
+                    self.save_topics(reply);
+                } else {
+                    reply_to(reply, Err(format!("{topic:?} is not on the topic list")));
+                }
             }
             Command::ReplaceTopics {
                 topics,
@@ -132,7 +148,8 @@ impl Router {
         Ok(())
     }
 
-    pub(super) fn remove_topics(&mut self, names: &[String]) {
+    /// Deletes topics from the list; false if none of them was on it.
+    pub(super) fn remove_topics(&mut self, names: &[String]) -> bool {
         let mut removed = false;
         for name in names {
             if self.topics.get(name).is_some_and(|t| !t.system) {
@@ -144,7 +161,7 @@ impl Router {
             }
         }
         if !removed {
-            return;
+            return false;
         }
         // Subscriptions that no longer match any topic go; a client sees them as refused if it
         // subscribes again.
@@ -153,6 +170,7 @@ impl Router {
             s.filters
                 .retain(|(f, _)| f.starts_with("$SYS") || table.any_match(f));
         }
+        true
     }
 
     /// The users file changed on disk. Taken as it is (not written back); a file that does not
