@@ -24,13 +24,14 @@ fn harness(view: MainView) -> Harness<'static, MainView> {
 }
 
 /// Steps the window until `done` holds for its latest broker state (the broker runs on its own
-/// thread, so this is real time), then once more so the screen shows it.
+/// thread, so this is real time), then a few frames more so the screen shows it. (Not `run`,
+/// which fails while something animates: a spinner that waits for the broker's answer.)
 fn wait_for(h: &mut Harness<'static, MainView>, what: &str, done: impl Fn(&Live) -> bool) {
     let deadline = Instant::now() + WAIT;
     loop {
         h.step();
         if h.state().live().is_some_and(&done) {
-            h.run();
+            h.run_steps(3);
             return;
         }
         assert!(Instant::now() < deadline, "timed out waiting for {what}");

@@ -577,28 +577,23 @@ async fn user_edits_from_the_window_apply_and_are_saved() {
     };
     let broker = start_with(config).await;
     let addr = broker.local_addr();
-    let handle = broker.handle();
-    let ask = |cmd: fn(tokio::sync::oneshot::Sender<Result<(), String>>) -> Command| {
-        let handle = handle.clone();
-        async move {
-            let (reply, rx) = tokio::sync::oneshot::channel();
-            assert!(handle.send(cmd(reply)).await);
-            rx.await.unwrap()
+    let upsert = |name: &str, email: Option<&str>, password: &str| {
+        let (username, email, password) = (
+            name.to_string(),
+            email.map(str::to_string),
+            password.to_string(),
+        );
+        move |reply| Command::UpsertUser {
+            username,
+            email,
+            password,
+            reply: Some(reply),
         }
     };
-    let mut carol = Users::default();
-    carol
-        .upsert("carol", Some("carol@lab.example"), "pw")
-        .unwrap();
-    let user = carol.users.remove(0);
-    let (reply, rx) = tokio::sync::oneshot::channel();
-    handle
-        .send(Command::UpsertUser {
-            user: user.clone(),
-            reply: Some(reply),
-        })
-        .await;
-    assert_eq!(rx.await.unwrap(), Ok(()));
+    assert_eq!(
+        ask(&broker, upsert("carol", Some("carol@lab.example"), "pw")).await,
+        Ok(())
+    );
     let login = ConnectOpts {
         client_id: "c",
         user: Some("carol@lab.example"),
@@ -606,19 +601,19 @@ async fn user_edits_from_the_window_apply_and_are_saved() {
         ..Default::default()
     };
     assert_eq!(Raw::connect(addr, &login).await.2, 0);
-    // A second user with carol's e-mail is refused and changes nothing.
-    let mut clash = user.clone();
-    clash.username = "carla".into();
-    let (reply, rx) = tokio::sync::oneshot::channel();
-    handle
-        .send(Command::UpsertUser {
-            user: clash,
-            reply: Some(reply),
-        })
-        .await;
-    assert!(rx.await.unwrap().unwrap_err().contains("already"));
+    // A second user with carol's e-mail, an empty password, an e-mail that is not one: refused
+    // by the broker itself, whoever sends them, and nothing changes.
+    let clash = ask(&broker, upsert("carla", Some("carol@lab.example"), "pw")).await;
+    assert!(clash.unwrap_err().contains("already"));
+    let empty = ask(&broker, upsert("dave", None, "")).await;
+    assert!(empty.unwrap_err().contains("password must not be empty"));
+    let bad_email = ask(&broker, upsert("erin", Some("not an address"), "pw")).await;
+    assert!(bad_email.unwrap_err().contains("not an e-mail address"));
+    let saved = Users::load(&path).unwrap();
+    let names: Vec<_> = saved.users.iter().map(|u| u.username.as_str()).collect();
+    assert_eq!(names, ["alice", "carol"]);
     assert_eq!(
-        ask(|r| Command::SetAllowAnonymous {
+        ask(&broker, |r| Command::SetAllowAnonymous {
             allow: false,
             reply: Some(r)
         })
@@ -627,7 +622,7 @@ async fn user_edits_from_the_window_apply_and_are_saved() {
     );
     assert_eq!(Raw::connect(addr, &ConnectOpts::default()).await.2, 5);
     assert_eq!(
-        ask(|r| Command::RemoveUser {
+        ask(&broker, |r| Command::RemoveUser {
             username: "carol".into(),
             reply: Some(r)
         })

@@ -46,6 +46,11 @@ pub(crate) enum ToRouter {
     Command(Command),
     /// The users file changed on disk: what it now holds, or why it could not be read.
     UsersFile(Result<Users, String>),
+    /// The password of an `UpsertUser` is hashed: the user can be saved.
+    UserHashed {
+        user: User,
+        reply: Option<oneshot::Sender<Result<(), String>>>,
+    },
 }
 
 /// A client that has connected, as the router needs to know it.
@@ -247,9 +252,12 @@ pub enum Command {
         path: Option<PathBuf>,
         reply: Option<oneshot::Sender<Result<(), String>>>,
     },
-    /// Add a user (whose password the caller has hashed), or replace the user of that name.
+    /// Add a user, or set the password and e-mail of the user of that name. The broker checks
+    /// them and hashes the password (off its router); the plain password goes no further.
     UpsertUser {
-        user: User,
+        username: String,
+        email: Option<String>,
+        password: String,
         reply: Option<oneshot::Sender<Result<(), String>>>,
     },
     RemoveUser {

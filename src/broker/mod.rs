@@ -128,7 +128,14 @@ impl Broker {
         let (tx, rx) = mpsc::channel(ROUTER_QUEUE);
         let logins = auth::LoginGate::start(config.logins, stats.clone());
         let (saver_tx, saver) = saver::start();
-        let router = Router::new(&config, limits, users_tx, stats.clone(), saver_tx);
+        let router = Router::new(
+            &config,
+            limits,
+            users_tx,
+            stats.clone(),
+            saver_tx,
+            tx.downgrade(),
+        );
         let router = tokio::spawn(router.run(rx));
         let watcher = config
             .users_path

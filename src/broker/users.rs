@@ -138,6 +138,22 @@ impl Users {
         email: Option<&str>,
         password: &str,
     ) -> Result<(), UserError> {
+        self.check_new(username, email, password)?;
+        self.upsert_user(User {
+            username: username.to_owned(),
+            email: email.map(str::to_owned),
+            password_hash: hash_password(password.as_bytes()),
+        })
+    }
+
+    /// Checks a user about to be added or changed, before its password is hashed: a name, a
+    /// password, an e-mail that looks like one, and no clash with another user.
+    pub fn check_new(
+        &self,
+        username: &str,
+        email: Option<&str>,
+        password: &str,
+    ) -> Result<(), UserError> {
         if username.is_empty() {
             return Err(UserError::EmptyName);
         }
@@ -149,12 +165,7 @@ impl Users {
         {
             return Err(UserError::BadEmail(e.to_owned()));
         }
-        self.check_unique(username, email)?;
-        self.upsert_user(User {
-            username: username.to_owned(),
-            email: email.map(str::to_owned),
-            password_hash: hash_password(password.as_bytes()),
-        })
+        self.check_unique(username, email)
     }
 
     /// Adds a user whose password is already hashed, or replaces the user of that name.

@@ -1,10 +1,7 @@
-//! The Users panel: who may log in. Passwords are typed twice, hashed off the window's thread,
-//! and never shown, kept or logged; the broker saves the users file and applies the change to
-//! the next login.
+//! The Users panel: who may log in. Passwords are typed twice and never shown, kept or logged;
+//! the broker checks the user, hashes the password off its router, saves the users file and
+//! applies the change to the next login.
 
-use std::sync::mpsc;
-
-use crate::broker::users::{User, hash_password};
 use crate::broker::{BrokerHandle, Command};
 
 use super::reply::{self, Notice, Pending};
@@ -21,20 +18,10 @@ pub struct UsersPanel {
     changing: Option<String>,
     notice: Option<Notice>,
     pending: Option<Pending>,
-    hashing: Option<mpsc::Receiver<Result<Pending, Notice>>>,
 }
 
 impl UsersPanel {
     pub fn ui(&mut self, ui: &mut egui::Ui, live: &Live, broker: &BrokerHandle) {
-        if let Some(rx) = &self.hashing
-            && let Ok(result) = rx.try_recv()
-        {
-            self.hashing = None;
-            match result {
-                Ok(p) => self.pending = Some(p),
-                Err(n) => self.notice = Some(n),
-            }
-        }
         reply::settle(&mut self.pending, &mut self.notice);
         let users = &live.snapshot.users;
 
@@ -137,14 +124,14 @@ impl UsersPanel {
             ui.end_row();
         });
         ui.horizontal(|ui| {
-            let busy = self.hashing.is_some() || self.pending.is_some();
+            let busy = self.pending.is_some();
             let action = if self.changing.is_some() {
                 "Set password"
             } else {
                 "Add user"
             };
             if ui.add_enabled(!busy, egui::Button::new(action)).clicked() {
-                self.submit(ui.ctx(), live, broker);
+                self.submit(live, broker);
             }
             if self.changing.is_some() && ui.button("Cancel").clicked() {
                 self.changing = None;
@@ -164,7 +151,7 @@ impl UsersPanel {
         self.again.clear();
     }
 
-    fn submit(&mut self, ctx: &egui::Context, live: &Live, broker: &BrokerHandle) {
+    fn submit(&mut self, live: &Live, broker: &BrokerHandle) {
         let name = self.name.trim().to_owned();
         let email = Some(self.email.trim().to_owned()).filter(|e| !e.is_empty());
         let problem = if name.is_empty() {
@@ -191,13 +178,9 @@ impl UsersPanel {
             self.notice = Some(Notice::error(format!("Not saved: {p}")));
             return;
         }
-        // The plain password leaves the form now; only its hash goes further.
+        // The plain password leaves the form now, for the broker to check and hash.
         let password = std::mem::take(&mut self.password);
         self.again.clear();
-        let (tx, rx) = mpsc::channel();
-        self.hashing = Some(rx);
-        let broker = broker.clone();
-        let ctx = ctx.clone();
         let done = if self.changing.take().is_some() {
             format!("Password of {name} changed")
         } else {
@@ -205,21 +188,18 @@ impl UsersPanel {
         };
         self.name.clear();
         self.email.clear();
-        std::thread::spawn(move || {
-            let user = User {
+        match Pending::ask(
+            broker,
+            move |reply| Command::UpsertUser {
                 username: name,
                 email,
-                password_hash: hash_password(password.as_bytes()),
-            };
-            let _ = tx.send(Pending::ask(
-                &broker,
-                move |reply| Command::UpsertUser {
-                    user,
-                    reply: Some(reply),
-                },
-                done,
-            ));
-            ctx.request_repaint();
-        });
+                password,
+                reply: Some(reply),
+            },
+            done,
+        ) {
+            Ok(p) => self.pending = Some(p),
+            Err(n) => self.notice = Some(n),
+        }
     }
 }

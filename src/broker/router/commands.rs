@@ -10,13 +10,13 @@ use tracing::{info, warn};
 use super::Router;
 use crate::broker::events::EventKind;
 use crate::broker::files::FileError;
-use crate::broker::link::{CloseReason, Command};
+use crate::broker::link::{CloseReason, Command, ToRouter};
 use crate::broker::saver::SaveJob;
 use crate::broker::snapshot::{ClientInfo, ConnectionInfo, Snapshot, TopicInfo};
 use crate::broker::table::effective_qos;
 use crate::broker::topic_list;
 use crate::broker::topics;
-use crate::broker::users::Users;
+use crate::broker::users::{User, Users, hash_password};
 
 impl Router {
     pub(super) fn on_command(&mut self, cmd: Command) {
@@ -88,17 +88,32 @@ impl Router {
                 self.save_topics(reply);
             }
             Command::SetUsers { users, reply } => self.set_users(users, reply),
-            Command::UpsertUser { user, reply } => {
-                let mut users = (**self.users.borrow()).clone();
-                let name = user.username.clone();
-                match users.upsert_user(user) {
-                    Ok(()) => {
-                        self.events
-                            .push(EventKind::Users, "", format!("user {name:?} saved"));
-                        self.set_users(users, reply)
-                    }
-                    Err(e) => reply_to(reply, Err(e.to_string())),
+            Command::UpsertUser {
+                username,
+                email,
+                password,
+                reply,
+            } => {
+                let checked = self
+                    .users
+                    .borrow()
+                    .check_new(&username, email.as_deref(), &password);
+                if let Err(e) = checked {
+                    return reply_to(reply, Err(e.to_string()));
                 }
+                // Hashing takes tens of milliseconds: not on the router's thread. The answer
+                // comes back as `UserHashed`; a broker stopping meanwhile drops it.
+                let me = self.me.clone();
+                tokio::task::spawn_blocking(move || {
+                    let user = User {
+                        username,
+                        email,
+                        password_hash: hash_password(password.as_bytes()),
+                    };
+                    if let Some(me) = me.upgrade() {
+                        let _ = me.blocking_send(ToRouter::UserHashed { user, reply });
+                    }
+                });
             }
             Command::RemoveUser { username, reply } => {
                 let mut users = (**self.users.borrow()).clone();
@@ -199,6 +214,25 @@ impl Router {
                     format!("users file not reloaded, the users in use are kept: {e}"),
                 );
             }
+        }
+    }
+
+    /// A user whose password has been hashed: checked again (another change may have come
+    /// first), then saved.
+    pub(super) fn on_user_hashed(
+        &mut self,
+        user: User,
+        reply: Option<oneshot::Sender<Result<(), String>>>,
+    ) {
+        let mut users = (**self.users.borrow()).clone();
+        let name = user.username.clone();
+        match users.upsert_user(user) {
+            Ok(()) => {
+                self.events
+                    .push(EventKind::Users, "", format!("user {name:?} saved"));
+                self.set_users(users, reply)
+            }
+            Err(e) => reply_to(reply, Err(e.to_string())),
         }
     }
 

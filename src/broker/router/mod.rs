@@ -64,6 +64,9 @@ pub(crate) struct Router {
     started: Instant,
     sys_interval: Option<Duration>,
     next_assigned_id: u64,
+    /// The router's own queue, for work it hands off and takes back (a password hashed off
+    /// its thread). Weak, so that it does not keep the queue open by itself.
+    me: mpsc::WeakSender<ToRouter>,
 }
 
 impl Router {
@@ -73,6 +76,7 @@ impl Router {
         users: watch::Sender<Arc<Users>>,
         stats: Arc<Stats>,
         saver: mpsc::Sender<SaveJob>,
+        me: mpsc::WeakSender<ToRouter>,
     ) -> Self {
         let sys_interval = config.sys_interval.filter(|d| !d.is_zero());
         let mut table = TopicTable::default();
@@ -101,6 +105,7 @@ impl Router {
             started: Instant::now(),
             sys_interval,
             next_assigned_id: 0,
+            me,
         }
     }
 
@@ -167,6 +172,7 @@ impl Router {
                     .push(kind, who, format!("{reason} (from {peer})"));
             }
             ToRouter::UsersFile(loaded) => self.on_users_file(loaded),
+            ToRouter::UserHashed { user, reply } => self.on_user_hashed(user, reply),
             ToRouter::Command(Command::Shutdown) => return false,
             ToRouter::Command(cmd) => self.on_command(cmd),
         }
