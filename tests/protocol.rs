@@ -542,3 +542,32 @@ async fn a_burst_larger_than_the_connection_buffer_waits_in_the_queue_in_order()
     assert_eq!(snapshot(&broker).await.dropped, 0);
     broker.shutdown().await;
 }
+
+/// The window opens a topic list file through the broker, which reads it off its router: a bad
+/// file is refused with its line and column and changes nothing; a good one becomes the list
+/// in use, and its file.
+#[tokio::test]
+async fn opening_a_topic_list_file_is_all_or_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.ron");
+    std::fs::write(&bad, "(topics: [\n  \"ok\",\n  \"no/#\",\n])").unwrap();
+    let good = dir.path().join("good.ron");
+    std::fs::write(&good, "(topics: [\"room/1\", \"room/2\"])").unwrap();
+    let broker = start().await;
+    let open = |path: &std::path::Path| {
+        let path = path.to_owned();
+        move |reply| Command::OpenTopicsFile {
+            path,
+            reply: Some(reply),
+        }
+    };
+    let err = ask(&broker, open(&bad)).await.unwrap_err();
+    assert!(err.contains(&format!("{}:3:3:", bad.display())), "{err}");
+    assert_eq!(snapshot(&broker).await.topics.len(), TOPICS.len());
+    assert_eq!(ask(&broker, open(&good)).await, Ok(()));
+    let snap = snapshot(&broker).await;
+    let names: Vec<_> = snap.topics.iter().map(|t| t.name.as_str()).collect();
+    assert_eq!(names, ["room/1", "room/2"]);
+    assert_eq!(snap.topics_path.as_deref(), Some(good.as_path()));
+    broker.shutdown().await;
+}

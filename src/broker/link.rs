@@ -46,6 +46,12 @@ pub(crate) enum ToRouter {
     Command(Command),
     /// The users file changed on disk: what it now holds, or why it could not be read.
     UsersFile(Result<Users, String>),
+    /// The file of an `OpenTopicsFile`, read and parsed off the router.
+    TopicsFileRead {
+        path: PathBuf,
+        list: Result<Vec<String>, String>,
+        reply: Option<oneshot::Sender<Result<(), String>>>,
+    },
     /// The password of an `UpsertUser` is hashed: the user can be saved.
     UserHashed {
         user: User,
@@ -250,6 +256,12 @@ pub enum Command {
     ReplaceTopics {
         topics: Vec<String>,
         path: Option<PathBuf>,
+        reply: Option<oneshot::Sender<Result<(), String>>>,
+    },
+    /// Read a topic list file and make it the list in use (and its file), all or nothing; a
+    /// file that does not parse changes nothing and the answer says where it is wrong.
+    OpenTopicsFile {
+        path: PathBuf,
         reply: Option<oneshot::Sender<Result<(), String>>>,
     },
     /// Add a user, or set the password and e-mail of the user of that name. The broker checks

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::broker::events::EventKind;
-use crate::broker::{BrokerHandle, Command, topic_list, topics};
+use crate::broker::{BrokerHandle, Command, topics};
 
 use egui_extras::{Column, TableBuilder};
 
@@ -245,18 +245,20 @@ impl TopicsPanel {
         }
     }
 
-    /// Loads a topic list file; a file that does not parse changes nothing and says where.
+    /// Has the broker load a topic list file (the reading is not done in a frame); a file that
+    /// does not parse changes nothing and the answer says where.
     fn open_file(&mut self, path: PathBuf, broker: &BrokerHandle) {
-        match topic_list::load(&path) {
-            Ok(list) => {
-                let done = format!("Opened {}: {} topics", path.display(), list.len());
-                self.use_file(list, path, done, broker);
+        let p = path.clone();
+        let ask = move |reply| Command::OpenTopicsFile {
+            path: p,
+            reply: Some(reply),
+        };
+        match Pending::ask(broker, ask, format!("Opened {}", path.display())) {
+            Ok(pending) => {
+                self.pending = Some(pending);
+                self.chosen = Some(path);
             }
-            Err(e) => {
-                self.notice = Some(Notice::error(format!(
-                    "Not opened, the list is unchanged: {e}"
-                )))
-            }
+            Err(n) => self.notice = Some(n),
         }
     }
 

@@ -39,7 +39,8 @@ enum State {
 /// Everything the window shows.
 pub struct MainView {
     load_config: ConfigLoader,
-    settings_path: Option<PathBuf>,
+    /// Where the window's settings go, written one after the other off the window's thread.
+    settings: Option<std::sync::mpsc::Sender<PathBuf>>,
     port_override: Option<u16>,
     port_field: String,
     bind: Option<IpAddr>,
@@ -57,7 +58,7 @@ impl MainView {
     pub fn new(load_config: ConfigLoader, settings_path: Option<PathBuf>) -> MainView {
         MainView {
             load_config,
-            settings_path,
+            settings: settings_path.map(settings_writer),
             port_override: None,
             port_field: String::new(),
             bind: None,
@@ -210,20 +211,36 @@ impl MainView {
         });
     }
 
-    /// Writes the topic list file the user opened or saved last to the window's settings.
+    /// Has the topic list file the user opened or saved last written to the window's settings.
     fn remember_topics_file(&mut self) {
         let Some(path) = self.topics.remembered.take() else {
             return;
         };
-        let Some(settings_path) = &self.settings_path else {
-            return;
-        };
-        let mut settings = Settings::load(settings_path);
-        settings.last_topics_file = Some(path);
-        if let Err(e) = settings.save(settings_path) {
-            tracing::warn!(error = %e, "window settings not saved");
+        if let Some(settings) = &self.settings {
+            let _ = settings.send(path);
         }
     }
+}
+
+/// A thread that writes the window's settings file (read, change, fsync, rename) in the order
+/// the changes come, so that a frame never waits on the disk. It ends with the window.
+fn settings_writer(settings_path: PathBuf) -> std::sync::mpsc::Sender<PathBuf> {
+    let (tx, rx) = std::sync::mpsc::channel::<PathBuf>();
+    let spawned = std::thread::Builder::new()
+        .name("mqtt-lab-settings".into())
+        .spawn(move || {
+            for last in rx {
+                let mut settings = Settings::load(&settings_path);
+                settings.last_topics_file = Some(last);
+                if let Err(e) = settings.save(&settings_path) {
+                    tracing::warn!(error = %e, "window settings not saved");
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "window settings will not be saved");
+    }
+    tx
 }
 
 fn status_bar(ui: &mut egui::Ui, addr: SocketAddr, live: &Live) {

@@ -62,30 +62,17 @@ impl Router {
                 topics,
                 path,
                 reply,
-            } => {
-                // All or nothing: a list with a bad name changes nothing.
-                if let Some(e) = topics.iter().find_map(|t| check_topic_name(t).err()) {
-                    return reply_to(reply, Err(e));
-                }
-                let gone: Vec<String> = self
-                    .topics
-                    .iter()
-                    .filter(|t| !t.system && !topics.iter().any(|n| **n == *t.name))
-                    .map(|t| t.name.to_string())
-                    .collect();
-                self.remove_topics(&gone);
-                for t in &topics {
-                    let _ = self.add_topic(t);
-                }
-                if let Some(p) = path {
-                    self.events.push(
-                        EventKind::Topics,
-                        "",
-                        format!("topic list is now {}", p.display()),
-                    );
-                    self.topics_path = Some(p);
-                }
-                self.save_topics(reply);
+            } => self.replace_topics(topics, path, reply),
+            Command::OpenTopicsFile { path, reply } => {
+                // Reading and parsing is no work for the router's thread; the list comes back
+                // as `TopicsFileRead`.
+                let me = self.me.clone();
+                tokio::task::spawn_blocking(move || {
+                    let list = topic_list::load(&path).map_err(|e| e.to_string());
+                    if let Some(me) = me.upgrade() {
+                        let _ = me.blocking_send(ToRouter::TopicsFileRead { path, list, reply });
+                    }
+                });
             }
             Command::SetUsers { users, reply } => self.set_users(users, reply),
             Command::UpsertUser {
@@ -161,6 +148,54 @@ impl Router {
         self.events
             .push(EventKind::Topics, "", format!("topic {name:?} added"));
         Ok(())
+    }
+
+    /// Makes `topics` the topic list (and `path`, if given, its file), all or nothing: a list
+    /// with a bad name changes nothing.
+    pub(super) fn replace_topics(
+        &mut self,
+        topics: Vec<String>,
+        path: Option<PathBuf>,
+        reply: Option<oneshot::Sender<Result<(), String>>>,
+    ) {
+        if let Some(e) = topics.iter().find_map(|t| check_topic_name(t).err()) {
+            return reply_to(reply, Err(e));
+        }
+        let gone: Vec<String> = self
+            .topics
+            .iter()
+            .filter(|t| !t.system && !topics.iter().any(|n| **n == *t.name))
+            .map(|t| t.name.to_string())
+            .collect();
+        self.remove_topics(&gone);
+        for t in &topics {
+            let _ = self.add_topic(t);
+        }
+        if let Some(p) = path {
+            self.events.push(
+                EventKind::Topics,
+                "",
+                format!("topic list is now {}", p.display()),
+            );
+            self.topics_path = Some(p);
+        }
+        self.save_topics(reply);
+    }
+
+    /// A topic list file read for `OpenTopicsFile`: used, or refused with where it is wrong.
+    pub(super) fn on_topics_file_read(
+        &mut self,
+        path: PathBuf,
+        list: Result<Vec<String>, String>,
+        reply: Option<oneshot::Sender<Result<(), String>>>,
+    ) {
+        match list {
+            Ok(topics) => self.replace_topics(topics, Some(path), reply),
+            Err(e) => reply_to(
+                reply,
+                Err(format!("Not opened, the list is unchanged: {e}")),
+            ),
+        }
     }
 
     /// Deletes topics from the list; false if none of them was on it.

@@ -173,6 +173,9 @@ impl Router {
             }
             ToRouter::UsersFile(loaded) => self.on_users_file(loaded),
             ToRouter::UserHashed { user, reply } => self.on_user_hashed(user, reply),
+            ToRouter::TopicsFileRead { path, list, reply } => {
+                self.on_topics_file_read(path, list, reply)
+            }
             ToRouter::Command(Command::Shutdown) => return false,
             ToRouter::Command(cmd) => self.on_command(cmd),
         }
