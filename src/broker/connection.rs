@@ -166,6 +166,7 @@ where
         level: connect.level,
         tx,
         room_wanted: room_wanted.clone(),
+        limits: shared.limits,
     };
     if shared
         .router

@@ -74,6 +74,8 @@ pub(crate) struct ConnectRequest {
     /// Set by the router when `tx` was full; the connection clears it and sends `Writable`
     /// once it has drained the channel to half.
     pub room_wanted: Arc<AtomicBool>,
+    /// This connection's limits (in-flight window, queue, buffer).
+    pub limits: super::session::Limits,
 }
 
 /// A packet from a client that the router must see.

@@ -21,8 +21,10 @@ use super::protocol::Will;
 /// in-flight window and the QoS 0 buffer.
 pub(crate) const CONTROL_RESERVE: usize = 32;
 
-/// Per-client limits, from the broker's config.
-#[derive(Debug, Clone, Copy)]
+/// Per-client limits: the broker's config, as the connection that attached last brought them
+/// (each connection carries its own, so a client can be given others: MQTT 5's Receive
+/// Maximum will).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Limits {
     pub max_inflight: usize,
     pub max_queued: usize,
@@ -51,6 +53,8 @@ pub(crate) struct Online {
     pub since: SystemTime,
     /// Shared with the connection task: see `ConnectRequest::room_wanted`.
     pub room_wanted: Arc<AtomicBool>,
+    /// This connection's limits.
+    pub limits: Limits,
 }
 
 #[derive(Debug, Clone)]
@@ -83,6 +87,8 @@ pub(crate) enum Delivery {
 pub(crate) struct Session {
     pub client_id: Arc<str>,
     pub clean: bool,
+    /// The limits in force: the last connection's (the broker's while it never had one).
+    limits: Limits,
     pub online: Option<Online>,
     /// Subscriptions in the order they were made, one per filter.
     pub filters: Vec<(String, QoS)>,
@@ -102,10 +108,11 @@ pub(crate) struct Session {
 }
 
 impl Session {
-    pub fn new(client_id: Arc<str>, clean: bool) -> Self {
+    pub fn new(client_id: Arc<str>, clean: bool, limits: Limits) -> Self {
         Session {
             client_id,
             clean,
+            limits,
             online: None,
             filters: Vec::new(),
             inflight: VecDeque::new(),
@@ -136,15 +143,9 @@ impl Session {
     /// has room (and, for QoS 1/2, the in-flight window too), else they wait in the queue, up to
     /// `max_queued`; beyond that they are dropped and counted. QoS 0 is not kept for an offline
     /// client.
-    pub fn deliver(
-        &mut self,
-        msg: &Arc<Message>,
-        qos: QoS,
-        retain: bool,
-        limits: &Limits,
-    ) -> Delivery {
+    pub fn deliver(&mut self, msg: &Arc<Message>, qos: QoS, retain: bool) -> Delivery {
         if (qos == QoS::AtMostOnce && self.online.is_none())
-            || self.queue.len() >= limits.max_queued
+            || self.queue.len() >= self.limits.max_queued
         {
             self.dropped += 1;
             return Delivery::Dropped;
@@ -154,7 +155,7 @@ impl Session {
             qos,
             retain,
         });
-        self.pump(limits);
+        self.pump();
         Delivery::Accepted
     }
 
@@ -162,7 +163,8 @@ impl Session {
     /// messages while the connection's channel has room and, for QoS 1/2, the in-flight window
     /// too. When the channel is what blocks, the connection is asked to say when it has drained
     /// (`room_wanted`), and the router calls `pump` again then.
-    pub fn pump(&mut self, limits: &Limits) {
+    pub fn pump(&mut self) {
+        let limits = self.limits;
         let Some(online) = &self.online else { return };
         while let Some(answer) = self.answers.pop_front() {
             match online.tx.try_send(answer) {
@@ -230,16 +232,16 @@ impl Session {
     }
 
     /// PUBACK for a QoS 1 message. Returns false if no such message was in flight.
-    pub fn on_puback(&mut self, pkid: u16, limits: &Limits) -> bool {
-        self.complete(pkid, QoS::AtLeastOnce, limits)
+    pub fn on_puback(&mut self, pkid: u16) -> bool {
+        self.complete(pkid, QoS::AtLeastOnce)
     }
 
     /// PUBCOMP for a QoS 2 message.
-    pub fn on_pubcomp(&mut self, pkid: u16, limits: &Limits) -> bool {
-        self.complete(pkid, QoS::ExactlyOnce, limits)
+    pub fn on_pubcomp(&mut self, pkid: u16) -> bool {
+        self.complete(pkid, QoS::ExactlyOnce)
     }
 
-    fn complete(&mut self, pkid: u16, qos: QoS, limits: &Limits) -> bool {
+    fn complete(&mut self, pkid: u16, qos: QoS) -> bool {
         // Acknowledgements nearly always come in order: look from the front.
         let Some(at) = self
             .inflight
@@ -249,7 +251,7 @@ impl Session {
             return false;
         };
         self.inflight.remove(at);
-        self.pump(limits);
+        self.pump();
         true
     }
 
@@ -271,7 +273,8 @@ impl Session {
     /// Attaches a new connection and re-sends what is in flight: PUBLISH with DUP for messages
     /// not yet acknowledged, PUBREL for those released, in their original order. Then fills the
     /// window from the queue.
-    pub fn attach(&mut self, online: Online, limits: &Limits) {
+    pub fn attach(&mut self, online: Online) {
+        self.limits = online.limits;
         for m in &self.inflight {
             let out = if m.released {
                 Outbound::PubRel(m.pkid)
@@ -287,7 +290,7 @@ impl Session {
             let _ = online.tx.try_send(out);
         }
         self.online = Some(online);
-        self.pump(limits);
+        self.pump();
     }
 
     /// Detaches the connection, returning it.
@@ -301,12 +304,12 @@ impl Session {
     /// Sends the answer to a client's packet (SUBACK, UNSUBACK), after any answer still waiting
     /// and before any message queued after it. Never refused: a client that pipelines packets
     /// faster than the router's answers drain is busy, not stalled.
-    pub fn answer(&mut self, out: Outbound, limits: &Limits) {
+    pub fn answer(&mut self, out: Outbound) {
         if self.online.is_none() {
             return;
         }
         self.answers.push_back(out);
-        self.pump(limits);
+        self.pump();
     }
 }
 
@@ -358,6 +361,7 @@ mod tests {
             keep_alive: 60,
             since: SystemTime::now(),
             room_wanted: Arc::new(AtomicBool::new(false)),
+            limits: LIMITS,
         };
         (o, rx)
     }
@@ -383,14 +387,14 @@ mod tests {
             topic: Arc::from("t"),
             payload: Bytes::from(text),
         });
-        s.deliver(&msg, qos, false, &LIMITS)
+        s.deliver(&msg, qos, false)
     }
 
     #[test]
     fn window_then_queue_then_drop() {
-        let mut s = Session::new("c".into(), false);
+        let mut s = Session::new("c".into(), false, LIMITS);
         let (o, mut rx) = online(LIMITS.channel_capacity());
-        s.attach(o, &LIMITS);
+        s.attach(o);
         for text in ["a", "b", "c", "d", "e"] {
             assert_eq!(msg(&mut s, text, QoS::AtLeastOnce), Delivery::Accepted);
         }
@@ -398,19 +402,16 @@ mod tests {
         assert_eq!(s.dropped, 1);
         let sent = publishes(&mut rx);
         assert_eq!(sent, vec![(1, false, "a".into()), (2, false, "b".into())]);
-        assert!(s.on_puback(1, &LIMITS));
-        assert!(
-            !s.on_puback(1, &LIMITS),
-            "a second PUBACK is not a second ack"
-        );
+        assert!(s.on_puback(1));
+        assert!(!s.on_puback(1), "a second PUBACK is not a second ack");
         assert_eq!(publishes(&mut rx), vec![(3, false, "c".into())]);
     }
 
     #[test]
     fn reconnect_resends_with_dup_in_order() {
-        let mut s = Session::new("c".into(), false);
+        let mut s = Session::new("c".into(), false, LIMITS);
         let (o, mut rx) = online(LIMITS.channel_capacity());
-        s.attach(o, &LIMITS);
+        s.attach(o);
         msg(&mut s, "a", QoS::ExactlyOnce);
         msg(&mut s, "b", QoS::AtLeastOnce);
         msg(&mut s, "c", QoS::AtLeastOnce);
@@ -424,22 +425,22 @@ mod tests {
             "QoS 0 is not kept offline"
         );
         let (o, mut rx) = online(LIMITS.channel_capacity());
-        s.attach(o, &LIMITS);
+        s.attach(o);
         assert_eq!(
             publishes(&mut rx),
             vec![(1, false, "PUBREL".into()), (2, true, "b".into())]
         );
-        assert!(s.on_pubcomp(1, &LIMITS));
+        assert!(s.on_pubcomp(1));
         assert_eq!(publishes(&mut rx), vec![(3, false, "c".into())]);
-        assert!(s.on_puback(2, &LIMITS));
+        assert!(s.on_puback(2));
         assert_eq!(publishes(&mut rx), vec![(4, false, "d".into())]);
     }
 
     #[test]
     fn a_full_channel_queues_in_order_and_asks_for_room() {
-        let mut s = Session::new("c".into(), true);
+        let mut s = Session::new("c".into(), true, LIMITS);
         let (o, mut rx) = online(LIMITS.channel_capacity());
-        s.attach(o, &LIMITS);
+        s.attach(o);
         for text in ["a", "b", "c"] {
             assert_eq!(msg(&mut s, text, QoS::AtMostOnce), Delivery::Accepted);
         }
@@ -457,9 +458,9 @@ mod tests {
             "queue full"
         );
         assert_eq!(publishes(&mut rx).len(), 2);
-        s.pump(&LIMITS);
+        s.pump();
         assert_eq!(publishes(&mut rx).len(), 2);
-        s.pump(&LIMITS);
+        s.pump();
         let rest: Vec<String> = publishes(&mut rx).into_iter().map(|p| p.2).collect();
         assert_eq!(rest, vec!["e"], "in order, QoS 1 and 0 alike");
         assert_eq!(s.inflight_len(), 1);
@@ -467,16 +468,16 @@ mod tests {
 
     #[test]
     fn answers_wait_for_room_in_order_and_go_before_later_messages() {
-        let mut s = Session::new("c".into(), true);
+        let mut s = Session::new("c".into(), true, LIMITS);
         let (o, mut rx) = online(CONTROL_RESERVE + 1);
-        s.attach(o, &LIMITS);
+        s.attach(o);
         // More answers than the channel holds, a message, then one more answer.
         let n = CONTROL_RESERVE as u16 + 2;
         for id in 1..=n {
-            s.answer(Outbound::UnsubAck(id), &LIMITS);
+            s.answer(Outbound::UnsubAck(id));
         }
         assert_eq!(msg(&mut s, "a", QoS::AtMostOnce), Delivery::Accepted);
-        s.answer(Outbound::UnsubAck(n + 1), &LIMITS);
+        s.answer(Outbound::UnsubAck(n + 1));
         let mut seen = Vec::new();
         while let Ok(out) = rx.try_recv() {
             match out {
@@ -486,7 +487,7 @@ mod tests {
                 }
                 other => panic!("unexpected {other:?}"),
             }
-            s.pump(&LIMITS); // what the router does when the connection says it has room
+            s.pump(); // what the router does when the connection says it has room
         }
         let mut expected: Vec<String> = (1..=n + 1).map(|id| id.to_string()).collect();
         expected.push("a".into());
@@ -498,14 +499,14 @@ mod tests {
 
     #[test]
     fn packet_ids_skip_zero_and_those_in_flight() {
-        let mut s = Session::new("c".into(), false);
+        let mut s = Session::new("c".into(), false, LIMITS);
         let (o, mut rx) = online(LIMITS.channel_capacity());
-        s.attach(o, &LIMITS);
+        s.attach(o);
         s.next_pkid = 65_534;
         msg(&mut s, "a", QoS::AtLeastOnce); // 65535, stays in flight
         msg(&mut s, "b", QoS::AtLeastOnce); // 1
         let mut ids: Vec<u16> = publishes(&mut rx).into_iter().map(|p| p.0).collect();
-        s.on_puback(1, &LIMITS);
+        s.on_puback(1);
         s.next_pkid = 65_534;
         msg(&mut s, "c", QoS::AtLeastOnce); // 65535 is taken, so 1
         ids.extend(publishes(&mut rx).into_iter().map(|p| p.0));

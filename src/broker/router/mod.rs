@@ -152,8 +152,7 @@ impl Router {
             ToRouter::Closed { conn, reason } => self.on_closed(conn, reason),
             ToRouter::Writable { conn } => {
                 if let Some(&idx) = self.by_conn.get(&conn) {
-                    let limits = self.limits;
-                    self.session(idx).pump(&limits);
+                    self.session(idx).pump();
                 }
             }
             ToRouter::Refused {
@@ -226,7 +225,7 @@ impl Router {
         let idx = match idx {
             Some(i) => i,
             None => {
-                let s = Session::new(client_id.clone(), req.clean_session);
+                let s = Session::new(client_id.clone(), req.clean_session, self.limits);
                 let i = match self.free.pop() {
                     Some(i) => {
                         self.sessions[i] = Some(s);
@@ -267,7 +266,6 @@ impl Router {
             "client connected"
         );
         let _ = req.tx.try_send(Outbound::ConnAck { session_present });
-        let limits = self.limits;
         let online = Online {
             conn: req.conn,
             tx: req.tx,
@@ -278,10 +276,11 @@ impl Router {
             keep_alive: req.keep_alive,
             since: SystemTime::now(),
             room_wanted: req.room_wanted,
+            limits: req.limits,
         };
         let session = self.session(idx);
         session.clean = req.clean_session;
-        session.attach(online, &limits);
+        session.attach(online);
         self.by_conn.insert(req.conn, idx);
         self.counters.maximum_connected = self.counters.maximum_connected.max(self.connected());
     }
@@ -358,18 +357,17 @@ impl Router {
         let Some(&idx) = self.by_conn.get(&conn) else {
             return;
         };
-        let limits = self.limits;
         for packet in packets {
             match packet {
                 Inbound::Publish(p) => self.on_publish(idx, p),
                 Inbound::PubAck(id) => {
-                    self.session(idx).on_puback(id, &limits);
+                    self.session(idx).on_puback(id);
                 }
                 Inbound::PubRec(id) => {
                     self.session(idx).on_pubrec(id);
                 }
                 Inbound::PubComp(id) => {
-                    self.session(idx).on_pubcomp(id, &limits);
+                    self.session(idx).on_pubcomp(id);
                 }
                 Inbound::PubRel(id) => {
                     self.session(idx).incoming_qos2.remove(&id);
@@ -409,7 +407,6 @@ impl Router {
             topics,
             sessions,
             counters,
-            limits,
             ..
         } = self;
         let Some(t) = topics
@@ -449,7 +446,7 @@ impl Router {
                 continue;
             };
             let q = min_qos(qos, granted);
-            if s.deliver(&msg, q, false, limits) == Delivery::Dropped {
+            if s.deliver(&msg, q, false) == Delivery::Dropped {
                 counters.dropped += 1;
             }
         }
@@ -502,14 +499,13 @@ impl Router {
                 }
             }
         }
-        let limits = self.limits;
         let suback = Outbound::SubAck {
             pkid,
             codes: codes.into(),
         };
-        self.session(idx).answer(suback, &limits);
+        self.session(idx).answer(suback);
         for (msg, q) in retained {
-            if self.session(idx).deliver(&msg, q, true, &limits) == Delivery::Dropped {
+            if self.session(idx).deliver(&msg, q, true) == Delivery::Dropped {
                 self.counters.dropped += 1;
             }
         }
@@ -528,8 +524,7 @@ impl Router {
                 self.topics.set_subscriber(&name, idx, eff);
             }
         }
-        let limits = self.limits;
-        self.session(idx).answer(Outbound::UnsubAck(pkid), &limits);
+        self.session(idx).answer(Outbound::UnsubAck(pkid));
     }
 
     fn shutdown(&mut self) {
