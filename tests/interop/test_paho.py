@@ -809,3 +809,50 @@ def test_sys_interval_0_turns_sys_off(broker_factory, clients):
     sub = clients(b)
     assert sub.subscribe("$SYS/#", 0) == [0]
     sub.assert_no_message(1.2)
+
+
+# --------------------------------------------------------------------------- clients that do not wait
+
+
+def test_subscribe_sent_right_after_connect_is_answered_at_once(broker):
+    """The README's own example: connect(), subscribe() and loop, without waiting for CONNACK.
+    paho sends SUBSCRIBE straight behind CONNECT, often in the same TCP segment; its SUBACK
+    must not wait for the next packet (the first PINGREQ, keepalive seconds later)."""
+    got = queue.Queue()
+    subacked = threading.Event()
+    c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="eager-" + uuid.uuid4().hex[:8])
+    c.on_subscribe = lambda *a: subacked.set()
+    c.on_message = lambda client, userdata, m: got.put(m.payload)
+    c.connect(broker.host, broker.port, keepalive=60)
+    c.subscribe("lab/a", qos=1)
+    c.loop_start()
+    try:
+        assert subacked.wait(2.0), "no SUBACK within 2 s of a SUBSCRIBE sent behind CONNECT"
+        pub = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="pub-" + uuid.uuid4().hex[:8])
+        pub.connect(broker.host, broker.port)
+        pub.loop_start()
+        pub.publish("lab/a", b"right away", qos=1).wait_for_publish(WAIT)
+        assert got.get(timeout=WAIT) == b"right away"
+        pub.disconnect()
+        pub.loop_stop()
+    finally:
+        c.disconnect()
+        c.loop_stop()
+
+
+def test_connect_publish_disconnect_in_one_write_is_delivered_and_fires_no_will(broker, clients):
+    sub = clients(broker)
+    sub.subscribe([("lab/a", 1), ("lab/b", 1)])
+    will_topic = b"lab/b"
+    body = (struct.pack(">H", 4) + b"MQTT" + bytes([4, 0x02 | 0x04 | 0x08]) + struct.pack(">H", 60)
+            + struct.pack(">H", 3) + b"one"
+            + struct.pack(">H", len(will_topic)) + will_topic + struct.pack(">H", 4) + b"will")
+    connect = bytes([0x10, len(body)]) + body
+    publish_body = struct.pack(">H", 5) + b"lab/a" + b"in one write"
+    publish = bytes([0x30, len(publish_body)]) + publish_body
+    with socket.create_connection((broker.host, broker.port), timeout=WAIT) as s:
+        s.sendall(connect + publish + b"\xe0\x00")
+        assert recv_exactly(s, 4) == b"\x20\x02\x00\x00"
+    m = sub.get()
+    assert (m.topic, m.payload) == ("lab/a", b"in one write")
+    sub.assert_no_message()
