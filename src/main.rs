@@ -36,6 +36,10 @@ struct RunArgs {
     /// TCP port; 0 picks a free one.
     #[arg(short, long, default_value_t = 1883)]
     port: u16,
+    /// Also serve MQTT over WebSocket on this port (ws://ADDR:PORT/mqtt, for browser pages);
+    /// 0 picks a free one.
+    #[arg(long, value_name = "PORT")]
+    ws_port: Option<u16>,
     /// The topic list [default: topics.ron in the config folder]
     #[arg(long, value_name = "FILE")]
     topics: Option<PathBuf>,
@@ -132,6 +136,7 @@ fn broker_config(args: &RunArgs, topics: Option<&Path>) -> anyhow::Result<Config
     tracing::info!(users = %users_path.display(), count = users.users.len(), "users loaded");
     Ok(Config {
         listen: SocketAddr::new(args.bind, args.port),
+        ws_listen: args.ws_port.map(|p| SocketAddr::new(args.bind, p)),
         topics,
         users,
         users_path: Some(users_path),
@@ -167,6 +172,9 @@ fn run_broker(args: RunArgs) -> anyhow::Result<()> {
         let stop = stop_signal()?;
         let broker = Broker::start(config).await?;
         println!("mqtt-lab: listening on mqtt://{}", broker.local_addr());
+        if let Some(ws) = broker.ws_addr() {
+            println!("mqtt-lab: listening on ws://{ws}/mqtt");
+        }
         std::io::stdout().flush().ok();
         stop.await;
         tracing::info!("stopping");

@@ -13,6 +13,8 @@ use super::users::Users;
 pub struct Config {
     /// Address and port to listen on; port 0 picks a free one.
     pub listen: SocketAddr,
+    /// Where MQTT over WebSocket is served (`ws://ADDR/mqtt`), if anywhere.
+    pub ws_listen: Option<SocketAddr>,
     /// The topics that exist.
     pub topics: Vec<String>,
     /// Who may log in.
@@ -44,6 +46,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 1883),
+            ws_listen: None,
             topics: Vec::new(),
             users: Users::default(),
             users_path: None,

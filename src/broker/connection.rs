@@ -192,6 +192,18 @@ where
     Some((link, keep_alive, client_id))
 }
 
+/// Tells the router (for its counters and the window) and the log that a connection was turned
+/// away before it could speak MQTT (a failed WebSocket upgrade).
+pub(crate) async fn refused_before_mqtt(shared: &Shared, peer: Peer, reason: Refusal) {
+    warn!(%peer, %reason, "closing");
+    let msg = ToRouter::Refused {
+        peer,
+        client_id: None,
+        reason,
+    };
+    let _ = shared.router.send(msg).await;
+}
+
 /// Turns a connection away: the CONNACK its refusal calls for (if any), the log, and a word to
 /// the router for its counters and the window.
 async fn refuse<T, W: AsyncWrite + Unpin>(
@@ -210,14 +222,18 @@ async fn refuse<T, W: AsyncWrite + Unpin>(
             info!(%peer, client_id, %reason, "refused")
         }
         Refusal::Busy { .. } => warn!(%peer, client_id, %reason, "refused"),
-        Refusal::NotConnect | Refusal::BadConnect(_) => warn!(%peer, %reason, "closing"),
+        Refusal::NotConnect | Refusal::BadConnect(_) | Refusal::Upgrade(_) => {
+            warn!(%peer, %reason, "closing")
+        }
     }
     if let Some(code) = reason.code() {
         wire.encode(Outgoing::ConnAck {
             session_present: false,
             code,
         });
-        let _ = wr.write_all(&wire.wbuf).await;
+        if wr.write_all(&wire.wbuf).await.is_ok() {
+            let _ = wr.flush().await;
+        }
     }
     let msg = ToRouter::Refused {
         peer,
@@ -291,6 +307,20 @@ async fn check_connect(c: &Connect, shared: &Shared, peer: Peer) -> Option<Refus
     }
 }
 
+/// Writes what the buffer holds, or, once it is empty, flushes the stream: a stream with a
+/// buffer of its own (a WebSocket's frames) sends what it holds; for TCP that is done at once.
+/// `Some(n)` for a write, `None` for a flush. Cancel-safe, like the two calls it makes.
+async fn write_or_flush<W: AsyncWrite + Unpin>(
+    wr: &mut W,
+    wbuf: &mut BytesMut,
+) -> std::io::Result<Option<usize>> {
+    if wbuf.is_empty() {
+        wr.flush().await.map(|()| None)
+    } else {
+        wr.write_buf(wbuf).await.map(Some)
+    }
+}
+
 /// A connected client's stream halves, buffers and the router's channel to it.
 struct Link<'a, R, W> {
     conn: ConnId,
@@ -329,6 +359,7 @@ where
         let timer = tokio::time::sleep(limit.unwrap_or(far));
         tokio::pin!(timer);
         let mut chunk = READ_CHUNK_MIN;
+        let mut unflushed = false;
         // What came in the same read as CONNECT is handled now, not at the next read.
         if !self.wire.rbuf.is_empty()
             && let ReadOutcome::Close(reason) = Box::pin(self.on_read()).await
@@ -380,14 +411,16 @@ where
                         return CloseReason::ServerShutdown;
                     }
                 }
-                res = self.wr.write_buf(&mut self.wire.wbuf), if !self.wire.wbuf.is_empty() => {
+                res = write_or_flush(&mut self.wr, &mut self.wire.wbuf), if !self.wire.wbuf.is_empty() || unflushed => {
                     match res {
-                        Ok(n) => {
+                        Ok(Some(n)) => {
                             stats::add(&self.shared.stats.bytes_sent, n as u64);
+                            unflushed = true;
                             if self.wire.wbuf.is_empty() && self.wire.wbuf.capacity() > 4 * WRITE_HIGH_WATER {
                                 self.wire.wbuf = BytesMut::new(); // give a burst's memory back
                             }
                         }
+                        Ok(None) => unflushed = false,
                         Err(e) => return CloseReason::SocketError(e.kind()),
                     }
                 }

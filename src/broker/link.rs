@@ -190,6 +190,8 @@ pub enum Refusal {
     NoConnect(std::time::Duration),
     #[error("protocol error: first packet is not CONNECT")]
     NotConnect,
+    #[error("{0}")]
+    Upgrade(super::websocket::UpgradeError),
     #[error("bad CONNECT: {0}")]
     BadConnect(DecodeError),
     #[error("unsupported protocol level {0}: CONNACK 0x01")]
@@ -210,7 +212,10 @@ impl Refusal {
     /// The CONNACK code the client is told, if it gets a CONNACK at all.
     pub fn code(&self) -> Option<ConnectCode> {
         match self {
-            Refusal::NoConnect(_) | Refusal::NotConnect | Refusal::BadConnect(_) => None,
+            Refusal::NoConnect(_)
+            | Refusal::NotConnect
+            | Refusal::BadConnect(_)
+            | Refusal::Upgrade(_) => None,
             Refusal::UnsupportedLevel(_) => Some(ConnectCode::UnacceptableProtocol),
             Refusal::IdentifierRejected => Some(ConnectCode::IdentifierRejected),
             Refusal::Busy { .. } => Some(ConnectCode::ServerUnavailable),

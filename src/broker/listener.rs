@@ -1,20 +1,27 @@
-//! Accepts TCP connections and spawns a connection task for each, up to a limit.
+//! Accepts connections on one door (plain MQTT over TCP, or MQTT over WebSocket) and spawns a
+//! connection task for each, up to a limit shared by every door.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tracing::{debug, warn};
 
 use super::connection::{self, Shared};
+use super::link::Refusal;
 use super::protocol::{Peer, Transport};
+use super::websocket;
 
-/// Accepts until the task is aborted.
-pub(crate) async fn run(listener: TcpListener, shared: Arc<Shared>, max_connections: usize) {
-    let permits = Arc::new(Semaphore::new(max_connections));
+/// Accepts until the task is aborted. `permits` caps the connections of every listener.
+pub(crate) async fn run(
+    listener: TcpListener,
+    transport: Transport,
+    shared: Arc<Shared>,
+    permits: Arc<Semaphore>,
+) {
     loop {
-        let (socket, peer) = match listener.accept().await {
+        let (socket, addr) = match listener.accept().await {
             Ok(accepted) => accepted,
             Err(e) => {
                 // Out of file descriptors, most likely: wait for some to be freed, keep serving.
@@ -24,23 +31,39 @@ pub(crate) async fn run(listener: TcpListener, shared: Arc<Shared>, max_connecti
             }
         };
         let Ok(permit) = permits.clone().try_acquire_owned() else {
-            warn!(%peer, max_connections, "too many connections: closing the new one");
+            warn!(peer = %addr, "too many connections: closing the new one");
             continue;
         };
         // Small packets (acks, pings) must not wait for Nagle's algorithm.
         if let Err(e) = socket.set_nodelay(true) {
-            debug!(%peer, error = %e, "TCP_NODELAY not set");
+            debug!(peer = %addr, error = %e, "TCP_NODELAY not set");
         }
+        let peer = Peer { addr, transport };
         let shared = shared.clone();
-        let peer = Peer {
-            addr: peer,
-            transport: Transport::Tcp,
-        };
+        // Whatever handshake the door needs happens in the connection's own task: one slow
+        // client never holds up the accept loop.
         tokio::spawn(async move {
+            serve(socket, peer, shared).await;
+            drop(permit);
+        });
+    }
+}
+
+async fn serve(socket: TcpStream, peer: Peer, shared: Arc<Shared>) {
+    match peer.transport {
+        Transport::Tcp => {
             // Owned halves: TCP reads and writes at once without a lock between them.
             let (rd, wr) = socket.into_split();
             connection::serve(rd, wr, peer, shared).await;
-            drop(permit);
-        });
+        }
+        Transport::WebSocket => {
+            let upgrade = websocket::accept(socket, shared.max_packet_size, shared.connect_timeout);
+            match upgrade.await {
+                Ok((rd, wr)) => connection::serve(rd, wr, peer, shared).await,
+                Err(e) => {
+                    connection::refused_before_mqtt(&shared, peer, Refusal::Upgrade(e)).await;
+                }
+            }
+        }
     }
 }

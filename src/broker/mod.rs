@@ -27,13 +27,14 @@ mod saver;
 mod session;
 mod table;
 mod users_watch;
+pub mod websocket;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::JoinHandle;
 use tracing::warn;
 
@@ -45,6 +46,7 @@ pub use stats::{Stats, StatsSnapshot};
 
 use connection::Shared;
 use link::ToRouter;
+use protocol::Transport;
 use router::Router;
 use session::Limits;
 
@@ -60,14 +62,20 @@ pub enum StartError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error("cannot listen for WebSocket clients on {addr}: {source}{hint}", hint = if source.kind() == std::io::ErrorKind::AddrInUse { " (pick another port with --ws-port)" } else { "" })]
+    BindWebSocket {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 /// A running broker. Dropping it does not stop it: call [`Broker::shutdown`].
 pub struct Broker {
     local_addr: SocketAddr,
+    ws_addr: Option<SocketAddr>,
     handle: BrokerHandle,
     stats: Arc<Stats>,
-    listener: JoinHandle<()>,
+    listeners: Vec<JoinHandle<()>>,
     router: JoinHandle<()>,
     saver: JoinHandle<()>,
     watcher: Option<JoinHandle<()>>,
@@ -115,6 +123,16 @@ impl Broker {
             addr: config.listen,
             source,
         })?;
+        let ws = match config.ws_listen {
+            Some(addr) => {
+                let bind = |source| StartError::BindWebSocket { addr, source };
+                let l = TcpListener::bind(addr).await.map_err(bind)?;
+                let a = l.local_addr().map_err(bind)?;
+                Some((l, a))
+            }
+            None => None,
+        };
+        let ws_addr = ws.as_ref().map(|(_, a)| *a);
         if !config.listen.ip().is_loopback() && config.users.allow_anonymous {
             warn!(%local_addr, "listening beyond loopback with anonymous logins allowed: anyone on the network can connect");
         }
@@ -151,12 +169,27 @@ impl Broker {
             connect_timeout: config.connect_timeout,
             next_conn: AtomicU64::new(1),
         });
-        let listener = tokio::spawn(listener::run(listener, shared, config.max_connections));
+        let permits = Arc::new(Semaphore::new(config.max_connections));
+        let mut listeners = vec![tokio::spawn(listener::run(
+            listener,
+            Transport::Tcp,
+            shared.clone(),
+            permits.clone(),
+        ))];
+        if let Some((l, _)) = ws {
+            listeners.push(tokio::spawn(listener::run(
+                l,
+                Transport::WebSocket,
+                shared,
+                permits,
+            )));
+        }
         Ok(Broker {
             local_addr,
+            ws_addr,
             handle: BrokerHandle { tx },
             stats,
-            listener,
+            listeners,
             router,
             saver,
             watcher,
@@ -166,6 +199,11 @@ impl Broker {
     /// The address the broker listens on (with the real port when port 0 was asked for).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The WebSocket listener's address (`ws://ADDR/mqtt`), if one was asked for.
+    pub fn ws_addr(&self) -> Option<SocketAddr> {
+        self.ws_addr
     }
 
     /// A handle to send commands with.
@@ -186,7 +224,9 @@ impl Broker {
     /// Stops accepting, closes every connection, and waits for the router to finish and for
     /// the files it changed to be written.
     pub async fn shutdown(self) {
-        self.listener.abort();
+        for l in &self.listeners {
+            l.abort();
+        }
         if let Some(w) = &self.watcher {
             w.abort();
         }

@@ -147,12 +147,15 @@ pub enum Outgoing<'a> {
 pub enum Transport {
     /// MQTT over plain TCP.
     Tcp,
+    /// MQTT in binary WebSocket frames (browsers).
+    WebSocket,
 }
 
 impl std::fmt::Display for Transport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             Transport::Tcp => "TCP",
+            Transport::WebSocket => "WebSocket",
         })
     }
 }

@@ -33,7 +33,7 @@ DEFAULT_BIN = HERE / ".." / ".." / "target" / "debug" / "mqtt-lab"
 
 LISTEN_TIMEOUT = 20.0
 STOP_TIMEOUT = 10.0
-LISTEN_RE = re.compile(r"^mqtt-lab: listening on mqtt://127\.0\.0\.1:(\d+)$")
+LISTEN_RE = re.compile(r"^mqtt-lab: listening on (?:mqtt|ws)://127\.0\.0\.1:(\d+)(?:/mqtt)?$")
 
 DEFAULT_TOPICS = (
     "lab/a",
@@ -71,6 +71,7 @@ class Broker:
     users_file: Path
     stderr_file: Path
     proc: subprocess.Popen = field(repr=False)
+    ws_port: Optional[int] = None
 
     @property
     def url(self) -> str:
@@ -117,8 +118,8 @@ def add_user(bin_path: Path, users_file: Path, user: User) -> None:
     assert res.returncode == 0, f"`user add {user.name}` failed: {res.stderr}"
 
 
-def _wait_listening(proc: subprocess.Popen, stderr_file: Path) -> int:
-    """Read stdout until the listening line; return the port."""
+def _wait_listening(proc: subprocess.Popen, stderr_file: Path, lines: int = 1) -> list[int]:
+    """Read stdout until `lines` listening lines are in; return their ports, in order."""
     assert proc.stdout is not None
     deadline = time.monotonic() + LISTEN_TIMEOUT
     buf = b""
@@ -140,14 +141,17 @@ def _wait_listening(proc: subprocess.Popen, stderr_file: Path) -> int:
                 pytest.fail(f"broker exited ({code}) before listening; stdout {buf!r};"
                             f" stderr:\n{stderr_file.read_text()}")
             buf += chunk
-            if b"\n" in buf:
-                line = buf.split(b"\n", 1)[0].decode(errors="replace").rstrip("\r")
-                m = LISTEN_RE.match(line)
-                if not m:
-                    proc.kill()
-                    proc.wait(5)
-                    pytest.fail(f"unexpected first stdout line from broker: {line!r}")
-                return int(m.group(1))
+            if buf.count(b"\n") >= lines:
+                ports = []
+                for raw in buf.split(b"\n")[:lines]:
+                    line = raw.decode(errors="replace").rstrip("\r")
+                    m = LISTEN_RE.match(line)
+                    if not m:
+                        proc.kill()
+                        proc.wait(5)
+                        pytest.fail(f"unexpected stdout line from broker: {line!r}")
+                    ports.append(int(m.group(1)))
+                return ports
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -183,8 +187,9 @@ def broker_factory(tmp_path, request):
                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err,
                 env={**os.environ, "NO_COLOR": "1"},
             )
-        port = _wait_listening(proc, stderr_file)
-        b = Broker("127.0.0.1", port, topics_file, users_file, stderr_file, proc)
+        ports = _wait_listening(proc, stderr_file, 2 if "--ws-port" in extra_args else 1)
+        b = Broker("127.0.0.1", ports[0], topics_file, users_file, stderr_file, proc,
+                   ws_port=ports[1] if len(ports) > 1 else None)
         started.append(b)
         return b
 
