@@ -40,6 +40,25 @@ struct RunArgs {
     /// 0 picks a free one.
     #[arg(long, value_name = "PORT")]
     ws_port: Option<u16>,
+    /// Also serve MQTT over TLS on this port (mqtts://, 8883 by convention); 0 picks a free one.
+    #[arg(long, value_name = "PORT")]
+    tls_port: Option<u16>,
+    /// Also serve MQTT over secure WebSocket on this port (wss://ADDR:PORT/mqtt).
+    #[arg(long, value_name = "PORT")]
+    wss_port: Option<u16>,
+    /// The server's certificate chain (PEM) for the TLS ports [default: one signed by a local CA
+    /// the app makes in the config folder]
+    #[arg(long, value_name = "FILE", requires = "key")]
+    cert: Option<PathBuf>,
+    /// The server certificate's private key (PEM).
+    #[arg(long, value_name = "FILE", requires = "cert")]
+    key: Option<PathBuf>,
+    /// Check client certificates against these CA certificates (PEM).
+    #[arg(long, value_name = "FILE")]
+    cafile: Option<PathBuf>,
+    /// Refuse TLS clients without a certificate signed by --cafile.
+    #[arg(long, requires = "cafile")]
+    require_certificate: bool,
     /// The topic list [default: topics.ron in the config folder]
     #[arg(long, value_name = "FILE")]
     topics: Option<PathBuf>,
@@ -132,11 +151,19 @@ fn broker_config(args: &RunArgs, topics: Option<&Path>) -> anyhow::Result<Config
     let users_path = paths::users_file(args.users.as_deref())?;
     let topics = topic_list::load(&topics_path)?;
     let users = Users::load(&users_path)?;
+    let tls = if args.tls_port.is_some() || args.wss_port.is_some() {
+        Some(tls_config(args)?)
+    } else {
+        None
+    };
     tracing::info!(topics = %topics_path.display(), count = topics.len(), "topic list loaded");
     tracing::info!(users = %users_path.display(), count = users.users.len(), "users loaded");
     Ok(Config {
         listen: SocketAddr::new(args.bind, args.port),
         ws_listen: args.ws_port.map(|p| SocketAddr::new(args.bind, p)),
+        tls_listen: args.tls_port.map(|p| SocketAddr::new(args.bind, p)),
+        wss_listen: args.wss_port.map(|p| SocketAddr::new(args.bind, p)),
+        tls,
         topics,
         users,
         users_path: Some(users_path),
@@ -149,6 +176,39 @@ fn broker_config(args: &RunArgs, topics: Option<&Path>) -> anyhow::Result<Config
         max_connections: args.max_connections,
         ..Config::default()
     })
+}
+
+/// The TLS doors' settings: the given certificate, or the local CA's (made on first use).
+fn tls_config(
+    args: &RunArgs,
+) -> anyhow::Result<std::sync::Arc<tokio_rustls::rustls::ServerConfig>> {
+    use mqtt_lab::broker::tls;
+    let files = match (&args.cert, &args.key) {
+        (Some(cert), Some(key)) => tls::TlsFiles {
+            cert: cert.clone(),
+            key: key.clone(),
+            cafile: args.cafile.clone(),
+            require_certificate: args.require_certificate,
+        },
+        _ => {
+            let dir = paths::config_dir()
+                .context("no config folder for the local CA: give --cert and --key")?
+                .join("tls");
+            let local = tls::local_ca(&dir)?;
+            tracing::info!(
+                ca = %local.ca.display(),
+                sha256 = %local.fingerprint,
+                "TLS certificate signed by the local CA: clients trust it with --cafile {}",
+                local.ca.display()
+            );
+            tls::TlsFiles {
+                cafile: args.cafile.clone(),
+                require_certificate: args.require_certificate,
+                ..local.files
+            }
+        }
+    };
+    Ok(tls::server_config(&files)?)
 }
 
 fn run_broker(args: RunArgs) -> anyhow::Result<()> {
@@ -171,9 +231,8 @@ fn run_broker(args: RunArgs) -> anyhow::Result<()> {
         // stops us at once must get a clean stop, not the default action.
         let stop = stop_signal()?;
         let broker = Broker::start(config).await?;
-        println!("mqtt-lab: listening on mqtt://{}", broker.local_addr());
-        if let Some(ws) = broker.ws_addr() {
-            println!("mqtt-lab: listening on ws://{ws}/mqtt");
+        for url in broker.urls() {
+            println!("mqtt-lab: listening on {url}");
         }
         std::io::stdout().flush().ok();
         stop.await;

@@ -382,3 +382,32 @@ fn a_file_that_is_not_utf8_is_named_with_its_line_and_column() {
         format!("mqtt-lab: error: {topics}:2:8: not UTF-8 text (byte 0xff)")
     );
 }
+
+#[test]
+fn a_certificate_that_does_not_parse_stops_the_start_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let topics = write(dir.path(), "topics.ron", "(topics: [])");
+    let users = write(dir.path(), "users.ron", "(allow_anonymous: true)");
+    let junk = write(dir.path(), "cert.pem", "not a certificate");
+    let out = Command::new(BIN)
+        .args([
+            "--headless",
+            "--port",
+            "0",
+            "--tls-port",
+            "0",
+            "--topics",
+            &topics,
+        ])
+        .args(["--users", &users, "--cert", &junk, "--key", &junk])
+        .env("HOME", dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    let last = err.lines().last().unwrap();
+    assert!(
+        last.starts_with(&format!("mqtt-lab: error: {junk}: ")),
+        "{err}"
+    );
+}

@@ -15,6 +15,12 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Where MQTT over WebSocket is served (`ws://ADDR/mqtt`), if anywhere.
     pub ws_listen: Option<SocketAddr>,
+    /// Where MQTT over TLS is served (`mqtts://ADDR`), if anywhere; needs `tls`.
+    pub tls_listen: Option<SocketAddr>,
+    /// Where MQTT over WebSocket over TLS is served (`wss://ADDR/mqtt`); needs `tls`.
+    pub wss_listen: Option<SocketAddr>,
+    /// The TLS doors' certificate and settings (see `tls::server_config`).
+    pub tls: Option<std::sync::Arc<tokio_rustls::rustls::ServerConfig>>,
     /// The topics that exist.
     pub topics: Vec<String>,
     /// Who may log in.
@@ -47,6 +53,9 @@ impl Default for Config {
         Config {
             listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 1883),
             ws_listen: None,
+            tls_listen: None,
+            wss_listen: None,
+            tls: None,
             topics: Vec::new(),
             users: Users::default(),
             users_path: None,

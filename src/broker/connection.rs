@@ -48,6 +48,8 @@ pub(crate) struct Shared {
     pub router: mpsc::Sender<ToRouter>,
     pub users: watch::Receiver<Arc<Users>>,
     pub logins: Arc<LoginGate>,
+    /// For the TLS doors (`mqtts://`, `wss://`), when there are any.
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
     pub stats: Arc<Stats>,
     pub limits: Limits,
     pub max_packet_size: usize,
@@ -141,6 +143,7 @@ where
                     Refusal::UnsupportedLevel(level)
                 }
                 Ok(Err(FirstPacketError::Decode(e))) => Refusal::BadConnect(e),
+                Ok(Err(FirstPacketError::Tls)) => Refusal::TlsOnPlainPort,
                 _ => Refusal::NotConnect,
             };
             return refuse(&mut wr, &mut wire, shared, peer, None, refusal).await;
@@ -222,7 +225,11 @@ async fn refuse<T, W: AsyncWrite + Unpin>(
             info!(%peer, client_id, %reason, "refused")
         }
         Refusal::Busy { .. } => warn!(%peer, client_id, %reason, "refused"),
-        Refusal::NotConnect | Refusal::BadConnect(_) | Refusal::Upgrade(_) => {
+        Refusal::NotConnect
+        | Refusal::TlsOnPlainPort
+        | Refusal::BadConnect(_)
+        | Refusal::Upgrade(_)
+        | Refusal::Tls(_) => {
             warn!(%peer, %reason, "closing")
         }
     }
@@ -247,6 +254,8 @@ async fn refuse<T, W: AsyncWrite + Unpin>(
 enum FirstPacketError {
     Closed,
     NotConnect,
+    /// A TLS ClientHello record (0x16 0x03 ...): a TLS client at the plain port.
+    Tls,
     Decode(DecodeError),
 }
 
@@ -260,6 +269,9 @@ async fn read_first_packet<R: AsyncRead + Unpin>(
         // a CONNECT (an HTTP request, say).
         if wire.rbuf.first().is_some_and(|b| b >> 4 != 1) {
             return Err(FirstPacketError::NotConnect);
+        }
+        if wire.rbuf.starts_with(&[0x16, 0x03]) {
+            return Err(FirstPacketError::Tls);
         }
         match wire.decode() {
             Ok(Some(p)) => return Ok(p),

@@ -190,8 +190,12 @@ pub enum Refusal {
     NoConnect(std::time::Duration),
     #[error("protocol error: first packet is not CONNECT")]
     NotConnect,
+    #[error("a TLS handshake on the plain MQTT port (TLS clients use the mqtts:// port)")]
+    TlsOnPlainPort,
     #[error("{0}")]
     Upgrade(super::websocket::UpgradeError),
+    #[error("TLS handshake failed: {0}")]
+    Tls(String),
     #[error("bad CONNECT: {0}")]
     BadConnect(DecodeError),
     #[error("unsupported protocol level {0}: CONNACK 0x01")]
@@ -214,8 +218,10 @@ impl Refusal {
         match self {
             Refusal::NoConnect(_)
             | Refusal::NotConnect
+            | Refusal::TlsOnPlainPort
             | Refusal::BadConnect(_)
-            | Refusal::Upgrade(_) => None,
+            | Refusal::Upgrade(_)
+            | Refusal::Tls(_) => None,
             Refusal::UnsupportedLevel(_) => Some(ConnectCode::UnacceptableProtocol),
             Refusal::IdentifierRejected => Some(ConnectCode::IdentifierRejected),
             Refusal::Busy { .. } => Some(ConnectCode::ServerUnavailable),

@@ -56,14 +56,46 @@ async fn serve(socket: TcpStream, peer: Peer, shared: Arc<Shared>) {
             let (rd, wr) = socket.into_split();
             connection::serve(rd, wr, peer, shared).await;
         }
-        Transport::WebSocket => {
-            let upgrade = websocket::accept(socket, shared.max_packet_size, shared.connect_timeout);
-            match upgrade.await {
-                Ok((rd, wr)) => connection::serve(rd, wr, peer, shared).await,
-                Err(e) => {
-                    connection::refused_before_mqtt(&shared, peer, Refusal::Upgrade(e)).await;
-                }
+        Transport::WebSocket => websocket(socket, peer, shared).await,
+        Transport::Tls => {
+            if let Some(tls) = tls_handshake(socket, peer, &shared).await {
+                let (rd, wr) = tokio::io::split(tls);
+                connection::serve(rd, wr, peer, shared).await;
+            }
+        }
+        Transport::SecureWebSocket => {
+            if let Some(tls) = tls_handshake(socket, peer, &shared).await {
+                websocket(tls, peer, shared).await;
             }
         }
     }
+}
+
+/// The WebSocket upgrade, then the connection.
+async fn websocket<S>(stream: S, peer: Peer, shared: Arc<Shared>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send,
+{
+    let upgrade = websocket::accept(stream, shared.max_packet_size, shared.connect_timeout);
+    match upgrade.await {
+        Ok((rd, wr)) => connection::serve(rd, wr, peer, shared).await,
+        Err(e) => connection::refused_before_mqtt(&shared, peer, Refusal::Upgrade(e)).await,
+    }
+}
+
+/// The TLS handshake, under the CONNECT timeout; None (logged, and told to the router) if it
+/// failed: plain MQTT sent to a TLS port, a client that does not trust the certificate, silence.
+async fn tls_handshake(
+    socket: TcpStream,
+    peer: Peer,
+    shared: &Shared,
+) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
+    let acceptor = shared.tls.clone()?;
+    let reason = match tokio::time::timeout(shared.connect_timeout, acceptor.accept(socket)).await {
+        Ok(Ok(tls)) => return Some(tls),
+        Ok(Err(e)) => e.to_string(),
+        Err(_) => format!("not done within {:?}", shared.connect_timeout),
+    };
+    connection::refused_before_mqtt(shared, peer, Refusal::Tls(reason)).await;
+    None
 }

@@ -26,6 +26,7 @@ mod router;
 mod saver;
 mod session;
 mod table;
+pub mod tls;
 mod users_watch;
 pub mod websocket;
 
@@ -46,7 +47,7 @@ pub use stats::{Stats, StatsSnapshot};
 
 use connection::Shared;
 use link::ToRouter;
-use protocol::Transport;
+pub use protocol::Transport;
 use router::Router;
 use session::Limits;
 
@@ -62,17 +63,20 @@ pub enum StartError {
         addr: SocketAddr,
         source: std::io::Error,
     },
-    #[error("cannot listen for WebSocket clients on {addr}: {source}{hint}", hint = if source.kind() == std::io::ErrorKind::AddrInUse { " (pick another port with --ws-port)" } else { "" })]
-    BindWebSocket {
+    #[error("cannot listen for {door} clients on {addr}: {source}{hint}", hint = if source.kind() == std::io::ErrorKind::AddrInUse { " (pick another port)" } else { "" })]
+    BindDoor {
+        door: Transport,
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error("{door} asked for, but no TLS certificate was given")]
+    NoCertificate { door: Transport },
 }
 
 /// A running broker. Dropping it does not stop it: call [`Broker::shutdown`].
 pub struct Broker {
     local_addr: SocketAddr,
-    ws_addr: Option<SocketAddr>,
+    doors: Vec<(Transport, SocketAddr)>,
     handle: BrokerHandle,
     stats: Arc<Stats>,
     listeners: Vec<JoinHandle<()>>,
@@ -123,16 +127,24 @@ impl Broker {
             addr: config.listen,
             source,
         })?;
-        let ws = match config.ws_listen {
-            Some(addr) => {
-                let bind = |source| StartError::BindWebSocket { addr, source };
-                let l = TcpListener::bind(addr).await.map_err(bind)?;
-                let a = l.local_addr().map_err(bind)?;
-                Some((l, a))
+        // The other doors, each bound now so that a port in use stops the start with its name.
+        let mut doors = Vec::new();
+        for (door, addr) in [
+            (Transport::WebSocket, config.ws_listen),
+            (Transport::Tls, config.tls_listen),
+            (Transport::SecureWebSocket, config.wss_listen),
+        ] {
+            let Some(addr) = addr else { continue };
+            if matches!(door, Transport::Tls | Transport::SecureWebSocket) && config.tls.is_none() {
+                return Err(StartError::NoCertificate { door });
             }
-            None => None,
-        };
-        let ws_addr = ws.as_ref().map(|(_, a)| *a);
+            let bind = |source| StartError::BindDoor { door, addr, source };
+            let l = TcpListener::bind(addr).await.map_err(bind)?;
+            let a = l.local_addr().map_err(bind)?;
+            doors.push((door, l, a));
+        }
+        let door_addrs: Vec<(Transport, SocketAddr)> =
+            doors.iter().map(|(d, _, a)| (*d, *a)).collect();
         if !config.listen.ip().is_loopback() && config.users.allow_anonymous {
             warn!(%local_addr, "listening beyond loopback with anonymous logins allowed: anyone on the network can connect");
         }
@@ -163,6 +175,7 @@ impl Broker {
             router: tx.clone(),
             users: users_rx,
             logins,
+            tls: config.tls.clone().map(tokio_rustls::TlsAcceptor::from),
             stats: stats.clone(),
             limits,
             max_packet_size: config.max_packet_size,
@@ -176,17 +189,17 @@ impl Broker {
             shared.clone(),
             permits.clone(),
         ))];
-        if let Some((l, _)) = ws {
+        for (door, l, _) in doors {
             listeners.push(tokio::spawn(listener::run(
                 l,
-                Transport::WebSocket,
-                shared,
-                permits,
+                door,
+                shared.clone(),
+                permits.clone(),
             )));
         }
         Ok(Broker {
             local_addr,
-            ws_addr,
+            doors: door_addrs,
             handle: BrokerHandle { tx },
             stats,
             listeners,
@@ -201,9 +214,31 @@ impl Broker {
         self.local_addr
     }
 
+    /// The address of the listener for one transport beside plain TCP, if one was asked for.
+    pub fn door_addr(&self, transport: Transport) -> Option<SocketAddr> {
+        self.doors
+            .iter()
+            .find(|(t, _)| *t == transport)
+            .map(|(_, a)| *a)
+    }
+
     /// The WebSocket listener's address (`ws://ADDR/mqtt`), if one was asked for.
     pub fn ws_addr(&self) -> Option<SocketAddr> {
-        self.ws_addr
+        self.door_addr(Transport::WebSocket)
+    }
+
+    /// Every listener: its URL, as a client would be given it (`mqtt://127.0.0.1:1883`, ...).
+    pub fn urls(&self) -> Vec<String> {
+        let mut urls = vec![format!("mqtt://{}", self.local_addr)];
+        for (door, addr) in &self.doors {
+            urls.push(match door {
+                Transport::Tcp => format!("mqtt://{addr}"),
+                Transport::WebSocket => format!("ws://{addr}/mqtt"),
+                Transport::Tls => format!("mqtts://{addr}"),
+                Transport::SecureWebSocket => format!("wss://{addr}/mqtt"),
+            });
+        }
+        urls
     }
 
     /// A handle to send commands with.

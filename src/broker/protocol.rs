@@ -149,6 +149,10 @@ pub enum Transport {
     Tcp,
     /// MQTT in binary WebSocket frames (browsers).
     WebSocket,
+    /// MQTT over TLS (`mqtts://`).
+    Tls,
+    /// MQTT in WebSocket frames over TLS (`wss://`).
+    SecureWebSocket,
 }
 
 impl std::fmt::Display for Transport {
@@ -156,6 +160,8 @@ impl std::fmt::Display for Transport {
         f.write_str(match self {
             Transport::Tcp => "TCP",
             Transport::WebSocket => "WebSocket",
+            Transport::Tls => "TLS",
+            Transport::SecureWebSocket => "WebSocket/TLS",
         })
     }
 }

@@ -33,7 +33,7 @@ DEFAULT_BIN = HERE / ".." / ".." / "target" / "debug" / "mqtt-lab"
 
 LISTEN_TIMEOUT = 20.0
 STOP_TIMEOUT = 10.0
-LISTEN_RE = re.compile(r"^mqtt-lab: listening on (?:mqtt|ws)://127\.0\.0\.1:(\d+)(?:/mqtt)?$")
+LISTEN_RE = re.compile(r"^mqtt-lab: listening on (?:mqtts?|wss?)://127\.0\.0\.1:(\d+)(?:/mqtt)?$")
 
 DEFAULT_TOPICS = (
     "lab/a",
@@ -72,6 +72,8 @@ class Broker:
     stderr_file: Path
     proc: subprocess.Popen = field(repr=False)
     ws_port: Optional[int] = None
+    tls_port: Optional[int] = None
+    wss_port: Optional[int] = None
 
     @property
     def url(self) -> str:
@@ -170,7 +172,8 @@ def broker_factory(tmp_path, request):
     def start(topics: Sequence[str] = DEFAULT_TOPICS,
               users: Sequence[User] = (),
               allow_anonymous: bool = True,
-              extra_args: Sequence[str] = ()) -> Broker:
+              extra_args: Sequence[str] = (),
+              env: Optional[dict] = None) -> Broker:
         d = tmp_path / f"broker{len(started)}"
         d.mkdir()
         topics_file = d / "topics.ron"
@@ -185,11 +188,16 @@ def broker_factory(tmp_path, request):
                 [str(bin_path), "--headless", "--bind", "127.0.0.1", "--port", "0",
                  "--topics", str(topics_file), "--users", str(users_file), *extra_args],
                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err,
-                env={**os.environ, "NO_COLOR": "1"},
+                env={**os.environ, "NO_COLOR": "1", **(env or {})},
             )
-        ports = _wait_listening(proc, stderr_file, 2 if "--ws-port" in extra_args else 1)
+        doors = [a for a in ("--ws-port", "--tls-port", "--wss-port") if a in extra_args]
+        ports = _wait_listening(proc, stderr_file, 1 + len(doors))
+        # The lines come in this order: mqtt, ws, mqtts, wss (those asked for).
+        by_door = dict(zip([a for a in ("--ws-port", "--tls-port", "--wss-port") if a in doors],
+                           ports[1:]))
         b = Broker("127.0.0.1", ports[0], topics_file, users_file, stderr_file, proc,
-                   ws_port=ports[1] if len(ports) > 1 else None)
+                   ws_port=by_door.get("--ws-port"), tls_port=by_door.get("--tls-port"),
+                   wss_port=by_door.get("--wss-port"))
         started.append(b)
         return b
 
