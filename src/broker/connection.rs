@@ -22,7 +22,7 @@ use super::codec::{self, DecodeError};
 use super::link::{
     CloseReason, ConnId, ConnectRequest, Inbound, Outbound, Refusal, ToRouter, Violation,
 };
-use super::protocol::{Connect, ConnectCode, Outgoing, Packet, Peer, QoS};
+use super::protocol::{Connect, ConnectCode, Outgoing, Packet, Peer, QoS, Transport};
 use super::session::Limits;
 use super::stats::{self, Stats};
 use super::users::{LoginCheck, Users};
@@ -63,6 +63,9 @@ struct Wire {
     rbuf: BytesMut,
     wbuf: BytesMut,
     max_packet_size: usize,
+    /// The stream keeps a buffer of its own (TLS records, WebSocket frames) that a flush
+    /// sends; a TCP socket's writes are on their way at once.
+    flushes: bool,
 }
 
 impl Wire {
@@ -127,6 +130,7 @@ where
         rbuf: BytesMut::new(),
         wbuf: BytesMut::new(),
         max_packet_size: shared.max_packet_size,
+        flushes: peer.transport != Transport::Tcp,
     };
     let first = tokio::time::timeout(
         shared.connect_timeout,
@@ -427,7 +431,7 @@ where
                     match res {
                         Ok(Some(n)) => {
                             stats::add(&self.shared.stats.bytes_sent, n as u64);
-                            unflushed = true;
+                            unflushed = self.wire.flushes;
                             if self.wire.wbuf.is_empty() && self.wire.wbuf.capacity() > 4 * WRITE_HIGH_WATER {
                                 self.wire.wbuf = BytesMut::new(); // give a burst's memory back
                             }
