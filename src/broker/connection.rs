@@ -420,7 +420,10 @@ where
                     if let Some(reason) = self.on_outbound(out) {
                         return reason;
                     }
-                    // Boxed for the same reason as the read path: rare, and large.
+                    // Boxed for the same reason as the read path: rare, and large. The fence
+                    // pairs with the router's (`session::has_room`): the slots just freed are
+                    // seen before the flag is looked at, on weakly ordered CPUs too.
+                    fence(Ordering::SeqCst);
                     if self.room_wanted.load(Ordering::Relaxed)
                         && Box::pin(self.notify_room()).await.is_err()
                     {
@@ -454,6 +457,17 @@ where
     /// Decodes every whole packet in the read buffer, answers what it can, and forwards the
     /// rest to the router in one message.
     async fn on_read(&mut self) -> ReadOutcome {
+        // The router let go of this connection (kicked, taken over, shutting down) and its
+        // Close may not have fit in the channel: acknowledge nothing more that it would drop.
+        if self.rx.is_closed() {
+            let mut reason = CloseReason::ServerShutdown;
+            while let Ok(out) = self.rx.try_recv() {
+                if let Outbound::Close(r) = out {
+                    reason = *r;
+                }
+            }
+            return ReadOutcome::Close(reason);
+        }
         let mut packets = Vec::new();
         let mut received = 0u64;
         let mut publishes = 0u64;
@@ -637,6 +651,13 @@ where
                 };
                 if self.on_outbound(out).is_some() {
                     break;
+                }
+                // Written as it goes: what waits ahead of an answer may be a channel of
+                // large messages.
+                if self.wire.wbuf.len() >= WRITE_HIGH_WATER {
+                    self.wr.write_all(&self.wire.wbuf).await?;
+                    stats::add(&self.shared.stats.bytes_sent, self.wire.wbuf.len() as u64);
+                    self.wire.wbuf.clear();
                 }
             }
             if !self.wire.wbuf.is_empty() {

@@ -45,6 +45,29 @@ impl FileError {
     }
 }
 
+/// What tells one version of a file from another without reading it: its time, size and (on
+/// Unix) inode, which every atomic write changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileStamp {
+    pub modified: std::time::SystemTime,
+    pub len: u64,
+    pub inode: u64,
+}
+
+/// The stamp of the file at `path`, if it is there.
+pub fn stamp(path: &Path) -> Option<FileStamp> {
+    let m = fs::metadata(path).ok()?;
+    #[cfg(unix)]
+    let inode = std::os::unix::fs::MetadataExt::ino(&m);
+    #[cfg(not(unix))]
+    let inode = 0;
+    Some(FileStamp {
+        modified: m.modified().ok()?,
+        len: m.len(),
+        inode,
+    })
+}
+
 /// Reads a text file; bytes that are not UTF-8 are a parse error at their line and column.
 pub fn read_text(path: &Path) -> Result<String, FileError> {
     let bytes = fs::read(path).map_err(|e| FileError::io(path, e))?;

@@ -45,7 +45,12 @@ pub(crate) enum ToRouter {
     },
     Command(Command),
     /// The users file changed on disk: what it now holds, or why it could not be read.
-    UsersFile(Result<Users, String>),
+    UsersFile {
+        stamp: super::files::FileStamp,
+        loaded: Result<Users, String>,
+    },
+    /// The saver wrote the users file (`Some`, with the version it wrote) or failed to.
+    UsersSaved(Option<super::files::FileStamp>),
     /// The file of an `OpenTopicsFile`, read and parsed off the router.
     TopicsFileRead {
         path: PathBuf,

@@ -50,23 +50,31 @@ pub(crate) async fn run(
 }
 
 async fn serve(socket: TcpStream, peer: Peer, shared: Arc<Shared>) {
+    // The TLS and WebSocket paths are boxed: a task's memory is its largest state, and a TLS
+    // handshake's is some kB that every plain TCP connection would otherwise carry too.
     match peer.transport {
         Transport::Tcp => {
             // Owned halves: TCP reads and writes at once without a lock between them.
             let (rd, wr) = socket.into_split();
             connection::serve(rd, wr, peer, shared).await;
         }
-        Transport::WebSocket => websocket(socket, peer, shared).await,
+        Transport::WebSocket => Box::pin(websocket(socket, peer, shared)).await,
         Transport::Tls => {
-            if let Some(tls) = tls_handshake(socket, peer, &shared).await {
-                let (rd, wr) = tokio::io::split(tls);
-                connection::serve(rd, wr, peer, shared).await;
-            }
+            Box::pin(async move {
+                if let Some(tls) = tls_handshake(socket, peer, &shared).await {
+                    let (rd, wr) = tokio::io::split(tls);
+                    connection::serve(rd, wr, peer, shared).await;
+                }
+            })
+            .await
         }
         Transport::SecureWebSocket => {
-            if let Some(tls) = tls_handshake(socket, peer, &shared).await {
-                websocket(tls, peer, shared).await;
-            }
+            Box::pin(async move {
+                if let Some(tls) = tls_handshake(socket, peer, &shared).await {
+                    websocket(tls, peer, shared).await;
+                }
+            })
+            .await
         }
     }
 }

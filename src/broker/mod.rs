@@ -157,7 +157,7 @@ impl Broker {
         let (users_tx, users_rx) = watch::channel(Arc::new(config.users.clone()));
         let (tx, rx) = mpsc::channel(ROUTER_QUEUE);
         let logins = auth::LoginGate::start(config.logins, stats.clone());
-        let (saver_tx, saver) = saver::start();
+        let (saver_tx, saver) = saver::start(tx.downgrade());
         let router = Router::new(
             &config,
             limits,

@@ -7,6 +7,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::warn;
 
 use super::files::{self, FileError};
+use super::link::ToRouter;
 
 /// Saves waiting at most; a full queue refuses the save rather than growing.
 const QUEUE: usize = 64;
@@ -21,7 +22,11 @@ pub(crate) struct SaveJob {
 }
 
 /// Starts the saver task; it ends when every sender is gone, after the last job.
-pub(crate) fn start() -> (mpsc::Sender<SaveJob>, tokio::task::JoinHandle<()>) {
+/// The router hears of every users file written (`private` jobs), to tell its own writes from
+/// others' (see `users_watch`).
+pub(crate) fn start(
+    router: mpsc::WeakSender<ToRouter>,
+) -> (mpsc::Sender<SaveJob>, tokio::task::JoinHandle<()>) {
     let (tx, mut rx) = mpsc::channel::<SaveJob>(QUEUE);
     let task = tokio::spawn(async move {
         while let Some(job) = rx.recv().await {
@@ -36,14 +41,20 @@ pub(crate) fn start() -> (mpsc::Sender<SaveJob>, tokio::task::JoinHandle<()>) {
                 // Taken like `mqtt-lab user add` takes it: neither writes over the other.
                 let _lock = files::lock(&path)?;
                 if private {
-                    files::write_atomic_private(&path, text.as_bytes())
+                    files::write_atomic_private(&path, text.as_bytes())?;
                 } else {
-                    files::write_atomic(&path, text.as_bytes())
+                    files::write_atomic(&path, text.as_bytes())?;
                 }
+                Ok::<_, files::FileError>(files::stamp(&path))
             })
             .await
             .map_err(|e| e.to_string())
             .and_then(|r| r.map_err(|e| e.to_string()));
+            if private && let Some(router) = router.upgrade() {
+                let written = result.as_ref().ok().copied().flatten();
+                let _ = router.send(ToRouter::UsersSaved(written)).await;
+            }
+            let result = result.map(|_| ());
             if let Err(e) = &result {
                 warn!(error = %e, "file not saved");
             }

@@ -305,9 +305,17 @@ impl Session {
     /// and before any message queued after it. Never refused: a client that pipelines packets
     /// faster than the router's answers drain is busy, not stalled.
     pub fn answer(&mut self, out: Outbound) {
-        if self.online.is_none() {
-            return;
-        }
+        let Some(online) = &self.online else { return };
+        // Straight into the channel when nothing waits ahead of it: the queue (and its
+        // allocation, kept by every idle session) is for the rare full channel.
+        let out = if self.answers.is_empty() {
+            match online.tx.try_send(out) {
+                Ok(()) | Err(TrySendError::Closed(_)) => return,
+                Err(TrySendError::Full(out)) => out,
+            }
+        } else {
+            out
+        };
         self.answers.push_back(out);
         self.pump();
     }

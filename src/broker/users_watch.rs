@@ -1,26 +1,22 @@
 //! Picks up changes to the users file made beside the running broker (`mqtt-lab user add` in a
 //! terminal, an edit by hand), so that new logins are checked against what the file says.
 //!
-//! A poll of the file's size and modification time every couple of seconds: cheap, and the same
-//! on every platform. The broker's own writes come back through here too; they change nothing,
-//! since the router compares what it reads with what it has.
+//! A poll of the file's stamp (time, size, inode) every couple of seconds: cheap, and the same
+//! on every platform. The router drops what it reads while its own save of the file is on the
+//! way, and any version not newer than the one it wrote: a read taken just before a change made
+//! in the window must not undo it.
 
 use std::path::PathBuf;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use tokio::sync::mpsc;
 
+use super::files;
 use super::link::ToRouter;
 use super::users::Users;
 
 /// How often the file is looked at.
 pub(crate) const POLL: Duration = Duration::from_secs(2);
-
-/// What identifies a version of the file without reading it.
-fn stamp(path: &PathBuf) -> Option<(SystemTime, u64)> {
-    let m = std::fs::metadata(path).ok()?;
-    Some((m.modified().ok()?, m.len()))
-}
 
 /// Watches `path` until the router is gone.
 pub(crate) async fn run(path: PathBuf, router: mpsc::Sender<ToRouter>, every: Duration) {
@@ -32,7 +28,7 @@ pub(crate) async fn run(path: PathBuf, router: mpsc::Sender<ToRouter>, every: Du
         tick.tick().await;
         let p = path.clone();
         let Ok((now, loaded)) = tokio::task::spawn_blocking(move || {
-            let now = stamp(&p);
+            let now = files::stamp(&p);
             (now, now.map(|_| Users::load(&p).map_err(|e| e.to_string())))
         })
         .await
@@ -44,8 +40,11 @@ pub(crate) async fn run(path: PathBuf, router: mpsc::Sender<ToRouter>, every: Du
             continue;
         }
         last = now;
-        if let Some(loaded) = loaded
-            && router.send(ToRouter::UsersFile(loaded)).await.is_err()
+        if let (Some(stamp), Some(loaded)) = (now, loaded)
+            && router
+                .send(ToRouter::UsersFile { stamp, loaded })
+                .await
+                .is_err()
         {
             return;
         }

@@ -9,7 +9,7 @@ use tracing::{info, warn};
 
 use super::Router;
 use crate::broker::events::EventKind;
-use crate::broker::files::FileError;
+use crate::broker::files::{FileError, FileStamp};
 use crate::broker::link::{CloseReason, Command, ToRouter};
 use crate::broker::saver::SaveJob;
 use crate::broker::snapshot::{ClientInfo, ConnectionInfo, Snapshot, TopicInfo};
@@ -225,7 +225,15 @@ impl Router {
 
     /// The users file changed on disk. Taken as it is (not written back); a file that does not
     /// parse changes nothing and is reported.
-    pub(super) fn on_users_file(&mut self, loaded: Result<Users, String>) {
+    pub(super) fn on_users_file(&mut self, stamp: FileStamp, loaded: Result<Users, String>) {
+        // Our own save is on the way (this read may be from before it), or this is our own
+        // write or an older version: nothing from outside to take in.
+        let ours_or_older = self
+            .users_saved
+            .is_some_and(|saved| saved == stamp || stamp.modified < saved.modified);
+        if self.users_saves_pending > 0 || ours_or_older {
+            return;
+        }
         let path = self
             .users_path
             .as_deref()
@@ -284,7 +292,11 @@ impl Router {
         let contents = users.to_ron();
         self.users.send_replace(Arc::new(users));
         match self.users_path.clone() {
-            Some(path) => self.save(path, contents, true, reply),
+            Some(path) => {
+                if self.save(path, contents, true, reply) {
+                    self.users_saves_pending += 1;
+                }
+            }
             None => reply_to(reply, Ok(())),
         }
     }
@@ -312,7 +324,7 @@ impl Router {
         contents: Result<String, FileError>,
         private: bool,
         reply: Option<oneshot::Sender<Result<(), String>>>,
-    ) {
+    ) -> bool {
         if let Err(e) = self.saver.try_send(SaveJob {
             path,
             contents,
@@ -326,7 +338,9 @@ impl Router {
             };
             warn!(path = %job.path.display(), "too many saves pending: file not saved");
             reply_to(job.reply, Err("too many saves pending; try again".into()));
+            return false;
         }
+        true
     }
 
     pub(super) fn snapshot(&self) -> Snapshot {

@@ -67,6 +67,10 @@ pub(crate) struct Router {
     /// The router's own queue, for work it hands off and takes back (a password hashed off
     /// its thread). Weak, so that it does not keep the queue open by itself.
     me: mpsc::WeakSender<ToRouter>,
+    /// Users file saves handed to the saver and not yet done, and the version last written:
+    /// what the users watcher reads meanwhile, or reads of older versions, are not taken in.
+    users_saves_pending: usize,
+    users_saved: Option<super::files::FileStamp>,
 }
 
 impl Router {
@@ -106,6 +110,8 @@ impl Router {
             sys_interval,
             next_assigned_id: 0,
             me,
+            users_saves_pending: 0,
+            users_saved: None,
         }
     }
 
@@ -170,7 +176,13 @@ impl Router {
                 self.events
                     .push(kind, who, format!("{reason} (from {peer})"));
             }
-            ToRouter::UsersFile(loaded) => self.on_users_file(loaded),
+            ToRouter::UsersFile { stamp, loaded } => self.on_users_file(stamp, loaded),
+            ToRouter::UsersSaved(stamp) => {
+                self.users_saves_pending = self.users_saves_pending.saturating_sub(1);
+                if stamp.is_some() {
+                    self.users_saved = stamp;
+                }
+            }
             ToRouter::UserHashed { user, reply } => self.on_user_hashed(user, reply),
             ToRouter::TopicsFileRead { path, list, reply } => {
                 self.on_topics_file_read(path, list, reply)
