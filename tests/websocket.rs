@@ -54,7 +54,7 @@ async fn open(addr: SocketAddr, path: &str, protocols: &str) -> Result<Ws, Strin
 /// The next MQTT packet from the broker, from as many binary frames as it takes.
 async fn next_packet(ws: &mut Ws, buf: &mut Vec<u8>) -> Option<RawPacket> {
     loop {
-        if let Some(p) = take(buf) {
+        if let Some(p) = take_packet(buf) {
             return Some(p);
         }
         match tokio::time::timeout(WAIT, ws.next())
@@ -67,28 +67,6 @@ async fn next_packet(ws: &mut Ws, buf: &mut Vec<u8>) -> Option<RawPacket> {
             Some(Ok(other)) => panic!("unexpected frame {other:?}"),
         }
     }
-}
-
-fn take(buf: &mut Vec<u8>) -> Option<RawPacket> {
-    let mut len = 0usize;
-    let mut i = 1;
-    loop {
-        let b = *buf.get(i)?;
-        len |= ((b & 0x7f) as usize) << (7 * (i - 1));
-        i += 1;
-        if b & 0x80 == 0 {
-            break;
-        }
-    }
-    if buf.len() < i + len {
-        return None;
-    }
-    let p = RawPacket {
-        byte1: buf[0],
-        body: buf[i..i + len].to_vec(),
-    };
-    buf.drain(..i + len);
-    Some(p)
 }
 
 async fn send(ws: &mut Ws, bytes: &[u8]) {

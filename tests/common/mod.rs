@@ -425,7 +425,7 @@ impl Raw {
 }
 
 /// Takes one whole packet off the front of `buf`, if it holds one.
-fn take_packet(buf: &mut Vec<u8>) -> Option<RawPacket> {
+pub fn take_packet(buf: &mut Vec<u8>) -> Option<RawPacket> {
     let mut len = 0usize;
     let mut i = 1;
     loop {
