@@ -23,7 +23,7 @@ cat >"$WORK/topics.ron" <<'RON'
 RON
 echo '(allow_anonymous: true, users: [])' >"$WORK/users.ron"
 HOME=$WORK DISPLAY=$DISPLAY_NUM WAYLAND_DISPLAY= LIBGL_ALWAYS_SOFTWARE=1 \
-    "$BIN" --port 0 --topics "$WORK/topics.ron" --users "$WORK/users.ron" >"$WORK/out" 2>"$WORK/log" &
+    "$BIN" --port 0 --ws-port 0 --topics "$WORK/topics.ron" --users "$WORK/users.ron" >"$WORK/out" 2>"$WORK/log" &
 pids+=($!)
 app=$!
 port=

@@ -263,6 +263,10 @@ fn stop_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
     })
 }
 
+/// The WebSocket port the window opens when none is given.
+#[cfg(feature = "gui")]
+const DEFAULT_WS_PORT: u16 = 9001;
+
 /// The window. File and start-up errors are shown in it (with Retry), not on a terminal a
 /// double-clicking user never sees.
 #[cfg(feature = "gui")]
@@ -286,7 +290,13 @@ fn run_window(args: RunArgs) -> anyhow::Result<()> {
             (None, Some(s)) => Settings::load(s).last_topics_file.filter(|p| p.exists()),
             _ => None,
         };
-        broker_config(&args, last.as_deref()).map_err(|e| format!("{e:#}"))
+        let mut config = broker_config(&args, last.as_deref()).map_err(|e| format!("{e:#}"))?;
+        // Browser pages are common in a lab: the window serves WebSocket too, on Mosquitto's
+        // usual port unless told otherwise (a port in use is offered another in the window).
+        if config.ws_listen.is_none() {
+            config.ws_listen = Some(SocketAddr::new(args.bind, DEFAULT_WS_PORT));
+        }
+        Ok(config)
     });
     mqtt_lab::gui::run(load, settings_path).map_err(anyhow::Error::msg)
 }

@@ -314,6 +314,33 @@ fn a_port_in_use_is_reported_and_another_port_can_be_used() {
     h.get_by_label("Use any free port").click();
     wait_for(&mut h, "the broker", |_| true);
     assert_ne!(addr(&h), taken.local_addr().unwrap());
-    h.get_by_label_contains("Listening on mqtt://127.0.0.1:");
+    h.get_by_label_contains("mqtt://127.0.0.1:");
+    h.state_mut().shutdown();
+}
+
+#[test]
+fn a_websocket_port_in_use_is_named_and_another_can_be_used() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut cfg = config();
+    cfg.ws_listen = Some(taken.local_addr().unwrap());
+    let mut h = harness(view(cfg));
+    h.run();
+    assert!(
+        h.state()
+            .failure()
+            .unwrap()
+            .contains("cannot listen for WebSocket clients")
+    );
+    h.get_by_label("WebSocket port");
+    h.get_by_label("Use any free port").click();
+    wait_for(&mut h, "the broker", |_| true);
+    // Every listener's address is in the status bar, to copy.
+    h.get_by_label_contains("mqtt://127.0.0.1:");
+    h.get_by_label_contains("ws://127.0.0.1:");
+    let taken_url = format!("ws://{}/mqtt", taken.local_addr().unwrap());
+    assert!(
+        h.query_by_label(&taken_url).is_none(),
+        "not on the port in use"
+    );
     h.state_mut().shutdown();
 }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{oneshot, watch};
 
-use crate::broker::{Broker, BrokerHandle, Config, Snapshot};
+use crate::broker::{Broker, BrokerHandle, Config, Snapshot, StartError, Transport};
 
 /// How often the window may get a new snapshot.
 const SNAPSHOT_PERIOD: Duration = Duration::from_millis(100);
@@ -25,9 +25,27 @@ pub struct Live {
     pub taken: Instant,
 }
 
+/// Why the broker did not start, and the listener at fault if it was one (a port in use).
+#[derive(Debug, Clone)]
+pub struct StartFailure {
+    pub text: String,
+    pub door: Option<Transport>,
+}
+
+impl StartFailure {
+    fn other(text: impl Into<String>) -> Self {
+        StartFailure {
+            text: text.into(),
+            door: None,
+        }
+    }
+}
+
 /// A broker running in its own thread.
 pub struct Running {
     pub addr: SocketAddr,
+    /// Every listener, as a client is given it (`mqtt://...`, `ws://.../mqtt`, ...).
+    pub urls: Vec<String>,
     pub handle: BrokerHandle,
     live: watch::Receiver<Option<Arc<Live>>>,
     stop: Option<oneshot::Sender<()>>,
@@ -36,11 +54,11 @@ pub struct Running {
 
 impl Running {
     /// Starts the broker; `repaint` is called (from the broker's thread) when there is a new
-    /// snapshot. Returns the broker's start error as text (a port in use, say).
+    /// snapshot. Returns why it did not start (a port in use, say), and which listener.
     pub fn start(
         config: Config,
         repaint: impl Fn() + Send + Sync + 'static,
-    ) -> Result<Running, String> {
+    ) -> Result<Running, StartFailure> {
         let (started_tx, started_rx) = std::sync::mpsc::channel();
         let (live_tx, live) = watch::channel(None);
         let (stop, stopped) = oneshot::channel::<()>();
@@ -54,8 +72,9 @@ impl Running {
                 {
                     Ok(rt) => rt,
                     Err(e) => {
-                        let _ =
-                            started_tx.send(Err(format!("cannot start the async runtime: {e}")));
+                        let _ = started_tx.send(Err(StartFailure::other(format!(
+                            "cannot start the async runtime: {e}"
+                        ))));
                         return;
                     }
                 };
@@ -63,11 +82,20 @@ impl Running {
                     let broker = match Broker::start(config).await {
                         Ok(b) => b,
                         Err(e) => {
-                            let _ = started_tx.send(Err(e.to_string()));
+                            let door = match &e {
+                                StartError::Bind { .. } => Some(Transport::Tcp),
+                                StartError::BindDoor { door, .. } => Some(*door),
+                                _ => None,
+                            };
+                            let _ = started_tx.send(Err(StartFailure {
+                                text: e.to_string(),
+                                door,
+                            }));
                             return;
                         }
                     };
-                    let _ = started_tx.send(Ok((broker.local_addr(), broker.handle())));
+                    let started = (broker.local_addr(), broker.urls(), broker.handle());
+                    let _ = started_tx.send(Ok(started));
                     let feeder =
                         tokio::spawn(feed(broker.handle(), broker.stats(), live_tx, repaint));
                     let _ = stopped.await;
@@ -75,12 +103,13 @@ impl Running {
                     broker.shutdown().await;
                 });
             })
-            .map_err(|e| format!("cannot start the broker thread: {e}"))?;
-        let (addr, handle) = started_rx
+            .map_err(|e| StartFailure::other(format!("cannot start the broker thread: {e}")))?;
+        let (addr, urls, handle) = started_rx
             .recv()
-            .map_err(|_| "the broker thread ended before starting".to_string())??;
+            .map_err(|_| StartFailure::other("the broker thread ended before starting"))??;
         Ok(Running {
             addr,
+            urls,
             handle,
             live,
             stop: Some(stop),

@@ -5,13 +5,13 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use crate::broker::Config;
+use crate::broker::{Config, Transport};
 
 use super::clients_panel::ClientsPanel;
 use super::format;
 use super::history_panel::HistoryPanel;
 use super::log_panel;
-use super::runner::{Live, Running};
+use super::runner::{Live, Running, StartFailure};
 use super::settings::Settings;
 use super::topics_panel::TopicsPanel;
 use super::users_panel::UsersPanel;
@@ -32,7 +32,7 @@ pub enum Tab {
 enum State {
     NotStarted,
     Running(Running),
-    Failed(String),
+    Failed(StartFailure),
     Stopped,
 }
 
@@ -41,7 +41,8 @@ pub struct MainView {
     load_config: ConfigLoader,
     /// Where the window's settings go, written one after the other off the window's thread.
     settings: Option<std::sync::mpsc::Sender<PathBuf>>,
-    port_override: Option<u16>,
+    /// Ports chosen in the window after a start failed, per listener.
+    port_overrides: Vec<(Transport, u16)>,
     port_field: String,
     bind: Option<IpAddr>,
     state: State,
@@ -59,7 +60,7 @@ impl MainView {
         MainView {
             load_config,
             settings: settings_path.map(settings_writer),
-            port_override: None,
+            port_overrides: Vec::new(),
             port_field: String::new(),
             bind: None,
             state: State::NotStarted,
@@ -88,7 +89,7 @@ impl MainView {
     /// Why the broker is not running, if it failed to start.
     pub fn failure(&self) -> Option<&str> {
         match &self.state {
-            State::Failed(e) => Some(e),
+            State::Failed(e) => Some(&e.text),
             _ => None,
         }
     }
@@ -101,24 +102,37 @@ impl MainView {
     }
 
     fn start(&mut self, ctx: &egui::Context) {
-        let config = (self.load_config)().and_then(|mut config| {
-            if let Some(port) = self.port_override {
-                config.listen.set_port(port);
-            }
-            self.bind = Some(config.listen.ip());
-            self.port_field = config.listen.port().to_string();
-            let ctx = ctx.clone();
-            Running::start(config, move || ctx.request_repaint())
-        });
+        let overrides = self.port_overrides.clone();
+        let config = (self.load_config)()
+            .map_err(|text| StartFailure { text, door: None })
+            .and_then(|mut config| {
+                for (door, port) in overrides {
+                    let addr = match door {
+                        Transport::Tcp => Some(&mut config.listen),
+                        Transport::WebSocket => config.ws_listen.as_mut(),
+                        Transport::Tls => config.tls_listen.as_mut(),
+                        Transport::SecureWebSocket => config.wss_listen.as_mut(),
+                    };
+                    if let Some(addr) = addr {
+                        addr.set_port(port);
+                    }
+                }
+                self.bind = Some(config.listen.ip());
+                let ctx = ctx.clone();
+                Running::start(config, move || ctx.request_repaint())
+            });
         self.live = None;
         self.state = match config {
             Ok(r) => {
-                // The same line as the headless broker's, for scripts that start the window.
-                println!("mqtt-lab: listening on mqtt://{}", r.addr);
+                // The same lines as the headless broker's, for scripts that start the window.
+                for url in &r.urls {
+                    println!("mqtt-lab: listening on {url}");
+                }
                 State::Running(r)
             }
             Err(e) => {
-                tracing::error!(error = %e, "the broker did not start");
+                tracing::error!(error = %e.text, "the broker did not start");
+                self.port_field.clear();
                 State::Failed(e)
             }
         };
@@ -147,7 +161,7 @@ impl MainView {
             return;
         };
         let handle = running.handle.clone();
-        let addr = running.addr;
+        let urls = running.urls.clone();
 
         egui::Panel::top("tabs").show(ui, |ui| {
             ui.horizontal(|ui| {
@@ -173,7 +187,7 @@ impl MainView {
                 }
             });
         });
-        egui::Panel::bottom("status").show(ui, |ui| status_bar(ui, addr, &live));
+        egui::Panel::bottom("status").show(ui, |ui| status_bar(ui, &urls, &live));
         egui::CentralPanel::default().show(ui, |ui| match self.tab {
             Tab::Topics => self.topics.ui(ui, &live, &handle),
             Tab::Clients => self.clients.ui(ui, &live, &handle),
@@ -183,32 +197,51 @@ impl MainView {
         });
     }
 
-    fn failed_ui(&mut self, ui: &mut egui::Ui, error: &str) {
+    fn failed_ui(&mut self, ui: &mut egui::Ui, error: &StartFailure) {
         ui.heading("The broker did not start");
-        ui.colored_label(ui.visuals().error_fg_color, error);
+        ui.colored_label(ui.visuals().error_fg_color, &error.text);
         ui.add_space(8.0);
+        // A port in use: try another for that listener. Anything else (a file): Retry reads
+        // the files again.
+        let door = error.door;
         ui.horizontal(|ui| {
-            let label = ui.label("Port");
-            ui.add(
-                egui::TextEdit::singleline(&mut self.port_field)
-                    .hint_text("1883")
-                    .desired_width(80.0),
-            )
-            .labelled_by(label.id);
-            if ui.button("Retry").clicked() {
-                match self.port_field.trim().parse::<u16>() {
-                    Ok(p) => {
-                        self.port_override = Some(p);
-                        self.start(ui.ctx());
-                    }
-                    Err(_) => self.port_field = "1883".into(),
-                }
+            if let Some(door) = door {
+                let label = ui.label(match door {
+                    Transport::Tcp => "MQTT port",
+                    Transport::WebSocket => "WebSocket port",
+                    Transport::Tls => "TLS port",
+                    Transport::SecureWebSocket => "Secure WebSocket port",
+                });
+                ui.add(
+                    egui::TextEdit::singleline(&mut self.port_field)
+                        .hint_text("1883")
+                        .desired_width(80.0),
+                )
+                .labelled_by(label.id);
             }
-            if ui.button("Use any free port").clicked() {
-                self.port_override = Some(0);
+            if ui.button("Retry").clicked() {
+                match (door, self.port_field.trim().parse::<u16>()) {
+                    (Some(door), Ok(p)) => self.set_port(door, p),
+                    (Some(_), Err(_)) if !self.port_field.trim().is_empty() => {
+                        self.port_field.clear();
+                        return;
+                    }
+                    _ => {}
+                }
+                self.start(ui.ctx());
+            }
+            if let Some(door) = door
+                && ui.button("Use any free port").clicked()
+            {
+                self.set_port(door, 0);
                 self.start(ui.ctx());
             }
         });
+    }
+
+    fn set_port(&mut self, door: Transport, port: u16) {
+        self.port_overrides.retain(|(d, _)| *d != door);
+        self.port_overrides.push((door, port));
     }
 
     /// Has the topic list file the user opened or saved last written to the window's settings.
@@ -243,7 +276,7 @@ fn settings_writer(settings_path: PathBuf) -> std::sync::mpsc::Sender<PathBuf> {
     tx
 }
 
-fn status_bar(ui: &mut egui::Ui, addr: SocketAddr, live: &Live) {
+fn status_bar(ui: &mut egui::Ui, urls: &[String], live: &Live) {
     let snap = &live.snapshot;
     let connected = snap
         .clients
@@ -251,7 +284,13 @@ fn status_bar(ui: &mut egui::Ui, addr: SocketAddr, live: &Live) {
         .filter(|c| c.connection.is_some())
         .count();
     ui.horizontal(|ui| {
-        ui.label(format!("Listening on mqtt://{addr}"));
+        ui.label("Listening on");
+        // Each address a click away from the clipboard, for a student's client.
+        for url in urls {
+            if ui.link(url).on_hover_text("Click to copy").clicked() {
+                ui.ctx().copy_text(url.clone());
+            }
+        }
         ui.separator();
         // Uptime to the minute: an idle window repaints once a minute for it, not every second.
         let up = snap.uptime + live.taken.elapsed();
