@@ -151,10 +151,11 @@ fn broker_config(args: &RunArgs, topics: Option<&Path>) -> anyhow::Result<Config
     let users_path = paths::users_file(args.users.as_deref())?;
     let topics = topic_list::load(&topics_path)?;
     let users = Users::load(&users_path)?;
-    let tls = if args.tls_port.is_some() || args.wss_port.is_some() {
-        Some(tls_config(args)?)
+    let (tls, tls_ca) = if args.tls_port.is_some() || args.wss_port.is_some() {
+        let (config, ca) = tls_config(args)?;
+        (Some(config), ca)
     } else {
-        None
+        (None, None)
     };
     tracing::info!(topics = %topics_path.display(), count = topics.len(), "topic list loaded");
     tracing::info!(users = %users_path.display(), count = users.users.len(), "users loaded");
@@ -164,6 +165,7 @@ fn broker_config(args: &RunArgs, topics: Option<&Path>) -> anyhow::Result<Config
         tls_listen: args.tls_port.map(|p| SocketAddr::new(args.bind, p)),
         wss_listen: args.wss_port.map(|p| SocketAddr::new(args.bind, p)),
         tls,
+        tls_ca,
         topics,
         users,
         users_path: Some(users_path),
@@ -178,11 +180,13 @@ fn broker_config(args: &RunArgs, topics: Option<&Path>) -> anyhow::Result<Config
     })
 }
 
-/// The TLS doors' settings: the given certificate, or the local CA's (made on first use).
-fn tls_config(
-    args: &RunArgs,
-) -> anyhow::Result<std::sync::Arc<tokio_rustls::rustls::ServerConfig>> {
+type TlsServerConfig = std::sync::Arc<tokio_rustls::rustls::ServerConfig>;
+
+/// The TLS doors' settings: the given certificate, or the local CA's (made on first use, and
+/// then returned too: its file and fingerprint, for the window to show).
+fn tls_config(args: &RunArgs) -> anyhow::Result<(TlsServerConfig, Option<(PathBuf, String)>)> {
     use mqtt_lab::broker::tls;
+    let mut ca = None;
     let files = match (&args.cert, &args.key) {
         (Some(cert), Some(key)) => tls::TlsFiles {
             cert: cert.clone(),
@@ -201,6 +205,7 @@ fn tls_config(
                 "TLS certificate signed by the local CA: clients trust it with --cafile {}",
                 local.ca.display()
             );
+            ca = Some((local.ca.clone(), local.fingerprint.clone()));
             tls::TlsFiles {
                 cafile: args.cafile.clone(),
                 require_certificate: args.require_certificate,
@@ -208,7 +213,7 @@ fn tls_config(
             }
         }
     };
-    Ok(tls::server_config(&files)?)
+    Ok((tls::server_config(&files)?, ca))
 }
 
 fn run_broker(args: RunArgs) -> anyhow::Result<()> {

@@ -344,3 +344,20 @@ fn a_websocket_port_in_use_is_named_and_another_can_be_used() {
     );
     h.state_mut().shutdown();
 }
+
+#[test]
+fn tls_listeners_and_the_local_ca_are_shown() {
+    let dir = tempfile::tempdir().unwrap();
+    let local = mqtt_lab::broker::tls::local_ca(dir.path()).unwrap();
+    let mut cfg = config();
+    cfg.tls_listen = Some("127.0.0.1:0".parse().unwrap());
+    cfg.wss_listen = Some("127.0.0.1:0".parse().unwrap());
+    cfg.tls = Some(mqtt_lab::broker::tls::server_config(&local.files).unwrap());
+    cfg.tls_ca = Some((local.ca.clone(), local.fingerprint.clone()));
+    let mut h = harness(view(cfg));
+    wait_for(&mut h, "the broker", |_| true);
+    h.get_by_label_contains("mqtts://127.0.0.1:");
+    h.get_by_label_contains("wss://127.0.0.1:");
+    h.get_by_label(&local.ca.display().to_string());
+    h.state_mut().shutdown();
+}

@@ -21,6 +21,9 @@ pub struct Config {
     pub wss_listen: Option<SocketAddr>,
     /// The TLS doors' certificate and settings (see `tls::server_config`).
     pub tls: Option<std::sync::Arc<tokio_rustls::rustls::ServerConfig>>,
+    /// The local CA the certificate comes from, when the app made it: its file and SHA-256
+    /// fingerprint, for the window to show a student what to trust.
+    pub tls_ca: Option<(PathBuf, String)>,
     /// The topics that exist.
     pub topics: Vec<String>,
     /// Who may log in.
@@ -56,6 +59,7 @@ impl Default for Config {
             tls_listen: None,
             wss_listen: None,
             tls: None,
+            tls_ca: None,
             topics: Vec::new(),
             users: Users::default(),
             users_path: None,

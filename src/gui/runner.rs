@@ -46,6 +46,8 @@ pub struct Running {
     pub addr: SocketAddr,
     /// Every listener, as a client is given it (`mqtt://...`, `ws://.../mqtt`, ...).
     pub urls: Vec<String>,
+    /// The local CA TLS clients trust, with its fingerprint, when the app made it.
+    pub ca: Option<(std::path::PathBuf, String)>,
     pub handle: BrokerHandle,
     live: watch::Receiver<Option<Arc<Live>>>,
     stop: Option<oneshot::Sender<()>>,
@@ -59,6 +61,7 @@ impl Running {
         config: Config,
         repaint: impl Fn() + Send + Sync + 'static,
     ) -> Result<Running, StartFailure> {
+        let ca = config.tls_ca.clone();
         let (started_tx, started_rx) = std::sync::mpsc::channel();
         let (live_tx, live) = watch::channel(None);
         let (stop, stopped) = oneshot::channel::<()>();
@@ -110,6 +113,7 @@ impl Running {
         Ok(Running {
             addr,
             urls,
+            ca,
             handle,
             live,
             stop: Some(stop),

@@ -162,6 +162,7 @@ impl MainView {
         };
         let handle = running.handle.clone();
         let urls = running.urls.clone();
+        let ca = running.ca.clone();
 
         egui::Panel::top("tabs").show(ui, |ui| {
             ui.horizontal(|ui| {
@@ -187,7 +188,7 @@ impl MainView {
                 }
             });
         });
-        egui::Panel::bottom("status").show(ui, |ui| status_bar(ui, &urls, &live));
+        egui::Panel::bottom("status").show(ui, |ui| status_bar(ui, &urls, ca.as_ref(), &live));
         egui::CentralPanel::default().show(ui, |ui| match self.tab {
             Tab::Topics => self.topics.ui(ui, &live, &handle),
             Tab::Clients => self.clients.ui(ui, &live, &handle),
@@ -276,7 +277,7 @@ fn settings_writer(settings_path: PathBuf) -> std::sync::mpsc::Sender<PathBuf> {
     tx
 }
 
-fn status_bar(ui: &mut egui::Ui, urls: &[String], live: &Live) {
+fn status_bar(ui: &mut egui::Ui, urls: &[String], ca: Option<&(PathBuf, String)>, live: &Live) {
     let snap = &live.snapshot;
     let connected = snap
         .clients
@@ -289,6 +290,20 @@ fn status_bar(ui: &mut egui::Ui, urls: &[String], live: &Live) {
         for url in urls {
             if ui.link(url).on_hover_text("Click to copy").clicked() {
                 ui.ctx().copy_text(url.clone());
+            }
+        }
+        if let Some((path, fingerprint)) = ca {
+            ui.label("CA");
+            let path = path.display().to_string();
+            if ui
+                .link(&path)
+                .on_hover_text(format!(
+                    "TLS clients trust this file (mosquitto_pub --cafile, paho tls_set). \
+                     SHA-256: {fingerprint}. Click to copy its path."
+                ))
+                .clicked()
+            {
+                ui.ctx().copy_text(path);
             }
         }
         ui.separator();
