@@ -259,3 +259,32 @@ async fn bad_upgrades_are_answered_and_closed_and_nothing_else_is_touched() {
     bystander.subscribe(&[("lab/a", QoS::AtMostOnce)]).await;
     broker.shutdown().await;
 }
+
+/// The WebSocket upgrade and CONNECT share one CONNECT timeout, counted from accept: a client
+/// slow at both cannot hold a connection for twice as long.
+#[tokio::test]
+async fn the_upgrade_and_connect_share_one_timeout() {
+    let config = Config {
+        ws_listen: Some("127.0.0.1:0".parse().unwrap()),
+        connect_timeout: Duration::from_secs(1),
+        ..config()
+    };
+    let broker = start_with(config).await;
+    let ws_addr = broker.ws_addr().unwrap();
+    let started = std::time::Instant::now();
+    let tcp = TcpStream::connect(ws_addr).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let mut request = format!("ws://{ws_addr}/mqtt")
+        .into_client_request()
+        .unwrap();
+    request
+        .headers_mut()
+        .insert("sec-websocket-protocol", "mqtt".parse().unwrap());
+    let (mut ws, _) = client_async(request, tcp).await.unwrap();
+    // No CONNECT: closed at the one deadline (1 s after accept), not 1 s after the upgrade.
+    let mut buf = Vec::new();
+    assert!(next_packet(&mut ws, &mut buf).await.is_none());
+    let took = started.elapsed();
+    assert!(took < Duration::from_millis(1500), "closed after {took:?}");
+    broker.shutdown().await;
+}

@@ -132,8 +132,9 @@ where
         max_packet_size: shared.max_packet_size,
         flushes: peer.transport != Transport::Tcp,
     };
-    let first = tokio::time::timeout(
-        shared.connect_timeout,
+    // One deadline from accept: a TLS handshake or WebSocket upgrade used some of it already.
+    let first = tokio::time::timeout_at(
+        super::listener::deadline(peer, shared),
         read_first_packet(&mut rd, &mut wire, shared),
     )
     .await;

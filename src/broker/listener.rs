@@ -38,7 +38,11 @@ pub(crate) async fn run(
         if let Err(e) = socket.set_nodelay(true) {
             debug!(peer = %addr, error = %e, "TCP_NODELAY not set");
         }
-        let peer = Peer { addr, transport };
+        let peer = Peer {
+            addr,
+            transport,
+            accepted: std::time::Instant::now(),
+        };
         let shared = shared.clone();
         // Whatever handshake the door needs happens in the connection's own task: one slow
         // client never holds up the accept loop.
@@ -80,11 +84,16 @@ async fn serve(socket: TcpStream, peer: Peer, shared: Arc<Shared>) {
 }
 
 /// The WebSocket upgrade, then the connection.
+/// When the handshakes and CONNECT must be done by.
+pub(crate) fn deadline(peer: Peer, shared: &Shared) -> tokio::time::Instant {
+    tokio::time::Instant::from_std(peer.accepted) + shared.connect_timeout
+}
+
 async fn websocket<S>(stream: S, peer: Peer, shared: Arc<Shared>)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send,
 {
-    let upgrade = websocket::accept(stream, shared.max_packet_size, shared.connect_timeout);
+    let upgrade = websocket::accept(stream, shared.max_packet_size, deadline(peer, &shared));
     match upgrade.await {
         Ok((rd, wr)) => connection::serve(rd, wr, peer, shared).await,
         Err(e) => connection::refused_before_mqtt(&shared, peer, Refusal::Upgrade(e)).await,
@@ -99,11 +108,12 @@ async fn tls_handshake(
     shared: &Shared,
 ) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
     let acceptor = shared.tls.clone()?;
-    let reason = match tokio::time::timeout(shared.connect_timeout, acceptor.accept(socket)).await {
-        Ok(Ok(tls)) => return Some(tls),
-        Ok(Err(e)) => e.to_string(),
-        Err(_) => format!("not done within {:?}", shared.connect_timeout),
-    };
+    let reason =
+        match tokio::time::timeout_at(deadline(peer, shared), acceptor.accept(socket)).await {
+            Ok(Ok(tls)) => return Some(tls),
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => format!("not done within {:?}", shared.connect_timeout),
+        };
     connection::refused_before_mqtt(shared, peer, Refusal::Tls(reason)).await;
     None
 }

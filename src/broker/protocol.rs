@@ -166,11 +166,14 @@ impl std::fmt::Display for Transport {
     }
 }
 
-/// The other end of a connection: its address and the listener it came in on.
+/// The other end of a connection: its address, the listener it came in on, and when.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Peer {
     pub addr: SocketAddr,
     pub transport: Transport,
+    /// When the socket was accepted: TLS, the WebSocket upgrade and CONNECT must all be done
+    /// within one CONNECT timeout of it.
+    pub accepted: std::time::Instant,
 }
 
 impl std::fmt::Display for Peer {

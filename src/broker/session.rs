@@ -363,6 +363,7 @@ mod tests {
             peer: Peer {
                 addr: "127.0.0.1:1".parse().unwrap(),
                 transport: crate::broker::protocol::Transport::Tcp,
+                accepted: std::time::Instant::now(),
             },
             username: None,
             level: 4,

@@ -9,7 +9,6 @@
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
-use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::stream::{SplitSink, SplitStream};
@@ -31,8 +30,8 @@ const READ_BUFFER: usize = 4 * 1024;
 /// Why an upgrade failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum UpgradeError {
-    #[error("WebSocket handshake not done within {0:?}")]
-    Timeout(Duration),
+    #[error("WebSocket handshake not done within the CONNECT timeout")]
+    Timeout,
     #[error("WebSocket request for {0:?}: answered 404 (the path is /mqtt)")]
     WrongPath(String),
     #[error("WebSocket subprotocols {0:?} do not include mqtt: answered 400")]
@@ -52,14 +51,14 @@ const MAX_HEAD: usize = 16 * 1024;
 pub(crate) async fn accept<S>(
     stream: S,
     max_packet_size: usize,
-    timeout: Duration,
+    deadline: tokio::time::Instant,
 ) -> Result<(WsRead<Replay<S>>, WsWrite<Replay<S>>), UpgradeError>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
     let mut stream = stream;
-    let head = match tokio::time::timeout(timeout, read_head(&mut stream)).await {
-        Err(_) => return Err(UpgradeError::Timeout(timeout)),
+    let head = match tokio::time::timeout_at(deadline, read_head(&mut stream)).await {
+        Err(_) => return Err(UpgradeError::Timeout),
         Ok(Err(e)) => return Err(UpgradeError::Handshake(e.to_string())),
         Ok(Ok(head)) => head,
     };
@@ -72,7 +71,7 @@ where
              Content-Length: {}\r\n\r\n{body}",
             body.len()
         );
-        let _ = tokio::time::timeout(timeout, stream.write_all(answer.as_bytes())).await;
+        let _ = tokio::time::timeout_at(deadline, stream.write_all(answer.as_bytes())).await;
         return Err(UpgradeError::NotUpgrade);
     }
     let stream = Replay { head, stream };
@@ -86,8 +85,8 @@ where
         .max_message_size(Some(max_packet_size.saturating_add(16)))
         .max_frame_size(Some(max_packet_size.saturating_add(16)));
     let upgrade = tokio_tungstenite::accept_hdr_async_with_config(stream, callback, Some(config));
-    let ws = match tokio::time::timeout(timeout, upgrade).await {
-        Err(_) => return Err(UpgradeError::Timeout(timeout)),
+    let ws = match tokio::time::timeout_at(deadline, upgrade).await {
+        Err(_) => return Err(UpgradeError::Timeout),
         Ok(Err(e)) => {
             return Err(refused.unwrap_or_else(|| UpgradeError::Handshake(e.to_string())));
         }
