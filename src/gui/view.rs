@@ -284,7 +284,11 @@ fn status_bar(ui: &mut egui::Ui, urls: &[String], ca: Option<&(PathBuf, String)>
         .iter()
         .filter(|c| c.connection.is_some())
         .count();
-    ui.horizontal(|ui| {
+    // Wrapped: with four listeners and the CA the bar is wider than a small window, and the
+    // counters must not be pushed off its edge.
+    ui.horizontal_wrapped(|ui| {
+        // Whole items move to the next line; none is split inside ("up 0:00").
+        ui.style_mut().wrap_mode = Some(egui::TextWrapMode::Extend);
         ui.label("Listening on");
         // Each address a click away from the clipboard, for a student's client.
         for url in urls {
