@@ -200,20 +200,7 @@ where
     Some((link, keep_alive, client_id))
 }
 
-/// Tells the router (for its counters and the window) and the log that a connection was turned
-/// away before it could speak MQTT (a failed WebSocket upgrade).
-pub(crate) async fn refused_before_mqtt(shared: &Shared, peer: Peer, reason: Refusal) {
-    warn!(%peer, %reason, "closing");
-    let msg = ToRouter::Refused {
-        peer,
-        client_id: None,
-        reason,
-    };
-    let _ = shared.router.send(msg).await;
-}
-
-/// Turns a connection away: the CONNACK its refusal calls for (if any), the log, and a word to
-/// the router for its counters and the window.
+/// Turns a connection away: the CONNACK its refusal calls for (if any), then `report_refusal`.
 async fn refuse<T, W: AsyncWrite + Unpin>(
     wr: &mut W,
     wire: &mut Wire,
@@ -222,6 +209,27 @@ async fn refuse<T, W: AsyncWrite + Unpin>(
     client_id: Option<&str>,
     reason: Refusal,
 ) -> Option<T> {
+    if let Some(code) = reason.code() {
+        wire.encode(Outgoing::ConnAck {
+            session_present: false,
+            code,
+        });
+        if wr.write_all(&wire.wbuf).await.is_ok() {
+            let _ = wr.flush().await;
+        }
+    }
+    report_refusal(shared, peer, client_id, reason).await;
+    None
+}
+
+/// Logs a connection turned away (at CONNECT, or before it could speak MQTT: a failed TLS
+/// handshake or WebSocket upgrade) and tells the router, for its counters and the window.
+pub(crate) async fn report_refusal(
+    shared: &Shared,
+    peer: Peer,
+    client_id: Option<&str>,
+    reason: Refusal,
+) {
     match &reason {
         Refusal::NoConnect(_) | Refusal::UnsupportedLevel(_) | Refusal::IdentifierRejected => {
             info!(%peer, %reason, "closing")
@@ -234,18 +242,7 @@ async fn refuse<T, W: AsyncWrite + Unpin>(
         | Refusal::TlsOnPlainPort
         | Refusal::BadConnect(_)
         | Refusal::Upgrade(_)
-        | Refusal::Tls(_) => {
-            warn!(%peer, %reason, "closing")
-        }
-    }
-    if let Some(code) = reason.code() {
-        wire.encode(Outgoing::ConnAck {
-            session_present: false,
-            code,
-        });
-        if wr.write_all(&wire.wbuf).await.is_ok() {
-            let _ = wr.flush().await;
-        }
+        | Refusal::Tls(_) => warn!(%peer, %reason, "closing"),
     }
     let msg = ToRouter::Refused {
         peer,
@@ -253,7 +250,6 @@ async fn refuse<T, W: AsyncWrite + Unpin>(
         reason,
     };
     let _ = shared.router.send(msg).await;
-    None
 }
 
 enum FirstPacketError {
@@ -627,18 +623,26 @@ where
 
     /// Tells the router that the channel it found full has drained to half, so it sends the
     /// messages it queued meanwhile. Paired with `Session::pump`: the router sets the flag and
-    /// then looks at the channel again; this task drains and then looks at the flag, so one of
-    /// the two always sees the other.
+    /// then looks at the channel again; this task drains, fences (in `run`) and then looks at
+    /// the flag, so one of the two always sees the other.
     async fn notify_room(&mut self) -> Result<(), ()> {
-        fence(Ordering::SeqCst);
-        if !self.room_wanted.load(Ordering::SeqCst)
-            || self.rx.len() > self.shared.limits.channel_capacity() / 2
+        if self.rx.len() > self.shared.limits.channel_capacity() / 2
             || !self.room_wanted.swap(false, Ordering::SeqCst)
         {
             return Ok(());
         }
         let msg = ToRouter::Writable { conn: self.conn };
         self.shared.router.send(msg).await.map_err(|_| ())
+    }
+
+    /// Writes the whole write buffer and empties it.
+    async fn write_out(&mut self) -> std::io::Result<()> {
+        if !self.wire.wbuf.is_empty() {
+            self.wr.write_all(&self.wire.wbuf).await?;
+            stats::add(&self.shared.stats.bytes_sent, self.wire.wbuf.len() as u64);
+            self.wire.wbuf.clear();
+        }
+        Ok(())
     }
 
     /// Writes out what is buffered (briefly: the client may not be reading) and closes. With
@@ -656,15 +660,10 @@ where
                 // Written as it goes: what waits ahead of an answer may be a channel of
                 // large messages.
                 if self.wire.wbuf.len() >= WRITE_HIGH_WATER {
-                    self.wr.write_all(&self.wire.wbuf).await?;
-                    stats::add(&self.shared.stats.bytes_sent, self.wire.wbuf.len() as u64);
-                    self.wire.wbuf.clear();
+                    self.write_out().await?;
                 }
             }
-            if !self.wire.wbuf.is_empty() {
-                self.wr.write_all(&self.wire.wbuf).await?;
-                stats::add(&self.shared.stats.bytes_sent, self.wire.wbuf.len() as u64);
-            }
+            self.write_out().await?;
             self.wr.shutdown().await
         };
         let _ = tokio::time::timeout(FLUSH_ON_CLOSE, flush).await;

@@ -96,7 +96,7 @@ where
     let upgrade = websocket::accept(stream, shared.max_packet_size, deadline(peer, &shared));
     match upgrade.await {
         Ok((rd, wr)) => connection::serve(rd, wr, peer, shared).await,
-        Err(e) => connection::refused_before_mqtt(&shared, peer, Refusal::Upgrade(e)).await,
+        Err(e) => connection::report_refusal(&shared, peer, None, Refusal::Upgrade(e)).await,
     }
 }
 
@@ -114,6 +114,6 @@ async fn tls_handshake(
             Ok(Err(e)) => e.to_string(),
             Err(_) => format!("not done within {:?}", shared.connect_timeout),
         };
-    connection::refused_before_mqtt(shared, peer, Refusal::Tls(reason)).await;
+    connection::report_refusal(shared, peer, None, Refusal::Tls(reason)).await;
     None
 }

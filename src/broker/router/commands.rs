@@ -63,17 +63,10 @@ impl Router {
                 path,
                 reply,
             } => self.replace_topics(topics, path, reply),
-            Command::OpenTopicsFile { path, reply } => {
-                // Reading and parsing is no work for the router's thread; the list comes back
-                // as `TopicsFileRead`.
-                let me = self.me.clone();
-                tokio::task::spawn_blocking(move || {
-                    let list = topic_list::load(&path).map_err(|e| e.to_string());
-                    if let Some(me) = me.upgrade() {
-                        let _ = me.blocking_send(ToRouter::TopicsFileRead { path, list, reply });
-                    }
-                });
-            }
+            Command::OpenTopicsFile { path, reply } => self.off_router(move || {
+                let list = topic_list::load(&path).map_err(|e| e.to_string());
+                ToRouter::TopicsFileRead { path, list, reply }
+            }),
             Command::SetUsers { users, reply } => self.set_users(users, reply),
             Command::UpsertUser {
                 username,
@@ -88,18 +81,14 @@ impl Router {
                 if let Err(e) = checked {
                     return reply_to(reply, Err(e.to_string()));
                 }
-                // Hashing takes tens of milliseconds: not on the router's thread. The answer
-                // comes back as `UserHashed`; a broker stopping meanwhile drops it.
-                let me = self.me.clone();
-                tokio::task::spawn_blocking(move || {
+                // Hashing takes tens of milliseconds.
+                self.off_router(move || {
                     let user = User {
                         username,
                         email,
                         password_hash: hash_password(password.as_bytes()),
                     };
-                    if let Some(me) = me.upgrade() {
-                        let _ = me.blocking_send(ToRouter::UserHashed { user, reply });
-                    }
+                    ToRouter::UserHashed { user, reply }
                 });
             }
             Command::RemoveUser { username, reply } => {
@@ -148,6 +137,18 @@ impl Router {
         self.events
             .push(EventKind::Topics, "", format!("topic {name:?} added"));
         Ok(())
+    }
+
+    /// Runs slow work (a file read, a password hash) off the router's thread and hands its
+    /// result back to the router as a message; a broker stopping meanwhile drops it.
+    fn off_router(&self, work: impl FnOnce() -> ToRouter + Send + 'static) {
+        let me = self.me.clone();
+        tokio::task::spawn_blocking(move || {
+            let done = work();
+            if let Some(me) = me.upgrade() {
+                let _ = me.blocking_send(done);
+            }
+        });
     }
 
     /// Makes `topics` the topic list (and `path`, if given, its file), all or nothing: a list
