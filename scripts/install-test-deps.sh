@@ -14,6 +14,8 @@ command -v python3 >/dev/null || missing+=(python3 python3-pip)
 command -v Xvfb >/dev/null || missing+=(xvfb)
 command -v import >/dev/null || missing+=(imagemagick)
 command -v xdotool >/dev/null || missing+=(xdotool)
+# The mDNS tests make their own network namespace.
+command -v ip >/dev/null || missing+=(iproute2)
 # What a desktop has and the window needs: X11 client libraries and Mesa's software OpenGL.
 for lib in libGL.so.1 libEGL.so.1 libxkbcommon-x11.so.0 libXcursor.so.1 libXi.so.6 libXrandr.so.2 libX11-xcb.so.1; do
     if ! ldconfig -p | grep -q "$lib"; then
@@ -27,7 +29,7 @@ if ((${#missing[@]})); then
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}" >&2
 fi
 
-if ! python3 -c 'import paho.mqtt, pytest, sys; sys.exit(int(paho.mqtt.__version__.split(".")[0]) < 2)' 2>/dev/null; then
+if ! python3 -c 'import paho.mqtt, pytest, zeroconf, sys; sys.exit(int(paho.mqtt.__version__.split(".")[0]) < 2)' 2>/dev/null; then
     echo "installing Python packages from tests/interop/requirements.txt" >&2
     python3 -m pip install -q -r tests/interop/requirements.txt 2>/dev/null ||
         python3 -m pip install -q --break-system-packages -r tests/interop/requirements.txt

@@ -11,6 +11,7 @@ use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 
 use mqtt_lab::broker::files;
+use mqtt_lab::broker::mdns::{self, MdnsConfig};
 use mqtt_lab::broker::users::Users;
 use mqtt_lab::broker::{Broker, Config, topic_list};
 use mqtt_lab::paths;
@@ -59,6 +60,13 @@ struct RunArgs {
     /// Refuse TLS clients without a certificate signed by --cafile.
     #[arg(long, requires = "cafile")]
     require_certificate: bool,
+    /// Do not advertise the listeners on the local network (mDNS/DNS-SD). They are advertised
+    /// only when bound beyond loopback (--bind 0.0.0.0, say).
+    #[arg(long)]
+    no_mdns: bool,
+    /// The name browsers on the network list the broker under [default: "mqtt-lab on HOST"]
+    #[arg(long, value_name = "NAME", conflicts_with = "no_mdns", value_parser = mdns_name)]
+    mdns_name: Option<String>,
     /// The topic list [default: topics.ron in the config folder]
     #[arg(long, value_name = "FILE")]
     topics: Option<PathBuf>,
@@ -166,6 +174,10 @@ fn broker_config(args: &RunArgs, topics: Option<&Path>) -> anyhow::Result<Config
         wss_listen: args.wss_port.map(|p| SocketAddr::new(args.bind, p)),
         tls,
         tls_ca,
+        mdns: (!args.no_mdns).then(|| MdnsConfig {
+            name: args.mdns_name.clone().unwrap_or_else(mdns::default_name),
+            ..MdnsConfig::on_this_host()
+        }),
         topics,
         users,
         users_path: Some(users_path),
@@ -178,6 +190,10 @@ fn broker_config(args: &RunArgs, topics: Option<&Path>) -> anyhow::Result<Config
         max_connections: args.max_connections,
         ..Config::default()
     })
+}
+
+fn mdns_name(name: &str) -> Result<String, String> {
+    mdns::check_name(name).map(|()| name.to_owned())
 }
 
 type TlsServerConfig = std::sync::Arc<tokio_rustls::rustls::ServerConfig>;
@@ -291,11 +307,18 @@ fn run_window(args: RunArgs) -> anyhow::Result<()> {
     let settings_path = paths::config_dir().map(|d| d.join("gui.ron"));
     let settings = settings_path.clone();
     let load: ConfigLoader = Box::new(move || {
-        let last = match (&args.topics, &settings) {
-            (None, Some(s)) => Settings::load(s).last_topics_file.filter(|p| p.exists()),
-            _ => None,
+        let saved = settings.as_deref().map(Settings::load).unwrap_or_default();
+        let last = match &args.topics {
+            None => saved.last_topics_file.filter(|p| p.exists()),
+            Some(_) => None,
         };
         let mut config = broker_config(&args, last.as_deref()).map_err(|e| format!("{e:#}"))?;
+        // The name a teacher gave the broker in the window, unless the command line gives one.
+        if let (Some(mdns), None, Some(name)) = (&mut config.mdns, &args.mdns_name, saved.mdns_name)
+            && mdns::check_name(&name).is_ok()
+        {
+            mdns.name = name;
+        }
         // Browser pages are common in a lab: the window serves WebSocket too, on Mosquitto's
         // usual port unless told otherwise (a port in use is offered another in the window).
         if config.ws_listen.is_none() {

@@ -24,6 +24,9 @@ pub struct Config {
     /// The local CA the certificate comes from, when the app made it: its file and SHA-256
     /// fingerprint, for the window to show a student what to trust.
     pub tls_ca: Option<(PathBuf, String)>,
+    /// Advertise the listeners on the local network (mDNS/DNS-SD) under this name; only when
+    /// bound beyond loopback.
+    pub mdns: Option<super::mdns::MdnsConfig>,
     /// The topics that exist.
     pub topics: Vec<String>,
     /// Who may log in.
@@ -60,6 +63,7 @@ impl Default for Config {
             wss_listen: None,
             tls: None,
             tls_ca: None,
+            mdns: None,
             topics: Vec::new(),
             users: Users::default(),
             users_path: None,

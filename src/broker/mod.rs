@@ -12,6 +12,7 @@ pub mod events;
 pub mod files;
 pub mod history;
 pub mod link;
+pub mod mdns;
 pub mod protocol;
 pub mod snapshot;
 pub mod stats;
@@ -83,6 +84,7 @@ pub struct Broker {
     router: JoinHandle<()>,
     saver: JoinHandle<()>,
     watcher: Option<JoinHandle<()>>,
+    advertiser: Option<(mdns::Advertiser, JoinHandle<()>)>,
 }
 
 /// Sends commands to a running broker; cheap to clone.
@@ -197,6 +199,7 @@ impl Broker {
                 permits.clone(),
             )));
         }
+        let advertiser = advertise(&config, local_addr, &door_addrs);
         Ok(Broker {
             local_addr,
             doors: door_addrs,
@@ -206,6 +209,7 @@ impl Broker {
             router,
             saver,
             watcher,
+            advertiser,
         })
     }
 
@@ -241,6 +245,12 @@ impl Broker {
         urls
     }
 
+    /// What advertises the listeners on the local network, when the broker does (`Config::mdns`
+    /// and bound beyond loopback).
+    pub fn advertiser(&self) -> Option<mdns::Advertiser> {
+        self.advertiser.as_ref().map(|(a, _)| a.clone())
+    }
+
     /// A handle to send commands with.
     pub fn handle(&self) -> BrokerHandle {
         self.handle.clone()
@@ -265,9 +275,40 @@ impl Broker {
         if let Some(w) = &self.watcher {
             w.abort();
         }
+        // Goodbyes first, so that browsers drop the broker while it closes its connections.
+        if let Some((advertiser, task)) = self.advertiser {
+            advertiser.stop().await;
+            let _ = task.await;
+        }
         let _ = self.handle.send(Command::Shutdown).await;
         let _ = self.router.await;
         // The router held the saver's only sender: the saver ends after its last job.
         let _ = self.saver.await;
+    }
+}
+
+/// Starts advertising the listeners when asked to and bound beyond loopback. mDNS failing
+/// (no multicast on this network, say) is logged and the broker runs on: it is a convenience.
+fn advertise(
+    config: &Config,
+    local_addr: SocketAddr,
+    doors: &[(Transport, SocketAddr)],
+) -> Option<(mdns::Advertiser, JoinHandle<()>)> {
+    let mdns = config.mdns.as_ref()?;
+    let Some(scope) = mdns
+        .scope
+        .or_else(|| mdns::Scope::for_bind(local_addr.ip()))
+    else {
+        tracing::debug!("bound to loopback: not advertised on the network (mDNS)");
+        return None;
+    };
+    let mut all = vec![(Transport::Tcp, local_addr)];
+    all.extend_from_slice(doors);
+    match mdns::Advertiser::start(mdns, scope, &all) {
+        Ok(a) => Some(a),
+        Err(e) => {
+            warn!(error = %e, "not advertised on the network (mDNS)");
+            None
+        }
     }
 }

@@ -33,7 +33,7 @@ DEFAULT_BIN = HERE / ".." / ".." / "target" / "debug" / "mqtt-lab"
 
 LISTEN_TIMEOUT = 20.0
 STOP_TIMEOUT = 10.0
-LISTEN_RE = re.compile(r"^mqtt-lab: listening on (?:mqtts?|wss?)://127\.0\.0\.1:(\d+)(?:/mqtt)?$")
+LISTEN_RE = re.compile(r"^mqtt-lab: listening on (?:mqtts?|wss?)://[0-9.]+:(\d+)(?:/mqtt)?$")
 
 DEFAULT_TOPICS = (
     "lab/a",
@@ -173,7 +173,9 @@ def broker_factory(tmp_path, request):
               users: Sequence[User] = (),
               allow_anonymous: bool = True,
               extra_args: Sequence[str] = (),
-              env: Optional[dict] = None) -> Broker:
+              env: Optional[dict] = None,
+              bind: str = "127.0.0.1",
+              netns: Optional[str] = None) -> Broker:
         d = tmp_path / f"broker{len(started)}"
         d.mkdir()
         topics_file = d / "topics.ron"
@@ -184,8 +186,9 @@ def broker_factory(tmp_path, request):
         for u in users:
             add_user(bin_path, users_file, u)
         with open(stderr_file, "wb") as err:
+            inside = ["ip", "netns", "exec", netns] if netns else []
             proc = subprocess.Popen(
-                [str(bin_path), "--headless", "--bind", "127.0.0.1", "--port", "0",
+                [*inside, str(bin_path), "--headless", "--bind", bind, "--port", "0",
                  "--topics", str(topics_file), "--users", str(users_file), *extra_args],
                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err,
                 env={**os.environ, "NO_COLOR": "1", **(env or {})},
@@ -195,7 +198,7 @@ def broker_factory(tmp_path, request):
         # The lines come in this order: mqtt, ws, mqtts, wss (those asked for).
         by_door = dict(zip([a for a in ("--ws-port", "--tls-port", "--wss-port") if a in doors],
                            ports[1:]))
-        b = Broker("127.0.0.1", ports[0], topics_file, users_file, stderr_file, proc,
+        b = Broker(bind, ports[0], topics_file, users_file, stderr_file, proc,
                    ws_port=by_door.get("--ws-port"), tls_port=by_door.get("--tls-port"),
                    wss_port=by_door.get("--wss-port"))
         started.append(b)
