@@ -361,3 +361,45 @@ fn tls_listeners_and_the_local_ca_are_shown() {
     h.get_by_label(&local.ca.display().to_string());
     h.state_mut().shutdown();
 }
+
+#[test]
+fn the_name_on_the_network_is_shown_and_renamed() {
+    let mut cfg = config();
+    // On loopback and a port of its own: nothing reaches a real network.
+    let port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    cfg.mdns = Some(mqtt_lab::broker::mdns::MdnsConfig {
+        name: "Lab bench".into(),
+        port,
+        scope: Some(mqtt_lab::broker::mdns::Scope::Loopback),
+    });
+    let mut h = harness(view(cfg));
+    wait_for(&mut h, "the broker", |_| true);
+    h.get_by_label("“Lab bench”").click();
+    wait_for_label(&mut h, "Name on the network");
+
+    // The field has the keyboard with the old name selected: typing replaces it. A name DNS-SD
+    // cannot carry is refused in the window, and nothing changes.
+    h.run_steps(2);
+    h.get_by_label("Name").type_text(&"x".repeat(64));
+    h.run_steps(2);
+    h.get_by_label("Rename").click();
+    wait_for_label(&mut h, "DNS-SD allows 63");
+    h.query_by_label("“Lab bench”").expect("still the old name");
+
+    h.get_by_label("Name").focus();
+    h.run_steps(2);
+    h.key_press_modifiers(egui::Modifiers::COMMAND, egui::Key::A);
+    h.get_by_label("Name").type_text("Room 2.14");
+    h.run_steps(2);
+    h.get_by_label("Rename").click();
+    wait_for_label(&mut h, "“Room 2.14”");
+    assert!(
+        h.query_by_label("Name on the network").is_none(),
+        "the window closed"
+    );
+    h.state_mut().shutdown();
+}

@@ -7,6 +7,7 @@ mod file_dialog;
 mod format;
 mod history_panel;
 mod log_panel;
+mod network_name;
 mod reply;
 pub mod runner;
 pub mod settings;

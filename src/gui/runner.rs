@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{oneshot, watch};
 
+use crate::broker::mdns::Advertiser;
 use crate::broker::{Broker, BrokerHandle, Config, Snapshot, StartError, Transport};
 
 /// How often the window may get a new snapshot.
@@ -49,6 +50,8 @@ pub struct Running {
     /// The local CA TLS clients trust, with its fingerprint, when the app made it.
     pub ca: Option<(std::path::PathBuf, String)>,
     pub handle: BrokerHandle,
+    /// What advertises the broker on the local network, when it is bound beyond loopback.
+    pub advertiser: Option<Advertiser>,
     live: watch::Receiver<Option<Arc<Live>>>,
     stop: Option<oneshot::Sender<()>>,
     thread: Option<JoinHandle<()>>,
@@ -97,17 +100,41 @@ impl Running {
                             return;
                         }
                     };
-                    let started = (broker.local_addr(), broker.urls(), broker.handle());
+                    let advertiser = broker.advertiser();
+                    let started = (
+                        broker.local_addr(),
+                        broker.urls(),
+                        broker.handle(),
+                        advertiser.clone(),
+                    );
                     let _ = started_tx.send(Ok(started));
-                    let feeder =
-                        tokio::spawn(feed(broker.handle(), broker.stats(), live_tx, repaint));
+                    let repaint = Arc::new(repaint);
+                    let feeder = tokio::spawn(feed(
+                        broker.handle(),
+                        broker.stats(),
+                        live_tx,
+                        repaint.clone(),
+                    ));
+                    // A name the network changed ("NAME (2)") is shown without waiting for
+                    // traffic.
+                    let renamed = advertiser.map(|a| {
+                        let mut watch = a.watch();
+                        tokio::spawn(async move {
+                            while watch.changed().await.is_ok() {
+                                repaint();
+                            }
+                        })
+                    });
                     let _ = stopped.await;
                     feeder.abort();
+                    if let Some(r) = renamed {
+                        r.abort();
+                    }
                     broker.shutdown().await;
                 });
             })
             .map_err(|e| StartFailure::other(format!("cannot start the broker thread: {e}")))?;
-        let (addr, urls, handle) = started_rx
+        let (addr, urls, handle, advertiser) = started_rx
             .recv()
             .map_err(|_| StartFailure::other("the broker thread ended before starting"))??;
         Ok(Running {
@@ -115,6 +142,7 @@ impl Running {
             urls,
             ca,
             handle,
+            advertiser,
             live,
             stop: Some(stop),
             thread: Some(thread),
@@ -157,7 +185,7 @@ async fn feed(
     handle: BrokerHandle,
     stats: Arc<crate::broker::Stats>,
     tx: watch::Sender<Option<Arc<Live>>>,
-    repaint: impl Fn() + Send + Sync + 'static,
+    repaint: Arc<impl Fn() + Send + Sync + 'static>,
 ) {
     let mut last_change = u64::MAX;
     let mut last: Option<(Instant, u64, u64)> = None;

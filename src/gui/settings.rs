@@ -1,5 +1,5 @@
 //! What the window remembers between runs (`gui.ron` in the config folder): the topic list
-//! opened last.
+//! opened last, and the name the broker is advertised under on the network.
 
 use std::path::{Path, PathBuf};
 
@@ -13,6 +13,24 @@ use crate::broker::files::{self, FileError};
 pub struct Settings {
     /// The topic list file opened or saved last; used at start when `--topics` is not given.
     pub last_topics_file: Option<PathBuf>,
+    /// The mDNS name a teacher gave the broker in the window; used when `--mdns-name` is not.
+    pub mdns_name: Option<String>,
+}
+
+/// One change to the settings, as the window makes it.
+#[derive(Debug, Clone)]
+pub enum Change {
+    TopicsFile(PathBuf),
+    MdnsName(String),
+}
+
+impl Settings {
+    pub fn apply(&mut self, change: Change) {
+        match change {
+            Change::TopicsFile(path) => self.last_topics_file = Some(path),
+            Change::MdnsName(name) => self.mdns_name = Some(name),
+        }
+    }
 }
 
 impl Settings {
@@ -28,7 +46,17 @@ impl Settings {
         })
     }
 
+    /// Writes the settings atomically, making the config folder if this is its first file (the
+    /// topic list and users may live elsewhere, given on the command line).
     pub fn save(&self, path: &Path) -> Result<(), FileError> {
+        if let Some(dir) = path.parent()
+            && !dir.as_os_str().is_empty()
+        {
+            std::fs::create_dir_all(dir).map_err(|error| FileError::Io {
+                path: dir.to_owned(),
+                error,
+            })?;
+        }
         files::write_ron(path, self)
     }
 }
@@ -40,10 +68,12 @@ mod tests {
     #[test]
     fn round_trip_and_bad_file() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("gui.ron");
+        // In a folder that does not exist yet: saving makes it.
+        let path = dir.path().join("config").join("gui.ron");
         assert_eq!(Settings::load(&path), Settings::default());
         let s = Settings {
             last_topics_file: Some("/tmp/x.ron".into()),
+            mdns_name: Some("Room 2.14".into()),
         };
         s.save(&path).unwrap();
         assert_eq!(Settings::load(&path), s);

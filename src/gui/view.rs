@@ -5,14 +5,16 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use crate::broker::mdns::Advertiser;
 use crate::broker::{Config, Transport};
 
 use super::clients_panel::ClientsPanel;
 use super::format;
 use super::history_panel::HistoryPanel;
 use super::log_panel;
+use super::network_name::NetworkName;
 use super::runner::{Live, Running, StartFailure};
-use super::settings::Settings;
+use super::settings::{Change, Settings};
 use super::topics_panel::TopicsPanel;
 use super::users_panel::UsersPanel;
 
@@ -40,7 +42,7 @@ enum State {
 pub struct MainView {
     load_config: ConfigLoader,
     /// Where the window's settings go, written one after the other off the window's thread.
-    settings: Option<std::sync::mpsc::Sender<PathBuf>>,
+    settings: Option<std::sync::mpsc::Sender<Change>>,
     /// Ports chosen in the window after a start failed, per listener.
     port_overrides: Vec<(Transport, u16)>,
     port_field: String,
@@ -52,6 +54,7 @@ pub struct MainView {
     clients: ClientsPanel,
     history: HistoryPanel,
     users: UsersPanel,
+    network_name: NetworkName,
 }
 
 impl MainView {
@@ -70,6 +73,7 @@ impl MainView {
             clients: ClientsPanel::default(),
             history: HistoryPanel::default(),
             users: UsersPanel::default(),
+            network_name: NetworkName::default(),
         }
     }
 
@@ -163,6 +167,7 @@ impl MainView {
         let handle = running.handle.clone();
         let urls = running.urls.clone();
         let ca = running.ca.clone();
+        let advertiser = running.advertiser.clone();
 
         egui::Panel::top("tabs").show(ui, |ui| {
             ui.horizontal(|ui| {
@@ -182,13 +187,19 @@ impl MainView {
                     ui.separator();
                     ui.colored_label(
                         ui.visuals().error_fg_color,
-                        "⚠ Open to the network with anonymous logins",
+                        "Open to the network with anonymous logins",
                     )
                     .on_hover_text("Anyone who can reach this machine can connect. Refuse anonymous logins in Users.");
                 }
             });
         });
-        egui::Panel::bottom("status").show(ui, |ui| status_bar(ui, &urls, ca.as_ref(), &live));
+        let network = advertiser.as_ref().map(|a| (&mut self.network_name, a));
+        let renamed = egui::Panel::bottom("status")
+            .show(ui, |ui| status_bar(ui, &urls, ca.as_ref(), network, &live))
+            .inner;
+        if let (Some(name), Some(settings)) = (renamed, &self.settings) {
+            let _ = settings.send(Change::MdnsName(name));
+        }
         egui::CentralPanel::default().show(ui, |ui| match self.tab {
             Tab::Topics => self.topics.ui(ui, &live, &handle),
             Tab::Clients => self.clients.ui(ui, &live, &handle),
@@ -251,21 +262,21 @@ impl MainView {
             return;
         };
         if let Some(settings) = &self.settings {
-            let _ = settings.send(path);
+            let _ = settings.send(Change::TopicsFile(path));
         }
     }
 }
 
 /// A thread that writes the window's settings file (read, change, fsync, rename) in the order
 /// the changes come, so that a frame never waits on the disk. It ends with the window.
-fn settings_writer(settings_path: PathBuf) -> std::sync::mpsc::Sender<PathBuf> {
-    let (tx, rx) = std::sync::mpsc::channel::<PathBuf>();
+fn settings_writer(settings_path: PathBuf) -> std::sync::mpsc::Sender<Change> {
+    let (tx, rx) = std::sync::mpsc::channel::<Change>();
     let spawned = std::thread::Builder::new()
         .name("mqtt-lab-settings".into())
         .spawn(move || {
-            for last in rx {
+            for change in rx {
                 let mut settings = Settings::load(&settings_path);
-                settings.last_topics_file = Some(last);
+                settings.apply(change);
                 if let Err(e) = settings.save(&settings_path) {
                     tracing::warn!(error = %e, "window settings not saved");
                 }
@@ -277,7 +288,15 @@ fn settings_writer(settings_path: PathBuf) -> std::sync::mpsc::Sender<PathBuf> {
     tx
 }
 
-fn status_bar(ui: &mut egui::Ui, urls: &[String], ca: Option<&(PathBuf, String)>, live: &Live) {
+/// The listeners, the CA, the name on the network, the counters; the new network name when the
+/// user renamed the broker.
+fn status_bar(
+    ui: &mut egui::Ui,
+    urls: &[String],
+    ca: Option<&(PathBuf, String)>,
+    network: Option<(&mut NetworkName, &Advertiser)>,
+    live: &Live,
+) -> Option<String> {
     let snap = &live.snapshot;
     let connected = snap
         .clients
@@ -287,6 +306,7 @@ fn status_bar(ui: &mut egui::Ui, urls: &[String], ca: Option<&(PathBuf, String)>
     // Wrapped: with four listeners and the CA the bar is wider than a small window, and the
     // counters must not be pushed off its edge.
     ui.horizontal_wrapped(|ui| {
+        let mut renamed = None;
         // Whole items move to the next line; none is split inside ("up 0:00").
         ui.style_mut().wrap_mode = Some(egui::TextWrapMode::Extend);
         ui.label("Listening on");
@@ -309,6 +329,10 @@ fn status_bar(ui: &mut egui::Ui, urls: &[String], ca: Option<&(PathBuf, String)>
             {
                 ui.ctx().copy_text(path);
             }
+        }
+        if let Some((name, advertiser)) = network {
+            ui.separator();
+            renamed = name.ui(ui, advertiser);
         }
         ui.separator();
         // Uptime to the minute: an idle window repaints once a minute for it, not every second.
@@ -336,5 +360,7 @@ fn status_bar(ui: &mut egui::Ui, urls: &[String], ca: Option<&(PathBuf, String)>
         } else {
             ui.label(dropped);
         }
-    });
+        renamed
+    })
+    .inner
 }
