@@ -25,14 +25,18 @@ export function connect({ url, clientId, will, timeoutMs }) {
       resolve({
         subscribe: (topic, qos) =>
           new Promise((ok, fail) =>
-            client.subscribe(topic, { qos }, (err, granted) =>
-              err ? fail(new Error(`SUBSCRIBE ${topic} failed: ${err.message}`)) : ok(granted[0].qos)
-            )
+            client.subscribe(topic, { qos }, (err, granted) => {
+              if (err) fail(new Error(`SUBSCRIBE ${topic} failed: ${err.message}`));
+              else ok(granted[0].qos);
+            })
           ),
-        // Resolves once the broker has acknowledged: at once for QoS 0, PUBACK for 1, PUBCOMP for 2.
+        // Resolves once the broker has answered: at once for QoS 0, on PUBACK for 1, on PUBCOMP
+        // for 2.
         publish: (topic, payload, qos) =>
           new Promise((ok, fail) =>
-            client.publish(topic, payload, { qos, retain: false }, (err) => (err ? fail(err) : ok()))
+            client.publish(topic, payload, { qos, retain: false }, (err) =>
+              err ? fail(err) : ok()
+            )
           ),
         onMessage: (f) => listeners.push(f),
         disconnect: () => client.end(),

@@ -24,7 +24,8 @@ export function connect({ url, clientId, will, timeoutMs }) {
     options.willMessage = w;
   }
   return new Promise((resolve, reject) => {
-    client.onConnectionLost = (e) => console.log(`paho ${clientId}: connection lost: ${e.errorMessage}`);
+    client.onConnectionLost = (e) =>
+      console.log(`paho ${clientId}: connection lost: ${e.errorMessage}`);
     options.onSuccess = () =>
       resolve({
         subscribe: (topic, qos) =>

@@ -54,7 +54,8 @@ async function main() {
   const report = params.get("report");
   let posting = Promise.resolve();
   const post = (kind, body) => {
-    posting = posting.then(() => fetch(`${report}/${kind}`, { method: "POST", body }).catch(() => {}));
+    const send = () => fetch(`${report}/${kind}`, { method: "POST", body }).catch(() => {});
+    posting = posting.then(send);
     return posting;
   };
   const out = document.getElementById("log");
@@ -67,7 +68,9 @@ async function main() {
       original(...args);
     };
   }
-  addEventListener("error", (e) => console.error(`uncaught: ${e.message} at ${e.filename}:${e.lineno}`));
+  addEventListener("error", (e) =>
+    console.error(`uncaught: ${e.message} at ${e.filename}:${e.lineno}`)
+  );
   addEventListener("unhandledrejection", (e) => console.error(`unhandled rejection: ${e.reason}`));
 
   const result = { granted: [], received: [], error: null };
@@ -96,28 +99,31 @@ async function scenario(result, expectRefused) {
   console.log(`client B (${params.get("client")}) connects to ${url}`);
   let b;
   try {
-    b = await withTimeout(lib.connect({ url, clientId: `${run}-b`, timeoutMs: STEP_MS }), "CONNACK");
+    const connecting = lib.connect({ url, clientId: `${run}-b`, timeoutMs: STEP_MS });
+    b = await withTimeout(connecting, "CONNACK");
   } catch (e) {
     throw new Error(`connect failed: ${e.message}`);
   }
-  if (expectRefused) throw new Error("connected, but the broker's certificate should not be trusted");
+  if (expectRefused) {
+    throw new Error("connected, but the broker's certificate should not be trusted");
+  }
   b.onMessage((m) => {
     console.log(`received ${m.topic} ${JSON.stringify(m.payload)} qos=${m.qos} retain=${m.retain}`);
     received.push(m);
     for (let i = waiters.length - 1; i >= 0; i--) if (waiters[i]()) waiters.splice(i, 1);
   });
 
-  for (const t of [topics.echo, topics.will]) {
+  for (const t of [topics.echo, topics.will, topics.retained]) {
     result.granted.push(await withTimeout(b.subscribe(t, 2), `SUBACK for ${t}`));
   }
   // Set by the test over plain MQTT before the page loaded.
-  result.granted.push(await withTimeout(b.subscribe(topics.retained, 2), `SUBACK for ${topics.retained}`));
   await arrived(1, "the retained message");
 
   for (const qos of [0, 1, 2]) {
     console.log(`publishing at QoS ${qos}`);
     const before = received.length;
-    await withTimeout(b.publish(topics.echo, `qos ${qos}`, qos), `the broker's answer to PUBLISH QoS ${qos}`);
+    const publishing = b.publish(topics.echo, `qos ${qos}`, qos);
+    await withTimeout(publishing, `the broker's answer to PUBLISH QoS ${qos}`);
     await arrived(before + 1, `the QoS ${qos} message back`);
   }
 
