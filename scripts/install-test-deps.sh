@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs beyond Rust: mosquitto's command-line clients, an X server
-# with software OpenGL for the real-window smoke test (Debian packages), and the Python packages
-# of the interop suite. Does nothing for what is already there.
+# with software OpenGL for the real-window smoke test, Chromium, certutil and npm for the browser
+# test (Debian packages), the Python packages of the interop suite and the browser test's npm
+# packages (tests/browser). Does nothing for what is already there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,6 +17,10 @@ command -v import >/dev/null || missing+=(imagemagick)
 command -v xdotool >/dev/null || missing+=(xdotool)
 # The mDNS tests make their own network namespace.
 command -v ip >/dev/null || missing+=(iproute2)
+# The browser test: Debian's Chromium, certutil for its NSS database, npm for the page's packages.
+[[ -x /usr/bin/chromium ]] || missing+=(chromium)
+command -v certutil >/dev/null || missing+=(libnss3-tools)
+command -v npm >/dev/null || missing+=(npm)
 # What a desktop has and the window needs: X11 client libraries and Mesa's software OpenGL.
 for lib in libGL.so.1 libEGL.so.1 libxkbcommon-x11.so.0 libXcursor.so.1 libXi.so.6 libXrandr.so.2 libX11-xcb.so.1; do
     if ! ldconfig -p | grep -q "$lib"; then
@@ -33,4 +38,12 @@ if ! python3 -c 'import paho.mqtt, pytest, zeroconf, sys; sys.exit(int(paho.mqtt
     echo "installing Python packages from tests/interop/requirements.txt" >&2
     python3 -m pip install -q -r tests/interop/requirements.txt 2>/dev/null ||
         python3 -m pip install -q --break-system-packages -r tests/interop/requirements.txt
+fi
+
+# npm ci when node_modules is missing or older than the lock file.
+browser=tests/browser
+if [[ ! -f $browser/node_modules/.package-lock.json ||
+      $browser/package-lock.json -nt $browser/node_modules/.package-lock.json ]]; then
+    echo "installing the browser test's npm packages (npm ci in $browser)" >&2
+    (cd "$browser" && npm ci --no-audit --no-fund >&2)
 fi
