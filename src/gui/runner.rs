@@ -45,8 +45,11 @@ impl StartFailure {
 /// A broker running in its own thread.
 pub struct Running {
     pub addr: SocketAddr,
-    /// Every listener, as a client is given it (`mqtt://...`, `ws://.../mqtt`, ...).
+    /// Every listener, as bound (`mqtt://0.0.0.0:1883`, `ws://.../mqtt`, ...).
     pub urls: Vec<String>,
+    /// Every listener as a client on another machine is given it: a broker bound to every
+    /// address is shown at each of this machine's (`mqtt://192.168.1.20:1883`).
+    pub client_urls: Vec<String>,
     /// The local CA TLS clients trust, with its fingerprint, when the app made it.
     pub ca: Option<(std::path::PathBuf, String)>,
     pub handle: BrokerHandle,
@@ -139,6 +142,7 @@ impl Running {
             .map_err(|_| StartFailure::other("the broker thread ended before starting"))??;
         Ok(Running {
             addr,
+            client_urls: client_urls(&urls, own_addresses()),
             urls,
             ca,
             handle,
@@ -220,5 +224,81 @@ async fn feed(
             taken: now,
         })));
         repaint();
+    }
+}
+
+/// This machine's addresses beyond loopback, IPv4 first.
+fn own_addresses() -> Vec<std::net::IpAddr> {
+    let mut ips: Vec<_> = if_addrs::get_if_addrs()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|i| !i.is_loopback() && !i.is_link_local())
+        .map(|i| i.ip())
+        .collect();
+    ips.sort_by_key(|ip| (ip.is_ipv6(), *ip));
+    ips.dedup();
+    ips
+}
+
+/// `urls` with the unspecified address (`0.0.0.0`, `[::]`) replaced by each of `own` that a
+/// client could use instead (IPv4 for `0.0.0.0`); kept as it is when there is none.
+fn client_urls(urls: &[String], own: Vec<std::net::IpAddr>) -> Vec<String> {
+    let mut out = Vec::new();
+    for url in urls {
+        let (any, v6) = if url.contains("://0.0.0.0:") {
+            ("://0.0.0.0:", false)
+        } else if url.contains("://[::]:") {
+            ("://[::]:", true)
+        } else {
+            out.push(url.clone());
+            continue;
+        };
+        let before = out.len();
+        for ip in own.iter().filter(|ip| v6 || ip.is_ipv4()) {
+            let host = match ip {
+                std::net::IpAddr::V4(a) => format!("://{a}:"),
+                std::net::IpAddr::V6(a) => format!("://[{a}]:"),
+            };
+            out.push(url.replace(any, &host));
+        }
+        if out.len() == before {
+            out.push(url.clone());
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bound_to_everything_shows_this_machines_addresses() {
+        let urls = vec![
+            "mqtt://0.0.0.0:1883".to_owned(),
+            "ws://0.0.0.0:9001/mqtt".to_owned(),
+            "mqtts://127.0.0.1:8883".to_owned(),
+        ];
+        let own = vec!["192.168.1.20".parse().unwrap(), "fd00::5".parse().unwrap()];
+        assert_eq!(
+            client_urls(&urls, own),
+            [
+                "mqtt://192.168.1.20:1883",
+                "ws://192.168.1.20:9001/mqtt",
+                "mqtts://127.0.0.1:8883"
+            ]
+        );
+        let v6 = vec!["[::]".to_owned()];
+        assert_eq!(client_urls(&v6, vec![]), v6, "nothing to show instead");
+        let v6 = vec!["mqtt://[::]:1883".to_owned()];
+        let own = vec!["10.0.0.2".parse().unwrap(), "fd00::5".parse().unwrap()];
+        assert_eq!(
+            client_urls(&v6, own),
+            ["mqtt://10.0.0.2:1883", "mqtt://[fd00::5]:1883"]
+        );
+        assert_eq!(
+            client_urls(&["mqtt://0.0.0.0:1883".to_owned()], vec![]),
+            ["mqtt://0.0.0.0:1883"]
+        );
     }
 }

@@ -165,7 +165,7 @@ impl MainView {
             return;
         };
         let handle = running.handle.clone();
-        let urls = running.urls.clone();
+        let urls = running.client_urls.clone();
         let ca = running.ca.clone();
         let advertiser = running.advertiser.clone();
 
