@@ -15,6 +15,8 @@ command -v python3 >/dev/null || missing+=(python3 python3-pip)
 command -v Xvfb >/dev/null || missing+=(xvfb)
 command -v import >/dev/null || missing+=(imagemagick)
 command -v xdotool >/dev/null || missing+=(xdotool)
+# The packet trace's pcap files are read back by tshark.
+command -v tshark >/dev/null || missing+=(tshark)
 # The mDNS tests make their own network namespace.
 command -v ip >/dev/null || missing+=(iproute2)
 # The browser test: Debian's Chromium, certutil for its NSS database, npm for the page's packages.

@@ -67,6 +67,10 @@ struct RunArgs {
     /// The name browsers on the network list the broker under [default: "mqtt-lab on HOST"]
     #[arg(long, value_name = "NAME", conflicts_with = "no_mdns", value_parser = mdns_name)]
     mdns_name: Option<String>,
+    /// Write every packet in and out to this pcap file (Wireshark, tshark -Y mqtt), after TLS
+    /// and WebSocket framing; passwords are left out.
+    #[arg(long, value_name = "FILE.pcap")]
+    trace: Option<PathBuf>,
     /// The topic list [default: topics.ron in the config folder]
     #[arg(long, value_name = "FILE")]
     topics: Option<PathBuf>,
@@ -178,6 +182,7 @@ fn broker_config(args: &RunArgs, topics: Option<&Path>) -> anyhow::Result<Config
             name: args.mdns_name.clone().unwrap_or_else(mdns::default_name),
             ..MdnsConfig::on_this_host()
         }),
+        trace_file: args.trace.clone(),
         topics,
         users,
         users_path: Some(users_path),

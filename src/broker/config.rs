@@ -27,6 +27,8 @@ pub struct Config {
     /// Advertise the listeners on the local network (mDNS/DNS-SD) under this name; only when
     /// bound beyond loopback.
     pub mdns: Option<super::mdns::MdnsConfig>,
+    /// Write every packet to this pcap file (the trace is then on from the start).
+    pub trace_file: Option<PathBuf>,
     /// The topics that exist.
     pub topics: Vec<String>,
     /// Who may log in.
@@ -64,6 +66,7 @@ impl Default for Config {
             tls: None,
             tls_ca: None,
             mdns: None,
+            trace_file: None,
             topics: Vec::new(),
             users: Users::default(),
             users_path: None,

@@ -25,6 +25,7 @@ use super::link::{
 use super::protocol::{Connect, ConnectCode, Outgoing, Packet, Peer, QoS, Transport};
 use super::session::Limits;
 use super::stats::{self, Stats};
+use super::trace;
 use super::users::{LoginCheck, Users};
 
 /// Bytes waiting to be written before the connection stops reading from the client and from
@@ -55,6 +56,8 @@ pub(crate) struct Shared {
     pub max_packet_size: usize,
     pub connect_timeout: Duration,
     pub next_conn: AtomicU64,
+    /// Where connections report their packets while someone watches the trace.
+    pub trace: Arc<trace::Sink>,
 }
 
 /// The bytes of one connection, both ways: every packet in passes through `decode` and every
@@ -66,16 +69,22 @@ struct Wire {
     /// The stream keeps a buffer of its own (TLS records, WebSocket frames) that a flush
     /// sends; a TCP socket's writes are on their way at once.
     flushes: bool,
+    tap: trace::Tap,
 }
 
 impl Wire {
     /// The next whole packet in the read buffer, if there is one.
     fn decode(&mut self) -> Result<Option<Packet>, DecodeError> {
-        codec::decode(&mut self.rbuf, self.max_packet_size)
+        let packet = codec::decode(&mut self.rbuf, self.max_packet_size)?;
+        if let Some(p) = &packet {
+            self.tap.packet_in(p);
+        }
+        Ok(packet)
     }
 
     /// Appends a packet to the write buffer.
     fn encode(&mut self, packet: Outgoing<'_>) {
+        self.tap.packet_out(&packet);
         codec::encode(&mut self.wbuf, packet);
     }
 }
@@ -97,6 +106,7 @@ where
         return;
     };
     let reason = link.run(keep_alive).await;
+    link.wire.tap.closed(&reason);
     match &reason {
         CloseReason::ProtocolError(_) | CloseReason::SocketError(_) => {
             warn!(client_id, %peer, %reason, "closing connection")
@@ -131,6 +141,7 @@ where
         wbuf: BytesMut::new(),
         max_packet_size: shared.max_packet_size,
         flushes: peer.transport != Transport::Tcp,
+        tap: trace::Tap::new(shared.trace.clone(), conn, peer),
     };
     // One deadline from accept: a TLS handshake or WebSocket upgrade used some of it already.
     let first = tokio::time::timeout_at(
@@ -218,6 +229,7 @@ async fn refuse<T, W: AsyncWrite + Unpin>(
             let _ = wr.flush().await;
         }
     }
+    wire.tap.closed(&reason);
     report_refusal(shared, peer, client_id, reason).await;
     None
 }

@@ -20,6 +20,9 @@ pub(crate) async fn run(
     shared: Arc<Shared>,
     permits: Arc<Semaphore>,
 ) {
+    let bound = listener
+        .local_addr()
+        .unwrap_or_else(|_| ([0, 0, 0, 0], 0).into());
     loop {
         let (socket, addr) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -38,8 +41,11 @@ pub(crate) async fn run(
         if let Err(e) = socket.set_nodelay(true) {
             debug!(peer = %addr, error = %e, "TCP_NODELAY not set");
         }
+        // getsockname: for a listener on 0.0.0.0, the address this client reached.
+        let local = socket.local_addr().unwrap_or(bound);
         let peer = Peer {
             addr,
+            local,
             transport,
             accepted: std::time::Instant::now(),
         };

@@ -13,12 +13,14 @@ pub mod files;
 pub mod history;
 pub mod link;
 pub mod mdns;
+pub mod pcap;
 pub mod protocol;
 pub mod snapshot;
 pub mod stats;
 pub mod sys;
 pub mod topic_list;
 pub mod topics;
+pub mod trace;
 pub mod users;
 
 mod connection;
@@ -72,6 +74,8 @@ pub enum StartError {
     },
     #[error("{door} asked for, but no TLS certificate was given")]
     NoCertificate { door: Transport },
+    #[error("cannot write the packet trace: {0}")]
+    Trace(std::io::Error),
 }
 
 /// A running broker. Dropping it does not stop it: call [`Broker::shutdown`].
@@ -85,6 +89,7 @@ pub struct Broker {
     saver: JoinHandle<()>,
     watcher: Option<JoinHandle<()>>,
     advertiser: Option<(mdns::Advertiser, JoinHandle<()>)>,
+    trace: (trace::Trace, JoinHandle<()>),
 }
 
 /// Sends commands to a running broker; cheap to clone.
@@ -155,6 +160,8 @@ impl Broker {
             max_queued: config.max_queued,
             max_buffered: config.max_buffered,
         };
+        let (sink, trace, trace_task) =
+            trace::start(config.trace_file.clone()).map_err(StartError::Trace)?;
         let stats = Arc::new(Stats::default());
         let (users_tx, users_rx) = watch::channel(Arc::new(config.users.clone()));
         let (tx, rx) = mpsc::channel(ROUTER_QUEUE);
@@ -183,6 +190,7 @@ impl Broker {
             max_packet_size: config.max_packet_size,
             connect_timeout: config.connect_timeout,
             next_conn: AtomicU64::new(1),
+            trace: sink,
         });
         let permits = Arc::new(Semaphore::new(config.max_connections));
         let mut listeners = vec![tokio::spawn(listener::run(
@@ -210,6 +218,7 @@ impl Broker {
             saver,
             watcher,
             advertiser,
+            trace: (trace, trace_task),
         })
     }
 
@@ -251,6 +260,11 @@ impl Broker {
         self.advertiser.as_ref().map(|(a, _)| a.clone())
     }
 
+    /// The packet trace: off until someone watches it (or `Config::trace_file`).
+    pub fn trace(&self) -> trace::Trace {
+        self.trace.0.clone()
+    }
+
     /// A handle to send commands with.
     pub fn handle(&self) -> BrokerHandle {
         self.handle.clone()
@@ -284,6 +298,10 @@ impl Broker {
         let _ = self.router.await;
         // The router held the saver's only sender: the saver ends after its last job.
         let _ = self.saver.await;
+        // Last, so that the trace file holds every connection's end.
+        let (trace, task) = self.trace;
+        trace.stop().await;
+        let _ = task.await;
     }
 }
 

@@ -170,6 +170,9 @@ impl std::fmt::Display for Transport {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Peer {
     pub addr: SocketAddr,
+    /// The address it reached: the listener's, with the machine's real address when the
+    /// listener is bound to every address.
+    pub local: SocketAddr,
     pub transport: Transport,
     /// When the socket was accepted: TLS, the WebSocket upgrade and CONNECT must all be done
     /// within one CONNECT timeout of it.
