@@ -9,6 +9,7 @@ use common::*;
 use egui_kittest::Harness;
 use egui_kittest::kittest::Queryable as _;
 use mqtt_lab::broker::Config;
+use mqtt_lab::broker::trace::What;
 use mqtt_lab::gui::runner::Live;
 use mqtt_lab::gui::{MainView, Tab};
 use rumqttc::{LastWill, QoS, SubscribeReasonCode};
@@ -401,5 +402,81 @@ fn the_name_on_the_network_is_shown_and_renamed() {
         h.query_by_label("Name on the network").is_none(),
         "the window closed"
     );
+    h.state_mut().shutdown();
+}
+
+#[test]
+fn the_trace_shows_a_qos2_handshake_in_order_and_exports_it() {
+    let rt = runtime();
+    let mut h = harness(view(config()));
+    wait_for(&mut h, "the broker", |_| true);
+    let addr = addr(&h);
+    h.get_by_label("Trace").click();
+    h.run_steps(3);
+    let (mut sub, publisher) = rt.block_on(async {
+        let mut sub = Client::connect(options(addr, "watcher")).await;
+        sub.subscribe(&[("lab/a", QoS::ExactlyOnce)]).await;
+        let mut p = Client::connect(options(addr, "sensor")).await;
+        p.publish("lab/a", QoS::ExactlyOnce, false, b"21.5").await;
+        p.acked().await;
+        (sub, p)
+    });
+    rt.block_on(sub.next_publish());
+    // The sensor's four steps, in order, with one packet id.
+    let deadline = Instant::now() + WAIT;
+    let steps = loop {
+        h.step();
+        let steps: Vec<String> = h
+            .state()
+            .trace
+            .events()
+            .filter(|e| &*e.client_id == "sensor")
+            .filter_map(|e| match &e.what {
+                What::Packet(s) if s.packet_id().is_some() => {
+                    Some(format!("{} {}", s.kind(), s.packet_id().unwrap()))
+                }
+                _ => None,
+            })
+            .collect();
+        if steps.len() >= 4 || Instant::now() > deadline {
+            break steps;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(steps, ["PUBLISH 1", "PUBREC 1", "PUBREL 1", "PUBCOMP 1"]);
+
+    // The table says the same in words; the topic filter keeps the handshake's acks.
+    h.get_by_label("Table").click();
+    type_into(&mut h, "Topic", "lab/a");
+    // Each handshake's last step (the sensor's and the watcher's), and the message both ways.
+    let deadline = Instant::now() + WAIT;
+    while h.query_all_by_label("PUBCOMP").count() < 2 {
+        assert!(Instant::now() < deadline, "no PUBCOMP rows");
+        h.step();
+    }
+    let publishes = h.query_all_by_label_contains("lab/a q2 id=1 4 B \"21.5\"");
+    assert_eq!(publishes.count(), 2);
+    assert!(
+        h.query_by_label("CONNECT").is_none(),
+        "filtered out by topic"
+    );
+
+    // Export what is shown; tshark reads it as MQTT.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("shown.pcap");
+    type_into(&mut h, "Export as pcap", file.to_str().unwrap());
+    h.get_by_label("Export").click();
+    wait_for_label(&mut h, "packets written to");
+    let out = std::process::Command::new("tshark")
+        .arg("-r")
+        .arg(&file)
+        .args(["-Y", "mqtt", "-T", "fields", "-e", "mqtt.msgtype"])
+        .output()
+        .expect("tshark");
+    let types = String::from_utf8(out.stdout).unwrap();
+    let shown = h.state().trace.shown().len();
+    assert_eq!(types.lines().count(), shown, "{types}");
+    assert!(types.lines().any(|t| t == "7"), "PUBCOMP is there: {types}");
+    drop(publisher);
     h.state_mut().shutdown();
 }

@@ -26,6 +26,13 @@ pub enum Answer {
     Unavailable,
 }
 
+/// What a dialog asks for: its title, the files it lists, the name it suggests.
+pub struct Ask {
+    pub title: &'static str,
+    pub filter: (&'static str, &'static [&'static str]),
+    pub file_name: Option<&'static str>,
+}
+
 /// At most one dialog open at a time.
 #[derive(Default)]
 pub struct FileDialog {
@@ -44,6 +51,29 @@ impl FileDialog {
         start_dir: Option<PathBuf>,
         wake: impl Fn() + Send + 'static,
     ) {
+        let what = match purpose {
+            Purpose::Open => Ask {
+                title: "Open a topic list",
+                filter: ("Topic list (RON)", &["ron"]),
+                file_name: None,
+            },
+            Purpose::SaveAs => Ask {
+                title: "Save the topic list as",
+                filter: ("Topic list (RON)", &["ron"]),
+                file_name: Some("topics.ron"),
+            },
+        };
+        self.ask(purpose, what, start_dir, wake);
+    }
+
+    /// Opens a dialog for any kind of file.
+    pub fn ask(
+        &mut self,
+        purpose: Purpose,
+        what: Ask,
+        start_dir: Option<PathBuf>,
+        wake: impl Fn() + Send + 'static,
+    ) {
         if self.pending.is_some() {
             return;
         }
@@ -51,16 +81,18 @@ impl FileDialog {
         self.pending = Some(rx);
         std::thread::spawn(move || {
             let t0 = Instant::now();
-            let mut dialog = rfd::FileDialog::new().add_filter("Topic list (RON)", &["ron"]);
+            let mut dialog = rfd::FileDialog::new()
+                .add_filter(what.filter.0, what.filter.1)
+                .set_title(what.title);
             if let Some(dir) = start_dir {
                 dialog = dialog.set_directory(dir);
             }
+            if let Some(name) = what.file_name {
+                dialog = dialog.set_file_name(name);
+            }
             let chosen = match purpose {
-                Purpose::Open => dialog.set_title("Open a topic list").pick_file(),
-                Purpose::SaveAs => dialog
-                    .set_title("Save the topic list as")
-                    .set_file_name("topics.ron")
-                    .save_file(),
+                Purpose::Open => dialog.pick_file(),
+                Purpose::SaveAs => dialog.save_file(),
             };
             let answer = match chosen {
                 Some(path) => Answer::Chosen(purpose, path),

@@ -10,8 +10,10 @@ mod log_panel;
 mod network_name;
 mod reply;
 pub mod runner;
+mod sequence_diagram;
 pub mod settings;
 mod topics_panel;
+pub mod trace_panel;
 mod users_panel;
 pub mod view;
 

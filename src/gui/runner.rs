@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{oneshot, watch};
 
 use crate::broker::mdns::Advertiser;
+use crate::broker::trace::Trace;
 use crate::broker::{Broker, BrokerHandle, Config, Snapshot, StartError, Transport};
 
 /// How often the window may get a new snapshot.
@@ -55,6 +56,8 @@ pub struct Running {
     pub handle: BrokerHandle,
     /// What advertises the broker on the local network, when it is bound beyond loopback.
     pub advertiser: Option<Advertiser>,
+    /// The packet trace, for the Trace panel.
+    pub trace: Trace,
     live: watch::Receiver<Option<Arc<Live>>>,
     stop: Option<oneshot::Sender<()>>,
     thread: Option<JoinHandle<()>>,
@@ -109,6 +112,7 @@ impl Running {
                         broker.urls(),
                         broker.handle(),
                         advertiser.clone(),
+                        broker.trace(),
                     );
                     let _ = started_tx.send(Ok(started));
                     let repaint = Arc::new(repaint);
@@ -137,7 +141,7 @@ impl Running {
                 });
             })
             .map_err(|e| StartFailure::other(format!("cannot start the broker thread: {e}")))?;
-        let (addr, urls, handle, advertiser) = started_rx
+        let (addr, urls, handle, advertiser, trace) = started_rx
             .recv()
             .map_err(|_| StartFailure::other("the broker thread ended before starting"))??;
         Ok(Running {
@@ -147,6 +151,7 @@ impl Running {
             ca,
             handle,
             advertiser,
+            trace,
             live,
             stop: Some(stop),
             thread: Some(thread),

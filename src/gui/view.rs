@@ -16,6 +16,7 @@ use super::network_name::NetworkName;
 use super::runner::{Live, Running, StartFailure};
 use super::settings::{Change, Settings};
 use super::topics_panel::TopicsPanel;
+use super::trace_panel::TracePanel;
 use super::users_panel::UsersPanel;
 
 /// Builds the broker's config each time the broker (re)starts: files are read again, so a
@@ -27,6 +28,7 @@ pub enum Tab {
     Topics,
     Clients,
     History,
+    Trace,
     Users,
     Log,
 }
@@ -55,6 +57,7 @@ pub struct MainView {
     history: HistoryPanel,
     users: UsersPanel,
     network_name: NetworkName,
+    pub trace: TracePanel,
 }
 
 impl MainView {
@@ -74,6 +77,7 @@ impl MainView {
             history: HistoryPanel::default(),
             users: UsersPanel::default(),
             network_name: NetworkName::default(),
+            trace: TracePanel::default(),
         }
     }
 
@@ -106,6 +110,9 @@ impl MainView {
     }
 
     fn start(&mut self, ctx: &egui::Context) {
+        // A new broker has a new trace: the panel starts afresh.
+        self.trace.set_visible(None, false);
+        self.trace = TracePanel::default();
         let overrides = self.port_overrides.clone();
         let config = (self.load_config)()
             .map_err(|text| StartFailure { text, door: None })
@@ -168,6 +175,10 @@ impl MainView {
         let urls = running.client_urls.clone();
         let ca = running.ca.clone();
         let advertiser = running.advertiser.clone();
+        let trace = running.trace.clone();
+        // The broker traces packets only while someone looks at them.
+        self.trace.set_visible(Some(&trace), self.tab == Tab::Trace);
+        self.trace.poll(ui.ctx());
 
         egui::Panel::top("tabs").show(ui, |ui| {
             ui.horizontal(|ui| {
@@ -177,6 +188,7 @@ impl MainView {
                     (Tab::Topics, "Topics"),
                     (Tab::Clients, "Clients"),
                     (Tab::History, "History"),
+                    (Tab::Trace, "Trace"),
                     (Tab::Users, "Users"),
                     (Tab::Log, "Log"),
                 ] {
@@ -204,6 +216,7 @@ impl MainView {
             Tab::Topics => self.topics.ui(ui, &live, &handle),
             Tab::Clients => self.clients.ui(ui, &live, &handle),
             Tab::History => self.history.ui(ui, &live),
+            Tab::Trace => self.trace.ui(ui, &trace),
             Tab::Users => self.users.ui(ui, &live, &handle),
             Tab::Log => log_panel::ui(ui, &live),
         });
