@@ -8,6 +8,7 @@ mod format;
 mod history_panel;
 mod log_panel;
 mod network_name;
+mod numbers;
 mod reply;
 pub mod runner;
 mod sequence_diagram;

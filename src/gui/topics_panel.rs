@@ -10,6 +10,7 @@ use egui_extras::{Column, TableBuilder};
 
 use super::file_dialog::{Answer, FileDialog, Purpose};
 use super::format;
+use super::numbers;
 use super::reply::{self, Notice, Pending};
 use super::runner::Live;
 
@@ -132,6 +133,7 @@ impl TopicsPanel {
             .column(Column::auto().at_least(120.0).clip(true))
             .column(Column::auto())
             .column(Column::auto())
+            .column(Column::exact(90.0))
             .column(Column::remainder())
             .header(row_height, |mut header| {
                 for h in [
@@ -140,6 +142,7 @@ impl TopicsPanel {
                     "Retained value",
                     "Messages",
                     "Last message",
+                    "Recent values",
                     "",
                 ] {
                     header.col(|ui| {
@@ -168,6 +171,9 @@ impl TopicsPanel {
                     });
                     row.col(|ui| {
                         ui.label(t.last_publish.map_or("—".into(), format::clock));
+                    });
+                    row.col(|ui| {
+                        sparkline(ui, &t.history);
                     });
                     row.col(|ui| {
                         if reply::row_button(ui, "Delete", &format!("Delete {}", t.name)).clicked()
@@ -315,4 +321,35 @@ fn start_dir(current: Option<&Path>) -> Option<PathBuf> {
 fn wake(ui: &egui::Ui) -> impl Fn() + Send + 'static {
     let ctx = ui.ctx().clone();
     move || ctx.request_repaint()
+}
+
+/// The topic's last numeric values as a small line (the first series when a JSON payload has
+/// several), with the newest value on hover.
+fn sparkline(ui: &mut egui::Ui, history: &[crate::broker::history::HistoryItem]) {
+    let lines = numbers::series(history, std::time::SystemTime::now());
+    let Some((name, points)) = lines.first() else {
+        return;
+    };
+    let size = egui::vec2(84.0, ui.available_height() - 6.0);
+    let (rect, response) = ui.allocate_exact_size(size, egui::Sense::hover());
+    let (lo, hi) = points.iter().fold((f64::MAX, f64::MIN), |(lo, hi), p| {
+        (lo.min(p[1]), hi.max(p[1]))
+    });
+    let span = (hi - lo).max(f64::EPSILON);
+    let n = points.len().max(2) - 1;
+    let line: Vec<egui::Pos2> = points
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let x = rect.left() + rect.width() * i as f32 / n as f32;
+            let y = rect.bottom() - rect.height() * ((p[1] - lo) / span) as f32;
+            egui::pos2(x, y)
+        })
+        .collect();
+    let color = ui.visuals().hyperlink_color;
+    ui.painter()
+        .add(egui::Shape::line(line, egui::Stroke::new(1.5, color)));
+    if let Some(last) = points.last() {
+        response.on_hover_text(format!("{name}: {} (range {lo} to {hi})", last[1]));
+    }
 }

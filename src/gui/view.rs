@@ -10,7 +10,7 @@ use crate::broker::{Config, Transport};
 
 use super::clients_panel::ClientsPanel;
 use super::format;
-use super::history_panel::HistoryPanel;
+use super::history_panel::{HistoryPanel, Rates};
 use super::log_panel;
 use super::network_name::NetworkName;
 use super::runner::{Live, Running, StartFailure};
@@ -58,6 +58,7 @@ pub struct MainView {
     users: UsersPanel,
     network_name: NetworkName,
     pub trace: TracePanel,
+    rates: Rates,
 }
 
 impl MainView {
@@ -78,6 +79,7 @@ impl MainView {
             users: UsersPanel::default(),
             network_name: NetworkName::default(),
             trace: TracePanel::default(),
+            rates: Rates::default(),
         }
     }
 
@@ -156,6 +158,7 @@ impl MainView {
         if let State::Running(r) = &mut self.state
             && let Some(live) = r.take_new()
         {
+            self.rates.push(&live);
             self.live = Some(live);
         }
         self.remember_topics_file();
@@ -215,7 +218,7 @@ impl MainView {
         egui::CentralPanel::default().show(ui, |ui| match self.tab {
             Tab::Topics => self.topics.ui(ui, &live, &handle),
             Tab::Clients => self.clients.ui(ui, &live, &handle),
-            Tab::History => self.history.ui(ui, &live),
+            Tab::History => self.history.ui(ui, &live, &self.rates),
             Tab::Trace => self.trace.ui(ui, &trace),
             Tab::Users => self.users.ui(ui, &live, &handle),
             Tab::Log => log_panel::ui(ui, &live),
