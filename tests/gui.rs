@@ -480,3 +480,68 @@ fn the_trace_shows_a_qos2_handshake_in_order_and_exports_it() {
     drop(publisher);
     h.state_mut().shutdown();
 }
+
+#[test]
+fn lab_clients_made_in_the_window_publish_subscribe_and_leave_a_will() {
+    let mut h = harness(view(config()));
+    wait_for(&mut h, "the broker", |_| true);
+    h.get_by_label("Lab clients").click();
+    h.run_steps(2);
+    // A listener, then a sensor with a will.
+    type_into(&mut h, "Client id", "listener");
+    h.get_by_label("Create and connect").click();
+    wait_for_label(&mut h, "connected (session present: no)");
+    type_into(&mut h, "Subscribe to", "lab/#");
+    h.get_by_label("Subscribe").click();
+    wait_for_label(&mut h, "granted QoS 0");
+
+    type_into(&mut h, "Client id", "sensor");
+    h.get_by_label("Will").click();
+    h.run_steps(2);
+    type_into(&mut h, "Will topic", "lab/b");
+    h.get_by_label("Create and connect").click();
+    let deadline = Instant::now() + WAIT;
+    while h.query_all_by_label_contains("connected (session").count() < 1
+        || h.state().lab.clients().len() < 2
+        || !matches!(
+            h.state().lab.clients()[1].state().status,
+            mqtt_lab::lab::Status::Connected { .. }
+        )
+    {
+        assert!(Instant::now() < deadline, "the sensor did not connect");
+        h.step();
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    type_into(&mut h, "Publish to", "lab/a");
+    let payload = || (egui::accesskit::Role::TextInput, "Payload");
+    h.get_by_role_and_label(payload().0, payload().1).focus();
+    h.run_steps(2);
+    h.key_press_modifiers(egui::Modifiers::COMMAND, egui::Key::A);
+    h.get_by_role_and_label(payload().0, payload().1)
+        .type_text("21.5");
+    h.run_steps(2);
+    h.get_by_label("Publish").click();
+    h.run_steps(2);
+    h.get_by_label("Pull the plug").click();
+
+    // The listener got the reading, then the will.
+    h.get_by_label("listener").click();
+    let deadline = Instant::now() + WAIT;
+    loop {
+        h.step();
+        let got: Vec<String> = h.state().lab.clients()[0]
+            .state()
+            .received
+            .iter()
+            .map(|m| format!("{} {}", m.topic, String::from_utf8_lossy(&m.payload)))
+            .collect();
+        if got.len() >= 2 {
+            assert_eq!(got, ["lab/a 21.5", "lab/b offline"]);
+            break;
+        }
+        assert!(Instant::now() < deadline, "received {got:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    wait_for_label(&mut h, "offline");
+    h.state_mut().shutdown();
+}

@@ -6,6 +6,7 @@ mod clients_panel;
 mod file_dialog;
 mod format;
 mod history_panel;
+pub mod lab_panel;
 mod log_panel;
 mod network_name;
 mod numbers;

@@ -58,6 +58,8 @@ pub struct Running {
     pub advertiser: Option<Advertiser>,
     /// The packet trace, for the Trace panel.
     pub trace: Trace,
+    /// The broker's runtime, where lab clients run.
+    pub runtime: tokio::runtime::Handle,
     live: watch::Receiver<Option<Arc<Live>>>,
     stop: Option<oneshot::Sender<()>>,
     thread: Option<JoinHandle<()>>,
@@ -113,6 +115,7 @@ impl Running {
                         broker.handle(),
                         advertiser.clone(),
                         broker.trace(),
+                        tokio::runtime::Handle::current(),
                     );
                     let _ = started_tx.send(Ok(started));
                     let repaint = Arc::new(repaint);
@@ -141,7 +144,7 @@ impl Running {
                 });
             })
             .map_err(|e| StartFailure::other(format!("cannot start the broker thread: {e}")))?;
-        let (addr, urls, handle, advertiser, trace) = started_rx
+        let (addr, urls, handle, advertiser, trace, runtime) = started_rx
             .recv()
             .map_err(|_| StartFailure::other("the broker thread ended before starting"))??;
         Ok(Running {
@@ -152,6 +155,7 @@ impl Running {
             handle,
             advertiser,
             trace,
+            runtime,
             live,
             stop: Some(stop),
             thread: Some(thread),

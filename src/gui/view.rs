@@ -11,6 +11,7 @@ use crate::broker::{Config, Transport};
 use super::clients_panel::ClientsPanel;
 use super::format;
 use super::history_panel::{HistoryPanel, Rates};
+use super::lab_panel::LabPanel;
 use super::log_panel;
 use super::network_name::NetworkName;
 use super::runner::{Live, Running, StartFailure};
@@ -25,6 +26,7 @@ pub type ConfigLoader = Box<dyn FnMut() -> Result<Config, String>>;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Tab {
+    Lab,
     Topics,
     Clients,
     History,
@@ -58,6 +60,7 @@ pub struct MainView {
     users: UsersPanel,
     network_name: NetworkName,
     pub trace: TracePanel,
+    pub lab: LabPanel,
     rates: Rates,
 }
 
@@ -79,6 +82,7 @@ impl MainView {
             users: UsersPanel::default(),
             network_name: NetworkName::default(),
             trace: TracePanel::default(),
+            lab: LabPanel::default(),
             rates: Rates::default(),
         }
     }
@@ -115,6 +119,7 @@ impl MainView {
         // A new broker has a new trace: the panel starts afresh.
         self.trace.set_visible(None, false);
         self.trace = TracePanel::default();
+        self.lab = LabPanel::default();
         let overrides = self.port_overrides.clone();
         let config = (self.load_config)()
             .map_err(|text| StartFailure { text, door: None })
@@ -137,6 +142,7 @@ impl MainView {
         self.live = None;
         self.state = match config {
             Ok(r) => {
+                self.lab.attach(r.runtime.clone(), r.addr);
                 // The same lines as the headless broker's, for scripts that start the window.
                 for url in &r.urls {
                     println!("mqtt-lab: listening on {url}");
@@ -188,6 +194,7 @@ impl MainView {
                 ui.heading("mqtt-lab");
                 ui.separator();
                 for (tab, name) in [
+                    (Tab::Lab, "Lab clients"),
                     (Tab::Topics, "Topics"),
                     (Tab::Clients, "Clients"),
                     (Tab::History, "History"),
@@ -219,6 +226,7 @@ impl MainView {
             Tab::Topics => self.topics.ui(ui, &live, &handle),
             Tab::Clients => self.clients.ui(ui, &live, &handle),
             Tab::History => self.history.ui(ui, &live, &self.rates),
+            Tab::Lab => self.lab.ui(ui, &live),
             Tab::Trace => self.trace.ui(ui, &trace),
             Tab::Users => self.users.ui(ui, &live, &handle),
             Tab::Log => log_panel::ui(ui, &live),
