@@ -37,7 +37,7 @@ pub enum Tab {
 
 enum State {
     NotStarted,
-    Running(Running),
+    Running(Box<Running>),
     Failed(StartFailure),
     Stopped,
 }
@@ -147,7 +147,7 @@ impl MainView {
                 for url in &r.urls {
                     println!("mqtt-lab: listening on {url}");
                 }
-                State::Running(r)
+                State::Running(Box::new(r))
             }
             Err(e) => {
                 tracing::error!(error = %e.text, "the broker did not start");
