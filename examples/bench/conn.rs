@@ -1,14 +1,34 @@
-//! One client connection: the socket, one read buffer and one write buffer. Packets are appended
-//! to the write buffer and go out in one `write` per batch; reads take whatever the socket holds
+//! One client connection: the stream, one read buffer and one write buffer. Packets are appended
+//! to the write buffer and go out in one `write` per batch; reads take whatever the stream holds
 //! and every complete packet in it is handled before the next read.
+//!
+//! The stream is plain TCP, TLS (rustls, the certificate checked against `--cafile`), or
+//! WebSocket (binary frames, subprotocol `mqtt`) over either; each batch of packets goes out as
+//! one TLS write or one binary frame. Plain TCP takes the same path as it always has: the
+//! transport is one `match` per read or write.
 
 use std::io;
 use std::net::SocketAddr;
+use std::path::Path;
+use std::pin::pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use bytes::{Buf, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use bytes::{Buf, Bytes, BytesMut};
+use futures_util::{SinkExt, StreamExt};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, ServerName};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::rustls::{self, ClientConfig, RootCertStore};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::{self, Message};
 
 use crate::mqtt::{self, Packet};
 
@@ -16,32 +36,211 @@ pub fn other(msg: impl ToString) -> io::Error {
     io::Error::other(msg.to_string())
 }
 
+/// How the bytes travel: `--transport`.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, clap::ValueEnum)]
+pub enum Transport {
+    /// MQTT over TCP
+    Tcp,
+    /// MQTT over TLS (mqtts://)
+    Tls,
+    /// MQTT over WebSocket (ws://HOST:PORT/PATH)
+    Ws,
+    /// MQTT over WebSocket over TLS (wss://HOST:PORT/PATH)
+    Wss,
+}
+
+impl Transport {
+    pub fn name(self) -> &'static str {
+        match self {
+            Transport::Tcp => "tcp",
+            Transport::Tls => "tls",
+            Transport::Ws => "ws",
+            Transport::Wss => "wss",
+        }
+    }
+
+    pub fn uses_tls(self) -> bool {
+        matches!(self, Transport::Tls | Transport::Wss)
+    }
+}
+
+/// The transport with what it needs: the TLS client (trusting only the given CA) and the
+/// WebSocket path.
+#[derive(Clone)]
+pub struct Via {
+    pub transport: Transport,
+    tls: Option<(TlsConnector, ServerName<'static>)>,
+    ws_path: String,
+}
+
+impl Via {
+    pub fn tcp() -> Via {
+        Via {
+            transport: Transport::Tcp,
+            tls: None,
+            ws_path: String::new(),
+        }
+    }
+
+    /// `cafile`: the CA the broker's certificate must chain to (TLS only); `server_name`: the
+    /// name it must be valid for.
+    pub fn new(
+        transport: Transport,
+        cafile: Option<&Path>,
+        server_name: &str,
+        ws_path: &str,
+    ) -> io::Result<Via> {
+        let tls = if transport.uses_tls() {
+            let cafile = cafile.ok_or_else(|| {
+                other(format!(
+                    "--transport {} needs --cafile (the CA that signed the broker's certificate)",
+                    transport.name()
+                ))
+            })?;
+            let mut roots = RootCertStore::empty();
+            let certs = CertificateDer::pem_file_iter(cafile)
+                .map_err(|e| other(format!("{}: {e}", cafile.display())))?;
+            for cert in certs {
+                let cert = cert.map_err(|e| other(format!("{}: {e}", cafile.display())))?;
+                roots
+                    .add(cert)
+                    .map_err(|e| other(format!("{}: {e}", cafile.display())))?;
+            }
+            if roots.is_empty() {
+                return Err(other(format!("{}: no certificate", cafile.display())));
+            }
+            let provider = Arc::new(rustls::crypto::ring::default_provider());
+            let config = ClientConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .map_err(other)?
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+            let name = ServerName::try_from(server_name.to_owned())
+                .map_err(|e| other(format!("--server-name {server_name}: {e}")))?;
+            Some((TlsConnector::from(Arc::new(config)), name))
+        } else {
+            None
+        };
+        if matches!(transport, Transport::Ws | Transport::Wss) && !ws_path.starts_with('/') {
+            return Err(other(format!("--ws-path {ws_path}: must start with /")));
+        }
+        Ok(Via {
+            transport,
+            tls,
+            ws_path: ws_path.to_owned(),
+        })
+    }
+}
+
 /// Who connects and how (the same for every connection of a run).
 pub struct Login {
     pub addr: SocketAddr,
+    pub via: Via,
     pub keepalive: u16,
     pub user: Option<String>,
     pub pass: Option<String>,
 }
 
+/// Whatever carries a WebSocket: TCP or TLS.
+trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
+enum Stream {
+    Tcp(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+    Ws(Box<WebSocketStream<Box<dyn Io>>>),
+}
+
+/// Frames of up to 1 MiB in either direction (a batch is at most 64 KiB and a few packets).
+fn ws_config() -> WebSocketConfig {
+    WebSocketConfig::default()
+        .max_message_size(Some(1 << 24))
+        .max_frame_size(Some(1 << 24))
+}
+
+impl Stream {
+    async fn open(login: &Login) -> io::Result<(Stream, Option<String>)> {
+        let tcp = TcpStream::connect(login.addr).await?;
+        tcp.set_nodelay(true)?;
+        let via = &login.via;
+        let (io, tls_info): (Box<dyn Io>, _) = match (&via.tls, via.transport) {
+            (None, Transport::Tcp) => return Ok((Stream::Tcp(tcp), None)),
+            (Some((connector, name)), t) => {
+                let tls = connector.connect(name.clone(), tcp).await?;
+                let (_, session) = tls.get_ref();
+                let info = format!(
+                    "{:?} {:?}",
+                    session
+                        .protocol_version()
+                        .map_or("?".into(), |v| format!("{v:?}")),
+                    session
+                        .negotiated_cipher_suite()
+                        .map_or("?".into(), |s| format!("{:?}", s.suite())),
+                )
+                .replace('"', "");
+                if t == Transport::Tls {
+                    return Ok((Stream::Tls(Box::new(tls)), Some(info)));
+                }
+                (Box::new(tls), Some(info))
+            }
+            (None, _) => (Box::new(tcp), None),
+        };
+        let scheme = if via.transport == Transport::Wss {
+            "wss"
+        } else {
+            "ws"
+        };
+        let host = match &via.tls {
+            Some((_, ServerName::DnsName(n))) => n.as_ref().to_owned(),
+            _ => login.addr.ip().to_string(),
+        };
+        let url = format!("{scheme}://{host}:{}{}", login.addr.port(), via.ws_path);
+        let mut request = url.into_client_request().map_err(other)?;
+        request
+            .headers_mut()
+            .insert("sec-websocket-protocol", HeaderValue::from_static("mqtt"));
+        let (ws, _) = tokio_tungstenite::client_async_with_config(request, io, Some(ws_config()))
+            .await
+            .map_err(|e| other(format!("WebSocket upgrade: {e}")))?;
+        Ok((Stream::Ws(Box::new(ws)), tls_info))
+    }
+}
+
+fn ws_error(e: tungstenite::Error) -> io::Error {
+    match e {
+        tungstenite::Error::Io(e) => e,
+        e => other(format!("WebSocket: {e}")),
+    }
+}
+
+fn closed() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::UnexpectedEof,
+        "the broker closed the connection",
+    )
+}
+
 pub struct Conn {
-    stream: TcpStream,
+    stream: Stream,
     rbuf: BytesMut,
     pub wbuf: BytesMut,
     /// Free space reserved before each read: large for busy clients, small for idle ones.
     chunk: usize,
+    /// The TLS version and cipher suite, when there is TLS.
+    pub tls_info: Option<String>,
 }
 
 impl Conn {
-    /// TCP connect, CONNECT, and wait for a CONNACK that accepts.
+    /// Connect (TCP, then TLS and the WebSocket upgrade if asked), CONNECT, and wait for a
+    /// CONNACK that accepts.
     pub async fn open(login: &Login, client_id: &str, chunk: usize) -> io::Result<Conn> {
-        let stream = TcpStream::connect(login.addr).await?;
-        stream.set_nodelay(true)?;
+        let (stream, tls_info) = Stream::open(login).await?;
         let mut c = Conn {
             stream,
             rbuf: BytesMut::with_capacity(chunk),
             wbuf: BytesMut::with_capacity(chunk.min(1024)),
             chunk,
+            tls_info,
         };
         mqtt::connect(
             &mut c.wbuf,
@@ -78,38 +277,70 @@ impl Conn {
         }
     }
 
-    /// Write out everything in the write buffer.
+    /// Write out everything in the write buffer: one write, one TLS flush, or one binary frame.
     pub async fn flush(&mut self) -> io::Result<()> {
-        if !self.wbuf.is_empty() {
-            self.stream.write_all(&self.wbuf).await?;
-            self.wbuf.clear();
+        if self.wbuf.is_empty() {
+            return Ok(());
         }
+        match &mut self.stream {
+            Stream::Tcp(s) => s.write_all(&self.wbuf).await?,
+            Stream::Tls(s) => {
+                s.write_all(&self.wbuf).await?;
+                s.flush().await?;
+            }
+            Stream::Ws(ws) => {
+                let frame = Message::Binary(Bytes::copy_from_slice(&self.wbuf));
+                ws.send(frame).await.map_err(ws_error)?;
+            }
+        }
+        self.wbuf.clear();
         Ok(())
     }
 
     /// Wait for bytes and read what is there; the broker closing the connection is an error.
+    /// Cancel-safe (the subscriber races it against a timer).
     pub async fn fill(&mut self) -> io::Result<()> {
         self.rbuf.reserve(self.chunk);
-        match self.stream.read_buf(&mut self.rbuf).await? {
-            0 => Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "the broker closed the connection",
-            )),
-            _ => Ok(()),
-        }
+        let n = match &mut self.stream {
+            Stream::Tcp(s) => s.read_buf(&mut self.rbuf).await?,
+            Stream::Tls(s) => s.read_buf(&mut self.rbuf).await?,
+            Stream::Ws(ws) => loop {
+                match ws.next().await {
+                    None | Some(Ok(Message::Close(_))) => break 0,
+                    Some(Ok(Message::Binary(b))) if !b.is_empty() => {
+                        self.rbuf.extend_from_slice(&b);
+                        break b.len();
+                    }
+                    Some(Ok(Message::Text(_))) => {
+                        return Err(other("a text frame: MQTT over WebSocket is binary"));
+                    }
+                    // Pings are answered by tungstenite itself.
+                    Some(Ok(_)) => {}
+                    Some(Err(e)) => return Err(ws_error(e)),
+                }
+            },
+        };
+        if n == 0 { Err(closed()) } else { Ok(()) }
     }
 
     /// Read what is there without waiting; false if nothing was.
     pub fn try_fill(&mut self) -> io::Result<bool> {
-        self.rbuf.reserve(self.chunk);
-        match self.stream.try_read_buf(&mut self.rbuf) {
-            Ok(0) => Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "the broker closed the connection",
-            )),
-            Ok(_) => Ok(true),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(false),
-            Err(e) => Err(e),
+        if let Stream::Tcp(s) = &self.stream {
+            self.rbuf.reserve(self.chunk);
+            return match s.try_read_buf(&mut self.rbuf) {
+                Ok(0) => Err(closed()),
+                Ok(_) => Ok(true),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(false),
+                Err(e) => Err(e),
+            };
+        }
+        // TLS and WebSocket have no non-blocking read of their own: poll a read once. `fill`
+        // is cancel-safe, so dropping it unfinished loses nothing; the next real wait
+        // registers its own waker.
+        let mut cx = Context::from_waker(Waker::noop());
+        match pin!(self.fill()).as_mut().poll(&mut cx) {
+            Poll::Ready(r) => r.map(|()| true),
+            Poll::Pending => Ok(false),
         }
     }
 
@@ -144,16 +375,23 @@ impl Conn {
     /// resets a connection with bytes still unread.
     pub async fn close(mut self) {
         mqtt::disconnect(&mut self.wbuf);
-        if self.flush().await.is_err() || self.stream.shutdown().await.is_err() {
+        if self.flush().await.is_err() {
+            return;
+        }
+        let shut = match &mut self.stream {
+            Stream::Tcp(s) => s.shutdown().await,
+            Stream::Tls(s) => s.shutdown().await,
+            // The broker answers DISCONNECT with a close frame, which tungstenite answers.
+            Stream::Ws(_) => Ok(()),
+        };
+        if shut.is_err() {
             return;
         }
         let _ = tokio::time::timeout(Duration::from_secs(1), async {
             loop {
                 self.rbuf.clear();
-                self.rbuf.reserve(256);
-                match self.stream.read_buf(&mut self.rbuf).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(_) => {}
+                if self.fill().await.is_err() {
+                    break;
                 }
             }
         })
