@@ -6,6 +6,12 @@
 //! WebSocket (binary frames, subprotocol `mqtt`) over either; each batch of packets goes out as
 //! one TLS write or one binary frame. Plain TCP takes the same path as it always has: the
 //! transport is one `match` per read or write.
+//!
+//! WebSocket: tungstenite makes and checks the upgrade (the key, the answer's accept hash, the
+//! subprotocol); the frames are then written and read here, straight from and into the
+//! connection's buffers. A load generator shares the machine with the broker it measures, and
+//! tungstenite's reads (a zeroed 128 KiB buffer per read, a message allocated per frame) would
+//! cost the client more than the broker's WebSocket door costs the broker.
 
 use std::io;
 use std::net::SocketAddr;
@@ -15,8 +21,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use bytes::{Buf, Bytes, BytesMut};
-use futures_util::{SinkExt, StreamExt};
+use bytes::{Buf, BufMut, BytesMut};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, ServerName};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -24,11 +29,8 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::rustls::{self, ClientConfig, RootCertStore};
-use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
-use tokio_tungstenite::tungstenite::{self, Message};
 
 use crate::mqtt::{self, Packet};
 
@@ -148,18 +150,186 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 enum Stream {
     Tcp(TcpStream),
     Tls(Box<TlsStream<TcpStream>>),
-    Ws(Box<WebSocketStream<Box<dyn Io>>>),
+    Ws(Box<Ws>),
 }
 
-/// Frames of up to 1 MiB in either direction (a batch is at most 64 KiB and a few packets).
-fn ws_config() -> WebSocketConfig {
-    WebSocketConfig::default()
-        .max_message_size(Some(1 << 24))
-        .max_frame_size(Some(1 << 24))
+/// A WebSocket client's side of the frames (RFC 6455), after the upgrade: what it sends is
+/// masked binary frames, what it reads is the server's unmasked frames, whose data payloads are
+/// copied into the connection's read buffer as they arrive (an MQTT packet may span frames, a
+/// frame may hold many packets).
+struct Ws {
+    io: Box<dyn Io>,
+    /// Bytes read from the stream, not yet taken apart.
+    raw: BytesMut,
+    /// Payload bytes of the current data frame still to come.
+    left: u64,
+    /// The frame being written.
+    out: BytesMut,
+    /// Pongs owed, sent before the next frame.
+    pongs: BytesMut,
+    /// Masking keys: a new one per frame.
+    seed: u32,
+}
+
+impl Ws {
+    fn new(io: Box<dyn Io>, chunk: usize) -> Ws {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.subsec_nanos());
+        Ws {
+            io,
+            raw: BytesMut::with_capacity(chunk),
+            left: 0,
+            out: BytesMut::new(),
+            pongs: BytesMut::new(),
+            seed: nanos | 1,
+        }
+    }
+
+    /// Appends one masked frame to `out`.
+    fn frame(&mut self, opcode: u8, payload: &[u8]) {
+        // xorshift32: the key need not be secret here, only to change.
+        self.seed ^= self.seed << 13;
+        self.seed ^= self.seed >> 17;
+        self.seed ^= self.seed << 5;
+        let key = self.seed.to_ne_bytes();
+        let out = &mut self.out;
+        out.put_u8(0x80 | opcode); // FIN
+        let n = payload.len();
+        if n < 126 {
+            out.put_u8(0x80 | n as u8);
+        } else if let Ok(n) = u16::try_from(n) {
+            out.put_u8(0x80 | 126);
+            out.put_u16(n);
+        } else {
+            out.put_u8(0x80 | 127);
+            out.put_u64(n as u64);
+        }
+        out.put_slice(&key);
+        let start = out.len();
+        out.put_slice(payload);
+        mask(&mut out[start..], key);
+    }
+
+    /// Sends `payload` (if any) as one binary frame, after any pongs owed.
+    async fn send(&mut self, payload: &[u8]) -> io::Result<()> {
+        self.out.clear();
+        if !self.pongs.is_empty() {
+            let pongs = std::mem::take(&mut self.pongs);
+            self.out.put_slice(&pongs);
+        }
+        if !payload.is_empty() {
+            self.frame(0x2, payload);
+        }
+        self.io.write_all(&self.out).await?;
+        self.io.flush().await
+    }
+
+    /// A close frame (1000, normal closure), then the end of what this side sends.
+    async fn close(&mut self) -> io::Result<()> {
+        self.out.clear();
+        self.frame(0x8, &1000u16.to_be_bytes());
+        self.io.write_all(&self.out).await?;
+        self.io.shutdown().await
+    }
+
+    /// Reads what the stream has and moves the data frames' payloads into `rbuf`; the number of
+    /// payload bytes moved (0 is possible: a read may bring only a header), or an end of stream
+    /// (a close frame or the connection's end) as `UnexpectedEof`.
+    async fn read(&mut self, rbuf: &mut BytesMut, chunk: usize) -> io::Result<usize> {
+        self.raw.reserve(chunk);
+        if self.io.read_buf(&mut self.raw).await? == 0 {
+            return Err(closed());
+        }
+        self.unframe(rbuf)
+    }
+
+    fn unframe(&mut self, rbuf: &mut BytesMut) -> io::Result<usize> {
+        let mut moved = 0;
+        loop {
+            if self.left > 0 {
+                let n = self
+                    .raw
+                    .len()
+                    .min(usize::try_from(self.left).unwrap_or(usize::MAX));
+                if n == 0 {
+                    return Ok(moved);
+                }
+                rbuf.extend_from_slice(&self.raw[..n]);
+                self.raw.advance(n);
+                self.left -= n as u64;
+                moved += n;
+                continue;
+            }
+            let Some((opcode, header, len)) = frame_header(&self.raw)? else {
+                return Ok(moved);
+            };
+            match opcode {
+                // Binary, or the continuation of one: its payload is MQTT's bytes.
+                0x0 | 0x2 => {
+                    self.raw.advance(header);
+                    self.left = len;
+                }
+                0x1 => return Err(other("a text frame: MQTT over WebSocket is binary")),
+                0x8 => return Err(closed()),
+                // Ping (answered with the same payload) and pong: whole, at most 125 bytes.
+                0x9 | 0xA => {
+                    let total = header + len as usize;
+                    if self.raw.len() < total {
+                        return Ok(moved);
+                    }
+                    if opcode == 0x9 {
+                        let payload = self.raw[header..total].to_vec();
+                        let out = std::mem::take(&mut self.out);
+                        self.frame(0xA, &payload);
+                        self.pongs.put_slice(&self.out);
+                        self.out = out;
+                    }
+                    self.raw.advance(total);
+                }
+                op => return Err(other(format!("WebSocket frame with opcode {op:#x}"))),
+            }
+        }
+    }
+}
+
+/// A server frame's header at the front of `raw`: opcode, header length, payload length; None
+/// until all of it is there.
+fn frame_header(raw: &[u8]) -> io::Result<Option<(u8, usize, u64)>> {
+    let [b0, b1, ..] = *raw else {
+        return Ok(None);
+    };
+    if b1 & 0x80 != 0 {
+        return Err(other("a masked frame from the server"));
+    }
+    if b0 & 0x70 != 0 {
+        return Err(other("a frame with reserved bits set"));
+    }
+    let (header, len) = match b1 & 0x7f {
+        126 if raw.len() >= 4 => (4, u64::from(u16::from_be_bytes([raw[2], raw[3]]))),
+        127 if raw.len() >= 10 => (10, u64::from_be_bytes(raw[2..10].try_into().unwrap())),
+        126 | 127 => return Ok(None),
+        n => (2, u64::from(n)),
+    };
+    Ok(Some((b0 & 0x0f, header, len)))
+}
+
+/// XOR with the 4-byte key, eight bytes at a time.
+fn mask(buf: &mut [u8], key: [u8; 4]) {
+    let k = u64::from_ne_bytes([
+        key[0], key[1], key[2], key[3], key[0], key[1], key[2], key[3],
+    ]);
+    let (words, rest) = buf.as_chunks_mut::<8>();
+    for w in words {
+        *w = (u64::from_ne_bytes(*w) ^ k).to_ne_bytes();
+    }
+    for (i, b) in rest.iter_mut().enumerate() {
+        *b ^= key[i % 4];
+    }
 }
 
 impl Stream {
-    async fn open(login: &Login) -> io::Result<(Stream, Option<String>)> {
+    async fn open(login: &Login, chunk: usize) -> io::Result<(Stream, Option<String>)> {
         let tcp = TcpStream::connect(login.addr).await?;
         tcp.set_nodelay(true)?;
         let via = &login.via;
@@ -169,15 +339,14 @@ impl Stream {
                 let tls = connector.connect(name.clone(), tcp).await?;
                 let (_, session) = tls.get_ref();
                 let info = format!(
-                    "{:?} {:?}",
+                    "{} {}",
                     session
                         .protocol_version()
                         .map_or("?".into(), |v| format!("{v:?}")),
                     session
                         .negotiated_cipher_suite()
                         .map_or("?".into(), |s| format!("{:?}", s.suite())),
-                )
-                .replace('"', "");
+                );
                 if t == Transport::Tls {
                     return Ok((Stream::Tls(Box::new(tls)), Some(info)));
                 }
@@ -199,17 +368,14 @@ impl Stream {
         request
             .headers_mut()
             .insert("sec-websocket-protocol", HeaderValue::from_static("mqtt"));
-        let (ws, _) = tokio_tungstenite::client_async_with_config(request, io, Some(ws_config()))
+        let (ws, _) = tokio_tungstenite::client_async(request, io)
             .await
             .map_err(|e| other(format!("WebSocket upgrade: {e}")))?;
-        Ok((Stream::Ws(Box::new(ws)), tls_info))
-    }
-}
-
-fn ws_error(e: tungstenite::Error) -> io::Error {
-    match e {
-        tungstenite::Error::Io(e) => e,
-        e => other(format!("WebSocket: {e}")),
+        // Nothing can be buffered past the server's answer: it says nothing more until CONNECT.
+        Ok((
+            Stream::Ws(Box::new(Ws::new(ws.into_inner(), chunk))),
+            tls_info,
+        ))
     }
 }
 
@@ -234,7 +400,7 @@ impl Conn {
     /// Connect (TCP, then TLS and the WebSocket upgrade if asked), CONNECT, and wait for a
     /// CONNACK that accepts.
     pub async fn open(login: &Login, client_id: &str, chunk: usize) -> io::Result<Conn> {
-        let (stream, tls_info) = Stream::open(login).await?;
+        let (stream, tls_info) = Stream::open(login, chunk).await?;
         let mut c = Conn {
             stream,
             rbuf: BytesMut::with_capacity(chunk),
@@ -288,10 +454,7 @@ impl Conn {
                 s.write_all(&self.wbuf).await?;
                 s.flush().await?;
             }
-            Stream::Ws(ws) => {
-                let frame = Message::Binary(Bytes::copy_from_slice(&self.wbuf));
-                ws.send(frame).await.map_err(ws_error)?;
-            }
+            Stream::Ws(ws) => ws.send(&self.wbuf).await?,
         }
         self.wbuf.clear();
         Ok(())
@@ -305,18 +468,8 @@ impl Conn {
             Stream::Tcp(s) => s.read_buf(&mut self.rbuf).await?,
             Stream::Tls(s) => s.read_buf(&mut self.rbuf).await?,
             Stream::Ws(ws) => loop {
-                match ws.next().await {
-                    None | Some(Ok(Message::Close(_))) => break 0,
-                    Some(Ok(Message::Binary(b))) if !b.is_empty() => {
-                        self.rbuf.extend_from_slice(&b);
-                        break b.len();
-                    }
-                    Some(Ok(Message::Text(_))) => {
-                        return Err(other("a text frame: MQTT over WebSocket is binary"));
-                    }
-                    // Pings are answered by tungstenite itself.
-                    Some(Ok(_)) => {}
-                    Some(Err(e)) => return Err(ws_error(e)),
+                if ws.read(&mut self.rbuf, self.chunk).await? > 0 {
+                    break 1;
                 }
             },
         };
@@ -381,8 +534,7 @@ impl Conn {
         let shut = match &mut self.stream {
             Stream::Tcp(s) => s.shutdown().await,
             Stream::Tls(s) => s.shutdown().await,
-            // The broker answers DISCONNECT with a close frame, which tungstenite answers.
-            Stream::Ws(_) => Ok(()),
+            Stream::Ws(ws) => ws.close().await,
         };
         if shut.is_err() {
             return;
