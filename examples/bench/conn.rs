@@ -311,7 +311,11 @@ fn frame_header(raw: &[u8]) -> io::Result<Option<(u8, usize, u64)>> {
         126 | 127 => return Ok(None),
         n => (2, u64::from(n)),
     };
-    Ok(Some((b0 & 0x0f, header, len)))
+    let opcode = b0 & 0x0f;
+    if opcode >= 0x8 && (len > 125 || b0 & 0x80 == 0) {
+        return Err(other("a control frame longer than 125 bytes or fragmented"));
+    }
+    Ok(Some((opcode, header, len)))
 }
 
 /// XOR with the 4-byte key, eight bytes at a time.
