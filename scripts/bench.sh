@@ -3,22 +3,30 @@
 # prints a markdown table of medians with the ratio mqtt-lab / Mosquitto on stdout (progress on
 # stderr).
 #
-#   scripts/bench.sh               # 3 rounds, about 3 minutes after the build
+#   scripts/bench.sh               # 3 rounds, about 4 minutes after the build
 #   ROUNDS=1 scripts/bench.sh      # a quick look
 #
 # What it does: builds the headless broker (`--no-default-features`: the same broker code without
 # the window, a much shorter build) and the load generator (examples/bench); installs Debian's
-# mosquitto if it is missing; starts Mosquitto (its best settings: max_inflight_messages 100,
-# set_tcp_nodelay true, max_queued_messages 100000) and mqtt-lab with the same limits, both on
-# loopback; runs every message scenario against one broker then the other (which one goes first
-# alternates by round), ROUNDS times; then, for `conns`, starts a fresh broker per run so that its
-# memory growth is the connections' alone; stops the brokers it started (by PID) and prints the
-# table. A run that loses messages, duplicates them, errs or times out is a failed run: the table
-# shows it as such and takes medians over the runs that passed.
+# mosquitto (and openssl) if missing; makes a throwaway CA and a server certificate for localhost
+# (EC P-256) that both brokers' TLS listeners use; starts Mosquitto (its best settings:
+# max_inflight_messages 100, set_tcp_nodelay true, max_queued_messages 100000; a plain and a TLS
+# listener) and mqtt-lab with the same limits (plain, TLS, WebSocket and secure WebSocket doors),
+# all on loopback; runs every message scenario against one broker then the other (which one goes
+# first alternates by round), ROUNDS times; then, for `conns`, starts a fresh broker per run so
+# that its memory growth is the connections' alone; stops the brokers it started (by PID) and
+# prints the table. A run that loses messages, duplicates them, errs or times out is a failed run:
+# the table shows it as such and takes medians over the runs that passed.
 #
-# Env: ROUNDS (3)  MOSQ_PORT (18841)  LAB_PORT (18842)  BENCH_DIR (target/bench: configs, broker
-#      logs, results.jsonl, table.md)  TIMEOUT (60 s per run)  LAB_LOG (RUST_LOG for mqtt-lab, warn)
-#      BENCH_THREADS (load generator worker threads, 0 = one per core)
+# TLS rows: both brokers on their TLS listeners with the same certificate and key. WebSocket rows:
+# mqtt-lab only (Debian's Mosquitto 2.0.11 cannot open a WebSocket listener: "Unable to start any
+# listening sockets"), held against mqtt-lab's own plain TCP figure and Mosquitto's from the same
+# run; secure WebSocket against the two TLS figures.
+#
+# Env: ROUNDS (3)  MOSQ_PORT (18841)  LAB_PORT (18842)  MOSQ_TLS_PORT (18843)  LAB_TLS_PORT (18844)
+#      LAB_WS_PORT (18845)  LAB_WSS_PORT (18846)  BENCH_DIR (target/bench: configs, certificates,
+#      broker logs, results.jsonl, table.md)  TIMEOUT (60 s per run)  LAB_LOG (RUST_LOG for
+#      mqtt-lab, warn)  BENCH_THREADS (load generator worker threads, 0 = one per core)
 # Never uses port 1883; the load generator refuses any host that is not loopback.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,6 +35,10 @@ ROOT=$PWD
 ROUNDS=${ROUNDS:-3}
 MOSQ_PORT=${MOSQ_PORT:-18841}
 LAB_PORT=${LAB_PORT:-18842}
+MOSQ_TLS_PORT=${MOSQ_TLS_PORT:-18843}
+LAB_TLS_PORT=${LAB_TLS_PORT:-18844}
+LAB_WS_PORT=${LAB_WS_PORT:-18845}
+LAB_WSS_PORT=${LAB_WSS_PORT:-18846}
 BENCH_DIR=${BENCH_DIR:-$ROOT/target/bench}
 TIMEOUT=${TIMEOUT:-60}
 LAB_LOG=${LAB_LOG:-warn}
@@ -41,10 +53,12 @@ die() {
 
 START=$SECONDS
 [[ $ROUNDS =~ ^[1-9][0-9]*$ ]] || die "ROUNDS must be a positive number, not '$ROUNDS'"
-for p in "$MOSQ_PORT" "$LAB_PORT"; do
+ALL_PORTS=("$MOSQ_PORT" "$LAB_PORT" "$MOSQ_TLS_PORT" "$LAB_TLS_PORT" "$LAB_WS_PORT" "$LAB_WSS_PORT")
+for p in "${ALL_PORTS[@]}"; do
     [[ $p =~ ^[0-9]+$ && $p != 1883 && $p -lt 65536 ]] || die "bad port $p (and 1883 is never used)"
 done
-[[ $MOSQ_PORT != "$LAB_PORT" ]] || die "MOSQ_PORT and LAB_PORT must differ"
+(($(printf '%s\n' "${ALL_PORTS[@]}" | sort -u | wc -l) == ${#ALL_PORTS[@]})) ||
+    die "the six ports must differ: ${ALL_PORTS[*]}"
 
 # 5000 idle connections need more than 5000 open files, here and in the brokers (which inherit it).
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
@@ -54,7 +68,7 @@ fi
 
 # Only what this script writes is removed, whatever BENCH_DIR points at.
 mkdir -p "$BENCH_DIR"
-rm -rf "$BENCH_DIR/home"
+rm -rf "$BENCH_DIR/home" "$BENCH_DIR/tls"
 rm -f "$BENCH_DIR"/{results.jsonl,incidents.txt,table.md,mosquitto.conf,users.ron,mosquitto.log,mqtt-lab.log}
 mkdir -p "$BENCH_DIR/home/.config"
 RESULTS=$BENCH_DIR/results.jsonl
@@ -79,9 +93,36 @@ if [[ -z $MOSQUITTO ]]; then
 fi
 MOSQ_VERSION=$("$MOSQUITTO" -h 2>/dev/null | head -1 | sed 's/^mosquitto //' || true)
 
+# One certificate for both brokers, so both do the same cryptography: a throwaway CA and a server
+# certificate it signs for localhost and 127.0.0.1, both EC P-256. The key is readable by all:
+# Mosquitto started as root reads it after dropping to its own user, and it guards nothing.
+if ! command -v openssl >/dev/null; then
+    log "installing openssl (for the benchmark's certificates)"
+    SUDO=
+    ((EUID == 0)) || SUDO=sudo
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q openssl >&2
+fi
+TLS_DIR=$BENCH_DIR/tls
+mkdir -p "$TLS_DIR"
+(
+    cd "$TLS_DIR"
+    ec=(-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes)
+    openssl req -x509 "${ec[@]}" -keyout ca-key.pem -out ca.pem -days 30 -subj "/CN=bench CA"
+    openssl req -new "${ec[@]}" -keyout server-key.pem -out server.csr -subj "/CN=localhost"
+    printf '%s\n' "subjectAltName=DNS:localhost,IP:127.0.0.1" "basicConstraints=CA:FALSE" \
+        "keyUsage=digitalSignature" "extendedKeyUsage=serverAuth" >server.ext
+    openssl x509 -req -in server.csr -CA ca.pem -CAkey ca-key.pem -CAcreateserial -days 30 \
+        -extfile server.ext -out server.pem
+    chmod 644 server.pem server-key.pem ca.pem
+) >"$TLS_DIR/openssl.log" 2>&1 || die "openssl could not make the certificates (see $TLS_DIR/openssl.log)"
+CERT_TYPE="EC P-256 (prime256v1), signed by a throwaway EC P-256 CA"
+
 # Mosquitto at its best; errors and warnings only, like mqtt-lab below.
 cat >"$BENCH_DIR/mosquitto.conf" <<EOF
 listener $MOSQ_PORT 127.0.0.1
+listener $MOSQ_TLS_PORT 127.0.0.1
+certfile $TLS_DIR/server.pem
+keyfile $TLS_DIR/server-key.pem
 allow_anonymous true
 max_inflight_messages 100
 set_tcp_nodelay true
@@ -96,7 +137,12 @@ cat >"$BENCH_DIR/users.ron" <<EOF
 EOF
 
 # ---- brokers: start, check, stop (only the PIDs started here) -----------------------------------
-declare -A PID=() PORT=([mosquitto]=$MOSQ_PORT [mqtt-lab]=$LAB_PORT)
+declare -A PID=()
+# The port of each broker's door; a broker waits for all of its doors when it starts.
+declare -A PORT=([mosquitto/tcp]=$MOSQ_PORT [mosquitto/tls]=$MOSQ_TLS_PORT
+    [mqtt-lab/tcp]=$LAB_PORT [mqtt-lab/tls]=$LAB_TLS_PORT [mqtt-lab/ws]=$LAB_WS_PORT
+    [mqtt-lab/wss]=$LAB_WSS_PORT)
+declare -A DOORS=([mosquitto]="tcp tls" [mqtt-lab]="tcp tls ws wss")
 cleanup() {
     for b in "${!PID[@]}"; do
         [[ -n ${PID[$b]} ]] && kill "${PID[$b]}" 2>/dev/null
@@ -112,16 +158,30 @@ listening() {
     grep -qiE "^ *[0-9]+: [0-9A-F]{8}:$hex [0-9A-F]{8}:0000 0A" /proc/net/tcp
 }
 
+# Are all of broker B's doors listening?
+all_listening() {
+    local d
+    for d in ${DOORS[$1]}; do
+        listening "${PORT[$1/$d]}" || return 1
+    done
+}
+
 start_broker() {
-    local b=$1 port=${PORT[$1]} pid
-    listening "$port" && die "port $port is already in use: not starting $b there (set ${b^^}_PORT)"
+    local b=$1 d pid
+    for d in ${DOORS[$b]}; do
+        ! listening "${PORT[$b/$d]}" ||
+            die "port ${PORT[$b/$d]} is already in use: not starting $b there (see the ports in Env above)"
+    done
     case $b in
     mosquitto)
         "$MOSQUITTO" -c "$BENCH_DIR/mosquitto.conf" >>"$BENCH_DIR/mosquitto.log" 2>&1 &
         ;;
     mqtt-lab)
         HOME=$BENCH_DIR/home XDG_CONFIG_HOME=$BENCH_DIR/home/.config RUST_LOG=$LAB_LOG \
-            "$LAB_BIN" --headless --port "$port" --topics "$ROOT/bench/topics.ron" \
+            "$LAB_BIN" --headless --port "$LAB_PORT" --tls-port "$LAB_TLS_PORT" \
+            --ws-port "$LAB_WS_PORT" --wss-port "$LAB_WSS_PORT" \
+            --cert "$TLS_DIR/server.pem" --key "$TLS_DIR/server-key.pem" \
+            --topics "$ROOT/bench/topics.ron" \
             --users "$BENCH_DIR/users.ron" --max-inflight 100 --max-queued 100000 \
             --sys-interval 0 >>"$BENCH_DIR/mqtt-lab.log" 2>&1 &
         ;;
@@ -129,12 +189,14 @@ start_broker() {
     pid=$!
     PID[$b]=$pid
     for _ in $(seq 100); do
-        listening "$port" && return 0
+        all_listening "$b" && return 0
         kill -0 "$pid" 2>/dev/null || break
         sleep 0.1
     done
     tail -5 "$BENCH_DIR/$b.log" >&2 || true
-    die "$b did not start listening on 127.0.0.1:$port (log: $BENCH_DIR/$b.log)"
+    local ports=
+    for d in ${DOORS[$b]}; do ports+=" ${PORT[$b/$d]} ($d)"; done
+    die "$b did not start listening on 127.0.0.1 at all of:$ports (log: $BENCH_DIR/$b.log)"
 }
 
 stop_broker() {
@@ -167,38 +229,59 @@ check_alive() {
     start_broker "$b"
 }
 
-# run BROKER KEY ROUND BENCH-ARGS...: one run; its JSON line goes to $RESULTS
+# run BROKER TRANSPORT KEY ROUND BENCH-ARGS...: one run; its JSON line goes to $RESULTS
 run() {
-    local b=$1 key=$2 round=$3 line
-    shift 3
-    line=$("$BENCH_BIN" --port "${PORT[$b]}" --label "$b" --timeout "$TIMEOUT" \
-        --threads "$BENCH_THREADS" "$@" 2> >(sed 's/^/    /' >&2)) || true
+    local b=$1 t=$2 key=$3 round=$4 line
+    shift 4
+    line=$("$BENCH_BIN" --port "${PORT[$b/$t]}" --transport "$t" --cafile "$TLS_DIR/ca.pem" \
+        --label "$b" --timeout "$TIMEOUT" --threads "$BENCH_THREADS" "$@" \
+        2> >(sed 's/^/    /' >&2)) || true
     [[ $line == \{* ]] || line='{"ok": false, "error": "bench printed no result"}'
     printf '{"broker": "%s", "key": "%s", "round": %s, "r": %s}\n' "$b" "$key" "$round" "$line" \
         >>"$RESULTS"
 }
 
-# The loads: KEY|arguments of examples/bench.
+# The loads: KEY|transport|brokers|arguments of examples/bench. The TLS, WebSocket and secure
+# WebSocket loads are the plain fan-in QoS 1 and fan-out ones; each WebSocket load runs right after
+# the load it is held against, so that both see the machine as alike as it gets.
+FANIN_Q1="fanin --qos 1 --publishers 8 --count 10000 --size 64 --window 100"
+FANOUT_Q0="fanout --qos 0 --subscribers 32 --count 10000 --size 64"
+BOTH="mosquitto mqtt-lab"
 SCENARIOS=(
-    "fanin-q0|fanin --qos 0 --publishers 8 --count 10000 --size 64"
-    "fanin-q1|fanin --qos 1 --publishers 8 --count 10000 --size 64 --window 100"
-    "fanin-q2|fanin --qos 2 --publishers 8 --count 10000 --size 64 --window 100"
-    "fanout-q0|fanout --qos 0 --subscribers 32 --count 10000 --size 64"
-    "latency-q0|latency --qos 0 --rate 1000 --count 5000 --size 64"
-    "latency-q1|latency --qos 1 --rate 1000 --count 5000 --size 64"
+    "fanin-q0|tcp|$BOTH|fanin --qos 0 --publishers 8 --count 10000 --size 64"
+    "fanin-q1|tcp|$BOTH|$FANIN_Q1"
+    "ws-fanin-q1|ws|mqtt-lab|$FANIN_Q1"
+    "fanin-q2|tcp|$BOTH|fanin --qos 2 --publishers 8 --count 10000 --size 64 --window 100"
+    "fanout-q0|tcp|$BOTH|$FANOUT_Q0"
+    "ws-fanout-q0|ws|mqtt-lab|$FANOUT_Q0"
+    "latency-q0|tcp|$BOTH|latency --qos 0 --rate 1000 --count 5000 --size 64"
+    "latency-q1|tcp|$BOTH|latency --qos 1 --rate 1000 --count 5000 --size 64"
+    "tls-fanin-q1|tls|$BOTH|$FANIN_Q1"
+    "wss-fanin-q1|wss|mqtt-lab|$FANIN_Q1"
+    "tls-fanout-q0|tls|$BOTH|$FANOUT_Q0"
+    "wss-fanout-q0|wss|mqtt-lab|$FANOUT_Q0"
 )
-order() { if (($1 % 2)); then echo mosquitto mqtt-lab; else echo mqtt-lab mosquitto; fi; }
+# The brokers of a load that runs on BROKERS, in round R's order.
+order() {
+    local r=$1 b
+    shift
+    for b in $(if ((r % 2)); then echo mosquitto mqtt-lab; else echo mqtt-lab mosquitto; fi); do
+        if [[ " $* " == *" $b "* ]]; then echo "$b"; fi
+    done
+}
 
-log "mosquitto $MOSQ_VERSION on 127.0.0.1:$MOSQ_PORT, mqtt-lab on 127.0.0.1:$LAB_PORT; $ROUNDS rounds"
+log "mosquitto $MOSQ_VERSION on 127.0.0.1:$MOSQ_PORT (TLS $MOSQ_TLS_PORT), mqtt-lab on" \
+    "127.0.0.1:$LAB_PORT (TLS $LAB_TLS_PORT, WebSocket $LAB_WS_PORT, secure WebSocket $LAB_WSS_PORT);" \
+    "$ROUNDS rounds"
 start_broker mosquitto
 start_broker mqtt-lab
 for round in $(seq "$ROUNDS"); do
     log "round $round/$ROUNDS: message loads"
     for s in "${SCENARIOS[@]}"; do
-        key=${s%%|*}
-        read -ra args <<<"${s#*|}"
-        for b in $(order "$round"); do
-            run "$b" "$key" "$round" "${args[@]}"
+        IFS='|' read -r key transport brokers rest <<<"$s"
+        read -ra args <<<"$rest"
+        for b in $(order "$round" $brokers); do
+            run "$b" "$transport" "$key" "$round" "${args[@]}"
             check_alive "$b" "$key" "$round"
         done
     done
@@ -208,10 +291,10 @@ stop_broker mqtt-lab
 
 for round in $(seq "$ROUNDS"); do
     log "round $round/$ROUNDS: $CONNS idle connections, a fresh broker for each run"
-    for b in $(order "$round"); do
+    for b in $(order "$round" $BOTH); do
         start_broker "$b"
         sleep 0.5 # let it finish starting before its memory is read
-        run "$b" "conns" "$round" conns --connections "$CONNS" --pid "${PID[$b]}"
+        run "$b" tcp "conns" "$round" conns --connections "$CONNS" --pid "${PID[$b]}"
         check_alive "$b" conns "$round"
         stop_broker "$b"
     done
@@ -226,10 +309,10 @@ OS=$(. /etc/os-release 2>/dev/null && echo "${PRETTY_NAME:-}" || true)
 MEM=$(awk '/^MemTotal/ { printf "%.0f GiB RAM", $2 / 1048576 }' /proc/meminfo)
 COMMIT=$(git describe --always --dirty 2>/dev/null || echo unknown)
 MACHINE="$(nproc) cores (${CPU:-unknown CPU}), $MEM, Linux $(uname -r)${OS:+, $OS}; mosquitto $MOSQ_VERSION; mqtt-lab $COMMIT"
-python3 - "$RESULTS" "$INCIDENTS" "$ROUNDS" "$MACHINE" "$ELAPSED" <<'EOF' | tee "$BENCH_DIR/table.md"
+python3 - "$RESULTS" "$INCIDENTS" "$ROUNDS" "$MACHINE" "$ELAPSED" "$CERT_TYPE" <<'EOF' | tee "$BENCH_DIR/table.md"
 import json, sys, statistics
 
-results, incidents, rounds, machine, elapsed = sys.argv[1:]
+results, incidents, rounds, machine, elapsed, cert_type = sys.argv[1:]
 runs = {}
 for line in open(results):
     d = json.loads(line)
@@ -273,21 +356,34 @@ def failures(rs):
 
 rows = []
 
+def rate_cell(b, key):
+    """A broker's median msg/s for a load, as a cell, and the median (None if no run passed)."""
+    rs = runs.get((b, key), [])
+    ok = good(rs)
+    m = med(ok, "msgs_per_s")
+    lost = sum(r.get("lost") or 0 for r in rs)
+    f = failures(rs)
+    text = (f"{num(m)} msg/s, " if m is not None else "") + (f if f else f"lost {num(lost)}")
+    if not ok and rs and med(rs, "msgs_per_s"):
+        text += f" (fast but not counted: {num(med(rs, 'msgs_per_s'))} msg/s)"
+    return (text if rs else "not run"), m
+
 def throughput(key, title):
-    cells, vals = [], []
-    for b in (A, B):
-        rs = runs.get((b, key), [])
-        ok = good(rs)
-        m = med(ok, "msgs_per_s")
-        lost = sum(r.get("lost") or 0 for r in rs)
-        f = failures(rs)
-        text = (f"{num(m)} msg/s, " if m is not None else "") + (f if f else f"lost {num(lost)}")
-        if not ok and rs and med(rs, "msgs_per_s"):
-            text += f" (fast but not counted: {num(med(rs, 'msgs_per_s'))} msg/s)"
-        cells.append(text if rs else "not run")
-        vals.append(m)
-    ratio = ratio_of(vals, runs.get((A, key), []), runs.get((B, key), []))
-    rows.append((title, *cells, ratio))
+    (ca, a), (cb, b) = rate_cell(A, key), rate_cell(B, key)
+    ratio = ratio_of([a, b], runs.get((A, key), []), runs.get((B, key), []))
+    rows.append((title, ca, cb, ratio))
+
+def mqtt_lab_only(key, title, ref_key, ref_name, why):
+    """A load only mqtt-lab runs: its figure against both brokers' `ref_key` figures of the same run."""
+    cell, m = rate_cell(B, key)
+    parts = []
+    for who, b in (("mqtt-lab", B), ("Mosquitto", A)):
+        ref = rate_cell(b, ref_key)[1]
+        if m is None or not ref:
+            parts.append(f"n/a against {who}'s {ref_name} (a run failed)")
+        else:
+            parts.append(f"{m / ref:.2f} × {who}'s {ref_name}")
+    rows.append((title, why, cell, "; ".join(parts)))
 
 def ratio_of(vals, ra, rb, digits=2):
     a, b = vals
@@ -343,6 +439,17 @@ latency("latency-q0", "latency QoS 0: 5,000 msgs at 1,000 msg/s, p50 / p99 / max
 latency("latency-q1", "latency QoS 1 (same)")
 conns("connect_s", "s", 2, "5,000 idle connections (CONNECT + SUBSCRIBE): time until all are acknowledged (s; lower is better)")
 conns("rss_per_conn_kb", "kB", 1, "5,000 idle connections: broker memory per connection (RSS growth, kB; lower is better)")
+throughput("tls-fanin-q1", "TLS fan-in QoS 1: fan-in QoS 1 over TLS (each broker's TLS listener, one certificate for both)")
+throughput("tls-fanout-q0", "TLS fan-out QoS 0: fan-out QoS 0 over TLS")
+NO_WS = "no WebSocket listener (see the note)"
+mqtt_lab_only("ws-fanin-q1", "WebSocket fan-in QoS 1: fan-in QoS 1 over ws://…/mqtt, mqtt-lab only (ratio: to each broker's plain TCP fan-in QoS 1)",
+              "fanin-q1", "plain TCP", NO_WS)
+mqtt_lab_only("ws-fanout-q0", "WebSocket fan-out QoS 0: fan-out QoS 0 over ws://…/mqtt, mqtt-lab only (ratio: to each broker's plain TCP fan-out)",
+              "fanout-q0", "plain TCP", NO_WS)
+mqtt_lab_only("wss-fanin-q1", "secure WebSocket fan-in QoS 1: over wss://…/mqtt, mqtt-lab only (ratio: to each broker's TLS fan-in QoS 1)",
+              "tls-fanin-q1", "TLS", NO_WS)
+mqtt_lab_only("wss-fanout-q0", "secure WebSocket fan-out QoS 0: over wss://…/mqtt, mqtt-lab only (ratio: to each broker's TLS fan-out)",
+              "tls-fanout-q0", "TLS", NO_WS)
 
 notes = []
 for (b, key), rs in sorted(runs.items()):
@@ -350,8 +457,31 @@ for (b, key), rs in sorted(runs.items()):
     if any(open_hs):
         notes.append(f"{b}, {key}: every message arrived, but a median of {num(statistics.median(open_hs))} "
                      "QoS 2 PUBRELs were still unsent 2 s after the last one (slow handshakes, not lost messages).")
+suites = {}
+for (b, key), rs in runs.items():
+    for r in rs:
+        if r.get("tls"):
+            suites.setdefault(b, set()).add(r["tls"])
+if suites:
+    said = "; ".join(f"{b} {', '.join(sorted(v))}" for b, v in sorted(suites.items()))
+    notes.append(f"TLS: both brokers use one certificate and key, {cert_type}; negotiated: {said}.")
+cost = []
+for b, name in ((A, "mosquitto"), (B, "mqtt-lab")):
+    pairs = []
+    for plain, tls, what in (("fanin-q1", "tls-fanin-q1", "fan-in QoS 1"), ("fanout-q0", "tls-fanout-q0", "fan-out")):
+        p, t = rate_cell(b, plain)[1], rate_cell(b, tls)[1]
+        if p and t is not None:
+            pairs.append(f"{what} {t / p:.2f}")
+    if pairs:
+        cost.append(f"{name} {', '.join(pairs)}")
+if cost:
+    notes.append("TLS against plain TCP, each broker against itself in the same run: " + "; ".join(cost) + ".")
+if any(k.startswith("ws") for _, k in runs):
+    notes.append("WebSocket rows are mqtt-lab's alone: Debian's Mosquitto 2.0.11 cannot open a WebSocket "
+                 "listener (\"Unable to start any listening sockets\"), so they are held against the plain "
+                 "TCP rows (secure WebSocket: the TLS rows) of both brokers in the same run.")
 print(f"Medians of {rounds} rounds (runs that passed; a run that loses, duplicates or corrupts a message, errs or times out fails).")
-print("Ratio = mqtt-lab / mosquitto: above 1 is better for msg/s, below 1 is better for µs, s and kB.\n")
+print("Ratio = mqtt-lab / mosquitto (unless the row says otherwise): above 1 is better for msg/s, below 1 is better for µs, s and kB.\n")
 print(f"| scenario | {A} | {B} | ratio ({B} / {A}) |")
 print("|---|---|---|---|")
 for r in rows:

@@ -1,7 +1,8 @@
 //! `bench`: drives an MQTT 3.1.1 broker on this machine with real traffic and measures it.
 //!
 //! ```text
-//! cargo run --release --no-default-features --example bench -- --port P [--label NAME] [--rounds N] SCENARIO
+//! cargo run --release --no-default-features --example bench -- --port P [--label NAME] [--rounds N]
+//!     [--transport tcp|tls|ws|wss] [--cafile CA.pem] [--server-name localhost] [--ws-path /mqtt] SCENARIO
 //!   fanin   --qos Q --publishers 8 --count 10000 --size 64 --window 100   P pubs on bench/<i> -> 1 sub on bench/#
 //!   fanout  --qos 0 --subscribers 32 --count 10000                        1 pub on bench/fanout -> N subs
 //!   latency --qos Q --rate 1000 --count 5000                              p50/p99/max on bench/latency
@@ -36,7 +37,7 @@ use tokio::sync::Semaphore;
 use tokio::task::{AbortHandle, JoinHandle};
 use tokio::time::{sleep, sleep_until, timeout_at};
 
-use conn::{Conn, Login, other};
+use conn::{Conn, Login, Transport, Via, other};
 use json::Object;
 
 #[derive(Parser, Clone)]
@@ -73,8 +74,29 @@ struct Cli {
     /// Tokio worker threads (0: one per core)
     #[arg(long, global = true, default_value_t = 0)]
     threads: usize,
+    /// How the bytes travel: MQTT over TCP, TLS, WebSocket, or WebSocket over TLS
+    #[arg(long, global = true, value_enum, default_value_t = Transport::Tcp)]
+    transport: Transport,
+    /// TLS: the CA certificate (PEM) the broker's certificate must chain to
+    #[arg(long, global = true)]
+    cafile: Option<std::path::PathBuf>,
+    /// TLS: the name the broker's certificate must be valid for
+    #[arg(long, global = true, default_value = "localhost")]
+    server_name: String,
+    /// WebSocket: the path of the upgrade request
+    #[arg(long, global = true, default_value = "/mqtt")]
+    ws_path: String,
+    /// The transport with its TLS client, made once from the options above.
+    #[arg(skip)]
+    via: Option<Via>,
     #[command(subcommand)]
     scenario: Scenario,
+}
+
+impl Cli {
+    fn via(&self) -> Via {
+        self.via.clone().unwrap_or_else(Via::tcp)
+    }
 }
 
 /// What every message scenario publishes.
@@ -487,6 +509,8 @@ struct Plan {
 /// How a message run ended.
 struct Ran {
     start_ns: u64,
+    /// The TLS version and cipher suite the first connection negotiated.
+    tls: Option<String>,
     granted: Option<u8>,
     timed_out: bool,
     error: Option<String>,
@@ -511,6 +535,7 @@ async fn within<T>(
 async fn pubsub(ctx: &Arc<Ctx>, deadline: tokio::time::Instant, plan: Plan) -> Ran {
     let mut ran = Ran {
         start_ns: 0,
+        tls: None,
         granted: None,
         timed_out: false,
         error: None,
@@ -521,6 +546,7 @@ async fn pubsub(ctx: &Arc<Ctx>, deadline: tokio::time::Instant, plan: Plan) -> R
         for i in 0..plan.subs {
             let id = format!("{}s{i}", ctx.id_prefix);
             let mut c = within(deadline, "connecting", Conn::open(&ctx.login, &id, BUSY)).await?;
+            ran.tls = ran.tls.take().or_else(|| c.tls_info.clone());
             let g = within(deadline, "subscribing", c.subscribe(&plan.filter, ctx.qos)).await?;
             ran.granted = Some(ran.granted.map_or(g, |m: u8| m.min(g)));
             subs.push((c, g));
@@ -636,6 +662,7 @@ fn message_outcome(ctx: &Ctx, out: &mut Object, ran: &Ran, expected: u64) -> (bo
     let rate = (rx > 0 && dur > 0.0).then(|| (rx as f64 / dur).round());
     out.set("msgs_per_s", rate);
     out.set("error", ran.error.clone());
+    out.set("tls", ran.tls.clone());
     out.set("lost", lost);
     out.set("duplicates", dups);
     out.set("expected", expected);
@@ -700,6 +727,7 @@ fn new_ctx(cli: &Cli, addr: SocketAddr, load: Load, round: u32) -> Arc<Ctx> {
     Arc::new(Ctx {
         login: Login {
             addr,
+            via: cli.via(),
             keepalive: cli.keepalive,
             user: cli.username.clone(),
             pass: cli.password.clone(),
@@ -723,6 +751,7 @@ async fn run_once(cli: &Cli, addr: SocketAddr, round: u32) -> Outcome {
     out.set("round", round);
     out.set("host", cli.host.as_str());
     out.set("port", cli.port.map(u32::from));
+    out.set("transport", cli.transport.name());
     for k in [
         "qos",
         "ok",
@@ -849,6 +878,7 @@ async fn run_once(cli: &Cli, addr: SocketAddr, round: u32) -> Outcome {
             out.set("qos", qos);
             let login = Login {
                 addr,
+                via: cli.via(),
                 keepalive: cli.keepalive,
                 user: cli.username.clone(),
                 pass: cli.password.clone(),
@@ -930,6 +960,7 @@ async fn conns(
     };
     let login = Arc::new(Login {
         addr: login.addr,
+        via: login.via.clone(),
         keepalive: login.keepalive,
         user: login.user.clone(),
         pass: login.pass.clone(),
@@ -1168,6 +1199,18 @@ fn main() {
         fail("--rate must be a positive number of messages per second".into());
     }
     let addr = resolve(&cli.host, port).unwrap_or_else(|e| fail(e));
+    if matches!(cli.scenario, Scenario::Storm(_)) && cli.transport != Transport::Tcp {
+        fail("storm runs over plain TCP only".into());
+    }
+    let via = Via::new(
+        cli.transport,
+        cli.cafile.as_deref(),
+        &cli.server_name,
+        &cli.ws_path,
+    )
+    .unwrap_or_else(|e| fail(e.to_string()));
+    let mut cli = cli;
+    cli.via = Some(via);
     let mut rt = tokio::runtime::Builder::new_multi_thread();
     if cli.threads > 0 {
         rt.worker_threads(cli.threads);

@@ -17,7 +17,7 @@ use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::conn::{Conn, Login, other};
+use super::conn::{Conn, Login, Via, other};
 use super::json::Object;
 use super::{Cli, Load, Plan, new_ctx, percentile_us, pubsub, rss_kb};
 use crate::mqtt;
@@ -170,6 +170,7 @@ pub async fn run(
         let stop = stop.clone();
         let login = Login {
             addr,
+            via: Via::tcp(),
             keepalive: 60,
             user: cli.username.clone(),
             pass: cli.password.clone(),
