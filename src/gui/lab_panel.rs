@@ -107,14 +107,6 @@ impl LabPanel {
     /// Makes a client (connected at once); the scenarios make theirs here too, so that they
     /// show in this panel.
     pub fn add(&mut self, config: LabConfig) -> Result<LabClient, String> {
-        let Some((rt, addr)) = &self.runtime else {
-            return Err("the broker is not running".into());
-        };
-        if self.clients.len() >= MAX_CLIENTS {
-            return Err(format!(
-                "at most {MAX_CLIENTS} lab clients: remove one first"
-            ));
-        }
         if self
             .clients
             .iter()
@@ -123,6 +115,19 @@ impl LabPanel {
             return Err(format!(
                 "there is already a lab client {}",
                 config.client_id
+            ));
+        }
+        self.add_unchecked(config)
+    }
+
+    /// Like [`LabPanel::add`], also for a client id a lab client already has (a takeover).
+    pub fn add_unchecked(&mut self, config: LabConfig) -> Result<LabClient, String> {
+        let Some((rt, addr)) = &self.runtime else {
+            return Err("the broker is not running".into());
+        };
+        if self.clients.len() >= MAX_CLIENTS {
+            return Err(format!(
+                "at most {MAX_CLIENTS} lab clients: remove one first"
             ));
         }
         let c = LabClient::spawn(rt, *addr, config);

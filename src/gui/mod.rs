@@ -12,6 +12,8 @@ mod network_name;
 mod numbers;
 mod reply;
 pub mod runner;
+pub mod scenarios;
+pub mod scenarios_panel;
 mod sequence_diagram;
 pub mod settings;
 mod topics_panel;

@@ -173,6 +173,11 @@ impl TracePanel {
         }
     }
 
+    /// The number of the newest event fetched.
+    pub fn last_seq(&self) -> u64 {
+        self.last_seq
+    }
+
     /// All the events the panel holds, oldest first.
     pub fn events(&self) -> impl Iterator<Item = &Arc<Event>> {
         self.events.iter()

@@ -15,6 +15,7 @@ use super::lab_panel::LabPanel;
 use super::log_panel;
 use super::network_name::NetworkName;
 use super::runner::{Live, Running, StartFailure};
+use super::scenarios_panel::ScenariosPanel;
 use super::settings::{Change, Settings};
 use super::topics_panel::TopicsPanel;
 use super::trace_panel::TracePanel;
@@ -27,6 +28,7 @@ pub type ConfigLoader = Box<dyn FnMut() -> Result<Config, String>>;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Tab {
     Lab,
+    Scenarios,
     Topics,
     Clients,
     History,
@@ -61,6 +63,7 @@ pub struct MainView {
     network_name: NetworkName,
     pub trace: TracePanel,
     pub lab: LabPanel,
+    pub scenarios: ScenariosPanel,
     rates: Rates,
 }
 
@@ -83,6 +86,7 @@ impl MainView {
             network_name: NetworkName::default(),
             trace: TracePanel::default(),
             lab: LabPanel::default(),
+            scenarios: ScenariosPanel::default(),
             rates: Rates::default(),
         }
     }
@@ -120,6 +124,11 @@ impl MainView {
         self.trace.set_visible(None, false);
         self.trace = TracePanel::default();
         self.lab = LabPanel::default();
+        let pace = self.scenarios.pace;
+        self.scenarios = ScenariosPanel {
+            pace,
+            ..ScenariosPanel::default()
+        };
         let overrides = self.port_overrides.clone();
         let config = (self.load_config)()
             .map_err(|text| StartFailure { text, door: None })
@@ -185,9 +194,12 @@ impl MainView {
         let ca = running.ca.clone();
         let advertiser = running.advertiser.clone();
         let trace = running.trace.clone();
-        // The broker traces packets only while someone looks at them.
-        self.trace.set_visible(Some(&trace), self.tab == Tab::Trace);
+        // The broker traces packets only while someone looks at them (a scenario draws them).
+        let looking =
+            matches!(self.tab, Tab::Trace | Tab::Scenarios) || self.scenarios.is_running();
+        self.trace.set_visible(Some(&trace), looking);
         self.trace.poll(ui.ctx());
+        self.scenarios.tick(ui.ctx(), &mut self.lab, &handle);
 
         egui::Panel::top("tabs").show(ui, |ui| {
             ui.horizontal(|ui| {
@@ -195,6 +207,7 @@ impl MainView {
                 ui.separator();
                 for (tab, name) in [
                     (Tab::Lab, "Lab clients"),
+                    (Tab::Scenarios, "Scenarios"),
                     (Tab::Topics, "Topics"),
                     (Tab::Clients, "Clients"),
                     (Tab::History, "History"),
@@ -227,6 +240,9 @@ impl MainView {
             Tab::Clients => self.clients.ui(ui, &live, &handle),
             Tab::History => self.history.ui(ui, &live, &self.rates),
             Tab::Lab => self.lab.ui(ui, &live),
+            Tab::Scenarios => self
+                .scenarios
+                .ui(ui, &live, &handle, &mut self.lab, &self.trace),
             Tab::Trace => self.trace.ui(ui, &trace),
             Tab::Users => self.users.ui(ui, &live, &handle),
             Tab::Log => log_panel::ui(ui, &live),
