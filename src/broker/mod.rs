@@ -302,6 +302,12 @@ impl Broker {
         let (trace, task) = self.trace;
         trace.stop().await;
         let _ = task.await;
+        if trace.dropped() > 0 {
+            warn!(
+                dropped = trace.dropped(),
+                "packet trace: some packets were not kept (the trace fell behind the traffic)"
+            );
+        }
     }
 }
 

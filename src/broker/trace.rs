@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
@@ -23,6 +23,12 @@ use super::protocol::{Outgoing, Packet, Peer, QoS, SubscribeCode, Transport};
 
 /// Events on their way to the trace task; beyond this they are dropped and counted.
 const CHANNEL: usize = 16 * 1024;
+/// Packets one connection may report per second to a watching window; the rest are counted as
+/// dropped. A window shows a few thousand packets, not millions, and this keeps the trace's cost
+/// to a busy broker small (the pcap file, which wants everything, has no such limit).
+pub const PER_CONNECTION_PER_SECOND: u32 = 1_000;
+/// How often the trace task takes what connections reported.
+const DRAIN: Duration = Duration::from_millis(50);
 /// Events the ring keeps for the window.
 pub const RING: usize = 20_000;
 /// The first bytes of a payload a summary keeps (the pcap file keeps them all).
@@ -302,12 +308,17 @@ impl Sink {
     }
 }
 
-/// One connection's tap: who it is, for the events it reports.
+/// One connection's tap: who it is, for the events it reports, and its share of the trace.
 pub(crate) struct Tap {
     sink: Arc<Sink>,
     conn: u64,
     client_id: Arc<str>,
     peer: Peer,
+    /// Packets reported in the current second, when it started, and those left out since the
+    /// last time they were added to the shared count.
+    used: u32,
+    since: Option<Instant>,
+    skipped: u64,
 }
 
 impl Tap {
@@ -317,6 +328,9 @@ impl Tap {
             conn,
             client_id: Arc::from(""),
             peer,
+            used: 0,
+            since: None,
+            skipped: 0,
         }
     }
 
@@ -325,7 +339,7 @@ impl Tap {
         if let Packet::Connect(c) = p {
             self.client_id = Arc::from(c.client_id.as_str());
         }
-        if self.sink.is_on() {
+        if self.sink.is_on() && self.allowed() {
             let full = self.sink.full_payloads.load(Relaxed);
             self.send(Direction::In, What::Packet(Summary::of_packet(p, full)));
         }
@@ -333,15 +347,54 @@ impl Tap {
 
     #[inline]
     pub fn packet_out(&mut self, p: &Outgoing<'_>) {
-        if self.sink.is_on() {
+        if self.sink.is_on() && self.allowed() {
             let full = self.sink.full_payloads.load(Relaxed);
             self.send(Direction::Out, What::Packet(Summary::of_outgoing(p, full)));
         }
     }
 
-    pub fn closed(&self, reason: &impl std::fmt::Display) {
+    pub fn closed(&mut self, reason: &impl std::fmt::Display) {
+        self.settle();
         if self.sink.is_on() {
             self.send(Direction::Out, What::Closed(reason.to_string()));
+        }
+    }
+
+    /// Within this connection's share of the trace? (Always, for a pcap file.) The clock is
+    /// read once per second's worth of packets, and then every 256: a busy connection pays a
+    /// counter, not a clock, per packet.
+    #[inline]
+    fn allowed(&mut self) -> bool {
+        if self.sink.full_payloads.load(Relaxed) {
+            return true;
+        }
+        self.used += 1;
+        if self.used <= PER_CONNECTION_PER_SECOND {
+            if self.used == 1 {
+                self.since = Some(Instant::now());
+            }
+            return true;
+        }
+        // Over: look at the clock now, then every 256 packets.
+        if (self.used == PER_CONNECTION_PER_SECOND + 1 || self.used.is_multiple_of(256))
+            && self
+                .since
+                .is_none_or(|t| t.elapsed() >= Duration::from_secs(1))
+        {
+            self.settle();
+            self.used = 1;
+            self.since = Some(Instant::now());
+            return true;
+        }
+        self.skipped += 1;
+        false
+    }
+
+    /// Adds what this connection left out to the trace's count of dropped events.
+    fn settle(&mut self) {
+        if self.skipped > 0 {
+            self.sink.dropped.fetch_add(self.skipped, Relaxed);
+            self.skipped = 0;
         }
     }
 
@@ -499,17 +552,27 @@ async fn run(
         writer,
     };
     let mut batch = Vec::with_capacity(256);
+    // Polled, not awaited: a receiver waiting on the channel would be woken (a thread woken)
+    // by every event a connection sends; drained twenty times a second, it costs a
+    // connection one push.
+    let mut tick = tokio::time::interval(DRAIN);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            n = events.recv_many(&mut batch, 256) => {
-                if n == 0 {
-                    break;
+            _ = tick.tick() => {
+                loop {
+                    while batch.len() < 1024 {
+                        match events.try_recv() {
+                            Ok(e) => batch.push(e),
+                            Err(_) => break,
+                        }
+                    }
+                    if batch.is_empty() {
+                        break;
+                    }
+                    kept.take(&mut batch);
                 }
-                kept.take(&mut batch);
-                // The file is written in whole batches, and flushed whenever the queue empties.
-                if events.is_empty() {
-                    kept.flush();
-                }
+                kept.flush();
             }
             Some(req) = requests.recv() => match req {
                 Request::Since { after, reply } => {
@@ -527,5 +590,4 @@ async fn run(
             },
         }
     }
-    kept.flush();
 }
