@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs the real window under Xvfb against live clients (mosquitto_pub/sub) and saves
-# screenshots of the Topics, Clients and History tabs in OUT_DIR (default target/gui-smoke).
+# screenshots of the Topics, Clients, History (a chart), Scenarios (the QoS scenario run to its
+# end), Lab clients and Trace panels in OUT_DIR (default target/gui-smoke).
 # Fails if the window does not come up, the broker does not serve, a screenshot is blank, or
 # the window does not stop cleanly when closed.
 set -euo pipefail
@@ -43,8 +44,12 @@ mosquitto_sub "${P[@]}" -i esp32-door -t lab/door -t lab/led -c -q 1 --will-topi
 pids+=($!)
 sleep 0.5
 for v in 20.5 20.7 21.0 21.4; do mosquitto_pub "${P[@]}" -i thermometer -t lab/temperature -m "$v" -q 1 -r; done
-mosquitto_pub "${P[@]}" -i hygrometer -t lab/humidity -m 48 -r
 mosquitto_pub "${P[@]}" -i student-3 -t lab/chat -m 'hello from the lab' -q 2
+# Numbers last: History opens on the newest topic and charts its values.
+for v in 48 51 47 53 50; do
+    mosquitto_pub "${P[@]}" -i hygrometer -t lab/humidity -m "{\"humidity\": $v}" -r
+    sleep 0.2
+done
 mosquitto_sub "${P[@]}" -i curious -t 'secret/#' -C 1 -W 1 >/dev/null 2>&1 || true
 sleep 1.5
 grep -q 'hello from the lab' "$WORK/sub.out" || { echo "the subscriber got nothing" >&2; exit 1; }
@@ -58,13 +63,32 @@ shot() {
     echo "screenshot $out ($colors colours)" >&2
     ((colors > 16)) || { echo "the screenshot is blank" >&2; exit 1; }
 }
+# The tabs sit in the top bar; click them where egui lays them out at the default font size:
+# Lab clients, Scenarios, Topics, Clients, History, Trace, Users, Log.
+tab() { xdotool mousemove "$1" 12 click 1; }
+tab 289
 shot topics
-# The tabs sit in the top bar; click them where egui lays them out at the default font size.
-xdotool mousemove 186 12 click 1
+tab 350
 shot clients
-xdotool mousemove 251 12 click 1
+tab 415
 shot history
+# The QoS scenario (the first Run button), caught after its QoS 2 exchange, then its lab
+# clients and the Trace.
+tab 219
+sleep 0.5
+xdotool mousemove 35 162 click 1
+sleep 10
+shot scenario-qos
+# The scenario's lab clients really connected to the broker.
+grep -q 'client connected client_id=publisher' "$WORK/log" ||
+    { echo "the QoS scenario did not run (no publisher connected)" >&2; exit 1; }
+tab 137
+shot lab-clients
+tab 475
+shot trace
 kill -0 "$app" || { echo "the app died" >&2; exit 1; }
+# Back to Topics: the Trace panel polls the broker ten times a second while it is open.
+tab 289
 
 # An idle window should cost next to nothing: CPU time over 5 s with no traffic.
 ticks() { awk '{print $14 + $15}' "/proc/$app/stat"; }
