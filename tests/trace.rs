@@ -249,3 +249,42 @@ async fn the_trace_file_is_mqtt_to_wireshark() {
     let refusals = tshark(&file, &["mqtt.conack.val"], "mqtt.msgtype == 2");
     assert!(refusals.contains(&"4".to_owned()), "{refusals:?}");
 }
+
+#[tokio::test]
+async fn a_connection_s_end_is_marked_after_its_last_answer() {
+    let broker = start().await;
+    let trace = broker.trace();
+    trace.watch(true);
+    let mut raw = Raw::connected(broker.local_addr(), "hasty").await;
+    // SUBSCRIBE and DISCONNECT in one write: the router's SUBACK still goes out, before the
+    // end is marked.
+    let mut both = subscribe_packet(3, &[("lab/a", 1)]);
+    both.extend_from_slice(&[0xE0, 0]);
+    raw.send(&both).await;
+    raw.expect_closed().await;
+    let events = events_until(&trace, |ev| {
+        ev.iter()
+            .any(|e| &*e.client_id == "hasty" && matches!(e.what, What::Closed(_)))
+    })
+    .await;
+    let order: Vec<&str> = events
+        .iter()
+        .filter(|e| &*e.client_id == "hasty")
+        .map(|e| match &e.what {
+            What::Packet(s) => s.kind(),
+            What::Closed(_) => "CLOSE",
+        })
+        .collect();
+    assert_eq!(
+        order,
+        [
+            "CONNECT",
+            "CONNACK",
+            "SUBSCRIBE",
+            "DISCONNECT",
+            "SUBACK",
+            "CLOSE"
+        ]
+    );
+    broker.shutdown().await;
+}

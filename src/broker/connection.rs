@@ -106,7 +106,6 @@ where
         return;
     };
     let reason = link.run(keep_alive).await;
-    link.wire.tap.closed(&reason);
     match &reason {
         CloseReason::ProtocolError(_) | CloseReason::SocketError(_) => {
             warn!(client_id, %peer, %reason, "closing connection")
@@ -119,8 +118,11 @@ where
         reason,
         CloseReason::ClientDisconnected | CloseReason::ProtocolError(_)
     );
+    // The trace's close mark goes after the last answers the client is still sent.
+    let mark = reason.to_string();
     let _ = shared.router.send(ToRouter::Closed { conn, reason }).await;
     link.flush_and_close(answer).await;
+    link.wire.tap.closed(&mark);
 }
 
 /// Reads and checks CONNECT, logs in, and registers with the router. Returns the connected

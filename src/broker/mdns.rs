@@ -320,13 +320,19 @@ impl State {
         })
     }
 
-    /// Unregisters every record and waits (briefly) for the goodbyes to go out.
+    /// Unregisters every record and waits (at most `GOODBYE_WAIT` in all) for the goodbyes to
+    /// go out.
     async fn withdraw(&mut self) {
-        for fullname in std::mem::take(&mut self.registered) {
-            if let Ok(status) = self.daemon.unregister(&fullname) {
-                let _ = tokio::time::timeout(GOODBYE_WAIT, status.recv_async()).await;
+        let pending: Vec<_> = std::mem::take(&mut self.registered)
+            .iter()
+            .filter_map(|fullname| self.daemon.unregister(fullname).ok())
+            .collect();
+        let _ = tokio::time::timeout(GOODBYE_WAIT, async {
+            for status in pending {
+                let _ = status.recv_async().await;
             }
-        }
+        })
+        .await;
     }
 
     /// Another host had the name: the responder picked "NAME (2)"; say so.

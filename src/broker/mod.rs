@@ -292,7 +292,8 @@ impl Broker {
         // Goodbyes first, so that browsers drop the broker while it closes its connections.
         if let Some((advertiser, task)) = self.advertiser {
             advertiser.stop().await;
-            let _ = task.await;
+            // A responder that does not answer must not hold up the stop.
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(2), task).await;
         }
         let _ = self.handle.send(Command::Shutdown).await;
         let _ = self.router.await;

@@ -22,6 +22,8 @@ const SNAPLEN: u32 = 262_144;
 /// The port every connection is shown on, whatever it came in on: the one Wireshark's MQTT
 /// dissector listens to.
 pub const MQTT_PORT: u16 = 1883;
+/// Connections whose sequence numbers are kept at once.
+const MAX_CONNECTIONS: usize = 100_000;
 /// TCP payload per segment: an IPv4 packet's length is 16 bits.
 const SEGMENT: usize = 60_000;
 
@@ -60,6 +62,11 @@ impl<W: Write> PcapWriter<W> {
         let client = e.peer;
         let broker = SocketAddr::new(e.local.ip(), MQTT_PORT);
         // Sequence numbers start where a connection was first seen; Wireshark needs no SYN.
+        // Bounded: a close that was dropped must not leave its entry for ever (connections
+        // seen again start afresh, which Wireshark shows and dissects all the same).
+        if self.seqs.len() >= MAX_CONNECTIONS && !self.seqs.contains_key(&e.conn) {
+            self.seqs.clear();
+        }
         let seqs = self.seqs.entry(e.conn).or_insert((1, 1));
         match &e.what {
             What::Packet(s) => {

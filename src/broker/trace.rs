@@ -269,20 +269,32 @@ fn head(payload: &[u8]) -> Bytes {
 
 /// What connections hold to report packets: cheap to check while nobody looks.
 pub struct Sink {
-    on: AtomicBool,
     /// The pcap file wants whole payloads.
     full_payloads: AtomicBool,
     tx: mpsc::Sender<Event>,
     dropped: AtomicU64,
     /// How many want the trace on (windows, `--trace`): it is on while this is above 0.
     watchers: AtomicUsize,
+    /// Payload bytes in events on their way to the task (whole payloads, for the file).
+    queued_bytes: AtomicUsize,
+}
+
+/// Payload bytes the events on their way may hold: one large message to many subscribers must
+/// not pile up copies of itself in memory while the file is written.
+const MAX_QUEUED_BYTES: usize = 64 * 1024 * 1024;
+
+fn weight(e: &Event) -> usize {
+    match &e.what {
+        What::Packet(Summary::Publish { payload, .. }) => payload.len(),
+        _ => 0,
+    }
 }
 
 impl Sink {
     /// Whether packets are being traced now.
     #[inline]
     pub fn is_on(&self) -> bool {
-        self.on.load(Relaxed)
+        self.watchers.load(Relaxed) > 0
     }
 
     /// Events dropped because the trace task was behind.
@@ -291,20 +303,26 @@ impl Sink {
     }
 
     fn send(&self, event: Event) {
+        let w = weight(&event);
+        if w > 0 && self.queued_bytes.fetch_add(w, Relaxed) + w > MAX_QUEUED_BYTES {
+            self.queued_bytes.fetch_sub(w, Relaxed);
+            self.dropped.fetch_add(1, Relaxed);
+            return;
+        }
         if self.tx.try_send(event).is_err() {
+            self.queued_bytes.fetch_sub(w, Relaxed);
             self.dropped.fetch_add(1, Relaxed);
         }
     }
 
     fn watch(&self, on: bool) {
-        let n = if on {
-            self.watchers.fetch_add(1, Relaxed) + 1
+        if on {
+            self.watchers.fetch_add(1, Relaxed);
         } else {
-            self.watchers
-                .fetch_update(Relaxed, Relaxed, |n| n.checked_sub(1))
-                .map_or(0, |n| n - 1)
-        };
-        self.on.store(n > 0, Relaxed);
+            let _ = self
+                .watchers
+                .fetch_update(Relaxed, Relaxed, |n| n.checked_sub(1));
+        }
     }
 }
 
@@ -480,17 +498,17 @@ pub(crate) fn start(file: Option<PathBuf>) -> std::io::Result<(Arc<Sink>, Trace,
     let writer = file.map(|path| PcapWriter::create(&path)).transpose()?;
     let (tx, rx) = mpsc::channel(CHANNEL);
     let sink = Arc::new(Sink {
-        on: AtomicBool::new(false),
         full_payloads: AtomicBool::new(writer.is_some()),
         tx,
         dropped: AtomicU64::new(0),
         watchers: AtomicUsize::new(0),
+        queued_bytes: AtomicUsize::new(0),
     });
     if writer.is_some() {
         sink.watch(true);
     }
     let (req_tx, req_rx) = mpsc::channel(16);
-    let task = tokio::spawn(run(rx, req_rx, writer));
+    let task = tokio::spawn(run(sink.clone(), rx, req_rx, writer));
     let trace = Trace {
         sink: sink.clone(),
         requests: req_tx,
@@ -500,6 +518,7 @@ pub(crate) fn start(file: Option<PathBuf>) -> std::io::Result<(Arc<Sink>, Trace,
 
 /// What the trace task owns.
 struct Kept {
+    sink: Arc<Sink>,
     ring: VecDeque<Arc<Event>>,
     seq: u64,
     writer: Option<PcapWriter>,
@@ -508,6 +527,10 @@ struct Kept {
 impl Kept {
     fn take(&mut self, batch: &mut Vec<Event>) {
         for mut e in batch.drain(..) {
+            let w = weight(&e);
+            if w > 0 {
+                self.sink.queued_bytes.fetch_sub(w, Relaxed);
+            }
             self.seq += 1;
             e.seq = self.seq;
             if let Some(w) = &mut self.writer
@@ -542,11 +565,13 @@ impl Kept {
 }
 
 async fn run(
+    sink: Arc<Sink>,
     mut events: mpsc::Receiver<Event>,
     mut requests: mpsc::Receiver<Request>,
     writer: Option<PcapWriter>,
 ) {
     let mut kept = Kept {
+        sink,
         ring: VecDeque::new(),
         seq: 0,
         writer,
@@ -560,7 +585,9 @@ async fn run(
     loop {
         tokio::select! {
             _ = tick.tick() => {
-                loop {
+                // At most a channel's worth per tick, so that requests from the window are
+                // answered between ticks even under a flood.
+                for _ in 0..CHANNEL / 1024 {
                     while batch.len() < 1024 {
                         match events.try_recv() {
                             Ok(e) => batch.push(e),

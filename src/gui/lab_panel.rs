@@ -137,10 +137,10 @@ impl LabPanel {
         Ok(c)
     }
 
-    /// Forgets a client (its task says DISCONNECT and ends).
-    pub fn remove(&mut self, client_id: &str) {
-        self.clients
-            .retain(|c| c.state().config.client_id != client_id);
+    /// Forgets a client, disconnecting it first (a scenario may still hold a handle on it).
+    pub fn remove(&mut self, client: &LabClient) {
+        client.send(LabCommand::Disconnect);
+        self.clients.retain(|c| !c.same(client));
         self.selected = self.selected.min(self.clients.len().saturating_sub(1));
     }
 
@@ -180,12 +180,12 @@ impl LabPanel {
                 if super::reply::row_button(ui, "Remove", &format!("Remove {}", s.config.client_id))
                     .clicked()
                 {
-                    remove = Some(s.config.client_id.clone());
+                    remove = Some(c.clone());
                 }
             });
         }
-        if let Some(id) = remove {
-            self.remove(&id);
+        if let Some(c) = remove {
+            self.remove(&c);
         }
         ui.separator();
         egui::CollapsingHeader::new("New client")
@@ -282,6 +282,19 @@ impl LabPanel {
         } else {
             None
         };
+        // MQTT strings carry a 16-bit length.
+        let long = [
+            &f.username,
+            &f.password,
+            &f.will_topic,
+            &f.will_payload,
+            &id,
+        ]
+        .iter()
+        .any(|s| s.len() > u16::MAX as usize);
+        if long {
+            return Err("a client id, user name, password or will is at most 65,535 bytes".into());
+        }
         let text = |s: &str| (!s.is_empty()).then(|| s.to_owned());
         Ok(LabConfig {
             client_id: id,

@@ -462,16 +462,19 @@ pub struct Run {
 }
 
 impl Run {
+    /// `inherited`: topics the scenario before added and did not remove, because this one
+    /// needs them too (removing and adding them again would race).
     pub fn start(
         scenario: &'static Scenario,
         broker: &BrokerHandle,
         topics_now: &[String],
+        inherited: Vec<String>,
         pace: f32,
         first_seq: u64,
     ) -> Run {
-        let mut added_topics = Vec::new();
+        let mut added_topics = inherited;
         for t in scenario.topics {
-            if !topics_now.iter().any(|x| x == t) {
+            if !topics_now.iter().any(|x| x == t) && !added_topics.iter().any(|x| x == t) {
                 broker.try_send(Command::AddTopic {
                     topic: (*t).to_owned(),
                     reply: None,
@@ -577,19 +580,42 @@ impl Run {
 
     /// Ends the scenario: its topics leave the list again (its clients stay, to look at).
     pub fn finish(&mut self, broker: &BrokerHandle) {
-        if self.done {
-            return;
+        self.finish_keeping(broker, &[]);
+    }
+
+    /// Ends the scenario, keeping on the list the topics it added that `keep` names; returns
+    /// those (the next scenario takes them over).
+    pub fn finish_keeping(&mut self, broker: &BrokerHandle, keep: &[&str]) -> Vec<String> {
+        if !self.done {
+            self.done = true;
+            for c in self.clients.values() {
+                c.send(LabCommand::StopRepeat);
+            }
         }
-        self.done = true;
-        for c in self.clients.values() {
-            c.send(LabCommand::StopRepeat);
-        }
-        for t in self.added_topics.drain(..) {
+        let (kept, gone): (Vec<String>, Vec<String>) = self
+            .added_topics
+            .drain(..)
+            .partition(|t| keep.contains(&t.as_str()));
+        for t in gone {
             broker.try_send(Command::RemoveTopic {
                 topic: t,
                 reply: None,
             });
         }
+        kept
+    }
+
+    /// Goes on after a pause; a step waiting for a client gets its full time again.
+    pub fn resume(&mut self) {
+        self.paused = false;
+        if let Some((_, since)) = &mut self.waiting {
+            *since = Instant::now();
+        }
+    }
+
+    /// The scenario's lab clients.
+    pub fn clients(&self) -> impl Iterator<Item = &LabClient> {
+        self.clients.values()
     }
 
     /// The scenario's client named `label`.

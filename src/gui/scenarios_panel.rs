@@ -84,7 +84,11 @@ impl ScenariosPanel {
             if !run.done {
                 let label = if run.paused { "Resume" } else { "Pause" };
                 if ui.button(label).clicked() {
-                    run.paused = !run.paused;
+                    if run.paused {
+                        run.resume();
+                    } else {
+                        run.paused = true;
+                    }
                 }
                 if ui
                     .add_enabled(run.paused, egui::Button::new("Next step"))
@@ -143,11 +147,13 @@ impl ScenariosPanel {
         lab: &mut LabPanel,
         trace: &TracePanel,
     ) {
-        // The last scenario's clients go: the next one may reuse their client ids.
+        // The last scenario's clients go: the next one may reuse their client ids. Topics it
+        // added that this one needs too stay on the list, now this one's to remove.
+        let mut inherited = Vec::new();
         if let Some(old) = &mut self.run {
-            old.finish(broker);
-            for id in old.client_ids() {
-                lab.remove(&id);
+            inherited = old.finish_keeping(broker, scenario.topics);
+            for c in old.clients() {
+                lab.remove(c);
             }
         }
         let topics: Vec<String> = live
@@ -160,6 +166,7 @@ impl ScenariosPanel {
             scenario,
             broker,
             &topics,
+            inherited,
             self.pace,
             trace.last_seq(),
         ));

@@ -114,6 +114,10 @@ impl MainView {
 
     /// Stops the broker: connections are closed and files written before this returns.
     pub fn shutdown(&mut self) {
+        // A scenario's topics leave the list (and its file) before the broker stops.
+        if let (Some(run), State::Running(r)) = (&mut self.scenarios.run, &self.state) {
+            run.finish(&r.handle);
+        }
         if let State::Running(r) = std::mem::replace(&mut self.state, State::Stopped) {
             r.stop();
         }

@@ -187,6 +187,11 @@ impl LabClient {
         self.state.borrow()
     }
 
+    /// Whether two handles are on the same client.
+    pub fn same(&self, other: &LabClient) -> bool {
+        self.tx.same_channel(&other.tx)
+    }
+
     /// A channel that changes with the client's state (tests and scenarios wait on it).
     pub fn watch(&self) -> watch::Receiver<LabState> {
         self.state.clone()
@@ -237,7 +242,10 @@ impl Task {
                         LabCommand::Repeat(p, every) => {
                             let every = every.max(Duration::from_millis(50));
                             self.state.repeating = Some((p, every));
-                            repeat = Some(interval_at(Instant::now(), every));
+                            let mut i = interval_at(Instant::now(), every);
+                            // After a stall, one publish, not the ones held back.
+                            i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                            repeat = Some(i);
                         }
                         LabCommand::StopRepeat => {
                             self.state.repeating = None;
@@ -277,6 +285,11 @@ impl Task {
             LabCommand::Configure(c) => self.state.config = c,
             LabCommand::ClearReceived => self.state.received.clear(),
             _ if !connected => self.state.error = Some("not connected".into()),
+            LabCommand::Subscribe(filter, _) | LabCommand::Unsubscribe(filter)
+                if filter.len() > u16::MAX as usize =>
+            {
+                self.state.error = Some("a filter is at most 65,535 bytes".into());
+            }
             LabCommand::Subscribe(filter, qos) => {
                 let id = self.next_id();
                 let mut out = Vec::new();
@@ -369,6 +382,10 @@ impl Task {
     }
 
     async fn publish(&mut self, p: Publish) {
+        if p.topic.len() > u16::MAX as usize {
+            self.state.error = Some("a topic is at most 65,535 bytes".into());
+            return;
+        }
         let id = if p.qos == QoS::AtMostOnce {
             0
         } else if self.outbound.len() >= MAX_OUTBOUND {
@@ -461,7 +478,9 @@ impl Task {
                 }
                 self.state.status = Status::Connected { session_present };
                 if !session_present {
+                    // A new session: nothing of the old one is owed either way.
                     self.state.subscriptions.clear();
+                    self.inbound_qos2.clear();
                 }
                 // MQTT 3.1.1 section 4.4: what was not acknowledged goes again, with DUP.
                 for (id, o) in &self.outbound {
