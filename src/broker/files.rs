@@ -71,6 +71,13 @@ pub fn stamp(path: &Path) -> Option<FileStamp> {
 /// Reads a text file; bytes that are not UTF-8 are a parse error at their line and column.
 pub fn read_text(path: &Path) -> Result<String, FileError> {
     let bytes = fs::read(path).map_err(|e| FileError::io(path, e))?;
+    text_from_bytes(path, bytes)
+}
+
+/// What `read_text` does once the file is read: the bytes as text, or a parse error at the
+/// line and column of the first byte that is not UTF-8 (`path` only names the file in it).
+/// Apart from `read_text` so that any bytes can be checked without a file (the fuzz targets).
+pub fn text_from_bytes(path: &Path, bytes: Vec<u8>) -> Result<String, FileError> {
     String::from_utf8(bytes).map_err(|e| {
         let bytes = e.as_bytes();
         let at = e.utf8_error().valid_up_to();
