@@ -10,6 +10,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 
+use mqtt_lab::broker::config::OnStuck;
 use mqtt_lab::broker::files;
 use mqtt_lab::broker::mdns::{self, MdnsConfig};
 use mqtt_lab::broker::users::Users;
@@ -86,15 +87,33 @@ struct RunArgs {
     /// Unacknowledged QoS 1/2 messages in flight per client.
     #[arg(long, value_name = "N", default_value_t = 20)]
     max_inflight: usize,
-    /// QoS 1/2 messages queued per client behind the in-flight window (online or offline).
-    #[arg(long, value_name = "N", default_value_t = 1000)]
+    /// Messages queued per client behind the in-flight window (online or offline); beyond it
+    /// (or --max-queued-bytes) they are dropped and counted.
+    #[arg(long, value_name = "N", default_value_t = 100_000)]
     max_queued: usize,
+    /// Bytes (topics and payloads) queued per client.
+    #[arg(long, value_name = "BYTES", default_value_t = 64 * 1024 * 1024)]
+    max_queued_bytes: usize,
+    /// Seconds a subscriber's queue may stand still while it holds publishers back; then it is
+    /// stuck and holds no one back any more.
+    #[arg(long, value_name = "SECS", default_value_t = 5.0)]
+    stall_timeout: f64,
+    /// What becomes of a stuck subscriber: it keeps its connection and what overflows its queue
+    /// is dropped, or it is disconnected.
+    #[arg(long, value_name = "WHAT", default_value = "drop")]
+    on_stuck: OnStuckArg,
     /// Largest packet a client may send, in bytes: the whole packet, fixed header included.
     #[arg(long, value_name = "BYTES", default_value_t = 16 * 1024 * 1024)]
     max_packet_size: usize,
     /// Connections served at once.
     #[arg(long, value_name = "N", default_value_t = 20_000)]
     max_connections: usize,
+}
+
+#[derive(clap::ValueEnum, Debug, Clone, Copy)]
+enum OnStuckArg {
+    Drop,
+    Disconnect,
 }
 
 #[derive(Subcommand, Debug)]
@@ -192,6 +211,13 @@ fn broker_config(args: &RunArgs, topics: Option<&Path>) -> anyhow::Result<Config
         connect_timeout: Duration::from_secs(args.connect_timeout),
         max_inflight: args.max_inflight,
         max_queued: args.max_queued,
+        max_queued_bytes: args.max_queued_bytes,
+        stall_timeout: Duration::try_from_secs_f64(args.stall_timeout)
+            .context("--stall-timeout must be a number of seconds")?,
+        on_stuck: match args.on_stuck {
+            OnStuckArg::Drop => OnStuck::Drop,
+            OnStuckArg::Disconnect => OnStuck::Disconnect,
+        },
         max_connections: args.max_connections,
         ..Config::default()
     })

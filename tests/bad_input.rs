@@ -239,6 +239,8 @@ async fn a_client_that_stops_reading_costs_bounded_memory_and_others_carry_on() 
     let config = Config {
         max_buffered: 100,
         max_queued: 100,
+        // The publisher is held back for this long before the stuck client is let go.
+        stall_timeout: Duration::from_millis(200),
         ..config()
     };
     let broker = start_with(config).await;

@@ -436,6 +436,9 @@ async fn inflight_window_and_bounded_queue() {
     let config = Config {
         max_inflight: 3,
         max_queued: 5,
+        // The publisher is held back until the subscriber, which acknowledges nothing, is
+        // found stuck.
+        stall_timeout: std::time::Duration::from_millis(100),
         ..config()
     };
     let broker = start_with(config).await;

@@ -45,8 +45,20 @@ pub struct Config {
     pub connect_timeout: Duration,
     /// Unacknowledged QoS 1/2 messages in flight to one client.
     pub max_inflight: usize,
-    /// QoS 1/2 messages queued for one client beyond the in-flight window (online or offline).
+    /// Messages queued for one client beyond the in-flight window (online or offline): the
+    /// hard limit, in messages and in bytes (topic and payload); beyond it messages are dropped
+    /// and counted.
     pub max_queued: usize,
+    pub max_queued_bytes: usize,
+    /// The queue's high-water mark, in messages and bytes: past it, the publishers whose
+    /// messages go there are not read from until it drains under half (flow control). Kept at
+    /// most half the hard limit.
+    pub high_water: usize,
+    pub high_water_bytes: usize,
+    /// A subscriber whose queue has not moved for this long while over its high-water mark is
+    /// stuck: it holds no publisher back any more, and `on_stuck` says what becomes of it.
+    pub stall_timeout: Duration,
+    pub on_stuck: OnStuck,
     /// PUBLISHes handed to one client's connection task and not yet written; more wait in its
     /// queue (`max_queued`).
     pub max_buffered: usize,
@@ -75,10 +87,25 @@ impl Default for Config {
             max_packet_size: 16 * 1024 * 1024,
             connect_timeout: Duration::from_secs(10),
             max_inflight: 20,
-            max_queued: 1000,
+            max_queued: 100_000,
+            max_queued_bytes: 64 * 1024 * 1024,
+            high_water: 1000,
+            high_water_bytes: 1024 * 1024,
+            stall_timeout: Duration::from_secs(5),
+            on_stuck: OnStuck::Drop,
             max_buffered: 1000,
             max_connections: 20_000,
             logins: LoginLimits::default(),
         }
     }
+}
+
+/// What becomes of a subscriber whose queue stopped moving (see `Config::stall_timeout`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnStuck {
+    /// It stays connected; what overflows its queue is dropped and counted.
+    #[default]
+    Drop,
+    /// It is disconnected (its session stays, if persistent, with its queue).
+    Disconnect,
 }

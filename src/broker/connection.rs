@@ -209,6 +209,7 @@ where
         owed: 1,
         answered: 0,
         deferred: VecDeque::new(),
+        held: false,
     };
     Some((link, keep_alive, client_id))
 }
@@ -365,6 +366,9 @@ struct Link<'a, R, W> {
     /// Answers made here while the router still owed an earlier one, each with the number of
     /// the router's answers that must go out before it.
     deferred: VecDeque<(u64, Outgoing<'static>)>,
+    /// A subscriber this client publishes to is over its high-water mark: nothing is read
+    /// from the client (its messages wait in the socket) until the router lets go.
+    held: bool,
 }
 
 /// What reading a batch of packets led to.
@@ -395,8 +399,10 @@ where
         }
         loop {
             let room = self.wire.wbuf.len() < WRITE_HIGH_WATER;
-            let take_more =
-                room && self.owed - self.answered < MAX_OWED && self.deferred.len() < MAX_DEFERRED;
+            let take_more = room
+                && !self.held
+                && self.owed - self.answered < MAX_OWED
+                && self.deferred.len() < MAX_DEFERRED;
             if self.wire.rbuf.capacity() - self.wire.rbuf.len() < chunk / 2 {
                 self.wire.rbuf.reserve(chunk);
             }
@@ -456,6 +462,10 @@ where
                 }
                 () = &mut timer, if limit.is_some() => {
                     let limit = limit.unwrap_or(far);
+                    // Held back, the client's packets wait unread: it is not silent.
+                    if self.held {
+                        last_read = Instant::now();
+                    }
                     if last_read.elapsed() >= limit {
                         return CloseReason::KeepaliveTimeout;
                     }
@@ -617,6 +627,10 @@ where
                 Outbound::UnsubAck(pkid) => {
                     self.wire.encode(Outgoing::UnsubAck(pkid));
                     self.router_answered();
+                }
+                Outbound::Hold(held) => {
+                    sent -= 1; // not a packet
+                    self.held = held;
                 }
                 Outbound::Close(reason) => {
                     close = Some(*reason);

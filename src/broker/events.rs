@@ -17,6 +17,8 @@ pub enum EventKind {
     LoginRefused,
     SubscriptionRefused,
     Kicked,
+    /// A subscriber's queue stopped moving (or moves again after it had).
+    Stuck,
     Topics,
     Users,
 }

@@ -109,6 +109,13 @@ pub(crate) struct Message {
     pub payload: Bytes,
 }
 
+impl Message {
+    /// What the message weighs in a queue's byte limit.
+    pub fn size(&self) -> usize {
+        self.topic.len() + self.payload.len()
+    }
+}
+
 /// A PUBLISH for one subscriber. Small on purpose: every connection's channel holds blocks of
 /// these, and an idle connection must cost little.
 #[derive(Debug, Clone)]
@@ -133,6 +140,9 @@ pub(crate) enum Outbound {
         codes: Box<[SubscribeCode]>,
     },
     UnsubAck(u16),
+    /// Stop reading from the client (`true`: a subscriber its messages go to is over its
+    /// high-water mark), or read again (`false`).
+    Hold(bool),
     /// Close the connection (kicked, taken over, shutting down). The router has already dealt
     /// with the will.
     Close(Box<CloseReason>),
@@ -151,6 +161,8 @@ pub enum CloseReason {
     /// Another connection with the same client id took the session.
     TakenOver,
     Kicked,
+    /// Its queue did not move for the stall deadline (`OnStuck::Disconnect`).
+    Stuck(std::time::Duration),
     ServerShutdown,
 }
 
@@ -174,6 +186,9 @@ impl std::fmt::Display for CloseReason {
             CloseReason::ProtocolError(e) => write!(f, "protocol error: {e}"),
             CloseReason::TakenOver => f.write_str("another connection took over the client id"),
             CloseReason::Kicked => f.write_str("kicked"),
+            CloseReason::Stuck(d) => {
+                write!(f, "stuck: its queue did not move for {} s", d.as_secs_f32())
+            }
             CloseReason::ServerShutdown => f.write_str("broker shutting down"),
         }
     }

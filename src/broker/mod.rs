@@ -158,6 +158,14 @@ impl Broker {
         let limits = Limits {
             max_inflight: config.max_inflight.max(1),
             max_queued: config.max_queued,
+            max_queued_bytes: config.max_queued_bytes,
+            // Under the hard limit, with room for what publishers already sent before they are
+            // held back.
+            high_water: config.high_water.min(config.max_queued / 2).max(1),
+            high_water_bytes: config
+                .high_water_bytes
+                .min(config.max_queued_bytes / 2)
+                .max(1),
             max_buffered: config.max_buffered,
         };
         let (sink, trace, trace_task) =

@@ -7,7 +7,7 @@
 use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering, fence};
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 
 use super::protocol::QoS;
 use tokio::sync::mpsc;
@@ -27,7 +27,14 @@ pub(crate) const CONTROL_RESERVE: usize = 32;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Limits {
     pub max_inflight: usize,
+    /// The queue's hard limits, in messages and in payload bytes: beyond them messages are
+    /// dropped and counted.
     pub max_queued: usize,
+    pub max_queued_bytes: usize,
+    /// The queue's high-water mark, in messages and bytes: past it the publishers feeding the
+    /// queue are held back (see `Flow`), and released when it is back under half.
+    pub high_water: usize,
+    pub high_water_bytes: usize,
     /// PUBLISHes handed to the connection task and not yet written.
     pub max_buffered: usize,
 }
@@ -55,6 +62,21 @@ pub(crate) struct Online {
     pub room_wanted: Arc<AtomicBool>,
     /// This connection's limits.
     pub limits: Limits,
+    /// Subscribers over their high-water mark that hold this connection's reading back; it
+    /// reads again when none is left.
+    pub held_by: u32,
+}
+
+/// A subscriber over its high-water mark holds back the publishers that feed it: the router
+/// stops reading from them (TCP then pushes back on them) until the queue is back under half.
+#[derive(Debug)]
+pub(crate) struct Holding {
+    /// The connections held back, each once.
+    pub publishers: Vec<ConnId>,
+    /// `messages_out` when the queue was last seen to move, and when that was: a queue that
+    /// has not moved for the stall deadline is stuck, and holds no one back any more.
+    pub out_at: u64,
+    pub moved_at: Instant,
 }
 
 #[derive(Debug, Clone)]
@@ -94,6 +116,13 @@ pub(crate) struct Session {
     pub filters: Vec<(String, QoS)>,
     inflight: VecDeque<InFlight>,
     queue: VecDeque<Queued>,
+    /// Payload and topic bytes of the messages in `queue`.
+    queued_bytes: usize,
+    /// Publishers this session holds back while its queue is over the high-water mark.
+    pub holding: Option<Box<Holding>>,
+    /// Its queue did not move for the stall deadline: it holds no one back, and what overflows
+    /// its queue is dropped, until the queue drains under half of the high-water mark.
+    pub stuck: bool,
     /// Answers to the client's packets (SUBACK, UNSUBACK) that found the connection's channel
     /// full: they go out first, in order, before any further PUBLISH. Bounded by the connection,
     /// which stops reading while too many of its packets wait for an answer.
@@ -117,6 +146,9 @@ impl Session {
             filters: Vec::new(),
             inflight: VecDeque::new(),
             queue: VecDeque::new(),
+            queued_bytes: 0,
+            holding: None,
+            stuck: false,
             answers: VecDeque::new(),
             next_pkid: 0,
             incoming_qos2: HashSet::new(),
@@ -137,6 +169,23 @@ impl Session {
         self.queue.len()
     }
 
+    /// Bytes (topic and payload) of the messages waiting.
+    pub fn queued_bytes(&self) -> usize {
+        self.queued_bytes
+    }
+
+    /// The queue is past its high-water mark.
+    pub fn over_high_water(&self) -> bool {
+        self.queue.len() >= self.limits.high_water
+            || self.queued_bytes >= self.limits.high_water_bytes
+    }
+
+    /// The queue has drained under half of its high-water mark.
+    pub fn under_low_water(&self) -> bool {
+        self.queue.len() <= self.limits.high_water / 2
+            && self.queued_bytes <= self.limits.high_water_bytes / 2
+    }
+
     /// Hands a message to the session at the QoS it is to be delivered with.
     ///
     /// Messages go out in order through one queue: straight to the connection while its channel
@@ -144,12 +193,15 @@ impl Session {
     /// `max_queued`; beyond that they are dropped and counted. QoS 0 is not kept for an offline
     /// client.
     pub fn deliver(&mut self, msg: &Arc<Message>, qos: QoS, retain: bool) -> Delivery {
+        let size = msg.size();
         if (qos == QoS::AtMostOnce && self.online.is_none())
             || self.queue.len() >= self.limits.max_queued
+            || (self.queued_bytes + size > self.limits.max_queued_bytes && !self.queue.is_empty())
         {
             self.dropped += 1;
             return Delivery::Dropped;
         }
+        self.queued_bytes += size;
         self.queue.push_back(Queued {
             msg: msg.clone(),
             qos,
@@ -197,7 +249,9 @@ impl Session {
                     // The connection is gone and its Closed message is on the way: QoS 1/2
                     // messages move into flight to be re-sent on reconnect, QoS 0 go.
                     if front.qos == QoS::AtMostOnce {
-                        self.queue.pop_front();
+                        if let Some(q) = self.queue.pop_front() {
+                            self.queued_bytes -= q.msg.size();
+                        }
                         self.dropped += 1;
                         continue;
                     }
@@ -207,6 +261,7 @@ impl Session {
             let Some(q) = self.queue.pop_front() else {
                 return;
             };
+            self.queued_bytes -= q.msg.size();
             let pkid = if q.qos == QoS::AtMostOnce {
                 0
             } else {
@@ -351,6 +406,9 @@ mod tests {
     const LIMITS: Limits = Limits {
         max_inflight: 2,
         max_queued: 3,
+        max_queued_bytes: 1 << 20,
+        high_water: 1,
+        high_water_bytes: 1 << 20,
         max_buffered: 2,
     };
 
@@ -372,6 +430,7 @@ mod tests {
             since: SystemTime::now(),
             room_wanted: Arc::new(AtomicBool::new(false)),
             limits: LIMITS,
+            held_by: 0,
         };
         (o, rx)
     }

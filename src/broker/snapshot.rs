@@ -49,8 +49,26 @@ pub struct ClientInfo {
     pub dropped: u64,
     pub inflight: usize,
     pub queued: usize,
+    /// Bytes (topics and payloads) of the queued messages.
+    pub queued_bytes: usize,
+    /// Whether flow control is holding anyone back because of it, or it back.
+    pub flow: Flow,
     /// When it was last connected (for offline sessions).
     pub last_seen: SystemTime,
+}
+
+/// A client's part in flow control (see the router's `flow` module).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Flow {
+    #[default]
+    Flowing,
+    /// Its queue is over the high-water mark: this many publishers wait for it.
+    Holding(usize),
+    /// Its queue has not moved for the stall deadline: nobody waits for it, and what overflows
+    /// its queue is dropped.
+    Stuck,
+    /// It publishes to a subscriber over its high-water mark: it is not read from for now.
+    HeldBack,
 }
 
 /// The connection of an online client.

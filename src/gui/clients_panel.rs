@@ -1,7 +1,7 @@
 //! The Clients panel: connected clients and offline persistent sessions, with their
 //! subscriptions; Kick and Discard.
 
-use crate::broker::snapshot::ClientInfo;
+use crate::broker::snapshot::{ClientInfo, Flow};
 use crate::broker::{BrokerHandle, Command};
 
 use egui_extras::{Column, TableBuilder, TableRow};
@@ -116,14 +116,11 @@ impl ClientsPanel {
             None => format!("seen {}", format::clock(c.last_seen)),
         };
         text(row, &since);
-        for n in [
-            c.messages_in,
-            c.messages_out,
-            c.queued as u64,
-            c.inflight as u64,
-        ] {
+        for n in [c.messages_in, c.messages_out] {
             text(row, &n.to_string());
         }
+        row.col(|ui| queue_cell(ui, c));
+        text(row, &c.inflight.to_string());
         let subs: Vec<String> = c
             .subscriptions
             .iter()
@@ -173,5 +170,33 @@ impl ClientsPanel {
                 None => {}
             }
         });
+    }
+}
+
+/// The queue's length, and what flow control is doing about it: a subscriber slower than its
+/// publishers holds them back; one whose queue stopped moving is stuck.
+fn queue_cell(ui: &mut egui::Ui, c: &ClientInfo) {
+    let queued = if c.queued == 0 {
+        "0".to_owned()
+    } else {
+        format!("{} ({})", c.queued, format::bytes(c.queued_bytes as u64))
+    };
+    match c.flow {
+        Flow::Flowing => {
+            ui.label(queued);
+        }
+        Flow::Holding(n) => {
+            let who = if n == 1 { "publisher" } else { "publishers" };
+            ui.label(format!("{queued}, slow: {n} {who} wait"))
+                .on_hover_text("Its queue is over the high-water mark: the broker stops reading from the clients that publish to it until the queue drains.");
+        }
+        Flow::Stuck => {
+            ui.colored_label(ui.visuals().warn_fg_color, format!("{queued}, stuck"))
+                .on_hover_text("Its queue has not moved for the stall deadline: nobody waits for it any more, and what overflows its queue is dropped.");
+        }
+        Flow::HeldBack => {
+            ui.label(format!("{queued}, held back"))
+                .on_hover_text("It publishes to a subscriber that is behind: the broker reads from it again once that subscriber catches up.");
+        }
     }
 }

@@ -59,6 +59,21 @@ pub fn rate(per_s: f64) -> String {
     }
 }
 
+/// A size in bytes, in the unit that keeps it short: "812 B", "4.2 KiB", "63.9 MiB".
+pub fn bytes(n: u64) -> String {
+    const KIB: f64 = 1024.0;
+    let f = n as f64;
+    if f < KIB {
+        format!("{n} B")
+    } else if f < KIB * KIB {
+        format!("{:.1} KiB", f / KIB)
+    } else if f < KIB * KIB * KIB {
+        format!("{:.1} MiB", f / (KIB * KIB))
+    } else {
+        format!("{:.1} GiB", f / (KIB * KIB * KIB))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -78,5 +93,12 @@ mod tests {
         assert_eq!(rate(12.4), "12/s");
         assert_eq!(rate(1234.0), "1.2k/s");
         assert_eq!(rate(56_789.0), "57k/s");
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(bytes(812), "812 B");
+        assert_eq!(bytes(4300), "4.2 KiB");
+        assert_eq!(bytes(64 * 1024 * 1024), "64.0 MiB");
     }
 }

@@ -39,6 +39,7 @@ pub fn ui(ui: &mut egui::Ui, live: &Live) {
                     EventKind::LoginRefused => ("login refused", true),
                     EventKind::SubscriptionRefused => ("subscription refused", true),
                     EventKind::Kicked => ("kicked", false),
+                    EventKind::Stuck => ("stuck subscriber", true),
                     EventKind::Topics => ("topics", false),
                     EventKind::Users => ("users", false),
                 };

@@ -12,7 +12,7 @@ use crate::broker::events::EventKind;
 use crate::broker::files::{FileError, FileStamp};
 use crate::broker::link::{CloseReason, Command, ToRouter};
 use crate::broker::saver::SaveJob;
-use crate::broker::snapshot::{ClientInfo, ConnectionInfo, Snapshot, TopicInfo};
+use crate::broker::snapshot::{ClientInfo, ConnectionInfo, Flow, Snapshot, TopicInfo};
 use crate::broker::table::effective_qos;
 use crate::broker::topic_list;
 use crate::broker::topics;
@@ -366,6 +366,16 @@ impl Router {
                 dropped: s.dropped,
                 inflight: s.inflight_len(),
                 queued: s.queued_len(),
+                queued_bytes: s.queued_bytes(),
+                flow: if s.stuck {
+                    Flow::Stuck
+                } else if let Some(h) = &s.holding {
+                    Flow::Holding(h.publishers.len())
+                } else if s.online.as_ref().is_some_and(|o| o.held_by > 0) {
+                    Flow::HeldBack
+                } else {
+                    Flow::Flowing
+                },
                 last_seen: s.last_seen,
             })
             .collect();

@@ -14,6 +14,7 @@ use tokio::sync::{mpsc, watch};
 use tracing::{debug, info};
 
 mod commands;
+mod flow;
 
 use super::config::Config;
 use super::events::{EventKind, EventLog};
@@ -45,6 +46,10 @@ pub(crate) struct Counters {
     /// Connections turned away before CONNACK 0 (bad login, bad CONNECT).
     pub refused_connections: u64,
     pub maximum_connected: usize,
+    /// Times a subscriber over its high-water mark held a publisher back.
+    pub holds: u64,
+    /// Times a subscriber was found stuck (its queue did not move for the stall deadline).
+    pub stuck: u64,
 }
 
 pub(crate) struct Router {
@@ -63,6 +68,8 @@ pub(crate) struct Router {
     counters: Counters,
     started: Instant,
     sys_interval: Option<Duration>,
+    stall_timeout: Duration,
+    on_stuck: super::config::OnStuck,
     next_assigned_id: u64,
     /// The router's own queue, for work it hands off and takes back (a password hashed off
     /// its thread). Weak, so that it does not keep the queue open by itself.
@@ -108,6 +115,8 @@ impl Router {
             counters: Counters::default(),
             started: Instant::now(),
             sys_interval,
+            stall_timeout: config.stall_timeout.max(Duration::from_millis(100)),
+            on_stuck: config.on_stuck,
             next_assigned_id: 0,
             me,
             users_saves_pending: 0,
@@ -125,6 +134,8 @@ impl Router {
         }
         let mut sys_tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
         sys_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut stall_tick = tokio::time::interval(self.stall_timeout / 4);
+        stall_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 n = rx.recv_many(&mut batch, BATCH) => {
@@ -139,6 +150,7 @@ impl Router {
                     }
                 }
                 _ = sys_tick.tick(), if self.sys_interval.is_some() => self.publish_sys(),
+                _ = stall_tick.tick() => self.check_stalls(),
             }
         }
     }
@@ -159,6 +171,7 @@ impl Router {
             ToRouter::Writable { conn } => {
                 if let Some(&idx) = self.by_conn.get(&conn) {
                     self.session(idx).pump();
+                    self.progressed(idx);
                 }
             }
             ToRouter::Refused {
@@ -289,6 +302,7 @@ impl Router {
             since: SystemTime::now(),
             room_wanted: req.room_wanted,
             limits: req.limits,
+            held_by: 0,
         };
         let session = self.session(idx);
         session.clean = req.clean_session;
@@ -307,7 +321,10 @@ impl Router {
     /// Takes a session's connection away: closes it (unless it closed itself), publishes the
     /// will if the ending calls for it, and drops the session if it was clean.
     fn detach(&mut self, idx: SessionIdx, reason: CloseReason) {
+        // An offline session's queue waits for its client: it holds no one back.
+        self.release(idx);
         let session = self.session(idx);
+        session.stuck = false;
         let Some(online) = session.detach() else {
             return;
         };
@@ -316,7 +333,10 @@ impl Router {
         self.by_conn.remove(&online.conn);
         if matches!(
             reason,
-            CloseReason::TakenOver | CloseReason::Kicked | CloseReason::ServerShutdown
+            CloseReason::TakenOver
+                | CloseReason::Kicked
+                | CloseReason::Stuck(_)
+                | CloseReason::ServerShutdown
         ) {
             let _ = online
                 .tx
@@ -329,6 +349,7 @@ impl Router {
             | CloseReason::TakenOver
             | CloseReason::ServerShutdown => EventKind::Disconnected,
             CloseReason::Kicked => EventKind::Kicked,
+            CloseReason::Stuck(_) => EventKind::Stuck,
             _ => EventKind::Fault,
         };
         let will = if reason.fires_will() && online.will.is_some() {
@@ -350,6 +371,7 @@ impl Router {
     }
 
     fn remove_session(&mut self, idx: SessionIdx) {
+        self.release(idx);
         let Some(session) = self.sessions[idx].take() else {
             return;
         };
@@ -369,17 +391,18 @@ impl Router {
         let Some(&idx) = self.by_conn.get(&conn) else {
             return;
         };
+        let mut acked = false;
         for packet in packets {
             match packet {
                 Inbound::Publish(p) => self.on_publish(idx, p),
                 Inbound::PubAck(id) => {
-                    self.session(idx).on_puback(id);
+                    acked |= self.session(idx).on_puback(id);
                 }
                 Inbound::PubRec(id) => {
                     self.session(idx).on_pubrec(id);
                 }
                 Inbound::PubComp(id) => {
-                    self.session(idx).on_pubcomp(id);
+                    acked |= self.session(idx).on_pubcomp(id);
                 }
                 Inbound::PubRel(id) => {
                     self.session(idx).incoming_qos2.remove(&id);
@@ -387,6 +410,9 @@ impl Router {
                 Inbound::Subscribe { pkid, filters } => self.on_subscribe(idx, pkid, filters),
                 Inbound::Unsubscribe { pkid, filters } => self.on_unsubscribe(idx, pkid, filters),
             }
+        }
+        if acked {
+            self.progressed(idx);
         }
     }
 
@@ -398,23 +424,36 @@ impl Router {
             return;
         }
         let from = session.client_id.clone();
-        self.route(Some(from), &p.topic, p.payload, p.qos, p.retain);
+        self.route(
+            Some((from, Some(idx))),
+            &p.topic,
+            p.payload,
+            p.qos,
+            p.retain,
+        );
     }
 
     fn publish_will(&mut self, will: Will, from: Arc<str>) {
-        self.route(Some(from), &will.topic, will.payload, will.qos, will.retain);
+        let msg = (from, None);
+        self.route(Some(msg), &will.topic, will.payload, will.qos, will.retain);
     }
 
     /// Delivers a message to every subscriber of its topic, and keeps it as retained and in
-    /// history. `from` is `None` for the broker's own `$SYS` messages.
+    /// history. `from` is the client id and, for a PUBLISH, the session whose connection it
+    /// came on (which subscribers over their high-water mark hold back); `None` for the broker's
+    /// own `$SYS` messages.
     fn route(
         &mut self,
-        from: Option<Arc<str>>,
+        from: Option<(Arc<str>, Option<SessionIdx>)>,
         topic: &str,
         payload: Bytes,
         qos: QoS,
         retain: bool,
     ) {
+        let (from, publisher) = match from {
+            Some((id, publisher)) => (Some(id), publisher),
+            None => (None, None),
+        };
         let Router {
             topics,
             sessions,
@@ -453,6 +492,9 @@ impl Router {
             topic: t.name.clone(),
             payload,
         });
+        // Subscribers this message took past their high-water mark: rare, so no allocation
+        // unless there are some.
+        let mut full = Vec::new();
         for &(sidx, granted) in &t.subscribers {
             let Some(s) = sessions[sidx].as_mut() else {
                 continue;
@@ -460,6 +502,19 @@ impl Router {
             let q = min_qos(qos, granted);
             if s.deliver(&msg, q, false) == Delivery::Dropped {
                 counters.dropped += 1;
+            }
+            if let Some(p) = publisher
+                && p != sidx
+                && !s.stuck
+                && s.online.is_some()
+                && s.over_high_water()
+            {
+                full.push(sidx);
+            }
+        }
+        if let Some(p) = publisher {
+            for sidx in full {
+                self.hold(sidx, p);
             }
         }
     }
