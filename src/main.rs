@@ -72,6 +72,13 @@ struct RunArgs {
     /// and WebSocket framing; passwords are left out.
     #[arg(long, value_name = "FILE.pcap")]
     trace: Option<PathBuf>,
+    /// Where retained messages and persistent sessions are kept across restarts and crashes
+    /// (state.sqlite3) [default: the config folder]
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Keep retained messages and persistent sessions in memory only: a restart forgets them.
+    #[arg(long, conflicts_with = "data_dir")]
+    no_persistence: bool,
     /// The topic list [default: topics.ron in the config folder]
     #[arg(long, value_name = "FILE")]
     topics: Option<PathBuf>,
@@ -202,6 +209,13 @@ fn broker_config(args: &RunArgs, topics: Option<&Path>) -> anyhow::Result<Config
             ..MdnsConfig::on_this_host()
         }),
         trace_file: args.trace.clone(),
+        data_dir: match (&args.data_dir, args.no_persistence) {
+            (_, true) => None,
+            (Some(dir), false) => Some(dir.clone()),
+            (None, false) => Some(paths::config_dir().context(
+                "no config folder to keep the broker's state in: give --data-dir or --no-persistence",
+            )?),
+        },
         topics,
         users,
         users_path: Some(users_path),

@@ -27,6 +27,9 @@ pub struct Config {
     /// Advertise the listeners on the local network (mDNS/DNS-SD) under this name; only when
     /// bound beyond loopback.
     pub mdns: Option<super::mdns::MdnsConfig>,
+    /// Keep retained messages and persistent sessions in this folder (`store::FILE_NAME`), so
+    /// that they survive a restart or a crash; `None`: in memory only.
+    pub data_dir: Option<PathBuf>,
     /// Write every packet to this pcap file (the trace is then on from the start).
     pub trace_file: Option<PathBuf>,
     /// The topics that exist.
@@ -79,6 +82,7 @@ impl Default for Config {
             tls_ca: None,
             mdns: None,
             trace_file: None,
+            data_dir: None,
             topics: Vec::new(),
             users: Users::default(),
             users_path: None,

@@ -58,6 +58,9 @@ pub(crate) struct Shared {
     pub next_conn: AtomicU64,
     /// Where connections report their packets while someone watches the trace.
     pub trace: Arc<trace::Sink>,
+    /// With persistence: the last epoch of changes on disk (see `store`). Acknowledgements
+    /// wait for the epoch their packets changed.
+    pub durable: Option<watch::Receiver<u64>>,
 }
 
 /// The bytes of one connection, both ways: every packet in passes through `decode` and every
@@ -210,6 +213,8 @@ where
         answered: 0,
         deferred: VecDeque::new(),
         held: false,
+        durable: shared.durable.clone(),
+        waiting: None,
     };
     Some((link, keep_alive, client_id))
 }
@@ -349,6 +354,14 @@ async fn write_or_flush<W: AsyncWrite + Unpin>(
     }
 }
 
+/// Waits until the store has made `epoch` durable; false if the store is gone.
+async fn durable_reached(durable: &mut Option<watch::Receiver<u64>>, epoch: Option<u64>) -> bool {
+    match (durable, epoch) {
+        (Some(d), Some(epoch)) => d.wait_for(|&e| e >= epoch).await.is_ok(),
+        _ => true,
+    }
+}
+
 /// A connected client's stream halves, buffers and the router's channel to it.
 struct Link<'a, R, W> {
     conn: ConnId,
@@ -369,6 +382,11 @@ struct Link<'a, R, W> {
     /// A subscriber this client publishes to is over its high-water mark: nothing is read
     /// from the client (its messages wait in the socket) until the router lets go.
     held: bool,
+    /// With persistence: the store's last durable epoch, and the epoch the next
+    /// acknowledgements wait for (nothing more from the router is taken meanwhile, so that
+    /// what follows stays behind them).
+    durable: Option<watch::Receiver<u64>>,
+    waiting: Option<u64>,
 }
 
 /// What reading a batch of packets led to.
@@ -430,7 +448,14 @@ where
                         }
                     }
                 }
-                out = self.rx.recv(), if room => {
+                reached = durable_reached(&mut self.durable, self.waiting), if self.waiting.is_some() => {
+                    if !reached {
+                        return CloseReason::ServerShutdown;
+                    }
+                    self.waiting = None;
+                    self.router_answered();
+                }
+                out = self.rx.recv(), if room && self.waiting.is_none() => {
                     let Some(out) = out else {
                         return CloseReason::ServerShutdown;
                     };
@@ -493,6 +518,17 @@ where
         let mut received = 0u64;
         let mut publishes = 0u64;
         let mut outcome = ReadOutcome::Continue;
+        // With persistence, acknowledgements wait for the router's word on when what their
+        // packets changed is on disk: one `Acks` per run of such packets, counted as one of its
+        // answers (the router counts them the same way).
+        let durable = self.durable.is_some();
+        let mut acks_open = false;
+        let hold_acks = |link: &mut Self, open: &mut bool| {
+            if durable && !*open {
+                link.owed += 1;
+                *open = true;
+            }
+        };
         loop {
             let packet = match self.wire.decode() {
                 Ok(Some(p)) => p,
@@ -507,6 +543,9 @@ where
             match packet {
                 Packet::Publish(p) => {
                     publishes += 1;
+                    if p.qos != QoS::AtMostOnce {
+                        hold_acks(self, &mut acks_open);
+                    }
                     match p.qos {
                         QoS::AtMostOnce => {}
                         QoS::AtLeastOnce => self.answer(Outgoing::PubAck(p.pkid)),
@@ -516,19 +555,23 @@ where
                 }
                 Packet::PubAck(id) => packets.push(Inbound::PubAck(id)),
                 Packet::PubRec(id) => {
+                    hold_acks(self, &mut acks_open);
                     self.answer(Outgoing::PubRel(id));
                     packets.push(Inbound::PubRec(id));
                 }
                 Packet::PubRel(id) => {
+                    hold_acks(self, &mut acks_open);
                     self.answer(Outgoing::PubComp(id));
                     packets.push(Inbound::PubRel(id));
                 }
                 Packet::PubComp(id) => packets.push(Inbound::PubComp(id)),
                 Packet::Subscribe { pkid, filters } => {
+                    acks_open = false;
                     self.owed += 1;
                     packets.push(Inbound::Subscribe { pkid, filters })
                 }
                 Packet::Unsubscribe { pkid, filters } => {
+                    acks_open = false;
                     self.owed += 1;
                     packets.push(Inbound::Unsubscribe { pkid, filters })
                 }
@@ -632,6 +675,16 @@ where
                     sent -= 1; // not a packet
                     self.held = held;
                 }
+                Outbound::Acks(epoch) => {
+                    sent -= 1;
+                    if epoch == 0 || self.durable.as_ref().is_none_or(|d| *d.borrow() >= epoch) {
+                        self.router_answered();
+                    } else {
+                        // Nothing after it may overtake it.
+                        self.waiting = Some(epoch);
+                        break;
+                    }
+                }
                 Outbound::Close(reason) => {
                     close = Some(*reason);
                     break;
@@ -679,6 +732,13 @@ where
     async fn flush_and_close(&mut self, answer: bool) {
         let flush = async {
             while answer && self.answered < self.owed {
+                if let Some(epoch) = self.waiting.take() {
+                    if !durable_reached(&mut self.durable, Some(epoch)).await {
+                        break;
+                    }
+                    self.router_answered();
+                    continue;
+                }
                 let Some(out) = self.rx.recv().await else {
                     break;
                 };

@@ -19,6 +19,8 @@ pub enum EventKind {
     Kicked,
     /// A subscriber's queue stopped moving (or moves again after it had).
     Stuck,
+    /// The persisted state: restored, cleared, or failing to be written.
+    Persistence,
     Topics,
     Users,
 }

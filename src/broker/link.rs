@@ -140,6 +140,9 @@ pub(crate) enum Outbound {
         codes: Box<[SubscribeCode]>,
     },
     UnsubAck(u16),
+    /// The acknowledgements the connection holds for the packets before this point may go
+    /// once this epoch is on disk (0: at once). Only with persistence.
+    Acks(u64),
     /// Stop reading from the client (`true`: a subscriber its messages go to is over its
     /// high-water mark), or read again (`false`).
     Hold(bool),
@@ -269,6 +272,11 @@ pub enum Command {
         reply: Option<oneshot::Sender<Result<(), String>>>,
     },
     /// Forget an offline persistent session. Answers an error if there is none of that id.
+    /// Forget every retained message and every offline session (with its queued messages), in
+    /// memory and in the data folder. Connected clients keep their sessions.
+    ClearState {
+        reply: Option<oneshot::Sender<Result<(), String>>>,
+    },
     DiscardSession {
         client_id: String,
         reply: Option<oneshot::Sender<Result<(), String>>>,

@@ -17,6 +17,7 @@ pub mod pcap;
 pub mod protocol;
 pub mod snapshot;
 pub mod stats;
+pub mod store;
 pub mod sys;
 pub mod topic_list;
 pub mod topics;
@@ -76,6 +77,8 @@ pub enum StartError {
     NoCertificate { door: Transport },
     #[error("cannot write the packet trace: {0}")]
     Trace(std::io::Error),
+    #[error("{0}")]
+    Store(#[from] store::StoreError),
 }
 
 /// A running broker. Dropping it does not stop it: call [`Broker::shutdown`].
@@ -90,6 +93,8 @@ pub struct Broker {
     watcher: Option<JoinHandle<()>>,
     advertiser: Option<(mdns::Advertiser, JoinHandle<()>)>,
     trace: (trace::Trace, JoinHandle<()>),
+    /// The store's writer, which ends once the router is gone, after its last commit.
+    store_thread: Option<std::thread::JoinHandle<()>>,
 }
 
 /// Sends commands to a running broker; cheap to clone.
@@ -123,6 +128,15 @@ impl BrokerHandle {
 impl Broker {
     /// Binds the listener and starts the router and the accept loop on the current runtime.
     pub async fn start(config: Config) -> Result<Broker, StartError> {
+        // First: a data folder that cannot be used stops the start before anyone can connect.
+        let (store, loaded) = match &config.data_dir {
+            Some(dir) => {
+                let (store, loaded) = store::open(dir)?;
+                tracing::info!(file = %store::file_in(dir).display(), "retained messages and persistent sessions are kept on disk");
+                (Some(store), loaded)
+            }
+            None => (None, store::Loaded::default()),
+        };
         let listener =
             TcpListener::bind(config.listen)
                 .await
@@ -175,6 +189,14 @@ impl Broker {
         let (tx, rx) = mpsc::channel(ROUTER_QUEUE);
         let logins = auth::LoginGate::start(config.logins, stats.clone());
         let (saver_tx, saver) = saver::start(tx.downgrade());
+        let durable = store.as_ref().map(|s| s.durable.clone());
+        let (store_link, store_thread) = match store {
+            Some(mut s) => {
+                let thread = s.thread.take();
+                (Some(s), thread)
+            }
+            None => (None, None),
+        };
         let router = Router::new(
             &config,
             limits,
@@ -182,6 +204,7 @@ impl Broker {
             stats.clone(),
             saver_tx,
             tx.downgrade(),
+            store_link.map(|s| (s, loaded)),
         );
         let router = tokio::spawn(router.run(rx));
         let watcher = config
@@ -199,6 +222,7 @@ impl Broker {
             connect_timeout: config.connect_timeout,
             next_conn: AtomicU64::new(1),
             trace: sink,
+            durable,
         });
         let permits = Arc::new(Semaphore::new(config.max_connections));
         let mut listeners = vec![tokio::spawn(listener::run(
@@ -227,6 +251,7 @@ impl Broker {
             watcher,
             advertiser,
             trace: (trace, trace_task),
+            store_thread,
         })
     }
 
@@ -307,6 +332,10 @@ impl Broker {
         let _ = self.router.await;
         // The router held the saver's only sender: the saver ends after its last job.
         let _ = self.saver.await;
+        // Likewise the store's writer, after its last commit.
+        if let Some(t) = self.store_thread {
+            let _ = tokio::task::spawn_blocking(move || t.join()).await;
+        }
         // Last, so that the trace file holds every connection's end.
         let (trace, task) = self.trace;
         trace.stop().await;

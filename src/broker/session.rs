@@ -16,6 +16,7 @@ use tokio::sync::mpsc::error::TrySendError;
 use super::link::{ConnId, Message, OutPublish, Outbound};
 use super::protocol::Peer;
 use super::protocol::Will;
+use super::store::{Change, Journal, StoredSession};
 
 /// Control packets (SUBACK, CONNACK, ...) a connection's channel always has room for, beyond the
 /// in-flight window and the QoS 0 buffer.
@@ -81,6 +82,8 @@ pub(crate) struct Holding {
 
 #[derive(Debug, Clone)]
 struct InFlight {
+    /// Its number in a persisted session (0: not persisted).
+    seq: u64,
     pkid: u16,
     msg: Arc<Message>,
     qos: QoS,
@@ -90,6 +93,7 @@ struct InFlight {
 
 #[derive(Debug, Clone)]
 struct Queued {
+    seq: u64,
     msg: Arc<Message>,
     qos: QoS,
     retain: bool,
@@ -134,6 +138,10 @@ pub(crate) struct Session {
     pub messages_out: u64,
     pub dropped: u64,
     pub last_seen: SystemTime,
+    /// Where a persistent session records what changes in it, when the broker persists.
+    journal: Option<Arc<Journal>>,
+    /// The number of the last QoS 1/2 message queued, when persisted.
+    last_seq: u64,
 }
 
 impl Session {
@@ -156,6 +164,102 @@ impl Session {
             messages_out: 0,
             dropped: 0,
             last_seen: SystemTime::now(),
+            journal: None,
+            last_seq: 0,
+        }
+    }
+
+    /// From here on, what changes in this session is recorded for the disk, starting with the
+    /// session itself.
+    pub fn persist(&mut self, journal: Arc<Journal>) {
+        self.journal = Some(journal);
+        self.record_filters();
+    }
+
+    /// Whether the session is persisted.
+    pub fn persisted(&self) -> bool {
+        self.journal.is_some()
+    }
+
+    /// Records the subscriptions as they now are.
+    pub fn record_filters(&self) {
+        if let Some(j) = &self.journal {
+            j.push(Change::Session {
+                client_id: self.client_id.clone(),
+                filters: self.filters.clone(),
+            });
+        }
+    }
+
+    fn record(&self, change: impl FnOnce(Arc<str>) -> Change) {
+        if let Some(j) = &self.journal {
+            j.push(change(self.client_id.clone()));
+        }
+    }
+
+    /// A persisted session as it was loaded, offline: messages that went out are in flight
+    /// again (re-sent with DUP, or PUBREL, on reconnect), the others queued. `topic` gives the
+    /// shared name of a topic.
+    pub fn restore(
+        stored: StoredSession,
+        limits: Limits,
+        journal: Arc<Journal>,
+        mut topic: impl FnMut(&str) -> Arc<str>,
+    ) -> Self {
+        let mut s = Session::new(Arc::from(stored.client_id.as_str()), false, limits);
+        s.filters = stored.filters;
+        s.incoming_qos2 = stored.qos2_in.into_iter().collect();
+        for m in stored.messages {
+            s.last_seq = s.last_seq.max(m.seq);
+            let msg = Arc::new(Message {
+                topic: topic(&m.topic),
+                payload: m.payload,
+            });
+            match m.pkid {
+                Some(pkid) => s.inflight.push_back(InFlight {
+                    seq: m.seq,
+                    pkid,
+                    msg,
+                    qos: m.qos,
+                    released: m.released,
+                }),
+                None => {
+                    s.queued_bytes += msg.size();
+                    s.queue.push_back(Queued {
+                        seq: m.seq,
+                        msg,
+                        qos: m.qos,
+                        retain: m.retain,
+                    });
+                }
+            }
+        }
+        s.journal = Some(journal);
+        s
+    }
+
+    /// An inbound QoS 2 PUBLISH: false if its packet id is already held (a re-send, not routed
+    /// again).
+    pub fn receive_qos2(&mut self, pkid: u16) -> bool {
+        if !self.incoming_qos2.insert(pkid) {
+            return false;
+        }
+        self.record(|client_id| Change::Qos2In {
+            client_id,
+            pkid,
+            held: true,
+        });
+        true
+    }
+
+    /// PUBREL for an inbound QoS 2 message: its packet id is free again.
+    pub fn release_qos2(&mut self, pkid: u16) {
+        if self.incoming_qos2.remove(&pkid) {
+            self.record(|client_id| Change::Qos2In {
+                client_id,
+                pkid,
+                held: false,
+            });
         }
     }
 
@@ -202,7 +306,21 @@ impl Session {
             return Delivery::Dropped;
         }
         self.queued_bytes += size;
+        let seq = if qos != QoS::AtMostOnce && self.journal.is_some() {
+            self.last_seq += 1;
+            self.record(|client_id| Change::Queued {
+                client_id,
+                seq: self.last_seq,
+                msg: msg.clone(),
+                qos,
+                retain,
+            });
+            self.last_seq
+        } else {
+            0
+        };
         self.queue.push_back(Queued {
+            seq,
             msg: msg.clone(),
             qos,
             retain,
@@ -276,7 +394,17 @@ impl Session {
             }));
             self.messages_out += 1;
             if q.qos != QoS::AtMostOnce {
+                if q.seq != 0
+                    && let Some(j) = &self.journal
+                {
+                    j.push(Change::Sent {
+                        client_id: self.client_id.clone(),
+                        seq: q.seq,
+                        pkid,
+                    });
+                }
                 self.inflight.push_back(InFlight {
+                    seq: q.seq,
                     pkid,
                     msg: q.msg,
                     qos: q.qos,
@@ -305,7 +433,14 @@ impl Session {
         else {
             return false;
         };
-        self.inflight.remove(at);
+        if let Some(m) = self.inflight.remove(at)
+            && m.seq != 0
+        {
+            self.record(|client_id| Change::Done {
+                client_id,
+                seq: m.seq,
+            });
+        }
         self.pump();
         true
     }
@@ -319,6 +454,10 @@ impl Session {
         {
             Some(m) => {
                 m.released = true;
+                let seq = m.seq;
+                if seq != 0 {
+                    self.record(|client_id| Change::Released { client_id, seq });
+                }
                 true
             }
             None => false,

@@ -34,6 +34,13 @@ pub struct Snapshot {
     pub users_path: Option<PathBuf>,
     /// The most recent events, oldest first.
     pub events: Vec<Event>,
+    /// Where the state is persisted and how it goes, when it is.
+    pub persistence: Option<super::store::StoreStatus>,
+    /// Persistent sessions (online or not) and the QoS 1/2 messages they hold.
+    pub persistent_sessions: usize,
+    pub stored_messages: usize,
+    /// Topics with a retained message.
+    pub retained: usize,
 }
 
 /// A session, online or offline.

@@ -53,6 +53,10 @@ impl TopicTable {
         self.topics.get_mut(name)
     }
 
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = &mut Topic> {
+        self.topics.values_mut()
+    }
+
     pub fn iter(&self) -> impl Iterator<Item = &Topic> {
         self.topics.values()
     }

@@ -40,6 +40,7 @@ pub fn ui(ui: &mut egui::Ui, live: &Live) {
                     EventKind::SubscriptionRefused => ("subscription refused", true),
                     EventKind::Kicked => ("kicked", false),
                     EventKind::Stuck => ("stuck subscriber", true),
+                    EventKind::Persistence => ("saved state", false),
                     EventKind::Topics => ("topics", false),
                     EventKind::Users => ("users", false),
                 };

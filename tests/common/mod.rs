@@ -20,15 +20,35 @@ pub const QUIET: Duration = Duration::from_millis(300);
 
 pub const TOPICS: &[&str] = &["lab/a", "lab/b", "lab/c/d", "other"];
 
-/// The config the tests start from: loopback, port 0, the test topics, no $SYS.
+/// The config the tests start from: loopback, port 0, the test topics, no $SYS, and
+/// persistence on (as it is for users), in a data folder of its own.
 pub fn config() -> Config {
     Config {
         listen: "127.0.0.1:0".parse().unwrap(),
         topics: TOPICS.iter().map(|s| s.to_string()).collect(),
         users: Users::default(),
         sys_interval: None,
+        data_dir: Some(data_dir()),
         ..Config::default()
     }
+}
+
+/// A new, empty data folder under cargo's scratch folder for tests, which this test binary
+/// empties the first time it asks.
+pub fn data_dir() -> std::path::PathBuf {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    static ROOT: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    let root = ROOT.get_or_init(|| {
+        let exe = std::env::current_exe().unwrap();
+        let name = exe.file_stem().unwrap().to_string_lossy().into_owned();
+        let root = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("state-{name}"));
+        let _ = std::fs::remove_dir_all(&root);
+        root
+    });
+    let dir = root.join(NEXT.fetch_add(1, Ordering::Relaxed).to_string());
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
 }
 
 pub async fn start() -> Broker {

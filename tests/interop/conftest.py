@@ -185,11 +185,15 @@ def broker_factory(tmp_path, request):
         write_users(users_file, allow_anonymous)
         for u in users:
             add_user(bin_path, users_file, u)
+        # Each broker keeps its state in a folder of its own (persistence is on by default).
+        data_args = [] if any(a in extra_args for a in ("--data-dir", "--no-persistence")) \
+            else ["--data-dir", str(d / "data")]
         with open(stderr_file, "wb") as err:
             inside = ["ip", "netns", "exec", netns] if netns else []
             proc = subprocess.Popen(
                 [*inside, str(bin_path), "--headless", "--bind", bind, "--port", "0",
-                 "--topics", str(topics_file), "--users", str(users_file), *extra_args],
+                 "--topics", str(topics_file), "--users", str(users_file), *data_args,
+                 *extra_args],
                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err,
                 env={**os.environ, "NO_COLOR": "1", **(env or {})},
             )

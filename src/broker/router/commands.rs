@@ -13,7 +13,8 @@ use crate::broker::files::{FileError, FileStamp};
 use crate::broker::link::{CloseReason, Command, ToRouter};
 use crate::broker::saver::SaveJob;
 use crate::broker::snapshot::{ClientInfo, ConnectionInfo, Flow, Snapshot, TopicInfo};
-use crate::broker::table::effective_qos;
+use crate::broker::store::Change;
+use crate::broker::table::{SessionIdx, effective_qos};
 use crate::broker::topic_list;
 use crate::broker::topics;
 use crate::broker::users::{User, Users, hash_password};
@@ -46,6 +47,10 @@ impl Router {
                     }
                     None => reply_to(reply, Err(format!("{client_id:?} has no offline session"))),
                 }
+            }
+            Command::ClearState { reply } => {
+                self.clear_state();
+                reply_to(reply, Ok(()));
             }
             Command::AddTopic { topic, reply } => match self.add_topic(&topic) {
                 Ok(()) => self.save_topics(reply),
@@ -199,12 +204,50 @@ impl Router {
         }
     }
 
+    /// Forgets retained messages and offline sessions (see `Command::ClearState`).
+    fn clear_state(&mut self) {
+        let mut retained = 0;
+        for t in self.topics.iter_mut().filter(|t| !t.system) {
+            retained += usize::from(t.retained.take().is_some());
+        }
+        let offline: Vec<SessionIdx> = self
+            .sessions
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.as_ref().is_some_and(|s| s.online.is_none()))
+            .map(|(i, _)| i)
+            .collect();
+        for &idx in &offline {
+            self.remove_session(idx);
+        }
+        if let Some(j) = &self.journal {
+            j.push(Change::ClearRetained);
+        }
+        info!(retained, sessions = offline.len(), "saved state cleared");
+        self.events.push(
+            EventKind::Persistence,
+            "",
+            format!(
+                "cleared {retained} retained messages and {} offline sessions",
+                offline.len()
+            ),
+        );
+    }
+
     /// Deletes topics from the list; false if none of them was on it.
     pub(super) fn remove_topics(&mut self, names: &[String]) -> bool {
         let mut removed = false;
         for name in names {
             if self.topics.get(name).is_some_and(|t| !t.system) {
-                self.topics.remove(name);
+                if let Some(t) = self.topics.remove(name)
+                    && t.retained.is_some()
+                    && let Some(j) = &self.journal
+                {
+                    j.push(Change::Retained {
+                        topic: t.name,
+                        value: None,
+                    });
+                }
                 info!(topic = %name, "topic deleted");
                 self.events
                     .push(EventKind::Topics, "", format!("topic {name:?} deleted"));
@@ -218,8 +261,12 @@ impl Router {
         // subscribes again.
         let table = &self.topics;
         for s in self.sessions.iter_mut().flatten() {
+            let before = s.filters.len();
             s.filters
                 .retain(|(f, _)| f.starts_with("$SYS") || table.any_match(f));
+            if s.filters.len() != before {
+                s.record_filters();
+            }
         }
         true
     }
@@ -406,6 +453,28 @@ impl Router {
             topics_path: self.topics_path.clone(),
             users_path: self.users_path.clone(),
             events: self.events.iter().cloned().collect(),
+            persistence: self
+                .store
+                .as_ref()
+                .map(|s| s.status.lock().expect("status lock").clone()),
+            persistent_sessions: self
+                .sessions
+                .iter()
+                .flatten()
+                .filter(|s| s.persisted())
+                .count(),
+            stored_messages: self
+                .sessions
+                .iter()
+                .flatten()
+                .filter(|s| s.persisted())
+                .map(|s| s.queued_len() + s.inflight_len())
+                .sum(),
+            retained: self
+                .topics
+                .iter()
+                .filter(|t| !t.system && t.retained.is_some())
+                .count(),
         }
     }
 }

@@ -26,6 +26,7 @@ use super::protocol::{Publish, SubscribeCode};
 use super::saver::SaveJob;
 use super::session::{Delivery, Limits, Online, Session};
 use super::stats::Stats;
+use super::store::{Batch, Change, Journal, Loaded, Store};
 use super::sys::{self, SysFigures};
 use super::table::{Retained, SessionIdx, TopicTable, effective_qos};
 use super::topics;
@@ -78,6 +79,11 @@ pub(crate) struct Router {
     /// what the users watcher reads meanwhile, or reads of older versions, are not taken in.
     users_saves_pending: usize,
     users_saved: Option<super::files::FileStamp>,
+    /// Persistence, when on: where changes are recorded as they are made, where they go at the
+    /// end of each batch, numbered `epoch` (see `store`).
+    journal: Option<Arc<Journal>>,
+    store: Option<Store>,
+    epoch: u64,
 }
 
 impl Router {
@@ -88,6 +94,7 @@ impl Router {
         stats: Arc<Stats>,
         saver: mpsc::Sender<SaveJob>,
         me: mpsc::WeakSender<ToRouter>,
+        store: Option<(Store, Loaded)>,
     ) -> Self {
         let sys_interval = config.sys_interval.filter(|d| !d.is_zero());
         let mut table = TopicTable::default();
@@ -99,7 +106,11 @@ impl Router {
                 table.insert(t, true);
             }
         }
-        Router {
+        let (store, loaded) = match store {
+            Some((s, l)) => (Some(s), Some(l)),
+            None => (None, None),
+        };
+        let mut router = Router {
             limits,
             topics: table,
             sessions: Vec::new(),
@@ -121,6 +132,89 @@ impl Router {
             me,
             users_saves_pending: 0,
             users_saved: None,
+            journal: store.as_ref().map(|_| Arc::new(Journal::default())),
+            store,
+            epoch: 1,
+        };
+        if let Some(loaded) = loaded {
+            router.restore(loaded);
+        }
+        router
+    }
+
+    /// Takes in what the store held: retained messages of listed topics (the others stay on
+    /// disk until cleared), and persistent sessions, offline, subscribed as they were.
+    fn restore(&mut self, loaded: Loaded) {
+        let mut retained = 0;
+        for (topic, qos, payload) in loaded.retained {
+            if let Some(t) = self.topics.get_mut(&topic).filter(|t| !t.system) {
+                t.retained = Some(Retained { payload, qos });
+                retained += 1;
+            }
+        }
+        let journal = self.journal.clone().expect("restoring means persisting");
+        let mut queued = 0;
+        let sessions = loaded.sessions.len();
+        for stored in loaded.sessions {
+            let topics = &self.topics;
+            let session = Session::restore(stored, self.limits, journal.clone(), |name| {
+                topics
+                    .get(name)
+                    .map(|t| t.name.clone())
+                    .unwrap_or_else(|| Arc::from(name))
+            });
+            queued += session.queued_len() + session.inflight_len();
+            let idx = self.sessions.len();
+            for (filter, _) in &session.filters {
+                for name in self.topics.matching(filter) {
+                    let eff = effective_qos(&session.filters, &name);
+                    self.topics.set_subscriber(&name, idx, eff);
+                }
+            }
+            self.by_client.insert(session.client_id.clone(), idx);
+            self.sessions.push(Some(session));
+        }
+        info!(
+            retained,
+            sessions,
+            messages = queued,
+            "state restored from the data folder"
+        );
+        if retained + sessions > 0 {
+            self.events.push(
+                EventKind::Persistence,
+                "",
+                format!("restored {retained} retained messages and {sessions} persistent sessions holding {queued} messages"),
+            );
+        }
+    }
+
+    /// Hands what this batch changed to the store's writer, numbered with this batch's epoch;
+    /// waits only when the writer has fallen far behind (the disk is the limit then).
+    async fn flush_journal(&mut self) {
+        let (Some(journal), Some(store)) = (&self.journal, &self.store) else {
+            return;
+        };
+        let changes = journal.take();
+        if changes.is_empty() {
+            return;
+        }
+        let batch = Batch {
+            epoch: self.epoch,
+            changes,
+        };
+        self.epoch += 1;
+        if store.tx.send(batch).await.is_err() {
+            tracing::error!("the store's writer is gone: changes are no longer persisted");
+        }
+    }
+
+    /// The epoch a connection's acknowledgements must wait for: this batch's if anything is
+    /// waiting to be written, else none.
+    fn durable_epoch(&self) -> u64 {
+        match &self.journal {
+            Some(j) if !j.is_empty() => self.epoch,
+            _ => 0,
         }
     }
 
@@ -145,6 +239,7 @@ impl Router {
                     for msg in batch.drain(..) {
                         if !self.handle(msg) {
                             self.shutdown();
+                            self.flush_journal().await;
                             return;
                         }
                     }
@@ -152,6 +247,7 @@ impl Router {
                 _ = sys_tick.tick(), if self.sys_interval.is_some() => self.publish_sys(),
                 _ = stall_tick.tick() => self.check_stalls(),
             }
+            self.flush_journal().await;
         }
     }
 
@@ -304,8 +400,15 @@ impl Router {
             limits: req.limits,
             held_by: 0,
         };
+        let journal = self.journal.clone();
         let session = self.session(idx);
         session.clean = req.clean_session;
+        if !session.clean
+            && !session.persisted()
+            && let Some(j) = journal
+        {
+            session.persist(j);
+        }
         session.attach(online);
         self.by_conn.insert(req.conn, idx);
         self.counters.maximum_connected = self.counters.maximum_connected.max(self.connected());
@@ -382,6 +485,13 @@ impl Router {
         }
         self.by_client.remove(&session.client_id);
         self.free.push(idx);
+        if session.persisted()
+            && let Some(j) = &self.journal
+        {
+            j.push(Change::SessionGone {
+                client_id: session.client_id.clone(),
+            });
+        }
     }
 
     // ---- packets ----------------------------------------------------------------------------
@@ -392,7 +502,29 @@ impl Router {
             return;
         };
         let mut acked = false;
+        // With persistence, the connection holds its acknowledgements (PUBACK, PUBREC, PUBREL,
+        // PUBCOMP) until told what they wait for: one `Acks` per run of such packets, before
+        // the next answer of ours, exactly as the connection counts them.
+        let durable = self.journal.is_some();
+        let mut acks_owed = false;
         for packet in packets {
+            if durable {
+                let needs_ack = matches!(
+                    &packet,
+                    Inbound::Publish(p) if p.qos != QoS::AtMostOnce
+                ) || matches!(packet, Inbound::PubRec(_) | Inbound::PubRel(_));
+                let answers = matches!(
+                    packet,
+                    Inbound::Subscribe { .. } | Inbound::Unsubscribe { .. }
+                );
+                if needs_ack {
+                    acks_owed = true;
+                } else if answers && acks_owed {
+                    acks_owed = false;
+                    let epoch = self.durable_epoch();
+                    self.session(idx).answer(Outbound::Acks(epoch));
+                }
+            }
             match packet {
                 Inbound::Publish(p) => self.on_publish(idx, p),
                 Inbound::PubAck(id) => {
@@ -404,12 +536,14 @@ impl Router {
                 Inbound::PubComp(id) => {
                     acked |= self.session(idx).on_pubcomp(id);
                 }
-                Inbound::PubRel(id) => {
-                    self.session(idx).incoming_qos2.remove(&id);
-                }
+                Inbound::PubRel(id) => self.session(idx).release_qos2(id),
                 Inbound::Subscribe { pkid, filters } => self.on_subscribe(idx, pkid, filters),
                 Inbound::Unsubscribe { pkid, filters } => self.on_unsubscribe(idx, pkid, filters),
             }
+        }
+        if acks_owed {
+            let epoch = self.durable_epoch();
+            self.session(idx).answer(Outbound::Acks(epoch));
         }
         if acked {
             self.progressed(idx);
@@ -420,7 +554,7 @@ impl Router {
         let session = self.session(idx);
         session.messages_in += 1;
         // QoS 2: a PUBLISH re-sent before PUBREL is acknowledged again but not routed again.
-        if p.qos == QoS::ExactlyOnce && !session.incoming_qos2.insert(p.pkid) {
+        if p.qos == QoS::ExactlyOnce && !session.receive_qos2(p.pkid) {
             return;
         }
         let from = session.client_id.clone();
@@ -458,6 +592,7 @@ impl Router {
             topics,
             sessions,
             counters,
+            journal,
             ..
         } = self;
         let Some(t) = topics
@@ -479,6 +614,14 @@ impl Router {
                 payload: Bytes::copy_from_slice(&payload),
                 qos,
             });
+            if !t.system
+                && let Some(j) = journal
+            {
+                j.push(Change::Retained {
+                    topic: t.name.clone(),
+                    value: t.retained.as_ref().map(|r| (r.qos, r.payload.clone())),
+                });
+            }
         }
         if from.is_some() {
             t.history.push(now, &payload, qos, retain, from);
@@ -570,6 +713,7 @@ impl Router {
             pkid,
             codes: codes.into(),
         };
+        self.session(idx).record_filters();
         self.session(idx).answer(suback);
         for (msg, q) in retained {
             if self.session(idx).deliver(&msg, q, true) == Delivery::Dropped {
@@ -591,6 +735,7 @@ impl Router {
                 self.topics.set_subscriber(&name, idx, eff);
             }
         }
+        self.session(idx).record_filters();
         self.session(idx).answer(Outbound::UnsubAck(pkid));
     }
 

@@ -1,0 +1,416 @@
+//! The SQLite database: opening it (refusing what is not ours), the schema, loading it, and
+//! applying a group of changes in one transaction.
+//!
+//! SQLite because it is the most tested embedded database there is, a crash in the middle of a
+//! write leaves the last commit whole, and a user can open the file with the `sqlite3` tool to
+//! look at what the broker kept (see the README).
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+
+use super::{Change, Loaded, StoredMessage, StoredSession};
+use crate::broker::protocol::QoS;
+
+/// `PRAGMA application_id` of our files ("MQLB"): an SQLite database without it is someone
+/// else's, and is left alone.
+const APPLICATION_ID: i32 = 0x4D51_4C42;
+/// `PRAGMA user_version`: the schema below.
+const SCHEMA_VERSION: i32 = 1;
+
+const SCHEMA: &str = "
+CREATE TABLE retained (
+    topic   TEXT PRIMARY KEY,
+    qos     INTEGER NOT NULL,
+    payload BLOB NOT NULL
+);
+CREATE TABLE sessions (
+    client_id TEXT PRIMARY KEY
+);
+CREATE TABLE subscriptions (
+    client_id TEXT NOT NULL,
+    position  INTEGER NOT NULL,
+    filter    TEXT NOT NULL,
+    qos       INTEGER NOT NULL,
+    PRIMARY KEY (client_id, position)
+);
+CREATE TABLE messages (
+    client_id TEXT NOT NULL,
+    seq       INTEGER NOT NULL,
+    topic     TEXT NOT NULL,
+    payload   BLOB NOT NULL,
+    qos       INTEGER NOT NULL,
+    retain    INTEGER NOT NULL,
+    pkid      INTEGER,
+    released  INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (client_id, seq)
+);
+CREATE TABLE qos2_in (
+    client_id TEXT NOT NULL,
+    pkid      INTEGER NOT NULL,
+    PRIMARY KEY (client_id, pkid)
+);
+";
+
+/// Why the data folder could not be used. Each names the file, and none changed it.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{}: not an mqtt-lab state file (not an SQLite database); left as it is: move it away, or start with another --data-dir or --no-persistence", .0.display())]
+    NotSqlite(PathBuf),
+    #[error("{}: an SQLite database that is not mqtt-lab's (application id {id:#x}); left as it is: move it away, or start with another --data-dir or --no-persistence", .0.display(), id = .1)]
+    Foreign(PathBuf, i32),
+    #[error("{}: written by a newer mqtt-lab (schema {v}, this one reads {SCHEMA_VERSION})", .0.display(), v = .1)]
+    NewerSchema(PathBuf, i32),
+    #[error("{}: in use by another mqtt-lab", .0.display())]
+    InUse(PathBuf),
+    #[error("{}: damaged, not loaded and left as it is ({why}); move it away to start afresh", .0.display(), why = .1)]
+    Damaged(PathBuf, String),
+    #[error("{}: {why}", .0.display(), why = .1)]
+    Io(PathBuf, String),
+}
+
+pub(crate) struct Db {
+    conn: Connection,
+    path: PathBuf,
+}
+
+impl Db {
+    pub fn open(path: &Path) -> Result<Db, StoreError> {
+        let p = || path.to_path_buf();
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| StoreError::Io(dir.into(), e.to_string()))?;
+        }
+        // Looked at before SQLite opens it: SQLite would take an empty or foreign file as a
+        // database to write to.
+        match std::fs::File::open(path) {
+            Ok(mut f) => {
+                use std::io::Read;
+                let mut head = Vec::with_capacity(16);
+                f.by_ref()
+                    .take(16)
+                    .read_to_end(&mut head)
+                    .map_err(|e| StoreError::Io(p(), e.to_string()))?;
+                if !head.is_empty() && head != b"SQLite format 3\0" {
+                    return Err(StoreError::NotSqlite(p()));
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(StoreError::Io(p(), e.to_string())),
+        }
+        let damaged = |e: rusqlite::Error| classify(path, e);
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(path, flags).map_err(damaged)?;
+        // Read only, until we know the file is ours.
+        let app: i32 = conn
+            .query_row("PRAGMA application_id", [], |r| r.get(0))
+            .map_err(damaged)?;
+        let tables: i64 = conn
+            .query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))
+            .map_err(damaged)?;
+        let fresh = tables == 0 && app == 0;
+        if !fresh && app != APPLICATION_ID {
+            return Err(StoreError::Foreign(p(), app));
+        }
+        let version: i32 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(damaged)?;
+        if version > SCHEMA_VERSION {
+            return Err(StoreError::NewerSchema(p(), version));
+        }
+        // One broker per file: the lock is taken by the first write and kept.
+        conn.busy_timeout(std::time::Duration::ZERO)
+            .map_err(damaged)?;
+        conn.execute_batch("PRAGMA locking_mode = EXCLUSIVE; BEGIN EXCLUSIVE; COMMIT;")
+            .map_err(damaged)?;
+        // WAL: a commit is one append and one fsync (synchronous FULL syncs the log at each
+        // commit), and a crash never leaves half of one.
+        conn.query_row("PRAGMA journal_mode = WAL", [], |_| Ok(()))
+            .map_err(damaged)?;
+        conn.execute_batch("PRAGMA synchronous = FULL;")
+            .map_err(damaged)?;
+        if fresh {
+            let tx = conn.unchecked_transaction().map_err(damaged)?;
+            tx.execute_batch(SCHEMA).map_err(damaged)?;
+            tx.execute_batch(&format!(
+                "PRAGMA application_id = {APPLICATION_ID}; PRAGMA user_version = {SCHEMA_VERSION};"
+            ))
+            .map_err(damaged)?;
+            tx.commit().map_err(damaged)?;
+        }
+        Ok(Db { conn, path: p() })
+    }
+
+    /// Everything the database holds.
+    pub fn load(&mut self) -> Result<Loaded, StoreError> {
+        self.load_inner().map_err(|e| classify(&self.path, e))
+    }
+
+    fn load_inner(&mut self) -> rusqlite::Result<Loaded> {
+        let mut loaded = Loaded::default();
+        let mut q = self
+            .conn
+            .prepare("SELECT topic, qos, payload FROM retained ORDER BY topic")?;
+        let rows = q.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                qos(r.get(1)?),
+                Bytes::from(r.get::<_, Vec<u8>>(2)?),
+            ))
+        })?;
+        for row in rows {
+            loaded.retained.push(row?);
+        }
+        let mut index: HashMap<String, usize> = HashMap::new();
+        let mut q = self
+            .conn
+            .prepare("SELECT client_id FROM sessions ORDER BY client_id")?;
+        for id in q.query_map([], |r| r.get::<_, String>(0))? {
+            let id = id?;
+            index.insert(id.clone(), loaded.sessions.len());
+            loaded.sessions.push(StoredSession {
+                client_id: id,
+                ..StoredSession::default()
+            });
+        }
+        let mut q = self.conn.prepare(
+            "SELECT client_id, filter, qos FROM subscriptions ORDER BY client_id, position",
+        )?;
+        let mut rows = q.query([])?;
+        while let Some(r) = rows.next()? {
+            let id: String = r.get(0)?;
+            if let Some(&i) = index.get(&id) {
+                loaded.sessions[i].filters.push((r.get(1)?, qos(r.get(2)?)));
+            }
+        }
+        let mut q = self.conn.prepare(
+            "SELECT client_id, seq, topic, payload, qos, retain, pkid, released
+             FROM messages ORDER BY client_id, seq",
+        )?;
+        let mut rows = q.query([])?;
+        // Rows come grouped by client: look the session up once per group.
+        let mut current: Option<(String, usize)> = None;
+        while let Some(r) = rows.next()? {
+            let id = r.get_ref(0)?.as_str()?;
+            let i = match &current {
+                Some((c, i)) if c == id => *i,
+                _ => {
+                    let Some(&i) = index.get(id) else { continue };
+                    current = Some((id.to_owned(), i));
+                    i
+                }
+            };
+            loaded.sessions[i].messages.push(StoredMessage {
+                seq: r.get::<_, i64>(1)? as u64,
+                topic: r.get(2)?,
+                payload: Bytes::copy_from_slice(r.get_ref(3)?.as_blob()?),
+                qos: qos(r.get(4)?),
+                retain: r.get(5)?,
+                pkid: r.get::<_, Option<i64>>(6)?.map(|p| p as u16),
+                released: r.get(7)?,
+            });
+        }
+        let mut q = self
+            .conn
+            .prepare("SELECT client_id, pkid FROM qos2_in ORDER BY client_id, pkid")?;
+        let mut rows = q.query([])?;
+        while let Some(r) = rows.next()? {
+            let id: String = r.get(0)?;
+            if let Some(&i) = index.get(&id) {
+                loaded.sessions[i].qos2_in.push(r.get::<_, i64>(1)? as u16);
+            }
+        }
+        Ok(loaded)
+    }
+
+    /// Applies `changes` in order, in one transaction, and makes it durable. A message queued
+    /// and acknowledged within the same group is never written.
+    pub fn apply(&mut self, changes: &[Change]) -> rusqlite::Result<()> {
+        let done_here = settled_within(changes);
+        let settled = |id: &str, seq: u64| done_here.contains(&(id, seq));
+        let tx = self.conn.transaction()?;
+        for c in changes {
+            match c {
+                Change::Retained { topic, value } => match value {
+                    Some((q, payload)) => {
+                        tx.prepare_cached(
+                            "INSERT OR REPLACE INTO retained (topic, qos, payload) VALUES (?1, ?2, ?3)",
+                        )?
+                        .execute(params![&**topic, *q as u8, &payload[..]])?;
+                    }
+                    None => {
+                        tx.prepare_cached("DELETE FROM retained WHERE topic = ?1")?
+                            .execute([&**topic])?;
+                    }
+                },
+                Change::Session { client_id, filters } => {
+                    tx.prepare_cached("INSERT OR IGNORE INTO sessions (client_id) VALUES (?1)")?
+                        .execute([&**client_id])?;
+                    tx.prepare_cached("DELETE FROM subscriptions WHERE client_id = ?1")?
+                        .execute([&**client_id])?;
+                    let mut ins = tx.prepare_cached(
+                        "INSERT INTO subscriptions (client_id, position, filter, qos) VALUES (?1, ?2, ?3, ?4)",
+                    )?;
+                    for (i, (f, q)) in filters.iter().enumerate() {
+                        ins.execute(params![&**client_id, i as i64, f, *q as u8])?;
+                    }
+                }
+                Change::SessionGone { client_id } => {
+                    for table in ["sessions", "subscriptions", "messages", "qos2_in"] {
+                        tx.prepare_cached(&format!("DELETE FROM {table} WHERE client_id = ?1"))?
+                            .execute([&**client_id])?;
+                    }
+                }
+                Change::Queued {
+                    client_id,
+                    seq,
+                    msg,
+                    qos,
+                    retain,
+                } => {
+                    if settled(client_id, *seq) {
+                        continue;
+                    }
+                    tx.prepare_cached(
+                        "INSERT OR REPLACE INTO messages (client_id, seq, topic, payload, qos, retain)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    )?
+                    .execute(params![
+                        &**client_id,
+                        *seq as i64,
+                        &*msg.topic,
+                        &msg.payload[..],
+                        *qos as u8,
+                        retain
+                    ])?;
+                }
+                Change::Sent {
+                    client_id,
+                    seq,
+                    pkid,
+                } => {
+                    if settled(client_id, *seq) {
+                        continue;
+                    }
+                    tx.prepare_cached(
+                        "UPDATE messages SET pkid = ?3 WHERE client_id = ?1 AND seq = ?2",
+                    )?
+                    .execute(params![&**client_id, *seq as i64, *pkid])?;
+                }
+                Change::Released { client_id, seq } => {
+                    if settled(client_id, *seq) {
+                        continue;
+                    }
+                    tx.prepare_cached(
+                        "UPDATE messages SET released = 1 WHERE client_id = ?1 AND seq = ?2",
+                    )?
+                    .execute(params![&**client_id, *seq as i64])?;
+                }
+                Change::Done { client_id, seq } => {
+                    if settled(client_id, *seq) {
+                        continue;
+                    }
+                    tx.prepare_cached("DELETE FROM messages WHERE client_id = ?1 AND seq = ?2")?
+                        .execute(params![&**client_id, *seq as i64])?;
+                }
+                Change::Qos2In {
+                    client_id,
+                    pkid,
+                    held,
+                } => {
+                    let sql = if *held {
+                        "INSERT OR IGNORE INTO qos2_in (client_id, pkid) VALUES (?1, ?2)"
+                    } else {
+                        "DELETE FROM qos2_in WHERE client_id = ?1 AND pkid = ?2"
+                    };
+                    tx.prepare_cached(sql)?
+                        .execute(params![&**client_id, *pkid])?;
+                }
+                Change::ClearRetained => {
+                    tx.execute("DELETE FROM retained", [])?;
+                }
+            }
+        }
+        tx.commit()
+    }
+
+    /// The database's size on disk, its write-ahead log included.
+    pub fn size(&self) -> u64 {
+        let mut wal = self.path.clone().into_os_string();
+        wal.push("-wal");
+        [self.path.as_os_str(), wal.as_os_str()]
+            .iter()
+            .filter_map(|p| std::fs::metadata(p).ok())
+            .map(|m| m.len())
+            .sum()
+    }
+
+    /// Folds the write-ahead log back into the database file (on a clean stop, so that the
+    /// file alone is the whole state).
+    pub fn checkpoint(&self) {
+        let _ = self
+            .conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+            .optional();
+    }
+}
+
+/// Messages both queued and done within `changes` (acknowledged before the group reached the
+/// disk): nothing of theirs needs writing.
+fn settled_within(changes: &[Change]) -> HashSet<(&str, u64)> {
+    let mut queued = HashSet::new();
+    let mut settled = HashSet::new();
+    for c in changes {
+        match c {
+            Change::Queued { client_id, seq, .. } => {
+                queued.insert((&**client_id, *seq));
+            }
+            Change::Done { client_id, seq } if queued.contains(&(&**client_id, *seq)) => {
+                settled.insert((&**client_id, *seq));
+            }
+            // A session cleared in the group: its earlier messages are deleted with it anyway,
+            // and a new one starts its numbering afresh.
+            Change::SessionGone { client_id } => {
+                queued.retain(|(id, _)| *id != &**client_id);
+            }
+            _ => {}
+        }
+    }
+    settled
+}
+
+fn qos(n: u8) -> QoS {
+    match n {
+        0 => QoS::AtMostOnce,
+        1 => QoS::AtLeastOnce,
+        _ => QoS::ExactlyOnce,
+    }
+}
+
+/// Busy means another process holds the file; anything else while opening or loading means
+/// the file cannot be trusted.
+fn classify(path: &Path, e: rusqlite::Error) -> StoreError {
+    let p = path.to_path_buf();
+    match &e {
+        rusqlite::Error::SqliteFailure(f, _)
+            if matches!(
+                f.code,
+                rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
+            ) =>
+        {
+            StoreError::InUse(p)
+        }
+        rusqlite::Error::SqliteFailure(f, _)
+            if matches!(
+                f.code,
+                rusqlite::ErrorCode::CannotOpen | rusqlite::ErrorCode::PermissionDenied
+            ) =>
+        {
+            StoreError::Io(p, e.to_string())
+        }
+        _ => StoreError::Damaged(p, e.to_string()),
+    }
+}
