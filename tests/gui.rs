@@ -545,3 +545,61 @@ fn lab_clients_made_in_the_window_publish_subscribe_and_leave_a_will() {
     wait_for_label(&mut h, "offline");
     h.state_mut().shutdown();
 }
+
+#[test]
+fn the_status_bar_says_where_the_state_is_saved_and_clear_forgets_it() {
+    let rt = runtime();
+    let mut h = harness(view(config()));
+    wait_for(&mut h, "first snapshot", |_| true);
+    let addr = addr(&h);
+    let mut p = rt.block_on(Client::connect(options(addr, "thermometer")));
+    rt.block_on(p.publish("lab/a", QoS::AtLeastOnce, true, b"21.5"));
+    rt.block_on(p.acked());
+    wait_for(&mut h, "the retained value", |l| l.snapshot.retained == 1);
+    h.get_by_label_contains("Saved ").click();
+    h.run_steps(3);
+    h.get_by_label_contains("state.sqlite3");
+    h.get_by_label("Clear saved state…").click();
+    h.run_steps(3);
+    h.get_by_label("Yes, clear").click();
+    wait_for(&mut h, "the state cleared", |l| l.snapshot.retained == 0);
+    wait_for_label(&mut h, "Cleared retained messages and offline sessions");
+    h.state_mut().shutdown();
+}
+
+#[test]
+fn a_slow_subscriber_and_the_publishers_it_holds_back_are_shown() {
+    let rt = runtime();
+    let mut h = harness(view(Config {
+        stall_timeout: Duration::from_secs(600),
+        ..config()
+    }));
+    wait_for(&mut h, "first snapshot", |_| true);
+    let addr = addr(&h);
+    // Subscribes and then reads nothing.
+    let mut slow = rt.block_on(Raw::connected(addr, "slow-reader"));
+    rt.block_on(slow.subscribe(1, &[("lab/a", 0)]));
+    let p = rt.block_on(Client::connect(options(addr, "chatty")));
+    let big = vec![b'x'; 8 * 1024];
+    rt.spawn(async move {
+        for _ in 0..4000 {
+            if p.client
+                .publish("lab/a", QoS::AtMostOnce, false, big.clone())
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+    });
+    h.get_by_label("Clients").click();
+    wait_for(&mut h, "the publisher held back", |l| {
+        l.snapshot.clients.iter().any(|c| {
+            c.client_id == "chatty" && c.flow == mqtt_lab::broker::snapshot::Flow::HeldBack
+        })
+    });
+    h.get_by_label_contains("slow: 1 publisher wait");
+    h.get_by_label_contains("held back");
+    drop(slow);
+    h.state_mut().shutdown();
+}

@@ -12,6 +12,7 @@ mod network_name;
 mod numbers;
 mod reply;
 pub mod runner;
+mod saved_state;
 pub mod scenarios;
 pub mod scenarios_panel;
 mod sequence_diagram;

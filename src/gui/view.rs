@@ -15,6 +15,7 @@ use super::lab_panel::LabPanel;
 use super::log_panel;
 use super::network_name::NetworkName;
 use super::runner::{Live, Running, StartFailure};
+use super::saved_state::SavedState;
 use super::scenarios_panel::ScenariosPanel;
 use super::settings::{Change, Settings};
 use super::topics_panel::TopicsPanel;
@@ -61,6 +62,7 @@ pub struct MainView {
     history: HistoryPanel,
     users: UsersPanel,
     network_name: NetworkName,
+    saved_state: SavedState,
     pub trace: TracePanel,
     pub lab: LabPanel,
     pub scenarios: ScenariosPanel,
@@ -84,6 +86,7 @@ impl MainView {
             history: HistoryPanel::default(),
             users: UsersPanel::default(),
             network_name: NetworkName::default(),
+            saved_state: SavedState::default(),
             trace: TracePanel::default(),
             lab: LabPanel::default(),
             scenarios: ScenariosPanel::default(),
@@ -233,9 +236,13 @@ impl MainView {
             });
         });
         let network = advertiser.as_ref().map(|a| (&mut self.network_name, a));
+        let saved = &mut self.saved_state;
         let renamed = egui::Panel::bottom("status")
-            .show(ui, |ui| status_bar(ui, &urls, ca.as_ref(), network, &live))
+            .show(ui, |ui| {
+                status_bar(ui, &urls, ca.as_ref(), network, saved, &live)
+            })
             .inner;
+        self.saved_state.window(ui.ctx(), &live, &handle);
         if let (Some(name), Some(settings)) = (renamed, &self.settings) {
             let _ = settings.send(Change::MdnsName(name));
         }
@@ -339,6 +346,7 @@ fn status_bar(
     urls: &[String],
     ca: Option<&(PathBuf, String)>,
     network: Option<(&mut NetworkName, &Advertiser)>,
+    saved: &mut SavedState,
     live: &Live,
 ) -> Option<String> {
     let snap = &live.snapshot;
@@ -404,6 +412,8 @@ fn status_bar(
         } else {
             ui.label(dropped);
         }
+        ui.separator();
+        saved.status_item(ui, live);
         renamed
     })
     .inner
