@@ -135,12 +135,15 @@ impl Via {
 }
 
 /// Who connects and how (the same for every connection of a run).
+#[derive(Clone)]
 pub struct Login {
     pub addr: SocketAddr,
     pub via: Via,
     pub keepalive: u16,
     pub user: Option<String>,
     pub pass: Option<String>,
+    /// Clean session (true), or a persistent one that the broker keeps messages for.
+    pub clean: bool,
 }
 
 /// Whatever carries a WebSocket: TCP or TLS.
@@ -416,6 +419,7 @@ impl Conn {
             &mut c.wbuf,
             client_id,
             login.keepalive,
+            login.clean,
             login.user.as_deref(),
             login.pass.as_deref(),
         );

@@ -111,6 +111,10 @@ struct Load {
     /// Most unacknowledged QoS 1/2 publishes per publisher
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=10_000))]
     window: u64,
+    /// Subscribers connect with a persistent session (clean session 0): a broker that persists
+    /// keeps each QoS 1/2 message for them on disk until it is acknowledged
+    #[arg(long)]
+    persistent: bool,
 }
 
 #[derive(Subcommand, Clone)]
@@ -227,6 +231,8 @@ struct Ctx {
     t0: Instant,
     /// Client ids are `b<pid>r<round><role>`: unique per process and round, at most 23 bytes.
     id_prefix: String,
+    /// Subscribers with persistent sessions (`Load::persistent`).
+    persistent: bool,
     st: Stats,
 }
 
@@ -545,7 +551,11 @@ async fn pubsub(ctx: &Arc<Ctx>, deadline: tokio::time::Instant, plan: Plan) -> R
     let setup = async {
         for i in 0..plan.subs {
             let id = format!("{}s{i}", ctx.id_prefix);
-            let mut c = within(deadline, "connecting", Conn::open(&ctx.login, &id, BUSY)).await?;
+            let login = Login {
+                clean: !ctx.persistent,
+                ..ctx.login.clone()
+            };
+            let mut c = within(deadline, "connecting", Conn::open(&login, &id, BUSY)).await?;
             ran.tls = ran.tls.take().or_else(|| c.tls_info.clone());
             let g = within(deadline, "subscribing", c.subscribe(&plan.filter, ctx.qos)).await?;
             ran.granted = Some(ran.granted.map_or(g, |m: u8| m.min(g)));
@@ -731,7 +741,9 @@ fn new_ctx(cli: &Cli, addr: SocketAddr, load: Load, round: u32) -> Arc<Ctx> {
             keepalive: cli.keepalive,
             user: cli.username.clone(),
             pass: cli.password.clone(),
+            clean: true,
         },
+        persistent: load.persistent,
         qos: load.qos,
         size: load.size as usize,
         window: load.window as usize,
@@ -882,6 +894,7 @@ async fn run_once(cli: &Cli, addr: SocketAddr, round: u32) -> Outcome {
                 keepalive: cli.keepalive,
                 user: cli.username.clone(),
                 pass: cli.password.clone(),
+                clean: true,
             };
             let prefix = format!("b{}r{round}i", std::process::id());
             let (ok, human, timed_out) = conns(
@@ -958,13 +971,7 @@ async fn conns(
             return (false, format!("conns: error: {e}"), false);
         }
     };
-    let login = Arc::new(Login {
-        addr: login.addr,
-        via: login.via.clone(),
-        keepalive: login.keepalive,
-        user: login.user.clone(),
-        pass: login.pass.clone(),
-    });
+    let login = Arc::new(login.clone());
     let sem = Arc::new(Semaphore::new(concurrency as usize));
     let t = Instant::now();
     let tasks: Vec<JoinHandle<io::Result<Conn>>> = (0..n)
@@ -1095,6 +1102,7 @@ fn suite(pid: Option<u32>) -> Vec<(String, Scenario)> {
         qos,
         size: 64,
         window: 100,
+        persistent: false,
     };
     let mut v = Vec::new();
     for qos in 0..=2 {

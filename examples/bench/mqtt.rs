@@ -38,10 +38,11 @@ pub fn connect(
     buf: &mut BytesMut,
     client_id: &str,
     keepalive: u16,
+    clean: bool,
     user: Option<&str>,
     pass: Option<&str>,
 ) {
-    let mut flags = 0x02; // clean session
+    let mut flags = if clean { 0x02 } else { 0 };
     let mut len = 10 + 2 + client_id.len();
     if let Some(u) = user {
         flags |= 0x80;

@@ -67,6 +67,7 @@ async fn pair(
         qos: 1,
         size: 64,
         window: 100,
+        persistent: false,
     };
     let ctx = new_ctx(cli, addr, load, round);
     let count = (rate * secs as f64).max(1.0) as u64;
@@ -95,7 +96,7 @@ async fn wrong_login(addr: SocketAddr, id: &str, user: &str, pass: &str) -> io::
     let mut s = TcpStream::connect(addr).await?;
     s.set_nodelay(true)?;
     let mut buf = BytesMut::new();
-    mqtt::connect(&mut buf, id, 60, Some(user), Some(pass));
+    mqtt::connect(&mut buf, id, 60, true, Some(user), Some(pass));
     s.write_all(&buf).await?;
     let mut got = [0u8; 4];
     s.read_exact(&mut got).await?;
@@ -174,6 +175,7 @@ pub async fn run(
             keepalive: 60,
             user: cli.username.clone(),
             pass: cli.password.clone(),
+            clean: true,
         };
         let id = format!("good{}r{round}", std::process::id());
         tokio::spawn(async move {

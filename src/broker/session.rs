@@ -199,20 +199,29 @@ impl Session {
 
     /// A persisted session as it was loaded, offline: messages that went out are in flight
     /// again (re-sent with DUP, or PUBREL, on reconnect), the others queued. `topic` gives the
-    /// shared name of a topic.
+    /// name the broker shares for a stored topic name (asked once per run of messages on it).
     pub fn restore(
         stored: StoredSession,
         limits: Limits,
         journal: Arc<Journal>,
-        mut topic: impl FnMut(&str) -> Arc<str>,
+        mut topic: impl FnMut(&Arc<str>) -> Arc<str>,
     ) -> Self {
+        let mut last: Option<(Arc<str>, Arc<str>)> = None;
         let mut s = Session::new(Arc::from(stored.client_id.as_str()), false, limits);
         s.filters = stored.filters;
         s.incoming_qos2 = stored.qos2_in.into_iter().collect();
         for m in stored.messages {
             s.last_seq = s.last_seq.max(m.seq);
+            let name = match &last {
+                Some((stored, shared)) if Arc::ptr_eq(stored, &m.topic) => shared.clone(),
+                _ => {
+                    let shared = topic(&m.topic);
+                    last = Some((m.topic.clone(), shared.clone()));
+                    shared
+                }
+            };
             let msg = Arc::new(Message {
-                topic: topic(&m.topic),
+                topic: name,
                 payload: m.payload,
             });
             match m.pkid {

@@ -160,8 +160,7 @@ impl Router {
             let session = Session::restore(stored, self.limits, journal.clone(), |name| {
                 topics
                     .get(name)
-                    .map(|t| t.name.clone())
-                    .unwrap_or_else(|| Arc::from(name))
+                    .map_or_else(|| name.clone(), |t| t.name.clone())
             });
             queued += session.queued_len() + session.inflight_len();
             let idx = self.sessions.len();

@@ -93,7 +93,8 @@ impl Journal {
 #[derive(Debug, Clone)]
 pub(crate) struct StoredMessage {
     pub seq: u64,
-    pub topic: String,
+    /// Shared by every stored message on the topic.
+    pub topic: Arc<str>,
     pub payload: Bytes,
     pub qos: QoS,
     pub retain: bool,
@@ -144,8 +145,10 @@ const BATCHES_WAITING: usize = 64;
 /// damaged, is refused and left as it is.
 pub(crate) fn open(dir: &Path) -> Result<(Store, Loaded), StoreError> {
     let path = dir.join(FILE_NAME);
+    let started = std::time::Instant::now();
     let mut db = db::Db::open(&path)?;
     let loaded = db.load()?;
+    tracing::debug!(elapsed = ?started.elapsed(), "state read");
     let (tx, rx) = mpsc::channel(BATCHES_WAITING);
     let (durable_tx, durable) = watch::channel(0);
     let status = Arc::new(Mutex::new(StoreStatus {

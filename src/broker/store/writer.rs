@@ -75,6 +75,14 @@ pub(super) fn start(
             db.checkpoint();
             if let Ok(mut s) = status.lock() {
                 s.bytes = db.size();
+                info!(
+                    commits = s.commits,
+                    changes = s.changes,
+                    bytes = s.bytes,
+                    "state written: {} durable writes (commits) holding {} changes since start",
+                    s.commits,
+                    s.changes
+                );
             }
         })
         .expect("spawn the store thread")
