@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs the real window under Xvfb against live clients (mosquitto_pub/sub) and saves
 # screenshots of the Topics, Clients, History (a chart), Scenarios (the QoS scenario run to its
-# end), Lab clients and Trace panels in OUT_DIR (default target/gui-smoke).
+# end), Lab clients and Trace panels, Clients under flow control and the saved-state window in
+# OUT_DIR (default target/gui-smoke).
 # Fails if the window does not come up, the broker does not serve, a screenshot is blank, or
 # the window does not stop cleanly when closed.
 set -euo pipefail
@@ -87,6 +88,34 @@ shot lab-clients
 tab 475
 shot trace
 kill -0 "$app" || { echo "the app died" >&2; exit 1; }
+
+# Flow control on screen: a subscriber that reads nothing and a publisher flooding its topic;
+# within the stall deadline (5 s) Clients shows the one slow and the other held back.
+python3 - "$port" <<'PY' &
+import socket, sys, time
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+cid = b"frozen-display"
+body = b"\x00\x04MQTT\x04\x02\x00\x3c" + len(cid).to_bytes(2, "big") + cid
+s.sendall(bytes([0x10, len(body)]) + body)
+s.recv(4)
+f = b"lab/chat"
+sub = b"\x00\x01" + len(f).to_bytes(2, "big") + f + b"\x00"
+s.sendall(bytes([0x82, len(sub)]) + sub)
+time.sleep(30)  # and reads nothing
+PY
+pids+=($!)
+sleep 0.5
+head -c 8000 /dev/zero | tr '\0' x >"$WORK/line"
+for _ in $(seq 3000); do cat "$WORK/line"; echo; done >"$WORK/flood"
+mosquitto_pub "${P[@]}" -i flooder -t lab/chat -q 0 -l <"$WORK/flood" &
+pids+=($!)
+tab 350
+sleep 2
+shot clients-flow
+# The saved state: the status bar's last item opens its window.
+xdotool mousemove 835 708 click 1
+shot saved-state
+xdotool key Escape
 # Back to Topics: the Trace panel polls the broker ten times a second while it is open.
 tab 289
 

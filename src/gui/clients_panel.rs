@@ -54,6 +54,9 @@ impl ClientsPanel {
         egui::ScrollArea::horizontal()
             .id_salt("clients-h")
             .show(ui, |ui| {
+                // Cells never wrap (a count broken over lines reads as other numbers): the
+                // table grows sideways, inside its scroll area.
+                ui.style_mut().wrap_mode = Some(egui::TextWrapMode::Extend);
                 let mut table = TableBuilder::new(ui).id_salt("clients").striped(true);
                 for (i, _) in COLUMNS.iter().enumerate() {
                     table = table.column(if i == COLUMNS.len() - 2 {
