@@ -128,15 +128,6 @@ impl BrokerHandle {
 impl Broker {
     /// Binds the listener and starts the router and the accept loop on the current runtime.
     pub async fn start(config: Config) -> Result<Broker, StartError> {
-        // First: a data folder that cannot be used stops the start before anyone can connect.
-        let (store, loaded) = match &config.data_dir {
-            Some(dir) => {
-                let (store, loaded) = store::open(dir)?;
-                tracing::info!(file = %store::file_in(dir).display(), "retained messages and persistent sessions are kept on disk");
-                (Some(store), loaded)
-            }
-            None => (None, store::Loaded::default()),
-        };
         let listener =
             TcpListener::bind(config.listen)
                 .await
@@ -164,6 +155,17 @@ impl Broker {
             let a = l.local_addr().map_err(bind)?;
             doors.push((door, l, a));
         }
+        // After the ports (a port in use fails first, and the data folder is not opened for
+        // nothing) and before anything is served: a data folder that cannot be used stops the
+        // start before anyone is accepted.
+        let (store, loaded) = match &config.data_dir {
+            Some(dir) => {
+                let (store, loaded) = store::open(dir)?;
+                tracing::info!(file = %store::file_in(dir).display(), "retained messages and persistent sessions are kept on disk");
+                (Some(store), loaded)
+            }
+            None => (None, store::Loaded::default()),
+        };
         let door_addrs: Vec<(Transport, SocketAddr)> =
             doors.iter().map(|(d, _, a)| (*d, *a)).collect();
         if !config.listen.ip().is_loopback() && config.users.allow_anonymous {
