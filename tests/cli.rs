@@ -411,3 +411,43 @@ fn a_certificate_that_does_not_parse_stops_the_start_naming_the_file() {
         "{err}"
     );
 }
+
+#[test]
+fn a_data_folder_holding_a_file_that_is_not_ours_stops_the_start_with_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let topics = write(dir.path(), "topics.ron", r#"(topics: ["lab/a"])"#);
+    let users = write(
+        dir.path(),
+        "users.ron",
+        "(allow_anonymous: true, users: [])",
+    );
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    let state = data.join("state.sqlite3");
+    std::fs::write(&state, "my notes, not a database\n").unwrap();
+    let args = [
+        "--headless",
+        "--port",
+        "0",
+        "--topics",
+        &topics,
+        "--users",
+        &users,
+        "--data-dir",
+        data.to_str().unwrap(),
+    ];
+    let out = run(&args, dir.path(), None);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    let errors: Vec<&str> = err.lines().filter(|l| l.contains("error")).collect();
+    assert_eq!(errors.len(), 1, "one line: {err}");
+    assert!(
+        errors[0].contains(&state.display().to_string()) && errors[0].contains("not an SQLite"),
+        "{err}"
+    );
+    assert!(out.stdout.is_empty(), "never listened");
+    assert_eq!(
+        std::fs::read_to_string(&state).unwrap(),
+        "my notes, not a database\n"
+    );
+}
