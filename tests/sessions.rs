@@ -47,6 +47,32 @@ async fn connack_codes_for_protocol_level_and_client_id() {
         })
     );
     assert_eq!(raw.subscribe(1, &[("lab/a", 1)]).await, vec![1]);
+    // A 3.1 client resuming its persistent session: CONNACK's first byte is reserved in 3.1
+    // (Session Present came with 3.1.1), so 0, though the session and its subscription stay.
+    let mut body = vec![0, 6];
+    body.extend_from_slice(b"MQIsdp");
+    body.extend_from_slice(&[3, 0x00, 0, 30, 0, 5]);
+    body.extend_from_slice(b"old31");
+    for round in 0..2 {
+        let mut raw = Raw::open(addr).await;
+        raw.send(&packet(0x10, &body)).await;
+        let ack = raw.read().await.expect("CONNACK");
+        assert_eq!(
+            (ack.byte1, ack.body.clone()),
+            (0x20, vec![0, 0]),
+            "round {round}"
+        );
+        if round == 0 {
+            assert_eq!(raw.subscribe(1, &[("lab/b", 1)]).await, vec![1]);
+        }
+    }
+    let snap = snapshot(&broker).await;
+    let old31 = snap
+        .clients
+        .iter()
+        .find(|c| c.client_id == "old31")
+        .unwrap();
+    assert_eq!(old31.subscriptions.len(), 1, "the session was resumed");
     // Zero-length client id: accepted with a clean session, refused (0x02) without.
     let (mut anon, sp, rc) = Raw::connect(addr, &ConnectOpts::default()).await;
     assert_eq!((sp, rc), (false, 0));

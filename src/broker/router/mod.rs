@@ -385,7 +385,10 @@ impl Router {
             session_present,
             "client connected"
         );
-        let _ = req.tx.try_send(Outbound::ConnAck { session_present });
+        // Session Present exists from 3.1.1 on; in 3.1 (level 3) that bit is reserved and 0.
+        let _ = req.tx.try_send(Outbound::ConnAck {
+            session_present: session_present && req.level >= 4,
+        });
         let online = Online {
             conn: req.conn,
             tx: req.tx,
