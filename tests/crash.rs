@@ -274,6 +274,14 @@ async fn acknowledged_messages_survive_sigkill() {
         .await
         .unwrap();
     assert_eq!(keeper.read(WAIT).await.unwrap().kind(), 9);
+    // Killed the moment SUBACK is read: a granted subscription of a persistent session is on
+    // disk before SUBACK leaves.
+    broker.0.kill().unwrap();
+    broker.0.wait().unwrap();
+    drop(keeper);
+    (broker, port) = spawn_broker(dir.path());
+    let (keeper, present) = Conn::open(port, "keeper").await.expect("broker up");
+    assert!(present, "the session made just before the kill is there");
     drop(keeper);
 
     let mut publishers = vec![

@@ -382,11 +382,12 @@ struct Link<'a, R, W> {
     /// A subscriber this client publishes to is over its high-water mark: nothing is read
     /// from the client (its messages wait in the socket) until the router lets go.
     held: bool,
-    /// With persistence: the store's last durable epoch, and the epoch the next
-    /// acknowledgements wait for (nothing more from the router is taken meanwhile, so that
-    /// what follows stays behind them).
+    /// With persistence: the store's last durable epoch, and the epoch what comes next from
+    /// the router waits for (nothing more from it is taken meanwhile, so that what follows
+    /// stays behind), with whether that wait is one of the router's answers (`Acks`) or only a
+    /// barrier (`After`).
     durable: Option<watch::Receiver<u64>>,
-    waiting: Option<u64>,
+    waiting: Option<(u64, bool)>,
 }
 
 /// What reading a batch of packets led to.
@@ -448,12 +449,13 @@ where
                         }
                     }
                 }
-                reached = durable_reached(&mut self.durable, self.waiting), if self.waiting.is_some() => {
+                reached = durable_reached(&mut self.durable, self.waiting.map(|w| w.0)), if self.waiting.is_some() => {
                     if !reached {
                         return CloseReason::ServerShutdown;
                     }
-                    self.waiting = None;
-                    self.router_answered();
+                    if let Some((_, true)) = self.waiting.take() {
+                        self.router_answered();
+                    }
                 }
                 out = self.rx.recv(), if room && self.waiting.is_none() => {
                     let Some(out) = out else {
@@ -675,13 +677,16 @@ where
                     sent -= 1; // not a packet
                     self.held = held;
                 }
-                Outbound::Acks(epoch) => {
+                Outbound::Acks(epoch) | Outbound::After(epoch) => {
                     sent -= 1;
+                    let answers = matches!(out, Outbound::Acks(_));
                     if epoch == 0 || self.durable.as_ref().is_none_or(|d| *d.borrow() >= epoch) {
-                        self.router_answered();
+                        if answers {
+                            self.router_answered();
+                        }
                     } else {
                         // Nothing after it may overtake it.
-                        self.waiting = Some(epoch);
+                        self.waiting = Some((epoch, answers));
                         break;
                     }
                 }
@@ -732,11 +737,13 @@ where
     async fn flush_and_close(&mut self, answer: bool) {
         let flush = async {
             while answer && self.answered < self.owed {
-                if let Some(epoch) = self.waiting.take() {
+                if let Some((epoch, answers)) = self.waiting.take() {
                     if !durable_reached(&mut self.durable, Some(epoch)).await {
                         break;
                     }
-                    self.router_answered();
+                    if answers {
+                        self.router_answered();
+                    }
                     continue;
                 }
                 let Some(out) = self.rx.recv().await else {

@@ -143,6 +143,9 @@ pub(crate) enum Outbound {
     /// The acknowledgements the connection holds for the packets before this point may go
     /// once this epoch is on disk (0: at once). Only with persistence.
     Acks(u64),
+    /// What follows waits until this epoch is on disk (a SUBACK after a persistent session's
+    /// subscriptions changed). Only with persistence; not an answer of its own.
+    After(u64),
     /// Stop reading from the client (`true`: a subscriber its messages go to is over its
     /// high-water mark), or read again (`false`).
     Hold(bool),

@@ -11,7 +11,10 @@
 //!
 //! A publisher is never held by its own queue (a client subscribed to what it publishes would
 //! wait for acknowledgements it cannot send while it is not read from). Two clients that feed
-//! each other's queues in a burst can hold each other; the stall deadline ends that too.
+//! each other's queues in a burst can hold each other; the stall deadline ends that too. A
+//! subscriber found stuck while it is itself held back (its acknowledgements wait unread in its
+//! socket) is let go of like any stuck one, but never disconnected for it: its queue stood still
+//! because of us.
 
 use std::time::Instant;
 
@@ -121,13 +124,14 @@ impl Router {
         for idx in stuck {
             let s = self.session(idx);
             s.stuck = true;
+            let held = s.online.as_ref().is_some_and(|o| o.held_by > 0);
             let who = s.client_id.clone();
             let queued = s.queued_len();
             let secs = self.stall_timeout.as_secs_f32();
             self.counters.stuck += 1;
             self.release(idx);
-            match self.on_stuck {
-                OnStuck::Drop => {
+            match (self.on_stuck, held) {
+                (OnStuck::Drop, _) | (OnStuck::Disconnect, true) => {
                     warn!(client_id = %who, queued, "subscriber stuck: its queue has not moved for {secs} s; it holds no publisher back now, and what overflows its queue is dropped");
                     self.events.push(
                         EventKind::Stuck,
@@ -135,7 +139,7 @@ impl Router {
                         format!("stuck: its queue ({queued} messages) has not moved for {secs} s; publishers go on without it, and what overflows its queue is dropped"),
                     );
                 }
-                OnStuck::Disconnect => {
+                (OnStuck::Disconnect, false) => {
                     warn!(client_id = %who, queued, "subscriber stuck: its queue has not moved for {secs} s; disconnecting it");
                     self.detach(idx, CloseReason::Stuck(self.stall_timeout));
                 }

@@ -162,7 +162,18 @@ impl Router {
                     .get(name)
                     .map_or_else(|| name.clone(), |t| t.name.clone())
             });
+            let mut session = session;
             queued += session.queued_len() + session.inflight_len();
+            // The topic list may have changed since: a subscription that matches nothing on it
+            // goes, as when a topic is deleted while the broker runs.
+            let before = session.filters.len();
+            let table = &self.topics;
+            session
+                .filters
+                .retain(|(f, _)| f.starts_with("$SYS") || table.any_match(f));
+            if session.filters.len() != before {
+                session.record_filters();
+            }
             let idx = self.sessions.len();
             for (filter, _) in &session.filters {
                 for name in self.topics.matching(filter) {
@@ -209,11 +220,14 @@ impl Router {
     }
 
     /// The epoch a connection's acknowledgements must wait for: this batch's if anything is
-    /// waiting to be written, else none.
+    /// waiting to be written, else the last one handed to the writer. Not 0 even when this run
+    /// of packets changed nothing: a re-sent QoS 2 PUBLISH or PUBREL changes nothing because
+    /// its first sending did, and that change may still be on its way to the disk.
     fn durable_epoch(&self) -> u64 {
         match &self.journal {
             Some(j) if !j.is_empty() => self.epoch,
-            _ => 0,
+            Some(_) => self.epoch - 1,
+            None => 0,
         }
     }
 
@@ -715,7 +729,7 @@ impl Router {
             pkid,
             codes: codes.into(),
         };
-        self.session(idx).record_filters();
+        self.record_filters_before_answer(idx);
         self.session(idx).answer(suback);
         for (msg, q) in retained {
             if self.session(idx).deliver(&msg, q, true) == Delivery::Dropped {
@@ -737,8 +751,21 @@ impl Router {
                 self.topics.set_subscriber(&name, idx, eff);
             }
         }
-        self.session(idx).record_filters();
+        self.record_filters_before_answer(idx);
         self.session(idx).answer(Outbound::UnsubAck(pkid));
+    }
+
+    /// Records a persistent session's subscriptions and holds what the connection is sent next
+    /// (SUBACK, UNSUBACK) until they are on disk: a client told its subscription was granted
+    /// finds it after a crash.
+    fn record_filters_before_answer(&mut self, idx: SessionIdx) {
+        let session = self.session(idx);
+        if !session.persisted() {
+            return;
+        }
+        session.record_filters();
+        let epoch = self.durable_epoch();
+        self.session(idx).answer(Outbound::After(epoch));
     }
 
     fn shutdown(&mut self) {

@@ -5,7 +5,7 @@
 //! write leaves the last commit whole, and a user can open the file with the `sqlite3` tool to
 //! look at what the broker kept (see the README).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -246,10 +246,12 @@ impl Db {
     /// Applies `changes` in order, in one transaction, and makes it durable. A message queued
     /// and acknowledged within the same group is never written.
     pub fn apply(&mut self, changes: &[Change]) -> rusqlite::Result<()> {
-        let done_here = settled_within(changes);
-        let settled = |id: &str, seq: u64| done_here.contains(&(id, seq));
+        let skip = settled_within(changes);
         let tx = self.conn.transaction()?;
-        for c in changes {
+        for (c, skip) in changes.iter().zip(skip) {
+            if skip {
+                continue;
+            }
             match c {
                 Change::Retained { topic, value } => match value {
                     Some((q, payload)) => {
@@ -288,9 +290,6 @@ impl Db {
                     qos,
                     retain,
                 } => {
-                    if settled(client_id, *seq) {
-                        continue;
-                    }
                     tx.prepare_cached(
                         "INSERT OR REPLACE INTO messages (client_id, seq, topic, payload, qos, retain)
                          VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -309,27 +308,18 @@ impl Db {
                     seq,
                     pkid,
                 } => {
-                    if settled(client_id, *seq) {
-                        continue;
-                    }
                     tx.prepare_cached(
                         "UPDATE messages SET pkid = ?3 WHERE client_id = ?1 AND seq = ?2",
                     )?
                     .execute(params![&**client_id, *seq as i64, *pkid])?;
                 }
                 Change::Released { client_id, seq } => {
-                    if settled(client_id, *seq) {
-                        continue;
-                    }
                     tx.prepare_cached(
                         "UPDATE messages SET released = 1 WHERE client_id = ?1 AND seq = ?2",
                     )?
                     .execute(params![&**client_id, *seq as i64])?;
                 }
                 Change::Done { client_id, seq } => {
-                    if settled(client_id, *seq) {
-                        continue;
-                    }
                     tx.prepare_cached("DELETE FROM messages WHERE client_id = ?1 AND seq = ?2")?
                         .execute(params![&**client_id, *seq as i64])?;
                 }
@@ -375,28 +365,43 @@ impl Db {
     }
 }
 
-/// Messages both queued and done within `changes` (acknowledged before the group reached the
-/// disk): nothing of theirs needs writing.
-fn settled_within(changes: &[Change]) -> HashSet<(&str, u64)> {
-    let mut queued = HashSet::new();
-    let mut settled = HashSet::new();
-    for c in changes {
+/// Which of `changes` need not be written: everything about a message both queued and done
+/// within them (acknowledged before the group reached the disk). A session gone and made again
+/// in the group numbers its messages afresh: each life of a session is told apart.
+fn settled_within(changes: &[Change]) -> Vec<bool> {
+    let mut skip = vec![false; changes.len()];
+    let mut life: HashMap<&str, u32> = HashMap::new();
+    // The changes of each message queued in this group so far, by (session, life, number).
+    let mut open: HashMap<(&str, u32, u64), Vec<usize>> = HashMap::new();
+    fn key<'a>(id: &'a Arc<str>, seq: u64, life: &HashMap<&str, u32>) -> (&'a str, u32, u64) {
+        let id: &str = id;
+        (id, life.get(id).copied().unwrap_or(0), seq)
+    }
+    for (i, c) in changes.iter().enumerate() {
         match c {
             Change::Queued { client_id, seq, .. } => {
-                queued.insert((&**client_id, *seq));
+                open.insert(key(client_id, *seq, &life), vec![i]);
             }
-            Change::Done { client_id, seq } if queued.contains(&(&**client_id, *seq)) => {
-                settled.insert((&**client_id, *seq));
+            Change::Sent { client_id, seq, .. } | Change::Released { client_id, seq } => {
+                if let Some(v) = open.get_mut(&key(client_id, *seq, &life)) {
+                    v.push(i);
+                }
             }
-            // A session cleared in the group: its earlier messages are deleted with it anyway,
-            // and a new one starts its numbering afresh.
+            Change::Done { client_id, seq } => {
+                if let Some(v) = open.remove(&key(client_id, *seq, &life)) {
+                    for j in v {
+                        skip[j] = true;
+                    }
+                    skip[i] = true;
+                }
+            }
             Change::SessionGone { client_id } => {
-                queued.retain(|(id, _)| *id != &**client_id);
+                *life.entry(&**client_id).or_default() += 1;
             }
             _ => {}
         }
     }
-    settled
+    skip
 }
 
 fn qos(n: u8) -> QoS {
@@ -429,5 +434,70 @@ fn classify(path: &Path, e: rusqlite::Error) -> StoreError {
             StoreError::Io(p, e.to_string())
         }
         _ => StoreError::Damaged(p, e.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::broker::link::Message;
+
+    fn msg(text: &'static str) -> Arc<Message> {
+        Arc::new(Message {
+            topic: Arc::from("lab/a"),
+            payload: Bytes::from(text),
+        })
+    }
+
+    #[test]
+    fn a_message_queued_and_done_in_one_group_is_not_written_but_a_new_life_of_its_session_is() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut db = Db::open(&dir.path().join("s.sqlite3")).unwrap();
+        let c: Arc<str> = Arc::from("c");
+        let session = || Change::Session {
+            client_id: c.clone(),
+            filters: vec![("lab/#".into(), QoS::AtLeastOnce)],
+        };
+        let queued = |seq, text| Change::Queued {
+            client_id: c.clone(),
+            seq,
+            msg: msg(text),
+            qos: QoS::AtLeastOnce,
+            retain: false,
+        };
+        let group = vec![
+            session(),
+            queued(1, "acked at once"),
+            Change::Sent {
+                client_id: c.clone(),
+                seq: 1,
+                pkid: 1,
+            },
+            Change::Done {
+                client_id: c.clone(),
+                seq: 1,
+            },
+            queued(2, "still queued"),
+            // The client comes back with a clean session, then with a persistent one again: its
+            // new session numbers from 1.
+            Change::SessionGone {
+                client_id: c.clone(),
+            },
+            session(),
+            queued(1, "first of the new life"),
+        ];
+        assert_eq!(
+            settled_within(&group),
+            [false, true, true, true, false, false, false, false]
+        );
+        db.apply(&group).unwrap();
+        let loaded = db.load().unwrap();
+        assert_eq!(loaded.sessions.len(), 1);
+        let texts: Vec<&[u8]> = loaded.sessions[0]
+            .messages
+            .iter()
+            .map(|m| &m.payload[..])
+            .collect();
+        assert_eq!(texts, [&b"first of the new life"[..]]);
     }
 }

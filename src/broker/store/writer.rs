@@ -29,6 +29,10 @@ pub struct StoreStatus {
 /// How long a failed write waits before it is tried again. Acknowledgements wait meanwhile:
 /// the clients see no PUBACK, not a false one.
 const RETRY: Duration = Duration::from_secs(1);
+/// Changes a failing write gathers before the router has to wait for it.
+const MAX_GROUP_WHILE_FAILING: usize = 100_000;
+/// Failed attempts after the broker stopped before the writer gives up.
+const GIVE_UP_AFTER: u32 = 5;
 
 pub(super) fn start(
     mut db: Db,
@@ -48,6 +52,7 @@ pub(super) fn start(
                     epoch = more.epoch;
                     group.extend(more.changes);
                 }
+                let mut failures = 0;
                 loop {
                     match db.apply(&group) {
                         Ok(()) => break,
@@ -55,7 +60,22 @@ pub(super) fn start(
                             error!(error = %e, "cannot write the broker's state: acknowledgements wait until it can");
                             status.lock().expect("status lock").failing =
                                 Some((SystemTime::now(), e.to_string()));
+                            failures += 1;
+                            // The broker is stopping: it cannot wait for a disk that may never
+                            // come back.
+                            if rx.is_closed() && failures >= GIVE_UP_AFTER {
+                                error!(changes = group.len(), "the broker stopped while its state could not be written: these changes are not on disk");
+                                return;
+                            }
                             std::thread::sleep(RETRY);
+                            // What the router sends meanwhile joins the group, so that the
+                            // router (and with it every client, QoS 0 and logins too) waits
+                            // only once a failure has lasted long enough to fill it.
+                            while group.len() < MAX_GROUP_WHILE_FAILING {
+                                let Ok(more) = rx.try_recv() else { break };
+                                epoch = more.epoch;
+                                group.extend(more.changes);
+                            }
                         }
                     }
                 }
