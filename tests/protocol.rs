@@ -243,6 +243,49 @@ async fn retained_messages_go_to_new_subscribers_and_are_cleared_by_an_empty_one
     broker.shutdown().await;
 }
 
+/// Mosquitto's order for a wildcard subscription's retained messages (checked against Debian's
+/// Mosquitto 2.0.11 with this publish order): depth first, a level before the levels under it,
+/// siblings in the order their first retained message came; a cleared one keeps its place.
+#[tokio::test]
+async fn retained_messages_come_in_mosquittos_topic_tree_order() {
+    let published = ["b/2", "a/1", "b/1", "a/2", "c", "a", "b/1/x", "a/0"];
+    let broker = start_with(Config {
+        topics: published.iter().map(|t| t.to_string()).collect(),
+        ..config()
+    })
+    .await;
+    let addr = broker.local_addr();
+    let mut publisher = Client::connect(options(addr, "pub")).await;
+    for t in published {
+        publisher
+            .publish(t, QoS::AtLeastOnce, true, t.as_bytes())
+            .await;
+        publisher.acked().await;
+    }
+    // Cleared and set again: a/1 keeps its place.
+    publisher.publish("a/1", QoS::AtLeastOnce, true, b"").await;
+    publisher.acked().await;
+    publisher
+        .publish("a/1", QoS::AtLeastOnce, true, b"a/1")
+        .await;
+    publisher.acked().await;
+    let mut sub = Client::connect(options(addr, "sub")).await;
+    sub.subscribe(&[("#", QoS::AtMostOnce), ("b/+", QoS::AtMostOnce)])
+        .await;
+    let mut got = Vec::new();
+    for _ in 0..published.len() + 2 {
+        got.push(String::from_utf8(sub.next_publish().await.payload.to_vec()).unwrap());
+    }
+    assert_eq!(
+        got,
+        [
+            "b/2", "b/1", "b/1/x", "a", "a/1", "a/2", "a/0", "c", "b/2", "b/1"
+        ],
+        "each filter's retained messages in tree order, filter by filter"
+    );
+    broker.shutdown().await;
+}
+
 #[tokio::test]
 async fn subscribing_to_an_unlisted_topic_is_refused_per_filter() {
     let broker = start().await;

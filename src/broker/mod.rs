@@ -26,6 +26,7 @@ pub mod users;
 
 mod connection;
 mod listener;
+mod retain_order;
 mod router;
 mod saver;
 mod session;

@@ -33,6 +33,8 @@ pub(crate) struct Topic {
     /// Each subscribed session once, at the highest QoS its matching filters grant.
     pub subscribers: Vec<(SessionIdx, QoS)>,
     pub retained: Option<Retained>,
+    /// Its place among retained messages (`retain_order`), from its first retained message on.
+    pub retain_key: Option<Box<[u32]>>,
     pub history: History,
     pub messages: u64,
     pub last_publish: Option<SystemTime>,
@@ -74,6 +76,7 @@ impl TopicTable {
                 system,
                 subscribers: Vec::new(),
                 retained: None,
+                retain_key: None,
                 history: History::default(),
                 messages: 0,
                 last_publish: None,

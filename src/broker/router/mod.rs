@@ -23,6 +23,7 @@ use super::link::{
 };
 use super::protocol::Will;
 use super::protocol::{Publish, SubscribeCode};
+use super::retain_order::RetainOrder;
 use super::saver::SaveJob;
 use super::session::{Delivery, Limits, Online, Session};
 use super::stats::Stats;
@@ -84,6 +85,8 @@ pub(crate) struct Router {
     journal: Option<Arc<Journal>>,
     store: Option<Store>,
     epoch: u64,
+    /// Where each retained message goes in the list a wildcard subscriber is sent.
+    retain_order: RetainOrder,
 }
 
 impl Router {
@@ -135,6 +138,7 @@ impl Router {
             journal: store.as_ref().map(|_| Arc::new(Journal::default())),
             store,
             epoch: 1,
+            retain_order: RetainOrder::default(),
         };
         if let Some(loaded) = loaded {
             router.restore(loaded);
@@ -149,6 +153,7 @@ impl Router {
         for (topic, qos, payload) in loaded.retained {
             if let Some(t) = self.topics.get_mut(&topic).filter(|t| !t.system) {
                 t.retained = Some(Retained { payload, qos });
+                t.retain_key = Some(self.retain_order.key(&t.name));
                 retained += 1;
             }
         }
@@ -609,6 +614,7 @@ impl Router {
             sessions,
             counters,
             journal,
+            retain_order,
             ..
         } = self;
         let Some(t) = topics
@@ -630,6 +636,9 @@ impl Router {
                 payload: Bytes::copy_from_slice(&payload),
                 qos,
             });
+            if t.retained.is_some() && t.retain_key.is_none() {
+                t.retain_key = Some(retain_order.key(&t.name));
+            }
             if !t.system
                 && let Some(j) = journal
             {
@@ -712,18 +721,25 @@ impl Router {
                 Some(existing) => existing.1 = qos,
                 None => session.filters.push((filter.clone(), qos)),
             }
+            // This filter's retained messages, in Mosquitto's order (`retain_order`).
+            let mut found = Vec::new();
             for name in self.topics.matching(&filter) {
                 let eff = effective_qos(&self.session(idx).filters, &name);
                 self.topics.set_subscriber(&name, idx, eff);
-                if let Some(r) = self.topics.get(&name).and_then(|t| t.retained.clone()) {
+                if let Some(t) = self.topics.get(&name)
+                    && let Some(r) = &t.retained
+                {
                     let q = min_qos(r.qos, qos);
+                    let key = t.retain_key.clone().unwrap_or_default();
                     let msg = Arc::new(Message {
                         topic: name,
-                        payload: r.payload,
+                        payload: r.payload.clone(),
                     });
-                    retained.push((msg, q));
+                    found.push((key, msg, q));
                 }
             }
+            found.sort_by(|a, b| a.0.cmp(&b.0));
+            retained.extend(found.into_iter().map(|(_, msg, q)| (msg, q)));
         }
         let suback = Outbound::SubAck {
             pkid,
