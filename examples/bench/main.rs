@@ -35,7 +35,7 @@ use std::time::{Duration, Instant};
 use clap::{Args, Parser, Subcommand};
 use tokio::sync::Semaphore;
 use tokio::task::{AbortHandle, JoinHandle};
-use tokio::time::{sleep, sleep_until, timeout_at};
+use tokio::time::{sleep, sleep_until, timeout, timeout_at};
 
 use conn::{Conn, Login, Transport, Via, other};
 use json::Object;
@@ -617,6 +617,19 @@ async fn pubsub(ctx: &Arc<Ctx>, deadline: tokio::time::Instant, plan: Plan) -> R
     }
     for a in aborts {
         a.abort();
+    }
+    // A persistent subscriber's session outlives the run, and the broker would go on queueing
+    // (and writing) every later run's messages for it: a clean session under the same id
+    // discards it.
+    if ctx.persistent {
+        for i in 0..plan.subs {
+            let id = format!("{}s{i}", ctx.id_prefix);
+            if let Ok(Ok(c)) =
+                timeout(Duration::from_secs(5), Conn::open(&ctx.login, &id, 256)).await
+            {
+                let _ = c.close().await;
+            }
+        }
     }
     ran
 }
