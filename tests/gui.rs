@@ -603,3 +603,27 @@ fn a_slow_subscriber_and_the_publishers_it_holds_back_are_shown() {
     drop(slow);
     h.state_mut().shutdown();
 }
+
+#[test]
+fn a_shared_subscription_shows_as_a_group_in_topics() {
+    let rt = runtime();
+    let mut h = harness(view(config()));
+    wait_for(&mut h, "first snapshot", |_| true);
+    let addr = addr(&h);
+    let mut members = Vec::new();
+    for id in ["worker-1", "worker-2"] {
+        let mut c = rt.block_on(Client::connect(options(addr, id)));
+        rt.block_on(c.subscribe(&[("$share/workers/lab/#", QoS::AtLeastOnce)]));
+        members.push(c);
+    }
+    wait_for(&mut h, "the group", |l| {
+        l.snapshot
+            .topics
+            .iter()
+            .any(|t| t.name == "lab/a" && t.shared.first().is_some_and(|g| g.1 == 2))
+    });
+    h.get_by_label("Topics").click();
+    h.run_steps(3);
+    assert!(h.query_all_by_label_contains("group workers ×2").count() >= 1);
+    h.state_mut().shutdown();
+}

@@ -96,6 +96,8 @@ pub struct ConnectionInfo {
 pub struct TopicInfo {
     pub name: String,
     pub subscribers: usize,
+    /// Shared subscriptions matching it (`$share/GROUP/FILTER`), with their member counts.
+    pub shared: Vec<(String, usize)>,
     pub retained: Option<bytes::Bytes>,
     pub messages: u64,
     pub last_publish: Option<SystemTime>,

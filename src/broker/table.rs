@@ -32,12 +32,25 @@ pub(crate) struct Topic {
     pub system: bool,
     /// Each subscribed session once, at the highest QoS its matching filters grant.
     pub subscribers: Vec<(SessionIdx, QoS)>,
+    /// Shared subscriptions that match it: each message goes to one member of each.
+    pub shared: Vec<SharedGroup>,
     pub retained: Option<Retained>,
     /// Its place among retained messages (`retain_order`), from its first retained message on.
     pub retain_key: Option<Box<[u32]>>,
     pub history: History,
     pub messages: u64,
     pub last_publish: Option<SystemTime>,
+}
+
+/// A shared subscription (`$share/GROUP/FILTER`) as one topic sees it: its members, taking
+/// turns.
+#[derive(Debug)]
+pub(crate) struct SharedGroup {
+    /// The whole filter, `$share/GROUP/FILTER`: a group is one group name with one filter.
+    pub filter: Arc<str>,
+    pub members: Vec<(SessionIdx, QoS)>,
+    /// Whose turn it is.
+    pub next: usize,
 }
 
 /// All topics, by name.
@@ -75,6 +88,7 @@ impl TopicTable {
                 name: name.clone(),
                 system,
                 subscribers: Vec::new(),
+                shared: Vec::new(),
                 retained: None,
                 retain_key: None,
                 history: History::default(),
@@ -115,6 +129,39 @@ impl TopicTable {
         }
     }
 
+    /// Adds a session to a shared subscription on a topic at `qos` (or with `None` takes it out).
+    pub fn set_shared(&mut self, name: &str, filter: &str, session: SessionIdx, qos: Option<QoS>) {
+        let Some(topic) = self.topics.get_mut(name) else {
+            return;
+        };
+        let g = match topic.shared.iter().position(|g| &*g.filter == filter) {
+            Some(g) => g,
+            None if qos.is_some() => {
+                topic.shared.push(SharedGroup {
+                    filter: Arc::from(filter),
+                    members: Vec::new(),
+                    next: 0,
+                });
+                topic.shared.len() - 1
+            }
+            None => return,
+        };
+        let group = &mut topic.shared[g];
+        let at = group.members.iter().position(|(s, _)| *s == session);
+        match (at, qos) {
+            (Some(i), Some(q)) => group.members[i].1 = q,
+            (None, Some(q)) => group.members.push((session, q)),
+            (Some(i), None) => {
+                // In order, so that the turns stay fair.
+                group.members.remove(i);
+                if group.members.is_empty() {
+                    topic.shared.swap_remove(g);
+                }
+            }
+            (None, None) => {}
+        }
+    }
+
     /// Sets (or with `None` removes) a session's QoS on a topic.
     pub fn set_subscriber(&mut self, name: &str, session: SessionIdx, qos: Option<QoS>) {
         let Some(topic) = self.topics.get_mut(name) else {
@@ -132,11 +179,11 @@ impl TopicTable {
     }
 }
 
-/// The QoS a session gets on a topic: the highest of its filters that match it.
+/// The QoS a session gets on a topic: the highest of its (not shared) filters that match it.
 pub(crate) fn effective_qos(filters: &[(String, QoS)], topic: &str) -> Option<QoS> {
     filters
         .iter()
-        .filter(|(f, _)| topics::matches(f, topic))
+        .filter(|(f, _)| !f.starts_with("$share/") && topics::matches(f, topic))
         .map(|(_, q)| *q)
         .max_by_key(|q| *q as u8)
 }

@@ -21,6 +21,8 @@ pub enum TopicError {
     BadMultiLevel,
     #[error("has '+' that is not alone in its level")]
     BadSingleLevel,
+    #[error("is not a shared subscription ($share/GROUP/FILTER, a group without wildcards)")]
+    BadShare,
 }
 
 fn check_common(s: &str) -> Result<(), TopicError> {
@@ -77,6 +79,29 @@ pub fn validate_filter(filter: &str) -> Result<(), TopicError> {
         }
     }
     Ok(())
+}
+
+/// A shared subscription's filter, `$share/GROUP/FILTER`: the group and the filter, or `None`
+/// for an ordinary filter. `Some(Err)` when it says `$share/` but is not a valid one (an empty
+/// group, a wildcard in the group, no filter after it).
+pub fn shared(filter: &str) -> Option<Result<(&str, &str), TopicError>> {
+    let rest = filter.strip_prefix("$share/")?;
+    let Some((group, inner)) = rest.split_once('/') else {
+        return Some(Err(TopicError::BadShare));
+    };
+    if group.is_empty() || group.contains(['+', '#']) || inner.is_empty() {
+        return Some(Err(TopicError::BadShare));
+    }
+    Some(validate_filter(inner).map(|()| (group, inner)))
+}
+
+/// The filter that says which topics a subscription matches: FILTER of `$share/GROUP/FILTER`,
+/// the filter itself otherwise.
+pub fn target(filter: &str) -> &str {
+    match shared(filter) {
+        Some(Ok((_, inner))) => inner,
+        _ => filter,
+    }
 }
 
 /// True if the filter has `+` or `#` in it (it may match more than one topic).

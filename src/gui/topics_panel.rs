@@ -157,7 +157,29 @@ impl TopicsPanel {
                         ui.monospace(&t.name);
                     });
                     row.col(|ui| {
-                        ui.label(t.subscribers.to_string());
+                        // Shared subscriptions as groups: each message goes to one member.
+                        let groups: Vec<String> = t
+                            .shared
+                            .iter()
+                            .map(|(filter, members)| {
+                                let group = filter.split('/').nth(1).unwrap_or_default();
+                                format!("group {group} ×{members}")
+                            })
+                            .collect();
+                        if groups.is_empty() {
+                            ui.label(t.subscribers.to_string());
+                        } else {
+                            ui.label(format!("{} + {}", t.subscribers, groups.join(", ")))
+                                .on_hover_text(
+                                    t.shared
+                                        .iter()
+                                        .map(|(f, n)| {
+                                            format!("{f}: {n} members, one gets each message")
+                                        })
+                                        .collect::<Vec<_>>()
+                                        .join("\n"),
+                                );
+                        }
                     });
                     row.col(|ui| {
                         ui.label(

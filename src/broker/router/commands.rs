@@ -132,10 +132,15 @@ impl Router {
         }
         // Existing wildcard subscriptions cover the new topic at once.
         for (idx, s) in self.sessions.iter().enumerate() {
-            if let Some(s) = s
-                && let Some(q) = effective_qos(&s.filters, name)
-            {
+            let Some(s) = s else { continue };
+            if let Some(q) = effective_qos(&s.filters, name) {
                 self.topics.set_subscriber(name, idx, Some(q));
+            }
+            for (filter, q) in &s.filters {
+                if topics::shared(filter).is_some() && topics::matches(topics::target(filter), name)
+                {
+                    self.topics.set_shared(name, filter, idx, Some(*q));
+                }
             }
         }
         info!(topic = name, "topic added");
@@ -262,8 +267,10 @@ impl Router {
         let table = &self.topics;
         for s in self.sessions.iter_mut().flatten() {
             let before = s.filters.len();
-            s.filters
-                .retain(|(f, _)| f.starts_with("$SYS") || table.any_match(f));
+            s.filters.retain(|(f, _)| {
+                let f = topics::target(f);
+                f.starts_with("$SYS") || table.any_match(f)
+            });
             if s.filters.len() != before {
                 s.record_filters();
             }
@@ -433,6 +440,11 @@ impl Router {
             .map(|t| TopicInfo {
                 name: t.name.to_string(),
                 subscribers: t.subscribers.len(),
+                shared: t
+                    .shared
+                    .iter()
+                    .map(|g| (g.filter.to_string(), g.members.len()))
+                    .collect(),
                 retained: t.retained.as_ref().map(|r| r.payload.clone()),
                 messages: t.messages,
                 last_publish: t.last_publish,

@@ -173,17 +173,23 @@ impl Router {
             // goes, as when a topic is deleted while the broker runs.
             let before = session.filters.len();
             let table = &self.topics;
-            session
-                .filters
-                .retain(|(f, _)| f.starts_with("$SYS") || table.any_match(f));
+            session.filters.retain(|(f, _)| {
+                let f = topics::target(f);
+                f.starts_with("$SYS") || table.any_match(f)
+            });
             if session.filters.len() != before {
                 session.record_filters();
             }
             let idx = self.sessions.len();
-            for (filter, _) in &session.filters {
-                for name in self.topics.matching(filter) {
-                    let eff = effective_qos(&session.filters, &name);
-                    self.topics.set_subscriber(&name, idx, eff);
+            for (filter, qos) in &session.filters {
+                let shared = topics::shared(filter).is_some();
+                for name in self.topics.matching(topics::target(filter)) {
+                    if shared {
+                        self.topics.set_shared(&name, filter, idx, Some(*qos));
+                    } else {
+                        let eff = effective_qos(&session.filters, &name);
+                        self.topics.set_subscriber(&name, idx, eff);
+                    }
                 }
             }
             self.by_client.insert(session.client_id.clone(), idx);
@@ -500,8 +506,13 @@ impl Router {
             return;
         };
         for (filter, _) in &session.filters {
-            for topic in self.topics.matching(filter) {
-                self.topics.set_subscriber(&topic, idx, None);
+            let shared = topics::shared(filter).is_some();
+            for topic in self.topics.matching(topics::target(filter)) {
+                if shared {
+                    self.topics.set_shared(&topic, filter, idx, None);
+                } else {
+                    self.topics.set_subscriber(&topic, idx, None);
+                }
             }
         }
         self.by_client.remove(&session.client_id);
@@ -653,7 +664,7 @@ impl Router {
         }
         t.messages += 1;
         t.last_publish = Some(now);
-        if t.subscribers.is_empty() {
+        if t.subscribers.is_empty() && t.shared.is_empty() {
             return;
         }
         let msg = Arc::new(Message {
@@ -680,6 +691,36 @@ impl Router {
                 full.push(sidx);
             }
         }
+        // Each shared subscription: the next member whose client is online takes it (an
+        // offline one only when none is, for its queue).
+        for group in &mut t.shared {
+            let n = group.members.len();
+            if n == 0 {
+                continue;
+            }
+            let online = (0..n).map(|k| (group.next + k) % n).find(|&i| {
+                sessions[group.members[i].0]
+                    .as_ref()
+                    .is_some_and(|s| s.online.is_some())
+            });
+            let i = online.unwrap_or(group.next % n);
+            group.next = (i + 1) % n;
+            let (sidx, granted) = group.members[i];
+            let Some(s) = sessions[sidx].as_mut() else {
+                continue;
+            };
+            if s.deliver(&msg, min_qos(qos, granted), false) == Delivery::Dropped {
+                counters.dropped += 1;
+            }
+            if let Some(p) = publisher
+                && p != sidx
+                && !s.stuck
+                && s.online.is_some()
+                && s.over_high_water()
+            {
+                full.push(sidx);
+            }
+        }
         if let Some(p) = publisher {
             for sidx in full {
                 self.hold(sidx, p);
@@ -691,16 +732,21 @@ impl Router {
         let mut codes = Vec::with_capacity(filters.len());
         let mut retained = Vec::new();
         for (filter, qos) in filters {
-            let valid = topics::validate_filter(&filter).is_ok();
-            let is_sys = filter.starts_with("$SYS");
-            if !valid || !(is_sys || self.topics.any_match(&filter)) {
+            let shared = topics::shared(&filter);
+            let valid = match &shared {
+                Some(group) => group.is_ok(),
+                None => topics::validate_filter(&filter).is_ok(),
+            };
+            let target = topics::target(&filter);
+            let is_sys = target.starts_with("$SYS");
+            if !valid || !(is_sys || self.topics.any_match(target)) {
                 codes.push(SubscribeCode::Refused);
                 self.counters.refused_subscriptions += 1;
                 let client_id = self.session(idx).client_id.clone();
-                let why = if valid {
-                    "matches no topic on the list"
-                } else {
-                    "is not a valid filter"
+                let why = match (valid, &shared) {
+                    (true, _) => "matches no topic on the list",
+                    (false, Some(_)) => "is not a valid shared subscription ($share/GROUP/FILTER)",
+                    (false, None) => "is not a valid filter",
                 };
                 self.events.push(
                     EventKind::SubscriptionRefused,
@@ -720,6 +766,13 @@ impl Router {
             match session.filters.iter_mut().find(|(f, _)| *f == filter) {
                 Some(existing) => existing.1 = qos,
                 None => session.filters.push((filter.clone(), qos)),
+            }
+            if shared.is_some() {
+                // One member of the group gets each message; no retained messages (as in MQTT 5).
+                for name in self.topics.matching(topics::target(&filter)) {
+                    self.topics.set_shared(&name, &filter, idx, Some(qos));
+                }
+                continue;
             }
             // This filter's retained messages, in Mosquitto's order (`retain_order`).
             let mut found = Vec::new();
@@ -760,6 +813,12 @@ impl Router {
             let before = session.filters.len();
             session.filters.retain(|(f, _)| *f != filter);
             if session.filters.len() == before {
+                continue;
+            }
+            if topics::shared(&filter).is_some() {
+                for name in self.topics.matching(topics::target(&filter)) {
+                    self.topics.set_shared(&name, &filter, idx, None);
+                }
                 continue;
             }
             for name in self.topics.matching(&filter) {
