@@ -32,6 +32,7 @@ mod saver;
 mod session;
 mod table;
 pub mod tls;
+mod topic_trie;
 mod users_watch;
 pub mod websocket;
 

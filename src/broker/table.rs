@@ -2,7 +2,9 @@
 //!
 //! Because only listed topics exist, matching is done once, when a client subscribes: each topic
 //! keeps the sessions whose filters match it, at the highest QoS any of their filters grants.
-//! Routing a PUBLISH is then one hash lookup and a walk over that topic's subscribers.
+//! Routing a PUBLISH is then one hash lookup and a walk over that topic's subscribers. A wildcard
+//! filter finds its topics through the topics' levels (`topic_trie`), so a SUBSCRIBE costs what
+//! it matches, not the length of the list.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -12,6 +14,7 @@ use super::protocol::QoS;
 use bytes::Bytes;
 
 use super::history::History;
+use super::topic_trie::TopicTrie;
 use super::topics;
 
 /// Index of a session in the router's session slab.
@@ -53,10 +56,11 @@ pub(crate) struct SharedGroup {
     pub next: usize,
 }
 
-/// All topics, by name.
+/// All topics, by name, and by level for wildcard filters.
 #[derive(Debug, Default)]
 pub(crate) struct TopicTable {
     topics: HashMap<Arc<str>, Topic>,
+    trie: TopicTrie,
 }
 
 impl TopicTable {
@@ -82,6 +86,7 @@ impl TopicTable {
             return None;
         }
         let name: Arc<str> = Arc::from(name);
+        self.trie.insert(&name);
         self.topics.insert(
             name.clone(),
             Topic {
@@ -100,26 +105,25 @@ impl TopicTable {
     }
 
     pub fn remove(&mut self, name: &str) -> Option<Topic> {
-        self.topics.remove(name)
+        let topic = self.topics.remove(name)?;
+        self.trie.remove(name);
+        Some(topic)
     }
 
     /// Whether a filter matches at least one topic.
     pub fn any_match(&self, filter: &str) -> bool {
         if topics::has_wildcards(filter) {
-            self.topics.keys().any(|t| topics::matches(filter, t))
+            self.trie.any_match(filter)
         } else {
             self.topics.contains_key(filter)
         }
     }
 
-    /// Names of the topics a filter matches.
+    /// Names of the topics a filter matches: those under the branches it can match, not a
+    /// look at every topic.
     pub fn matching(&self, filter: &str) -> Vec<Arc<str>> {
         if topics::has_wildcards(filter) {
-            self.topics
-                .keys()
-                .filter(|t| topics::matches(filter, t))
-                .cloned()
-                .collect()
+            self.trie.matching(filter)
         } else {
             self.topics
                 .get_key_value(filter)
