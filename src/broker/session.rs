@@ -403,12 +403,11 @@ impl Session {
             }));
             self.messages_out += 1;
             if q.qos != QoS::AtMostOnce {
-                if q.seq != 0
-                    && let Some(j) = &self.journal
-                {
-                    j.push(Change::Sent {
-                        client_id: self.client_id.clone(),
-                        seq: q.seq,
+                if q.seq != 0 {
+                    let seq = q.seq;
+                    self.record(|client_id| Change::Sent {
+                        client_id,
+                        seq,
                         pkid,
                     });
                 }

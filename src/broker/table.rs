@@ -133,6 +133,35 @@ impl TopicTable {
         }
     }
 
+    /// Whether a subscription's filter has something to match: a listed topic, or `$SYS`.
+    pub fn serves(&self, filter: &str) -> bool {
+        let target = topics::target(filter);
+        target.starts_with("$SYS") || self.any_match(target)
+    }
+
+    /// Puts session `session`'s subscription `filter` into every topic it matches, or takes it
+    /// out (`qos` None). An ordinary filter leaves each topic at the QoS `filters` (the session's
+    /// subscriptions as they now are) grant it; a shared one (`$share/GROUP/FILTER`) is a
+    /// membership of its group at `qos`. Returns the topics it matches.
+    pub fn index_filter(
+        &mut self,
+        session: SessionIdx,
+        filter: &str,
+        qos: Option<QoS>,
+        filters: &[(String, QoS)],
+    ) -> Vec<Arc<str>> {
+        let shared = topics::shared(filter).is_some();
+        let names = self.matching(topics::target(filter));
+        for name in &names {
+            if shared {
+                self.set_shared(name, filter, session, qos);
+            } else {
+                self.set_subscriber(name, session, effective_qos(filters, name));
+            }
+        }
+        names
+    }
+
     /// Adds a session to a shared subscription on a topic at `qos` (or with `None` takes it out).
     pub fn set_shared(&mut self, name: &str, filter: &str, session: SessionIdx, qos: Option<QoS>) {
         let Some(topic) = self.topics.get_mut(name) else {

@@ -267,10 +267,7 @@ impl Router {
         let table = &self.topics;
         for s in self.sessions.iter_mut().flatten() {
             let before = s.filters.len();
-            s.filters.retain(|(f, _)| {
-                let f = topics::target(f);
-                f.starts_with("$SYS") || table.any_match(f)
-            });
+            s.filters.retain(|(f, _)| table.serves(f));
             if s.filters.len() != before {
                 s.record_filters();
             }
@@ -452,6 +449,14 @@ impl Router {
             })
             .collect();
         topics.sort_by(|a, b| a.name.cmp(&b.name));
+        let (persistent_sessions, stored_messages) = self
+            .sessions
+            .iter()
+            .flatten()
+            .filter(|s| s.persisted())
+            .fold((0, 0), |(n, m), s| {
+                (n + 1, m + s.queued_len() + s.inflight_len())
+            });
         Snapshot {
             uptime: self.started.elapsed(),
             clients,
@@ -469,19 +474,8 @@ impl Router {
                 .store
                 .as_ref()
                 .map(|s| s.status.lock().expect("status lock").clone()),
-            persistent_sessions: self
-                .sessions
-                .iter()
-                .flatten()
-                .filter(|s| s.persisted())
-                .count(),
-            stored_messages: self
-                .sessions
-                .iter()
-                .flatten()
-                .filter(|s| s.persisted())
-                .map(|s| s.queued_len() + s.inflight_len())
-                .sum(),
+            persistent_sessions,
+            stored_messages,
             retained: self
                 .topics
                 .iter()

@@ -59,7 +59,6 @@ impl Router {
                 p.answer(Outbound::Hold(true));
             }
         }
-        self.counters.holds += 1;
     }
 
     /// Lets go of every publisher `sub` holds back.
@@ -128,7 +127,6 @@ impl Router {
             let who = s.client_id.clone();
             let queued = s.queued_len();
             let secs = self.stall_timeout.as_secs_f32();
-            self.counters.stuck += 1;
             self.release(idx);
             match (self.on_stuck, held) {
                 (OnStuck::Drop, _) | (OnStuck::Disconnect, true) => {

@@ -29,7 +29,7 @@ use super::session::{Delivery, Limits, Online, Session};
 use super::stats::Stats;
 use super::store::{Batch, Change, Journal, Loaded, Store};
 use super::sys::{self, SysFigures};
-use super::table::{Retained, SessionIdx, TopicTable, effective_qos};
+use super::table::{Retained, SessionIdx, TopicTable};
 use super::topics;
 use super::users::Users;
 
@@ -48,10 +48,6 @@ pub(crate) struct Counters {
     /// Connections turned away before CONNACK 0 (bad login, bad CONNECT).
     pub refused_connections: u64,
     pub maximum_connected: usize,
-    /// Times a subscriber over its high-water mark held a publisher back.
-    pub holds: u64,
-    /// Times a subscriber was found stuck (its queue did not move for the stall deadline).
-    pub stuck: u64,
 }
 
 pub(crate) struct Router {
@@ -162,35 +158,24 @@ impl Router {
         let sessions = loaded.sessions.len();
         for stored in loaded.sessions {
             let topics = &self.topics;
-            let session = Session::restore(stored, self.limits, journal.clone(), |name| {
+            let mut session = Session::restore(stored, self.limits, journal.clone(), |name| {
                 topics
                     .get(name)
                     .map_or_else(|| name.clone(), |t| t.name.clone())
             });
-            let mut session = session;
             queued += session.queued_len() + session.inflight_len();
             // The topic list may have changed since: a subscription that matches nothing on it
             // goes, as when a topic is deleted while the broker runs.
             let before = session.filters.len();
             let table = &self.topics;
-            session.filters.retain(|(f, _)| {
-                let f = topics::target(f);
-                f.starts_with("$SYS") || table.any_match(f)
-            });
+            session.filters.retain(|(f, _)| table.serves(f));
             if session.filters.len() != before {
                 session.record_filters();
             }
             let idx = self.sessions.len();
             for (filter, qos) in &session.filters {
-                let shared = topics::shared(filter).is_some();
-                for name in self.topics.matching(topics::target(filter)) {
-                    if shared {
-                        self.topics.set_shared(&name, filter, idx, Some(*qos));
-                    } else {
-                        let eff = effective_qos(&session.filters, &name);
-                        self.topics.set_subscriber(&name, idx, eff);
-                    }
-                }
+                self.topics
+                    .index_filter(idx, filter, Some(*qos), &session.filters);
             }
             self.by_client.insert(session.client_id.clone(), idx);
             self.sessions.push(Some(session));
@@ -506,14 +491,7 @@ impl Router {
             return;
         };
         for (filter, _) in &session.filters {
-            let shared = topics::shared(filter).is_some();
-            for topic in self.topics.matching(topics::target(filter)) {
-                if shared {
-                    self.topics.set_shared(&topic, filter, idx, None);
-                } else {
-                    self.topics.set_subscriber(&topic, idx, None);
-                }
-            }
+            self.topics.index_filter(idx, filter, None, &[]);
         }
         self.by_client.remove(&session.client_id);
         self.free.push(idx);
@@ -671,28 +649,9 @@ impl Router {
             topic: t.name.clone(),
             payload,
         });
-        // Subscribers this message took past their high-water mark: rare, so no allocation
-        // unless there are some.
-        let mut full = Vec::new();
-        for &(sidx, granted) in &t.subscribers {
-            let Some(s) = sessions[sidx].as_mut() else {
-                continue;
-            };
-            let q = min_qos(qos, granted);
-            if s.deliver(&msg, q, false) == Delivery::Dropped {
-                counters.dropped += 1;
-            }
-            if let Some(p) = publisher
-                && p != sidx
-                && !s.stuck
-                && s.online.is_some()
-                && s.over_high_water()
-            {
-                full.push(sidx);
-            }
-        }
         // Each shared subscription: the next member whose client is online takes it (an
-        // offline one only when none is, for its queue).
+        // offline one only when none is, for its queue). No allocation without groups.
+        let mut picked = Vec::new();
         for group in &mut t.shared {
             let n = group.members.len();
             if n == 0 {
@@ -705,15 +664,20 @@ impl Router {
             });
             let i = online.unwrap_or(group.next % n);
             group.next = (i + 1) % n;
-            let (sidx, granted) = group.members[i];
+            picked.push(group.members[i]);
+        }
+        // Subscribers this message took past their high-water mark: rare, so no allocation
+        // unless there are some.
+        let mut full = Vec::new();
+        for &(sidx, granted) in t.subscribers.iter().chain(&picked) {
             let Some(s) = sessions[sidx].as_mut() else {
                 continue;
             };
             if s.deliver(&msg, min_qos(qos, granted), false) == Delivery::Dropped {
                 counters.dropped += 1;
             }
-            if let Some(p) = publisher
-                && p != sidx
+            // A publisher is never held by its own queue.
+            if publisher.is_some_and(|p| p != sidx)
                 && !s.stuck
                 && s.online.is_some()
                 && s.over_high_water()
@@ -737,9 +701,7 @@ impl Router {
                 Some(group) => group.is_ok(),
                 None => topics::validate_filter(&filter).is_ok(),
             };
-            let target = topics::target(&filter);
-            let is_sys = target.starts_with("$SYS");
-            if !valid || !(is_sys || self.topics.any_match(target)) {
+            if !valid || !self.topics.serves(&filter) {
                 codes.push(SubscribeCode::Refused);
                 self.counters.refused_subscriptions += 1;
                 let client_id = self.session(idx).client_id.clone();
@@ -767,18 +729,14 @@ impl Router {
                 Some(existing) => existing.1 = qos,
                 None => session.filters.push((filter.clone(), qos)),
             }
+            let filters = &self.sessions[idx].as_ref().expect("a live session").filters;
+            let matched = self.topics.index_filter(idx, &filter, Some(qos), filters);
             if shared.is_some() {
-                // One member of the group gets each message; no retained messages (as in MQTT 5).
-                for name in self.topics.matching(topics::target(&filter)) {
-                    self.topics.set_shared(&name, &filter, idx, Some(qos));
-                }
-                continue;
+                continue; // no retained messages for a shared subscription (as in MQTT 5)
             }
             // This filter's retained messages, in Mosquitto's order (`retain_order`).
             let mut found = Vec::new();
-            for name in self.topics.matching(&filter) {
-                let eff = effective_qos(&self.session(idx).filters, &name);
-                self.topics.set_subscriber(&name, idx, eff);
+            for name in matched {
                 if let Some(t) = self.topics.get(&name)
                     && let Some(r) = &t.retained
                 {
@@ -815,16 +773,8 @@ impl Router {
             if session.filters.len() == before {
                 continue;
             }
-            if topics::shared(&filter).is_some() {
-                for name in self.topics.matching(topics::target(&filter)) {
-                    self.topics.set_shared(&name, &filter, idx, None);
-                }
-                continue;
-            }
-            for name in self.topics.matching(&filter) {
-                let eff = effective_qos(&self.session(idx).filters, &name);
-                self.topics.set_subscriber(&name, idx, eff);
-            }
+            let filters = &self.sessions[idx].as_ref().expect("a live session").filters;
+            self.topics.index_filter(idx, &filter, None, filters);
         }
         self.record_filters_before_answer(idx);
         self.session(idx).answer(Outbound::UnsubAck(pkid));
