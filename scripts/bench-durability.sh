@@ -154,18 +154,7 @@ log "a subscriber that never reads, under 8 x 100,000 QoS 0 messages"
 seq 100000 | sed 's/$/ ..................................................../' | cut -c1-64 >"$W/lines.txt"
 stuck() {
     local b=$1
-    python3 - "$(port_of "$b")" <<'PY' &
-import socket, sys, time
-s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
-cid = b"never-reads"
-body = b"\x00\x04MQTT\x04\x02\x00\x3c" + len(cid).to_bytes(2, "big") + cid
-s.sendall(bytes([0x10, len(body)]) + body)
-s.recv(4)
-f = b"bench/#"
-sub = b"\x00\x01" + len(f).to_bytes(2, "big") + f + b"\x00"
-s.sendall(bytes([0x82, len(sub)]) + sub)
-time.sleep(600)  # reads nothing more
-PY
+    "$ROOT/scripts/never-reads.py" "$(port_of "$b")" never-reads 'bench/#' 600 &
     local sub=$!
     sleep 1
     local t0=$SECONDS pubs=()

@@ -43,6 +43,11 @@ mosquitto_sub "${P[@]}" -i dashboard -t 'lab/#' -q 1 >"$WORK/sub.out" &
 pids+=($!)
 mosquitto_sub "${P[@]}" -i esp32-door -t lab/door -t lab/led -c -q 1 --will-topic lab/door --will-payload offline >/dev/null &
 pids+=($!)
+# Two displays sharing the work of one subscription: the Topics panel shows them as a group.
+for d in 1 2; do
+    mosquitto_sub "${P[@]}" -i "display-$d" -t '$share/displays/lab/temperature' -q 1 >/dev/null &
+    pids+=($!)
+done
 sleep 0.5
 for v in 20.5 20.7 21.0 21.4; do mosquitto_pub "${P[@]}" -i thermometer -t lab/temperature -m "$v" -q 1 -r; done
 mosquitto_pub "${P[@]}" -i student-3 -t lab/chat -m 'hello from the lab' -q 2
@@ -91,18 +96,7 @@ kill -0 "$app" || { echo "the app died" >&2; exit 1; }
 
 # Flow control on screen: a subscriber that reads nothing and a publisher flooding its topic;
 # within the stall deadline (5 s) Clients shows the one slow and the other held back.
-python3 - "$port" <<'PY' &
-import socket, sys, time
-s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
-cid = b"frozen-display"
-body = b"\x00\x04MQTT\x04\x02\x00\x3c" + len(cid).to_bytes(2, "big") + cid
-s.sendall(bytes([0x10, len(body)]) + body)
-s.recv(4)
-f = b"lab/chat"
-sub = b"\x00\x01" + len(f).to_bytes(2, "big") + f + b"\x00"
-s.sendall(bytes([0x82, len(sub)]) + sub)
-time.sleep(30)  # and reads nothing
-PY
+scripts/never-reads.py "$port" frozen-display lab/chat 30 &
 pids+=($!)
 sleep 0.5
 head -c 8000 /dev/zero | tr '\0' x >"$WORK/line"
