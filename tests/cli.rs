@@ -1,10 +1,14 @@
 //! The `mqtt-lab` binary: start-up line, signals, file errors, port in use, `user` commands,
 //! default files.
 
+mod common;
+
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
+
+use common::listening_port;
 
 const BIN: &str = env!("CARGO_BIN_EXE_mqtt-lab");
 
@@ -34,16 +38,7 @@ fn spawn_headless(dir: &Path, extra: &[&str]) -> (Child, u16) {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let port = line
-        .trim()
-        .strip_prefix("mqtt-lab: listening on mqtt://127.0.0.1:")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-        .parse()
-        .unwrap();
+    let port = listening_port(&mut child);
     (child, port)
 }
 
@@ -108,7 +103,12 @@ fn run(args: &[&str], home: &Path, stdin: Option<&str>) -> Output {
 
 /// Runs the headless broker with these files on `port`, for start-ups that must fail.
 fn run_headless(dir: &Path, port: &str, topics: &str, users: &str) -> Output {
-    let args = [
+    run_headless_with(dir, port, topics, users, &[])
+}
+
+/// The same, with more options.
+fn run_headless_with(dir: &Path, port: &str, topics: &str, users: &str, extra: &[&str]) -> Output {
+    let mut args = vec![
         "--headless",
         "--port",
         port,
@@ -117,6 +117,7 @@ fn run_headless(dir: &Path, port: &str, topics: &str, users: &str) -> Output {
         "--users",
         users,
     ];
+    args.extend_from_slice(extra);
     run(&args, dir, None)
 }
 
@@ -425,18 +426,8 @@ fn a_data_folder_holding_a_file_that_is_not_ours_stops_the_start_with_one_line()
     std::fs::create_dir(&data).unwrap();
     let state = data.join("state.sqlite3");
     std::fs::write(&state, "my notes, not a database\n").unwrap();
-    let args = [
-        "--headless",
-        "--port",
-        "0",
-        "--topics",
-        &topics,
-        "--users",
-        &users,
-        "--data-dir",
-        data.to_str().unwrap(),
-    ];
-    let out = run(&args, dir.path(), None);
+    let data = data.to_str().unwrap();
+    let out = run_headless_with(dir.path(), "0", &topics, &users, &["--data-dir", data]);
     assert_eq!(out.status.code(), Some(1));
     let err = stderr(&out);
     let errors: Vec<&str> = err.lines().filter(|l| l.contains("error")).collect();

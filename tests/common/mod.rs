@@ -528,3 +528,20 @@ pub fn offline(snap: &Snapshot, client_id: &str) -> bool {
         .iter()
         .any(|c| c.client_id == client_id && c.connection.is_none())
 }
+
+// ---- the binary -----------------------------------------------------------------------------
+
+/// The port of a headless broker the test started with `--port 0` (stdout piped), from its
+/// first line, `mqtt-lab: listening on mqtt://127.0.0.1:PORT`.
+pub fn listening_port(child: &mut std::process::Child) -> u16 {
+    use std::io::BufRead;
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().expect("stdout piped"))
+        .read_line(&mut line)
+        .unwrap();
+    line.trim()
+        .strip_prefix("mqtt-lab: listening on mqtt://127.0.0.1:")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .parse()
+        .unwrap()
+}
