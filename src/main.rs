@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 
-use mqtt_lab::broker::config::OnStuck;
+use mqtt_lab::broker::config::{OnStuck, TopicsMode};
 use mqtt_lab::broker::files;
 use mqtt_lab::broker::mdns::{self, MdnsConfig};
 use mqtt_lab::broker::users::Users;
@@ -82,6 +82,15 @@ struct RunArgs {
     /// The topic list [default: topics.ron in the config folder]
     #[arg(long, value_name = "FILE")]
     topics: Option<PathBuf>,
+    /// Which topics exist: strict, only what the topic list holds (its names, and what its
+    /// patterns such as devices/+/temperature match); open, any topic a client uses (those not
+    /// on the list go when the last client using them leaves).
+    #[arg(long, value_name = "MODE", default_value = "strict")]
+    topics_mode: TopicsModeArg,
+    /// Topics that may exist at once without being on the list (open mode, patterns); beyond
+    /// it, PUBLISHes to new ones are dropped and counted.
+    #[arg(long, value_name = "N", default_value_t = 100_000)]
+    max_unlisted_topics: usize,
     /// The users file [default: users.ron in the config folder]
     #[arg(long, value_name = "FILE")]
     users: Option<PathBuf>,
@@ -115,6 +124,12 @@ struct RunArgs {
     /// Connections served at once.
     #[arg(long, value_name = "N", default_value_t = 20_000)]
     max_connections: usize,
+}
+
+#[derive(clap::ValueEnum, Debug, Clone, Copy)]
+enum TopicsModeArg {
+    Strict,
+    Open,
 }
 
 #[derive(clap::ValueEnum, Debug, Clone, Copy)]
@@ -217,6 +232,11 @@ fn broker_config(args: &RunArgs, topics: Option<&Path>) -> anyhow::Result<Config
             )?),
         },
         topics,
+        topics_mode: match args.topics_mode {
+            TopicsModeArg::Strict => TopicsMode::Strict,
+            TopicsModeArg::Open => TopicsMode::Open,
+        },
+        max_unlisted_topics: args.max_unlisted_topics,
         users,
         users_path: Some(users_path),
         topics_path: Some(topics_path),

@@ -131,7 +131,7 @@ fn a_bad_topics_file_names_file_line_and_column() {
     let topics = write(
         dir.path(),
         "topics.ron",
-        "(\n  topics: [\n    \"ok\",\n    \"bad/#\",\n  ],\n)\n",
+        "(\n  topics: [\n    \"ok\",\n    \"bad/#/x\",\n  ],\n)\n",
     );
     let users = write(dir.path(), "users.ron", "(allow_anonymous: true)");
     let out = run_headless(dir.path(), "0", &topics, &users);

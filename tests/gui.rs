@@ -74,7 +74,7 @@ fn added_topic_can_be_subscribed_and_deleted_topic_is_refused() {
     let rt = runtime();
     let mut h = harness(view(config()));
     wait_for(&mut h, "first snapshot", |_| true);
-    type_into(&mut h, "New topic", "lab/fresh");
+    type_into(&mut h, "New topic or pattern", "lab/fresh");
     h.get_by_label("Add topic").click();
     wait_for(&mut h, "the new topic", |l| {
         l.snapshot.topics.iter().any(|t| t.name == "lab/fresh")
@@ -109,10 +109,10 @@ fn added_topic_can_be_subscribed_and_deleted_topic_is_refused() {
     h.get_by_label_contains("SUBSCRIBE \"lab/fresh\" refused");
 
     // A name that is not a topic name is refused in the window, with the reason.
-    type_into(&mut h, "New topic", "bad/#");
+    type_into(&mut h, "New topic or pattern", "bad/#/x");
     h.get_by_label("Add topic").click();
     h.run();
-    h.get_by_label_contains("is not a topic name");
+    h.get_by_label_contains("is not a topic name or pattern");
     h.state_mut().shutdown();
 }
 
@@ -248,7 +248,7 @@ fn opening_a_bad_topic_file_shows_where_and_keeps_the_list() {
     let bad = dir.path().join("bad.ron");
     std::fs::write(
         &bad,
-        "(\n  topics: [\n    \"ok\",\n    \"no/#\",\n  ],\n)\n",
+        "(\n  topics: [\n    \"ok\",\n    \"no/#/x\",\n  ],\n)\n",
     )
     .unwrap();
     let good = dir.path().join("good.ron");

@@ -173,7 +173,7 @@ async fn users_added_to_the_file_beside_the_running_broker_can_log_in() {
     let path = dir.path().join("users.ron");
     let mut users = Users {
         allow_anonymous: false,
-        users: vec![],
+        ..Users::default()
     };
     users.save(&path).unwrap();
     let config = Config {

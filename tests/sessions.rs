@@ -105,7 +105,7 @@ async fn connack_codes_for_protocol_level_and_client_id() {
 fn users_config(allow_anonymous: bool) -> Config {
     let mut users = Users {
         allow_anonymous,
-        users: vec![],
+        ..Users::default()
     };
     users
         .upsert("alice", Some("alice@lab.example"), "wonderland")
@@ -164,7 +164,7 @@ async fn users_changed_while_running_apply_to_new_logins() {
     let addr = broker.local_addr();
     let mut users = Users {
         allow_anonymous: false,
-        users: vec![],
+        ..Users::default()
     };
     users.upsert("bob", None, "builder").unwrap();
     let (reply, rx) = tokio::sync::oneshot::channel();

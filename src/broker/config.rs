@@ -32,8 +32,12 @@ pub struct Config {
     pub data_dir: Option<PathBuf>,
     /// Write every packet to this pcap file (the trace is then on from the start).
     pub trace_file: Option<PathBuf>,
-    /// The topics that exist.
+    /// The topic list: names, and patterns (filters) whose every match exists.
     pub topics: Vec<String>,
+    /// Whether only what the list holds exists, or any topic a client uses.
+    pub topics_mode: TopicsMode,
+    /// Topics that may exist at once without being on the list (open mode, patterns).
+    pub max_unlisted_topics: usize,
     /// Who may log in.
     pub users: Users,
     /// Where the users file lives, so that changes made while running can be saved there.
@@ -84,6 +88,8 @@ impl Default for Config {
             trace_file: None,
             data_dir: None,
             topics: Vec::new(),
+            topics_mode: TopicsMode::Strict,
+            max_unlisted_topics: 100_000,
             users: Users::default(),
             users_path: None,
             topics_path: None,
@@ -112,4 +118,23 @@ pub enum OnStuck {
     Drop,
     /// It is disconnected (its session stays, if persistent, with its queue).
     Disconnect,
+}
+
+/// Which topics exist (see `table`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TopicsMode {
+    /// Only what the topic list holds: its names, and what its patterns match.
+    #[default]
+    Strict,
+    /// Any valid topic, when a client uses it; those not on the list go when unused.
+    Open,
+}
+
+impl TopicsMode {
+    pub fn name(self) -> &'static str {
+        match self {
+            TopicsMode::Strict => "strict",
+            TopicsMode::Open => "open",
+        }
+    }
 }

@@ -139,12 +139,18 @@ fn dir_and_name(path: &Path) -> Result<(PathBuf, &std::ffi::OsStr), FileError> {
 
 /// Parses RON text that came from `path` (used only to name the file in errors).
 pub fn parse_ron<T: DeserializeOwned>(path: &Path, text: &str) -> Result<T, FileError> {
-    ron::from_str(text).map_err(|e| FileError::Parse {
+    ron_options().from_str(text).map_err(|e| FileError::Parse {
         path: path.to_owned(),
         line: e.position.line,
         col: e.position.col,
         message: e.code.to_string(),
     })
+}
+
+/// Optional fields are written and read as plain values (`publish: ["a/#"]`, not
+/// `Some(["a/#"])`): the files are for people to read and edit.
+fn ron_options() -> ron::Options {
+    ron::Options::default().with_default_extension(ron::extensions::Extensions::IMPLICIT_SOME)
 }
 
 /// Reads and parses a RON file.
@@ -157,7 +163,8 @@ pub fn to_ron<T: Serialize>(path: &Path, value: &T) -> Result<String, FileError>
     let config = ron::ser::PrettyConfig::new()
         .depth_limit(3)
         .separate_tuple_members(false);
-    let mut text = ron::ser::to_string_pretty(value, config)
+    let mut text = ron_options()
+        .to_string_pretty(value, config)
         .map_err(|e| FileError::invalid(path, e.to_string()))?;
     text.push('\n');
     Ok(text)

@@ -57,9 +57,11 @@ pub(crate) enum ToRouter {
         list: Result<Vec<String>, String>,
         reply: Option<oneshot::Sender<Result<(), String>>>,
     },
-    /// The password of an `UpsertUser` is hashed: the user can be saved.
-    UserHashed {
-        user: User,
+    /// The passwords of an `UpsertUser` or `AddUsers` are hashed: the users can be saved, all
+    /// or none. `new`: they must all be new (a batch); otherwise one user, whose rules stay.
+    UsersHashed {
+        users: Vec<User>,
+        new: bool,
         reply: Option<oneshot::Sender<Result<(), String>>>,
     },
 }
@@ -284,13 +286,15 @@ pub enum Command {
         client_id: String,
         reply: Option<oneshot::Sender<Result<(), String>>>,
     },
-    /// Add a topic to the list (a valid topic name, not under `$`).
+    /// Add an entry to the list: a topic name, or a pattern (a filter whose every match
+    /// exists); not under `$`. A topic that appeared without being on the list is put on it.
     AddTopic {
         topic: String,
         reply: Option<oneshot::Sender<Result<(), String>>>,
     },
-    /// Delete a topic: its retained message and history go, and subscriptions that match no
-    /// topic any more are removed.
+    /// Delete an entry of the list: a topic goes with its retained message and history, a
+    /// pattern with the topics only it let appear; subscriptions that match no topic any more
+    /// are removed.
     RemoveTopic {
         topic: String,
         reply: Option<oneshot::Sender<Result<(), String>>>,
@@ -302,6 +306,9 @@ pub enum Command {
         path: Option<PathBuf>,
         reply: Option<oneshot::Sender<Result<(), String>>>,
     },
+    /// Which topics exist: the list's (strict) or any a client uses (open). Leaving open mode
+    /// takes away the topics only it let appear.
+    SetTopicsMode { mode: super::config::TopicsMode },
     /// Read a topic list file and make it the list in use (and its file), all or nothing; a
     /// file that does not parse changes nothing and the answer says where it is wrong.
     OpenTopicsFile {
@@ -318,6 +325,21 @@ pub enum Command {
     },
     RemoveUser {
         username: String,
+        reply: Option<oneshot::Sender<Result<(), String>>>,
+    },
+    /// Add many new users at once (a class's accounts), all with the same rules; all or none.
+    AddUsers {
+        /// User names and their passwords.
+        users: Vec<(String, String)>,
+        rules: super::acl::Rules,
+        reply: Option<oneshot::Sender<Result<(), String>>>,
+    },
+    /// Set what a user (`None`: clients without a user name) may publish and subscribe to.
+    /// Connected clients get the new rules at once; their subscriptions the rules no longer
+    /// allow are removed.
+    SetRules {
+        username: Option<String>,
+        rules: super::acl::Rules,
         reply: Option<oneshot::Sender<Result<(), String>>>,
     },
     SetAllowAnonymous {

@@ -5,6 +5,7 @@
 //! `router` owns all state (sessions, topics, retained messages, history, users) and is the only
 //! one to change it. They talk over bounded channels (`link`).
 
+pub mod acl;
 pub mod auth;
 pub mod codec;
 pub mod config;
@@ -25,6 +26,7 @@ pub mod trace;
 pub mod users;
 
 mod connection;
+mod filter_trie;
 mod listener;
 mod retain_order;
 mod router;

@@ -56,6 +56,8 @@ pub(crate) struct Online {
     pub will: Option<Will>,
     pub peer: Peer,
     pub username: Option<String>,
+    /// What it may publish and subscribe to, from its user's rules; `None`: no limit.
+    pub grant: Option<crate::broker::acl::Grant>,
     pub level: u8,
     pub keep_alive: u16,
     pub since: SystemTime,
@@ -572,6 +574,7 @@ mod tests {
                 accepted: std::time::Instant::now(),
             },
             username: None,
+            grant: None,
             level: 4,
             keep_alive: 60,
             since: SystemTime::now(),

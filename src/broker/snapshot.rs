@@ -18,15 +18,22 @@ use super::users::Users;
 pub struct Snapshot {
     pub uptime: Duration,
     pub clients: Vec<ClientInfo>,
-    /// The listed topics (not `$SYS`), by name.
+    /// The topics that exist (not `$SYS`), listed or not, by name.
     pub topics: Vec<TopicInfo>,
+    /// The list's patterns.
+    pub patterns: Vec<PatternInfo>,
+    pub topics_mode: super::config::TopicsMode,
+    /// PUBLISHes dropped because no more topics not on the list may appear.
+    pub topics_full: u64,
     pub stats: StatsSnapshot,
     /// Messages not delivered (unlisted topic, slow or offline QoS 0 client, full queue).
     pub dropped: u64,
-    /// PUBLISHes to topics not on the list.
+    /// PUBLISHes to topics that do not exist (not on the list, or no more may appear).
     pub unlisted: u64,
     pub refused_subscriptions: u64,
     pub refused_connections: u64,
+    /// PUBLISHes (and wills) their client's rules did not allow.
+    pub denied: u64,
     /// The users who may log in now (hashes only).
     pub users: Arc<Users>,
     /// The files changes are saved to.
@@ -91,10 +98,20 @@ pub struct ConnectionInfo {
     pub since: SystemTime,
 }
 
-/// A listed topic.
+/// A pattern on the topic list: a filter whose every match exists.
+#[derive(Debug, Clone)]
+pub struct PatternInfo {
+    pub pattern: String,
+    /// Topics that exist now and match it.
+    pub topics: usize,
+}
+
+/// A topic that exists.
 #[derive(Debug, Clone)]
 pub struct TopicInfo {
     pub name: String,
+    /// On the list by name; otherwise it appeared (open mode, a pattern) and goes when unused.
+    pub listed: bool,
     pub subscribers: usize,
     /// Shared subscriptions matching it (`$share/GROUP/FILTER`), with their member counts.
     pub shared: Vec<(String, usize)>,

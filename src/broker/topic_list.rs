@@ -1,4 +1,4 @@
-//! `topics.ron`: the list of topics that exist on the broker.
+//! `topics.ron`: the list of topics (and patterns of topics) that exist on the broker.
 
 use std::path::Path;
 
@@ -16,8 +16,9 @@ struct TopicsFile {
     topics: Vec<String>,
 }
 
-/// Parses the text of a topic list. Every entry must be a valid topic name (no wildcards);
-/// duplicates are dropped, the first one's place kept.
+/// Parses the text of a topic list. Every entry must be a valid topic name, or a pattern (a
+/// valid filter: every topic it matches exists); duplicates are dropped, the first one's place
+/// kept.
 pub fn parse(path: &Path, text: &str) -> Result<Vec<String>, FileError> {
     let file: TopicsFile = files::parse_ron(path, text)?;
     let mut seen = std::collections::HashSet::new();
@@ -96,16 +97,26 @@ mod tests {
 
     #[test]
     fn bad_entries_are_named_with_line_and_column() {
-        let text = "(\n  topics: [\n    \"ok\",\n    \"lab/+\",\n  ],\n)";
+        let text = "(\n  topics: [\n    \"ok\",\n    \"lab/+x\",\n  ],\n)";
         let err = parse(Path::new("t.ron"), text).unwrap_err().to_string();
         assert_eq!(
             err,
-            "t.ron:4:5: topic \"lab/+\" is not a topic name: it contains a wildcard (+ or #), which only filters may have"
+            "t.ron:4:5: topic \"lab/+x\" is not a topic name or pattern: it has '+' that is not alone in its level"
         );
         let err = parse(Path::new("t.ron"), r#"(topics: ["$SYS/x"])"#).unwrap_err();
         assert!(err.to_string().contains("kept for the broker"));
         let err = parse(Path::new("t.ron"), r#"(topics: [""])"#).unwrap_err();
         assert!(err.to_string().contains("is empty"), "{err}");
+    }
+
+    #[test]
+    fn patterns_are_entries() {
+        let list = parse(
+            Path::new("t"),
+            r#"(topics: ["devices/+/temperature", "lab/#"])"#,
+        )
+        .unwrap();
+        assert_eq!(list, vec!["devices/+/temperature", "lab/#"]);
     }
 
     #[test]

@@ -47,23 +47,30 @@ pub fn validate_name(name: &str) -> Result<(), TopicError> {
     Ok(())
 }
 
-/// Why a name cannot go on the topic list.
+/// Why an entry cannot go on the topic list.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum ListError {
-    #[error("is not a topic name: it {0}")]
+    #[error("is not a topic name or pattern: it {0}")]
     NotAName(TopicError),
     #[error("starts with '$', which is kept for the broker")]
     Reserved,
 }
 
-/// Checks a name for the topic list: a valid topic name, not under `$` (the broker's own).
+/// Checks an entry of the topic list: a topic name, or a pattern (a filter with `+` or `#`,
+/// meaning every topic it matches exists), not under `$` (the broker's own, and `$share/`).
 /// The one place this rule lives: the file, the broker's commands and the window all ask here.
-pub fn check_listable(name: &str) -> Result<(), ListError> {
-    validate_name(name).map_err(ListError::NotAName)?;
-    if name.starts_with('$') {
+pub fn check_listable(entry: &str) -> Result<(), ListError> {
+    validate_filter(entry).map_err(ListError::NotAName)?;
+    if entry.starts_with('$') {
         return Err(ListError::Reserved);
     }
     Ok(())
+}
+
+/// Checks a name a client may bring into being in open mode (or through a pattern): a topic
+/// name not under `$`.
+pub fn check_creatable(name: &str) -> bool {
+    validate_name(name).is_ok() && !name.starts_with('$')
 }
 
 /// Checks a topic filter, as used in SUBSCRIBE and UNSUBSCRIBE.
@@ -107,6 +114,29 @@ pub fn target(filter: &str) -> &str {
 /// True if the filter has `+` or `#` in it (it may match more than one topic).
 pub fn has_wildcards(filter: &str) -> bool {
     filter.contains(['+', '#'])
+}
+
+/// True if some topic name matches both valid filters: a pattern on the list serves a
+/// SUBSCRIBE whose filter overlaps it (`devices/+/temperature` serves `devices/7/#`).
+pub fn overlaps(a: &str, b: &str) -> bool {
+    // A filter that starts with a wildcard matches no `$` topic; one that starts with `$`
+    // matches nothing else.
+    let dollar = |f: &str| f.starts_with('$');
+    let wild = |f: &str| f.starts_with(['+', '#']);
+    if (dollar(a) && wild(b)) || (dollar(b) && wild(a)) {
+        return false;
+    }
+    let mut x = a.split('/');
+    let mut y = b.split('/');
+    loop {
+        match (x.next(), y.next()) {
+            (Some("#"), _) | (_, Some("#")) => return true,
+            (Some("+"), Some(_)) | (Some(_), Some("+")) => {}
+            (Some(l), Some(m)) if l == m => {}
+            (None, None) => return true,
+            _ => return false,
+        }
+    }
 }
 
 /// True if a valid `filter` matches the valid topic `name`.
@@ -158,6 +188,87 @@ mod tests {
         assert_eq!(validate_filter("a#"), Err(TopicError::BadMultiLevel));
         assert_eq!(validate_filter(""), Err(TopicError::Empty));
         assert_eq!(validate_filter("a/\0"), Err(TopicError::Null));
+    }
+
+    #[test]
+    fn list_entries() {
+        assert!(check_listable("lab/temperature").is_ok());
+        assert!(check_listable("devices/+/temperature").is_ok());
+        assert!(check_listable("lab/#").is_ok());
+        assert_eq!(check_listable("$SYS/x"), Err(ListError::Reserved));
+        assert_eq!(check_listable("$share/g/x"), Err(ListError::Reserved));
+        assert_eq!(
+            check_listable("lab/+x"),
+            Err(ListError::NotAName(TopicError::BadSingleLevel))
+        );
+        assert!(check_creatable("a/b"));
+        assert!(!check_creatable("a/+"));
+        assert!(!check_creatable("$x"));
+    }
+
+    #[test]
+    fn overlapping() {
+        assert!(overlaps("devices/+/temperature", "devices/7/temperature"));
+        assert!(overlaps("devices/+/temperature", "devices/7/#"));
+        assert!(overlaps("devices/+/temperature", "+/+/+"));
+        assert!(overlaps("lab/#", "lab"));
+        assert!(overlaps("a/+", "+/b"));
+        assert!(!overlaps("devices/+/temperature", "devices/7"));
+        assert!(!overlaps("devices/+/temperature", "devices/7/humidity"));
+        assert!(!overlaps("a/+", "a/b/c"));
+        assert!(!overlaps("#", "$SYS/x"));
+        assert!(overlaps("$SYS/#", "$SYS/x"));
+    }
+
+    /// `overlaps` against brute force: some name from a small alphabet matches both.
+    #[test]
+    fn overlapping_agrees_with_matching() {
+        let levels = ["a", "b", "", "$x", "+", "#"];
+        let mut filters = Vec::new();
+        for n in 1..=3 {
+            let mut idx = vec![0; n];
+            loop {
+                let f: Vec<&str> = idx.iter().map(|&i| levels[i]).collect();
+                let f = f.join("/");
+                if validate_filter(&f).is_ok() {
+                    filters.push(f);
+                }
+                let mut k = 0;
+                while k < n {
+                    idx[k] += 1;
+                    if idx[k] < levels.len() {
+                        break;
+                    }
+                    idx[k] = 0;
+                    k += 1;
+                }
+                if k == n {
+                    break;
+                }
+            }
+        }
+        let names_levels = ["a", "b", "", "$x", "c"];
+        let mut names = Vec::new();
+        // Two filters of at most three levels that overlap share a name of at most three.
+        for n in 1..=3 {
+            for code in 0..names_levels.len().pow(n) {
+                let mut c = code;
+                let name: Vec<&str> = (0..n)
+                    .map(|_| {
+                        let l = names_levels[c % names_levels.len()];
+                        c /= names_levels.len();
+                        l
+                    })
+                    .collect();
+                names.push(name.join("/"));
+            }
+        }
+        for a in &filters {
+            for b in &filters {
+                let brute = names.iter().any(|n| matches(a, n) && matches(b, n));
+                assert_eq!(overlaps(a, b), brute, "{a:?} and {b:?}");
+            }
+        }
     }
 
     #[test]

@@ -9,6 +9,7 @@ use argon2::password_hash::rand_core::OsRng;
 use argon2::password_hash::{PasswordHash, PasswordHasher, SaltString};
 use serde::{Deserialize, Serialize};
 
+use super::acl::{Grant, Rules};
 use super::auth::Verifier;
 use super::files::{self, FileError};
 
@@ -22,6 +23,9 @@ pub struct Users {
     /// Clients may connect without a user name.
     #[serde(default)]
     pub allow_anonymous: bool,
+    /// What clients without a user name may publish and subscribe to (see `acl`).
+    #[serde(default, skip_serializing_if = "Rules::is_open")]
+    pub anonymous: Rules,
     #[serde(default)]
     pub users: Vec<User>,
 }
@@ -31,6 +35,7 @@ impl Default for Users {
     fn default() -> Self {
         Users {
             allow_anonymous: true,
+            anonymous: Rules::default(),
             users: Vec::new(),
         }
     }
@@ -45,6 +50,9 @@ pub struct User {
     pub email: Option<String>,
     /// PHC string, e.g. `$argon2id$v=19$m=19456,t=2,p=1$...`.
     pub password_hash: String,
+    /// What it may publish and subscribe to (see `acl`); none: what the topic list allows.
+    #[serde(default, skip_serializing_if = "Rules::is_open")]
+    pub rules: Rules,
 }
 
 impl std::fmt::Debug for User {
@@ -53,6 +61,7 @@ impl std::fmt::Debug for User {
         f.debug_struct("User")
             .field("username", &self.username)
             .field("email", &self.email)
+            .field("rules", &self.rules)
             .finish_non_exhaustive()
     }
 }
@@ -87,6 +96,10 @@ impl Users {
     /// Parses a users file's text; every hash must be a PHC string and names must be unique.
     pub fn parse(path: &Path, text: &str) -> Result<Users, FileError> {
         let users: Users = files::parse_ron(path, text)?;
+        users
+            .anonymous
+            .check()
+            .map_err(|e| FileError::invalid(path, format!("anonymous: {e}")))?;
         let mut seen = std::collections::HashSet::new();
         for u in &users.users {
             if u.username.is_empty() {
@@ -101,6 +114,9 @@ impl Users {
                     ),
                 ));
             }
+            u.rules
+                .check()
+                .map_err(|e| FileError::invalid(path, format!("user {:?}: {e}", u.username)))?;
             for key in std::iter::once(&u.username).chain(u.email.iter()) {
                 if !seen.insert(key.as_str()) {
                     return Err(FileError::invalid(
@@ -124,6 +140,16 @@ impl Users {
         files::write_atomic_private(path, self.to_ron()?.as_bytes())
     }
 
+    /// The rules of the client logged in as `username` (`None`: anonymously), with its client
+    /// id put in; `None` when it may do anything the topic list allows.
+    pub fn grant(&self, username: Option<&str>, client_id: &str) -> Option<Grant> {
+        let rules = match username {
+            None => &self.anonymous,
+            Some(name) => &self.users.iter().find(|u| u.username == name)?.rules,
+        };
+        Grant::of(rules, username, client_id)
+    }
+
     /// The user whose name or e-mail is `login`.
     pub fn find(&self, login: &str) -> Option<&User> {
         self.users
@@ -139,10 +165,17 @@ impl Users {
         password: &str,
     ) -> Result<(), UserError> {
         self.check_new(username, email, password)?;
+        let rules = self
+            .users
+            .iter()
+            .find(|u| u.username == username)
+            .map(|u| u.rules.clone())
+            .unwrap_or_default();
         self.upsert_user(User {
             username: username.to_owned(),
             email: email.map(str::to_owned),
             password_hash: hash_password(password.as_bytes()),
+            rules,
         })
     }
 
@@ -266,7 +299,7 @@ mod tests {
     fn login_by_name_or_email() {
         let mut users = Users {
             allow_anonymous: false,
-            users: vec![],
+            ..Users::default()
         };
         users
             .upsert("alice", Some("alice@lab.example"), "s3cret")
@@ -319,6 +352,33 @@ mod tests {
         );
         users.remove("alice").unwrap();
         assert!(users.users.is_empty());
+    }
+
+    #[test]
+    fn rules_are_read_written_and_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("users.ron");
+        let mut users = Users::default();
+        users.upsert("ada", None, "pw").unwrap();
+        users.users[0].rules.publish = Some(vec!["students/%u/#".into()]);
+        users.anonymous.subscribe = Some(vec!["public/#".into()]);
+        users.save(&path).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        // Plain lists, without RON's Some(...).
+        assert!(text.contains(r#"publish: ["students/%u/#"]"#), "{text}");
+        assert!(!text.contains("Some"), "{text}");
+        assert_eq!(Users::load(&path).unwrap(), users);
+        // A new password keeps the rules.
+        users.upsert("ada", None, "pw2").unwrap();
+        assert!(users.users[0].rules.publish.is_some());
+        let g = users.grant(Some("ada"), "c1").unwrap();
+        assert!(g.may_publish("students/ada/x"));
+        assert!(!g.may_publish("students/bob/x"));
+        assert!(users.grant(None, "c").unwrap().may_subscribe("public/a"));
+        assert!(!users.grant(None, "c").unwrap().may_subscribe("#"));
+        let bad = r#"(users: [(username: "x", password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA", rules: (publish: ["a/#/b"]))])"#;
+        let err = Users::parse(&path, bad).unwrap_err().to_string();
+        assert!(err.contains(r#"user "x": publish rule "a/#/b""#), "{err}");
     }
 
     #[test]

@@ -1,8 +1,10 @@
-//! The Topics panel: the topic list with its subscribers and retained values; add, delete, open
-//! and save as; and the subscriptions that were refused.
+//! The Topics panel: the mode, the topic list (names and patterns) and the topics that exist
+//! with their subscribers and retained values; add, delete, open and save as; and the
+//! subscriptions that were refused.
 
 use std::path::{Path, PathBuf};
 
+use crate::broker::config::TopicsMode;
 use crate::broker::events::EventKind;
 use crate::broker::{BrokerHandle, Command, topics};
 
@@ -59,11 +61,36 @@ impl TopicsPanel {
             ui.monospace(path);
         });
         ui.horizontal(|ui| {
-            let label = ui.label("New topic");
+            ui.label("Topics that exist:");
+            let mode = snap.topics_mode;
+            for (m, text, hover) in [
+                (
+                    TopicsMode::Strict,
+                    "Strict: only the list",
+                    "Only the topics on the list, and those its patterns (devices/+/temperature) \
+                     match, exist: other subscriptions are refused",
+                ),
+                (
+                    TopicsMode::Open,
+                    "Open: any topic clients use",
+                    "A topic exists when a client subscribes to it, retains a value on it or \
+                     publishes to it, and goes when nobody uses it; the saved list is unchanged",
+                ),
+            ] {
+                if ui.radio(mode == m, text).on_hover_text(hover).clicked()
+                    && mode != m
+                    && !broker.try_send(Command::SetTopicsMode { mode: m })
+                {
+                    self.notice = Some(Notice::error("The broker is busy; try again"));
+                }
+            }
+        });
+        ui.horizontal(|ui| {
+            let label = ui.label("New topic or pattern");
             let edit = ui
                 .add(
                     egui::TextEdit::singleline(&mut self.new_topic)
-                        .hint_text("e.g. lab/door")
+                        .hint_text("e.g. lab/door or devices/+/temperature")
                         .desired_width(260.0),
                 )
                 .labelled_by(label.id);
@@ -151,10 +178,39 @@ impl TopicsPanel {
                 }
             })
             .body(|body| {
-                body.rows(row_height, snap.topics.len(), |mut row| {
-                    let t = &snap.topics[row.index()];
+                let patterns = snap.patterns.len();
+                body.rows(row_height, patterns + snap.topics.len(), |mut row| {
+                    if row.index() < patterns {
+                        let p = &snap.patterns[row.index()];
+                        row.col(|ui| {
+                            ui.monospace(&p.pattern);
+                            ui.weak("pattern");
+                        });
+                        row.col(|ui| {
+                            ui.label(format!("matches {}", p.topics))
+                                .on_hover_text("Topics that exist now and match it");
+                        });
+                        for _ in 0..4 {
+                            row.col(|_| {});
+                        }
+                        row.col(|ui| {
+                            self.delete_button(
+                                ui,
+                                &p.pattern,
+                                broker,
+                                "the topics only it let appear go",
+                            );
+                        });
+                        return;
+                    }
+                    let t = &snap.topics[row.index() - patterns];
                     row.col(|ui| {
                         ui.monospace(&t.name);
+                        if !t.listed {
+                            ui.weak("not on the list").on_hover_text(
+                                "A pattern or open mode let it appear; it goes when nobody uses it",
+                            );
+                        }
                     });
                     row.col(|ui| {
                         // Shared subscriptions as groups: each message goes to one member.
@@ -198,28 +254,33 @@ impl TopicsPanel {
                         sparkline(ui, &t.history);
                     });
                     row.col(|ui| {
-                        if reply::row_button(ui, "Delete", &format!("Delete {}", t.name)).clicked()
-                        {
-                            let topic = t.name.clone();
-                            match Pending::ask(
+                        if t.listed {
+                            self.delete_button(
+                                ui,
+                                &t.name,
                                 broker,
-                                |reply| Command::RemoveTopic {
-                                    topic: topic.clone(),
-                                    reply: Some(reply),
-                                },
-                                format!(
-                                    "Deleted {topic}: its retained message and history are gone"
-                                ),
-                            ) {
-                                Ok(p) => self.deleting = Some(p),
-                                Err(n) => self.notice = Some(n),
-                            }
+                                "its retained message and history are gone",
+                            );
+                        } else if reply::row_button(
+                            ui,
+                            "Add to list",
+                            &format!("Add {} to the list", t.name),
+                        )
+                        .clicked()
+                        {
+                            self.new_topic = t.name.clone();
+                            self.add(broker);
                         }
                     });
                 });
             });
-        if snap.topics.is_empty() {
-            ui.label("No topics: every subscription will be refused. Add one above.");
+        if snap.topics.is_empty() && snap.patterns.is_empty() {
+            ui.label(match snap.topics_mode {
+                TopicsMode::Strict => {
+                    "No topics: every subscription will be refused. Add one above."
+                }
+                TopicsMode::Open => "No topics yet: they appear as clients use them.",
+            });
         }
 
         ui.separator();
@@ -248,6 +309,29 @@ impl TopicsPanel {
                         }
                     });
             });
+    }
+
+    fn delete_button(
+        &mut self,
+        ui: &mut egui::Ui,
+        entry: &str,
+        broker: &BrokerHandle,
+        what_goes: &str,
+    ) {
+        if reply::row_button(ui, "Delete", &format!("Delete {entry}")).clicked() {
+            let topic = entry.to_owned();
+            match Pending::ask(
+                broker,
+                |reply| Command::RemoveTopic {
+                    topic: topic.clone(),
+                    reply: Some(reply),
+                },
+                format!("Deleted {topic}: {what_goes}"),
+            ) {
+                Ok(p) => self.deleting = Some(p),
+                Err(n) => self.notice = Some(n),
+            }
+        }
     }
 
     fn add(&mut self, broker: &BrokerHandle) {
@@ -292,11 +376,14 @@ impl TopicsPanel {
 
     /// Writes the current list to `path`, which becomes the file in use.
     fn save_as(&mut self, path: PathBuf, live: &Live, broker: &BrokerHandle) {
-        let list = live
-            .snapshot
+        // The list: its names and patterns, not the topics that appeared.
+        let snap = &live.snapshot;
+        let list = snap
             .topics
             .iter()
+            .filter(|t| t.listed)
             .map(|t| t.name.clone())
+            .chain(snap.patterns.iter().map(|p| p.pattern.clone()))
             .collect();
         let done = format!("Saved to {}", path.display());
         self.use_file(list, path, done, broker);

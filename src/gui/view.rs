@@ -21,6 +21,7 @@ use super::settings::{Change, Settings};
 use super::topics_panel::TopicsPanel;
 use super::trace_panel::TracePanel;
 use super::users_panel::UsersPanel;
+use crate::broker::config::TopicsMode;
 
 /// Builds the broker's config each time the broker (re)starts: files are read again, so a
 /// fixed file is picked up by Retry.
@@ -406,12 +407,27 @@ fn status_bar(
         let dropped = format!("{} dropped", snap.dropped);
         if snap.dropped > 0 {
             ui.colored_label(ui.visuals().warn_fg_color, dropped).on_hover_text(format!(
-                "{} to topics not on the list; the rest to slow or offline clients and full queues",
+                "{} to topics that do not exist; the rest to slow or offline clients and full queues",
                 snap.unlisted
             ));
         } else {
             ui.label(dropped);
         }
+        ui.separator();
+        let mode = snap.topics_mode;
+        let appeared = snap.topics.iter().filter(|t| !t.listed).count();
+        let text = match mode {
+            TopicsMode::Strict => "Topics: strict".to_string(),
+            TopicsMode::Open => format!("Topics: open ({appeared} not on the list)"),
+        };
+        ui.label(text).on_hover_text(match mode {
+            TopicsMode::Strict => {
+                "Only the topics on the list (and those its patterns match) exist; change it in Topics"
+            }
+            TopicsMode::Open => {
+                "Any topic a client uses exists; those not on the list go when nobody uses them"
+            }
+        });
         ui.separator();
         saved.status_item(ui, live);
         renamed

@@ -8,13 +8,14 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{info, warn};
 
 use super::Router;
+use crate::broker::acl::Rules;
 use crate::broker::events::EventKind;
 use crate::broker::files::{FileError, FileStamp};
 use crate::broker::link::{CloseReason, Command, ToRouter};
 use crate::broker::saver::SaveJob;
-use crate::broker::snapshot::{ClientInfo, ConnectionInfo, Flow, Snapshot, TopicInfo};
+use crate::broker::snapshot::{ClientInfo, ConnectionInfo, Flow, PatternInfo, Snapshot, TopicInfo};
 use crate::broker::store::Change;
-use crate::broker::table::{SessionIdx, effective_qos};
+use crate::broker::table::{SessionIdx, Topic};
 use crate::broker::topic_list;
 use crate::broker::topics;
 use crate::broker::users::{User, Users, hash_password};
@@ -68,6 +69,28 @@ impl Router {
                 path,
                 reply,
             } => self.replace_topics(topics, path, reply),
+            Command::SetTopicsMode { mode } => {
+                if mode != self.topics.mode() {
+                    let gone = self.topics.set_mode(mode);
+                    let n = gone.len();
+                    self.topics_gone(gone);
+                    self.drop_unserved_filters();
+                    info!(mode = mode.name(), removed = n, "topics mode changed");
+                    self.events.push(
+                        EventKind::Topics,
+                        "",
+                        format!(
+                            "topics mode is now {}{}",
+                            mode.name(),
+                            if n > 0 {
+                                format!("; {n} topics not on the list went")
+                            } else {
+                                String::new()
+                            }
+                        ),
+                    );
+                }
+            }
             Command::OpenTopicsFile { path, reply } => self.off_router(move || {
                 let list = topic_list::load(&path).map_err(|e| e.to_string());
                 ToRouter::TopicsFileRead { path, list, reply }
@@ -92,9 +115,69 @@ impl Router {
                         username,
                         email,
                         password_hash: hash_password(password.as_bytes()),
+                        rules: Rules::default(),
                     };
-                    ToRouter::UserHashed { user, reply }
+                    ToRouter::UsersHashed {
+                        users: vec![user],
+                        new: false,
+                        reply,
+                    }
                 });
+            }
+            Command::AddUsers {
+                users,
+                rules,
+                reply,
+            } => {
+                let checked = rules.check().and_then(|()| {
+                    let mut batch = (**self.users.borrow()).clone();
+                    check_batch(&mut batch, &users)
+                });
+                if let Err(e) = checked {
+                    return reply_to(reply, Err(e));
+                }
+                self.off_router(move || {
+                    let users = users
+                        .into_iter()
+                        .map(|(username, password)| User {
+                            username,
+                            email: None,
+                            password_hash: hash_password(password.as_bytes()),
+                            rules: rules.clone(),
+                        })
+                        .collect();
+                    ToRouter::UsersHashed {
+                        users,
+                        new: true,
+                        reply,
+                    }
+                });
+            }
+            Command::SetRules {
+                username,
+                rules,
+                reply,
+            } => {
+                if let Err(e) = rules.check() {
+                    return reply_to(reply, Err(e));
+                }
+                let mut users = (**self.users.borrow()).clone();
+                let who = match &username {
+                    None => {
+                        users.anonymous = rules;
+                        "clients without a user name".to_string()
+                    }
+                    Some(name) => match users.users.iter_mut().find(|u| u.username == *name) {
+                        Some(u) => {
+                            u.rules = rules;
+                            format!("user {name:?}")
+                        }
+                        None => return reply_to(reply, Err(format!("there is no user {name:?}"))),
+                    },
+                };
+                self.events
+                    .push(EventKind::Users, "", format!("rules of {who} changed"));
+                self.set_users(users, reply);
             }
             Command::RemoveUser { username, reply } => {
                 let mut users = (**self.users.borrow()).clone();
@@ -127,25 +210,19 @@ impl Router {
 
     pub(super) fn add_topic(&mut self, name: &str) -> Result<(), String> {
         check_topic_name(name)?;
-        if self.topics.insert(name, false).is_none() {
+        // A new topic comes with the subscriptions that already match it; a pattern grants
+        // subscriptions from now on.
+        if !self.topics.list(name) {
             return Ok(());
         }
-        // Existing wildcard subscriptions cover the new topic at once.
-        for (idx, s) in self.sessions.iter().enumerate() {
-            let Some(s) = s else { continue };
-            if let Some(q) = effective_qos(&s.filters, name) {
-                self.topics.set_subscriber(name, idx, Some(q));
-            }
-            for (filter, q) in &s.filters {
-                if topics::shared(filter).is_some() && topics::matches(topics::target(filter), name)
-                {
-                    self.topics.set_shared(name, filter, idx, Some(*q));
-                }
-            }
-        }
-        info!(topic = name, "topic added");
+        let what = if topics::has_wildcards(name) {
+            "pattern"
+        } else {
+            "topic"
+        };
+        info!(entry = name, "{what} added");
         self.events
-            .push(EventKind::Topics, "", format!("topic {name:?} added"));
+            .push(EventKind::Topics, "", format!("{what} {name:?} added"));
         Ok(())
     }
 
@@ -173,10 +250,9 @@ impl Router {
             return reply_to(reply, Err(e));
         }
         let gone: Vec<String> = self
-            .topics
-            .iter()
-            .filter(|t| !t.system && !topics.iter().any(|n| **n == *t.name))
-            .map(|t| t.name.to_string())
+            .list()
+            .into_iter()
+            .filter(|e| !topics.contains(e))
             .collect();
         self.remove_topics(&gone);
         for t in &topics {
@@ -212,8 +288,16 @@ impl Router {
     /// Forgets retained messages and offline sessions (see `Command::ClearState`).
     fn clear_state(&mut self) {
         let mut retained = 0;
+        let mut emptied = Vec::new();
         for t in self.topics.iter_mut().filter(|t| !t.system) {
-            retained += usize::from(t.retained.take().is_some());
+            if t.retained.take().is_some() {
+                retained += 1;
+                emptied.push(t.name.clone());
+            }
+        }
+        // Topics not on the list that their value alone kept go with it.
+        for name in emptied {
+            self.topics.collect(&name);
         }
         let offline: Vec<SessionIdx> = self
             .sessions
@@ -239,40 +323,75 @@ impl Router {
         );
     }
 
-    /// Deletes topics from the list; false if none of them was on it.
-    pub(super) fn remove_topics(&mut self, names: &[String]) -> bool {
+    /// Deletes entries from the list; false if none of them was on it.
+    pub(super) fn remove_topics(&mut self, entries: &[String]) -> bool {
         let mut removed = false;
-        for name in names {
-            if self.topics.get(name).is_some_and(|t| !t.system) {
-                if let Some(t) = self.topics.remove(name)
-                    && t.retained.is_some()
-                    && let Some(j) = &self.journal
-                {
-                    j.push(Change::Retained {
-                        topic: t.name,
-                        value: None,
-                    });
-                }
-                info!(topic = %name, "topic deleted");
-                self.events
-                    .push(EventKind::Topics, "", format!("topic {name:?} deleted"));
-                removed = true;
+        for entry in entries {
+            let (found, gone) = self.topics.unlist(entry);
+            if !found {
+                continue;
             }
+            removed = true;
+            let what = if topics::has_wildcards(entry) {
+                "pattern"
+            } else {
+                "topic"
+            };
+            info!(entry = %entry, "{what} deleted");
+            self.events
+                .push(EventKind::Topics, "", format!("{what} {entry:?} deleted"));
+            self.topics_gone(gone);
         }
-        if !removed {
-            return false;
+        if removed {
+            self.drop_unserved_filters();
         }
-        // Subscriptions that no longer match any topic go; a client sees them as refused if it
-        // subscribes again.
-        let table = &self.topics;
-        for s in self.sessions.iter_mut().flatten() {
+        removed
+    }
+
+    /// Topics that no longer exist: their retained messages go from the disk too.
+    fn topics_gone(&mut self, gone: Vec<Topic>) {
+        let Some(j) = &self.journal else { return };
+        for t in gone.into_iter().filter(|t| t.retained.is_some()) {
+            j.push(Change::Retained {
+                topic: t.name,
+                value: None,
+            });
+        }
+    }
+
+    /// Subscriptions that no longer match any topic (nor could) go; a client sees them as
+    /// refused if it subscribes again.
+    fn drop_unserved_filters(&mut self) {
+        let Router {
+            topics, sessions, ..
+        } = self;
+        for (idx, s) in sessions.iter_mut().enumerate() {
+            let Some(s) = s else { continue };
             let before = s.filters.len();
-            s.filters.retain(|(f, _)| table.serves(f));
+            s.filters.retain(|(f, _)| {
+                let keep = topics.serves(f);
+                if !keep {
+                    topics.forget_filter(idx, f);
+                }
+                keep
+            });
             if s.filters.len() != before {
                 s.record_filters();
             }
         }
-        true
+    }
+
+    /// The list as it is saved: names and patterns, sorted.
+    fn list(&self) -> Vec<String> {
+        let mut entries: Vec<String> = self
+            .topics
+            .iter()
+            .filter(|t| t.listed)
+            .map(|t| t.name.to_string())
+            .chain(self.topics.patterns().iter().map(|p| p.to_string()))
+            .collect();
+        entries.sort();
+        entries
     }
 
     /// The users file changed on disk. Taken as it is (not written back); a file that does not
@@ -300,6 +419,7 @@ impl Router {
                     format!("{path} changed on disk: {} users loaded", users.users.len()),
                 );
                 self.users.send_replace(Arc::new(users));
+                self.regrant();
             }
             Err(e) => {
                 warn!(error = %e, "users file changed on disk but cannot be read: keeping the users in use");
@@ -312,23 +432,36 @@ impl Router {
         }
     }
 
-    /// A user whose password has been hashed: checked again (another change may have come
-    /// first), then saved.
-    pub(super) fn on_user_hashed(
+    /// Users whose passwords have been hashed: checked again (another change may have come
+    /// first), then saved, all or none. A user whose password changed keeps its rules.
+    pub(super) fn on_users_hashed(
         &mut self,
-        user: User,
+        hashed: Vec<User>,
+        new: bool,
         reply: Option<oneshot::Sender<Result<(), String>>>,
     ) {
         let mut users = (**self.users.borrow()).clone();
-        let name = user.username.clone();
-        match users.upsert_user(user) {
-            Ok(()) => {
-                self.events
-                    .push(EventKind::Users, "", format!("user {name:?} saved"));
-                self.set_users(users, reply)
+        let names: Vec<String> = hashed.iter().map(|u| u.username.clone()).collect();
+        for mut user in hashed {
+            if new && users.users.iter().any(|u| u.username == user.username) {
+                return reply_to(
+                    reply,
+                    Err(format!("{:?} is already a user: none added", user.username)),
+                );
             }
-            Err(e) => reply_to(reply, Err(e.to_string())),
+            if let Some(old) = users.users.iter().find(|u| u.username == user.username) {
+                user.rules = old.rules.clone();
+            }
+            if let Err(e) = users.upsert_user(user) {
+                return reply_to(reply, Err(e.to_string()));
+            }
         }
+        let text = match names.as_slice() {
+            [one] => format!("user {one:?} saved"),
+            many => format!("{} users added", many.len()),
+        };
+        self.events.push(EventKind::Users, "", text);
+        self.set_users(users, reply)
     }
 
     pub(super) fn set_users(
@@ -343,6 +476,7 @@ impl Router {
         );
         let contents = users.to_ron();
         self.users.send_replace(Arc::new(users));
+        self.regrant();
         match self.users_path.clone() {
             Some(path) => {
                 if self.save(path, contents, true, reply) {
@@ -358,13 +492,7 @@ impl Router {
         let Some(path) = self.topics_path.clone() else {
             return reply_to(reply, Ok(()));
         };
-        let mut names: Vec<String> = self
-            .topics
-            .iter()
-            .filter(|t| !t.system)
-            .map(|t| t.name.to_string())
-            .collect();
-        names.sort();
+        let names = self.list();
         let contents = topic_list::to_ron(&path, &names);
         self.save(path, contents, false, reply);
     }
@@ -436,6 +564,7 @@ impl Router {
             .filter(|t| !t.system)
             .map(|t| TopicInfo {
                 name: t.name.to_string(),
+                listed: t.listed,
                 subscribers: t.subscribers.len(),
                 shared: t
                     .shared
@@ -449,6 +578,15 @@ impl Router {
             })
             .collect();
         topics.sort_by(|a, b| a.name.cmp(&b.name));
+        let patterns = self
+            .topics
+            .patterns()
+            .iter()
+            .map(|p| PatternInfo {
+                pattern: p.to_string(),
+                topics: self.topics.matching(p).len(),
+            })
+            .collect();
         let (persistent_sessions, stored_messages) = self
             .sessions
             .iter()
@@ -461,11 +599,15 @@ impl Router {
             uptime: self.started.elapsed(),
             clients,
             topics,
+            patterns,
+            topics_mode: self.topics.mode(),
+            topics_full: self.counters.topics_full,
             stats: self.stats.snapshot(),
             dropped: self.counters.dropped,
             unlisted: self.counters.unlisted,
             refused_subscriptions: self.counters.refused_subscriptions,
             refused_connections: self.counters.refused_connections,
+            denied: self.counters.denied,
             users: self.users.borrow().clone(),
             topics_path: self.topics_path.clone(),
             users_path: self.users_path.clone(),
@@ -483,6 +625,29 @@ impl Router {
                 .count(),
         }
     }
+}
+
+/// Checks a batch of new users against the users there are and each other.
+fn check_batch(users: &mut Users, batch: &[(String, String)]) -> Result<(), String> {
+    if batch.is_empty() {
+        return Err("no users to add".into());
+    }
+    for (name, password) in batch {
+        if users.users.iter().any(|u| u.username == *name) {
+            return Err(format!("{name:?} is already a user: none added"));
+        }
+        users
+            .check_new(name, None, password)
+            .map_err(|e| e.to_string())?;
+        // A placeholder, so that the next names are checked against this one too.
+        users.users.push(User {
+            username: name.clone(),
+            email: None,
+            password_hash: String::new(),
+            rules: Rules::default(),
+        });
+    }
+    Ok(())
 }
 
 fn reply_to(reply: Option<oneshot::Sender<Result<(), String>>>, result: Result<(), String>) {

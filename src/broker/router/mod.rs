@@ -29,7 +29,7 @@ use super::session::{Delivery, Limits, Online, Session};
 use super::stats::Stats;
 use super::store::{Batch, Change, Journal, Loaded, Store};
 use super::sys::{self, SysFigures};
-use super::table::{Retained, SessionIdx, TopicTable};
+use super::table::{Absent, Retained, SessionIdx, TopicTable};
 use super::topics;
 use super::users::Users;
 
@@ -47,6 +47,10 @@ pub(crate) struct Counters {
     pub refused_subscriptions: u64,
     /// Connections turned away before CONNACK 0 (bad login, bad CONNECT).
     pub refused_connections: u64,
+    /// PUBLISHes dropped because no more topics not on the list may appear.
+    pub topics_full: u64,
+    /// PUBLISHes (and wills) dropped because the client's rules do not allow the topic.
+    pub denied: u64,
     pub maximum_connected: usize,
 }
 
@@ -96,13 +100,13 @@ impl Router {
         store: Option<(Store, Loaded)>,
     ) -> Self {
         let sys_interval = config.sys_interval.filter(|d| !d.is_zero());
-        let mut table = TopicTable::default();
+        let mut table = TopicTable::new(config.topics_mode, config.max_unlisted_topics);
         for t in &config.topics {
-            table.insert(t, false);
+            table.list(t);
         }
         if sys_interval.is_some() {
             for t in sys::topics() {
-                table.insert(t, true);
+                table.insert_system(t);
             }
         }
         let (store, loaded) = match store {
@@ -142,12 +146,12 @@ impl Router {
         router
     }
 
-    /// Takes in what the store held: retained messages of listed topics (the others stay on
-    /// disk until cleared), and persistent sessions, offline, subscribed as they were.
+    /// Takes in what the store held: retained messages of topics that may exist (the others stay
+    /// on disk until cleared), and persistent sessions, offline, subscribed as they were.
     fn restore(&mut self, loaded: Loaded) {
         let mut retained = 0;
         for (topic, qos, payload) in loaded.retained {
-            if let Some(t) = self.topics.get_mut(&topic).filter(|t| !t.system) {
+            if let Some(t) = self.topics.for_restore(&topic) {
                 t.retained = Some(Retained { payload, qos });
                 t.retain_key = Some(self.retain_order.key(&t.name));
                 retained += 1;
@@ -301,7 +305,7 @@ impl Router {
                     self.users_saved = stamp;
                 }
             }
-            ToRouter::UserHashed { user, reply } => self.on_user_hashed(user, reply),
+            ToRouter::UsersHashed { users, new, reply } => self.on_users_hashed(users, new, reply),
             ToRouter::TopicsFileRead { path, list, reply } => {
                 self.on_topics_file_read(path, list, reply)
             }
@@ -399,11 +403,16 @@ impl Router {
         let _ = req.tx.try_send(Outbound::ConnAck {
             session_present: session_present && req.level >= 4,
         });
+        let grant = self
+            .users
+            .borrow()
+            .grant(req.username.as_deref(), &client_id);
         let online = Online {
             conn: req.conn,
             tx: req.tx,
             will: req.will,
             peer: req.peer,
+            grant,
             username: req.username,
             level: req.level,
             keep_alive: req.keep_alive,
@@ -438,6 +447,8 @@ impl Router {
     fn detach(&mut self, idx: SessionIdx, reason: CloseReason) {
         // An offline session's queue waits for its client: it holds no one back.
         self.release(idx);
+        // A client that leaves no longer keeps the topics it published to.
+        self.topics.forget_publisher(idx);
         let session = self.session(idx);
         session.stuck = false;
         let Some(online) = session.detach() else {
@@ -479,6 +490,10 @@ impl Router {
         }
         if reason.fires_will()
             && let Some(will) = online.will
+            && online
+                .grant
+                .as_ref()
+                .is_none_or(|g| g.may_publish(&will.topic))
         {
             debug!(client_id = %client_id, topic = %will.topic, "publishing will");
             self.publish_will(will, client_id);
@@ -568,6 +583,12 @@ impl Router {
             return;
         }
         let from = session.client_id.clone();
+        // Acknowledged (the connection does that) but not delivered, as for an unlisted topic.
+        let grant = session.online.as_ref().and_then(|o| o.grant.as_ref());
+        if grant.is_some_and(|g| !g.may_publish(&p.topic)) {
+            self.denied(&from, &p.topic, "PUBLISH");
+            return;
+        }
         self.route(
             Some((from, Some(idx))),
             &p.topic,
@@ -575,6 +596,60 @@ impl Router {
             p.qos,
             p.retain,
         );
+    }
+
+    /// A PUBLISH its client's rules do not allow: counted, and logged now and then (a device
+    /// that keeps trying must not fill the log).
+    fn denied(&mut self, client_id: &Arc<str>, topic: &str, what: &str) {
+        self.counters.denied += 1;
+        self.counters.dropped += 1;
+        let n = self.counters.denied;
+        debug!(client_id = %client_id, topic, "{what} not allowed by the client's rules: dropped");
+        if n.is_power_of_two() {
+            info!(client_id = %client_id, topic, denied = n, "publish not allowed by the client's rules");
+            self.events.push(
+                EventKind::SubscriptionRefused,
+                &**client_id,
+                format!("{what} to {topic:?} not allowed by its rules: not delivered ({n} so far)"),
+            );
+        }
+    }
+
+    /// A connected client's user or rules changed: it gets its new rules, and its
+    /// subscriptions they no longer allow go.
+    fn regrant(&mut self) {
+        let users = self.users.borrow().clone();
+        for idx in 0..self.sessions.len() {
+            let Some(session) = self.sessions[idx].as_mut() else {
+                continue;
+            };
+            let Some(online) = session.online.as_mut() else {
+                continue;
+            };
+            online.grant = users.grant(online.username.as_deref(), &session.client_id);
+            let Some(grant) = &online.grant else { continue };
+            let gone: Vec<String> = session
+                .filters
+                .iter()
+                .filter(|(f, _)| !grant.may_subscribe(f))
+                .map(|(f, _)| f.clone())
+                .collect();
+            if gone.is_empty() {
+                continue;
+            }
+            session.filters.retain(|(f, _)| !gone.contains(f));
+            session.record_filters();
+            let client_id = session.client_id.clone();
+            let filters = &self.sessions[idx].as_ref().expect("a live session").filters;
+            for f in &gone {
+                self.topics.index_filter(idx, f, None, filters);
+            }
+            self.events.push(
+                EventKind::SubscriptionRefused,
+                &*client_id,
+                format!("subscriptions its new rules do not allow were removed: {gone:?}"),
+            );
+        }
     }
 
     fn publish_will(&mut self, will: Will, from: Arc<str>) {
@@ -606,17 +681,26 @@ impl Router {
             retain_order,
             ..
         } = self;
-        let Some(t) = topics
-            .get_mut(topic)
-            .filter(|t| !(t.system && from.is_some()))
-        else {
-            counters.unlisted += 1;
-            counters.dropped += 1;
-            debug!(
-                client_id = from.as_deref().unwrap_or("-"),
-                topic, "publish to a topic not on the list: dropped"
-            );
-            return;
+        let t = match topics.for_publish(topic, publisher) {
+            Ok(t) if !(t.system && from.is_some()) => t,
+            found => {
+                counters.unlisted += 1;
+                counters.dropped += 1;
+                let why = match found {
+                    Err(Absent::Full) => {
+                        counters.topics_full += 1;
+                        "the limit of topics not on the list is reached"
+                    }
+                    _ => "not on the list",
+                };
+                debug!(
+                    client_id = from.as_deref().unwrap_or("-"),
+                    topic,
+                    reason = why,
+                    "publish to a topic that does not exist: dropped"
+                );
+                return;
+            }
         };
         let now = SystemTime::now();
         if retain {
@@ -643,6 +727,11 @@ impl Router {
         t.messages += 1;
         t.last_publish = Some(now);
         if t.subscribers.is_empty() && t.shared.is_empty() {
+            // A will or a retained value's removal may have been its only use.
+            if !t.listed {
+                let name = t.name.clone();
+                topics.collect(&name);
+            }
             return;
         }
         let msg = Arc::new(Message {
@@ -701,14 +790,24 @@ impl Router {
                 Some(group) => group.is_ok(),
                 None => topics::validate_filter(&filter).is_ok(),
             };
-            if !valid || !self.topics.serves(&filter) {
+            let allowed = valid
+                && self
+                    .session(idx)
+                    .online
+                    .as_ref()
+                    .and_then(|o| o.grant.as_ref())
+                    .is_none_or(|g| g.may_subscribe(&filter));
+            if !allowed || !self.topics.serves(&filter) {
                 codes.push(SubscribeCode::Refused);
                 self.counters.refused_subscriptions += 1;
                 let client_id = self.session(idx).client_id.clone();
-                let why = match (valid, &shared) {
-                    (true, _) => "matches no topic on the list",
-                    (false, Some(_)) => "is not a valid shared subscription ($share/GROUP/FILTER)",
-                    (false, None) => "is not a valid filter",
+                let why = match (valid, allowed, &shared) {
+                    (true, true, _) => "matches no topic or pattern on the list",
+                    (true, false, _) => "is outside what its rules allow it to subscribe to",
+                    (false, _, Some(_)) => {
+                        "is not a valid shared subscription ($share/GROUP/FILTER)"
+                    }
+                    (false, _, None) => "is not a valid filter",
                 };
                 self.events.push(
                     EventKind::SubscriptionRefused,
