@@ -627,3 +627,131 @@ fn a_shared_subscription_shows_as_a_group_in_topics() {
     assert!(h.query_all_by_label_contains("group workers ×2").count() >= 1);
     h.state_mut().shutdown();
 }
+
+#[test]
+fn open_mode_and_patterns_in_the_topics_panel() {
+    let rt = runtime();
+    let mut h = harness(view(config()));
+    wait_for(&mut h, "first snapshot", |_| true);
+    h.state_mut().tab = Tab::Topics;
+    h.run();
+    // A pattern grants the topics it matches; it is shown as a pattern with its count.
+    type_into(&mut h, "New topic or pattern", "devices/+/temperature");
+    h.get_by_label("Add topic").click();
+    wait_for(&mut h, "the pattern", |l| l.snapshot.patterns.len() == 1);
+    let addr = addr(&h);
+    let mut esp = rt.block_on(Client::connect(options(addr, "esp32-7")));
+    rt.block_on(esp.publish("devices/7/temperature", QoS::AtLeastOnce, false, b"21"));
+    rt.block_on(esp.acked());
+    wait_for(&mut h, "the topic to appear", |l| {
+        l.snapshot
+            .topics
+            .iter()
+            .any(|t| t.name == "devices/7/temperature")
+    });
+    h.get_by_label("matches 1");
+    h.get_by_label("not on the list");
+    // Open mode from the window, shown in the status bar.
+    h.get_by_label("Open: any topic clients use").click();
+    wait_for(&mut h, "open mode", |l| {
+        l.snapshot.topics_mode == mqtt_lab::broker::config::TopicsMode::Open
+    });
+    h.get_by_label_contains("Topics: open");
+    let mut s = rt.block_on(Client::connect(options(addr, "student")));
+    let codes = rt.block_on(s.subscribe(&[("anything/new", QoS::AtLeastOnce)]));
+    assert_eq!(codes, vec![SubscribeReasonCode::Success(QoS::AtLeastOnce)]);
+    wait_for(&mut h, "the subscribed topic", |l| {
+        l.snapshot.topics.iter().any(|t| t.name == "anything/new")
+    });
+    // Put on the list with one click.
+    h.get_by_label("Add anything/new to the list").click();
+    wait_for(&mut h, "listed", |l| {
+        l.snapshot
+            .topics
+            .iter()
+            .any(|t| t.name == "anything/new" && t.listed)
+    });
+    h.state_mut().shutdown();
+}
+
+#[test]
+fn rules_and_class_accounts_in_the_users_panel() {
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config();
+    config.topics = vec!["students/#".into(), "lab/a".into()];
+    config.users_path = Some(dir.path().join("users.ron"));
+    let mut h = harness(view(config));
+    wait_for(&mut h, "first snapshot", |_| true);
+    h.state_mut().tab = Tab::Users;
+    h.run();
+    // Three accounts with the default student rules.
+    h.get_by_label("how many").set_value_accesskit(3.0);
+    h.run();
+    h.get_by_label("Create accounts").click();
+    wait_for(&mut h, "the accounts", |l| {
+        l.snapshot.users.users.len() == 3
+    });
+    let deadline = Instant::now() + WAIT;
+    while h.query_by_label("New accounts").is_none() {
+        assert!(Instant::now() < deadline, "no window with the passwords");
+        h.step();
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let csv = dir.path().join("accounts.csv");
+    type_into(&mut h, "Export as CSV", csv.to_str().unwrap());
+    h.get_by_label("Export").click();
+    let deadline = Instant::now() + WAIT;
+    while !csv.exists() {
+        assert!(Instant::now() < deadline, "no CSV written");
+        h.step();
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let text = std::fs::read_to_string(&csv).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 4, "{text}");
+    assert_eq!(lines[0], "username,password");
+    let (name, password) = lines[2].split_once(',').unwrap();
+    assert_eq!(name, "student02");
+    // The account logs in with its password and publishes only under its own branch.
+    let addr = addr(&h);
+    let mut watcher = rt.block_on(Client::connect(options(addr, "teacher")));
+    rt.block_on(watcher.subscribe(&[("students/#", QoS::AtLeastOnce)]));
+    let mut opts = options(addr, "s2-laptop");
+    opts.set_credentials(name, password);
+    let mut s2 = rt.block_on(Client::connect(opts));
+    rt.block_on(s2.publish("students/student01/x", QoS::AtLeastOnce, false, b"no"));
+    rt.block_on(s2.acked());
+    rt.block_on(s2.publish("students/student02/x", QoS::AtLeastOnce, false, b"yes"));
+    rt.block_on(s2.acked());
+    let got = rt.block_on(watcher.next_publish());
+    assert_eq!(got.topic, "students/student02/x");
+    h.run();
+    h.get_by_label("Done: forget the passwords").click();
+    h.run();
+    assert!(h.query_by_label("Done: forget the passwords").is_none());
+
+    // Rules edited in the window reach the connected client.
+    h.get_by_label("Rules of student02").click();
+    h.run();
+    let field = h.get_by_label("publish to filters of student02");
+    field.focus();
+    h.run();
+    h.get_by_label("publish to filters of student02")
+        .type_text(", lab/a");
+    h.run();
+    h.get_by_label("Save rules").click();
+    wait_for(&mut h, "the rules", |l| {
+        l.snapshot
+            .users
+            .users
+            .iter()
+            .any(|u| u.rules.publish.as_ref().is_some_and(|p| p.len() == 2))
+    });
+    let mut lab = rt.block_on(Client::connect(options(addr, "lab-watcher")));
+    rt.block_on(lab.subscribe(&[("lab/a", QoS::AtLeastOnce)]));
+    rt.block_on(s2.publish("lab/a", QoS::AtLeastOnce, false, b"now allowed"));
+    rt.block_on(s2.acked());
+    assert_eq!(rt.block_on(lab.next_publish()).topic, "lab/a");
+    h.state_mut().shutdown();
+}

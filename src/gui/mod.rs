@@ -2,6 +2,7 @@
 //! snapshots (see [`runner`]). The broker module knows nothing of this one.
 
 mod app;
+mod class_accounts;
 mod clients_panel;
 mod file_dialog;
 mod format;
@@ -11,6 +12,7 @@ mod log_panel;
 mod network_name;
 mod numbers;
 mod reply;
+mod rules_editor;
 pub mod runner;
 mod saved_state;
 pub mod scenarios;
