@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs the real window under Xvfb against live clients (mosquitto_pub/sub) and saves
 # screenshots of the Topics, Clients, History (a chart), Scenarios (the QoS scenario run to its
-# end), Lab clients and Trace panels, Clients under flow control and the saved-state window in
+# end), Lab clients, Trace and Users panels, Clients under flow control and the saved-state window in
 # OUT_DIR (default target/gui-smoke).
 # Fails if the window does not come up, the broker does not serve, a screenshot is blank, or
 # the window does not stop cleanly when closed.
@@ -21,9 +21,18 @@ pids+=($!)
 for _ in $(seq 50); do [[ -e /tmp/.X11-unix/X${DISPLAY_NUM#:} ]] && break; sleep 0.1; done
 
 cat >"$WORK/topics.ron" <<'RON'
-(topics: ["lab/temperature", "lab/humidity", "lab/door", "lab/led", "lab/chat"])
+(topics: ["lab/temperature", "lab/humidity", "lab/door", "lab/led", "lab/chat", "devices/+/temperature", "students/#"])
 RON
-echo '(allow_anonymous: true, users: [])' >"$WORK/users.ron"
+# Two students who may publish only under their own branch, and open anonymous logins.
+for s in ada bob; do "$BIN" user add "$s" --password "pw-$s" --users "$WORK/users.ron" 2>/dev/null; done
+python3 - "$WORK/users.ron" <<'EOF'
+import re, sys
+path = sys.argv[1]
+text = open(path).read()
+rules = 'rules: (publish: ["students/%u/#"], subscribe: ["students/#"]),'
+text = re.sub(r'(password_hash: "[^"]*",)', r'\1 ' + rules, text)
+open(path, "w").write(text)
+EOF
 HOME=$WORK DISPLAY=$DISPLAY_NUM WAYLAND_DISPLAY= LIBGL_ALWAYS_SOFTWARE=1 \
     "$BIN" --port 0 --ws-port 0 --topics "$WORK/topics.ron" --users "$WORK/users.ron" >"$WORK/out" 2>"$WORK/log" &
 pids+=($!)
@@ -57,6 +66,11 @@ for v in 48 51 47 53 50; do
     sleep 0.2
 done
 mosquitto_sub "${P[@]}" -i curious -t 'secret/#' -C 1 -W 1 >/dev/null 2>&1 || true
+# A device on the pattern devices/+/temperature: its topic appears, marked as not on the list.
+mosquitto_pub "${P[@]}" -i esp32-7 -t devices/7/temperature -m 22.5 -q 1 -r
+# A student within its rules, and one outside them (acknowledged, not delivered, logged).
+mosquitto_pub "${P[@]}" -i ada-laptop -u ada -P pw-ada -t students/ada/hello -m hi -q 1 -r
+mosquitto_pub "${P[@]}" -i bob-laptop -u bob -P pw-bob -t students/ada/hello -m spoof -q 1
 sleep 1.5
 grep -q 'hello from the lab' "$WORK/sub.out" || { echo "the subscriber got nothing" >&2; exit 1; }
 
@@ -92,6 +106,8 @@ tab 137
 shot lab-clients
 tab 475
 shot trace
+tab 530
+shot users
 kill -0 "$app" || { echo "the app died" >&2; exit 1; }
 
 # Flow control on screen: a subscriber that reads nothing and a publisher flooding its topic;

@@ -16,6 +16,8 @@ pub enum EventKind {
     Fault,
     LoginRefused,
     SubscriptionRefused,
+    /// A PUBLISH (or will) its client's rules do not allow.
+    PublishRefused,
     Kicked,
     /// A subscriber's queue stopped moving (or moves again after it had).
     Stuck,

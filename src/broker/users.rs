@@ -376,6 +376,10 @@ mod tests {
         assert!(!g.may_publish("students/bob/x"));
         assert!(users.grant(None, "c").unwrap().may_subscribe("public/a"));
         assert!(!users.grant(None, "c").unwrap().may_subscribe("#"));
+        // Files written before rules existed spell options out; they still read.
+        let old = r#"(allow_anonymous: false, users: [(username: "x", email: Some("x@lab"), password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA")])"#;
+        let users = Users::parse(&path, old).unwrap();
+        assert_eq!(users.users[0].email.as_deref(), Some("x@lab"));
         let bad = r#"(users: [(username: "x", password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA", rules: (publish: ["a/#/b"]))])"#;
         let err = Users::parse(&path, bad).unwrap_err().to_string();
         assert!(err.contains(r#"user "x": publish rule "a/#/b""#), "{err}");

@@ -38,6 +38,7 @@ pub fn ui(ui: &mut egui::Ui, live: &Live) {
                     EventKind::Fault => ("closed: fault", true),
                     EventKind::LoginRefused => ("login refused", true),
                     EventKind::SubscriptionRefused => ("subscription refused", true),
+                    EventKind::PublishRefused => ("publish refused", true),
                     EventKind::Kicked => ("kicked", false),
                     EventKind::Stuck => ("stuck subscriber", true),
                     EventKind::Persistence => ("saved state", false),

@@ -183,8 +183,12 @@ impl TopicsPanel {
                     if row.index() < patterns {
                         let p = &snap.patterns[row.index()];
                         row.col(|ui| {
-                            ui.monospace(&p.pattern);
-                            ui.weak("pattern");
+                            // One line: the table's rows do not grow with wrapped text.
+                            ui.style_mut().wrap_mode = Some(egui::TextWrapMode::Extend);
+                            ui.horizontal(|ui| {
+                                ui.monospace(&p.pattern);
+                                ui.weak("pattern");
+                            });
                         });
                         row.col(|ui| {
                             ui.label(format!("matches {}", p.topics))
@@ -205,14 +209,18 @@ impl TopicsPanel {
                     }
                     let t = &snap.topics[row.index() - patterns];
                     row.col(|ui| {
-                        ui.monospace(&t.name);
-                        if !t.listed {
-                            ui.weak("not on the list").on_hover_text(
-                                "A pattern or open mode let it appear; it goes when nobody uses it",
-                            );
-                        }
+                        ui.style_mut().wrap_mode = Some(egui::TextWrapMode::Extend);
+                        ui.horizontal(|ui| {
+                            ui.monospace(&t.name);
+                            if !t.listed {
+                                ui.weak("not on the list").on_hover_text(
+                                    "A pattern or open mode let it appear; it goes when nobody uses it",
+                                );
+                            }
+                        });
                     });
                     row.col(|ui| {
+                        ui.style_mut().wrap_mode = Some(egui::TextWrapMode::Extend);
                         // Shared subscriptions as groups: each message goes to one member.
                         let groups: Vec<String> = t
                             .shared
@@ -284,7 +292,7 @@ impl TopicsPanel {
         }
 
         ui.separator();
-        ui.strong("Refused subscriptions");
+        ui.strong("Refused subscriptions and publishes");
         egui::ScrollArea::vertical()
             .id_salt("refused")
             .show(ui, |ui| {
@@ -292,7 +300,12 @@ impl TopicsPanel {
                     .events
                     .iter()
                     .rev()
-                    .filter(|e| e.kind == EventKind::SubscriptionRefused)
+                    .filter(|e| {
+                        matches!(
+                            e.kind,
+                            EventKind::SubscriptionRefused | EventKind::PublishRefused
+                        )
+                    })
                     .take(100)
                     .collect();
                 if refused.is_empty() {

@@ -407,8 +407,8 @@ fn status_bar(
         let dropped = format!("{} dropped", snap.dropped);
         if snap.dropped > 0 {
             ui.colored_label(ui.visuals().warn_fg_color, dropped).on_hover_text(format!(
-                "{} to topics that do not exist; the rest to slow or offline clients and full queues",
-                snap.unlisted
+                "{} to topics that do not exist, {} not allowed by their client's rules; the rest to slow or offline clients and full queues",
+                snap.unlisted, snap.denied
             ));
         } else {
             ui.label(dropped);

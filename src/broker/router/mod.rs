@@ -608,7 +608,7 @@ impl Router {
         if n.is_power_of_two() {
             info!(client_id = %client_id, topic, denied = n, "publish not allowed by the client's rules");
             self.events.push(
-                EventKind::SubscriptionRefused,
+                EventKind::PublishRefused,
                 &**client_id,
                 format!("{what} to {topic:?} not allowed by its rules: not delivered ({n} so far)"),
             );
