@@ -8,6 +8,9 @@
 //!   latency --qos Q --rate 1000 --count 5000                              p50/p99/max on bench/latency
 //!   conns   --connections 5000 [--pid PID]                                idle CONNECT + SUBSCRIBE idle/<i>
 //!   storm   --clients 200 --secs 30 [--pid PID]   wrong-password storm beside a QoS 1 pair (--username/--password: the right ones)
+//!   devices --clients 10000 --publishers 8 --count 10000 --qos Q          P pubs -> a random one of N subs on devices/<id>/#
+//!   retained --topics 100000 --qos Q [--loaded]    retain one message per topic, then time a new `#` subscriber getting them all
+//!   startup -- BROKER ARGS...                      start a broker, time it to its first CONNACK (--port 0: read from its listening line)
 //!   table   [--pid PID]                  all of the above at their defaults, QoS 0/1/2: a markdown table
 //! ```
 //!
@@ -24,6 +27,7 @@
 mod conn;
 mod json;
 mod mqtt;
+mod scale;
 mod storm;
 
 use std::io;
@@ -166,6 +170,15 @@ enum Scenario {
     /// --username/--password: the pair's p99 against its own without the storm, the time a
     /// correct login takes, the broker's memory
     Storm(storm::StormArgs),
+    /// N device clients, each subscribed to its own devices/<id>/#, and P publishers sending
+    /// each message to a device picked at random (devices/<id>/temperature): delivered msgs/s
+    Devices(scale::DevicesArgs),
+    /// Retain one message on each of N topics (QoS 1, all acknowledged), then time a new
+    /// subscriber to `#` from its SUBSCRIBE until it has every retained message
+    Retained(scale::RetainedArgs),
+    /// Start a broker (the command after --), time it until it answers a CONNECT with CONNACK,
+    /// stop it with SIGTERM
+    Startup(scale::StartupArgs),
     /// The whole suite at its defaults (fan-in QoS 0/1/2, fan-out, latency QoS 0/1, 5000 idle
     /// connections), `--rounds` times each, then a markdown table of medians. The connections
     /// run last, on a broker the other loads have warmed: for its memory per connection, run
@@ -185,6 +198,9 @@ impl Scenario {
             Scenario::Latency { .. } => "latency",
             Scenario::Conns { .. } => "conns",
             Scenario::Storm(_) => "storm",
+            Scenario::Devices(_) => "devices",
+            Scenario::Retained(_) => "retained",
+            Scenario::Startup(_) => "startup",
             Scenario::Table { .. } => "table",
         }
     }
@@ -233,6 +249,8 @@ struct Ctx {
     id_prefix: String,
     /// Subscribers with persistent sessions (`Load::persistent`).
     persistent: bool,
+    /// Publishers set the retain flag.
+    retain: bool,
     st: Stats,
 }
 
@@ -243,15 +261,17 @@ impl Ctx {
     }
 }
 
-/// Publish `count` messages on `topic`, as fast as the broker takes them, or at `rate` msgs/s.
-/// QoS 1/2 keep at most `window` unacknowledged and do the whole PUBACK or
-/// PUBREC/PUBREL/PUBCOMP handshake. Returns the open connection: it must stay open until the
-/// subscribers are done (closing it early could reset bytes the broker has not read yet).
+/// Publish `count` messages, message `seq` on `topics[pick(seq)]`, as fast as the broker takes
+/// them, or at `rate` msgs/s. QoS 1/2 keep at most `window` unacknowledged and do the whole
+/// PUBACK or PUBREC/PUBREL/PUBCOMP handshake. Returns the open connection: it must stay open
+/// until the subscribers are done (closing it early could reset bytes the broker has not read
+/// yet).
 async fn publisher(
     mut c: Conn,
     ctx: Arc<Ctx>,
     index: u32,
-    topic: String,
+    topics: Arc<Vec<String>>,
+    pick: impl Fn(u64) -> usize,
     count: u64,
     rate: Option<f64>,
 ) -> io::Result<Conn> {
@@ -281,7 +301,8 @@ async fn publisher(
             }
             payload[4..8].copy_from_slice(&(sent as u32).to_be_bytes());
             payload[8..16].copy_from_slice(&ctx.ns().to_be_bytes());
-            mqtt::publish(&mut c.wbuf, &topic, qos, pid, &payload);
+            let topic = &topics[pick(sent)];
+            mqtt::publish(&mut c.wbuf, topic, qos, pid, ctx.retain, &payload);
             sent += 1;
         }
         c.flush().await?;
@@ -585,8 +606,11 @@ async fn pubsub(ctx: &Arc<Ctx>, deadline: tokio::time::Instant, plan: Plan) -> R
         .into_iter()
         .enumerate()
         .map(|(i, c)| {
-            let (ctx, topic) = (ctx.clone(), topics[i].clone());
-            tokio::spawn(publisher(c, ctx, i as u32, topic, plan.count, plan.rate))
+            let (ctx, topics) = (ctx.clone(), topics.clone());
+            let one = move |_| i;
+            tokio::spawn(publisher(
+                c, ctx, i as u32, topics, one, plan.count, plan.rate,
+            ))
         })
         .collect();
     let aborts: Vec<AbortHandle> = sub_tasks
@@ -747,7 +771,11 @@ fn message_outcome(ctx: &Ctx, out: &mut Object, ran: &Ran, expected: u64) -> (bo
 }
 
 fn new_ctx(cli: &Cli, addr: SocketAddr, load: Load, round: u32) -> Arc<Ctx> {
-    Arc::new(Ctx {
+    Arc::new(make_ctx(cli, addr, load, round))
+}
+
+fn make_ctx(cli: &Cli, addr: SocketAddr, load: Load, round: u32) -> Ctx {
+    Ctx {
         login: Login {
             addr,
             via: cli.via(),
@@ -757,6 +785,7 @@ fn new_ctx(cli: &Cli, addr: SocketAddr, load: Load, round: u32) -> Arc<Ctx> {
             clean: true,
         },
         persistent: load.persistent,
+        retain: false,
         qos: load.qos,
         size: load.size as usize,
         window: load.window as usize,
@@ -765,7 +794,7 @@ fn new_ctx(cli: &Cli, addr: SocketAddr, load: Load, round: u32) -> Arc<Ctx> {
         t0: Instant::now(),
         id_prefix: format!("b{}r{round}", std::process::id()),
         st: Stats::default(),
-    })
+    }
 }
 
 async fn run_once(cli: &Cli, addr: SocketAddr, round: u32) -> Outcome {
@@ -796,6 +825,13 @@ async fn run_once(cli: &Cli, addr: SocketAddr, round: u32) -> Outcome {
     let (ok, human, headline, timed_out) = match cli.scenario.clone() {
         Scenario::Table { .. } => unreachable!("main runs the table's scenarios one by one"),
         Scenario::Storm(args) => storm::run(cli, addr, round, &args, &mut out).await,
+        Scenario::Devices(args) => {
+            scale::devices(cli, addr, round, &args, deadline, &mut out).await
+        }
+        Scenario::Retained(args) => {
+            scale::retained(cli, addr, round, &args, deadline, &mut out).await
+        }
+        Scenario::Startup(args) => scale::startup(cli, addr, &args, &mut out),
         Scenario::Fanin {
             load,
             publishers,
@@ -1220,8 +1256,10 @@ fn main() {
         fail("--rate must be a positive number of messages per second".into());
     }
     let addr = resolve(&cli.host, port).unwrap_or_else(|e| fail(e));
-    if matches!(cli.scenario, Scenario::Storm(_)) && cli.transport != Transport::Tcp {
-        fail("storm runs over plain TCP only".into());
+    if matches!(cli.scenario, Scenario::Storm(_) | Scenario::Startup(_))
+        && cli.transport != Transport::Tcp
+    {
+        fail(format!("{} runs over plain TCP only", cli.scenario.name()));
     }
     let via = Via::new(
         cli.transport,
@@ -1272,7 +1310,9 @@ fn main() {
     }
     if cli.rounds > 1 {
         let what = match cli.scenario {
-            Scenario::Fanin { .. } | Scenario::Fanout { .. } => "msg/s",
+            Scenario::Fanin { .. } | Scenario::Fanout { .. } | Scenario::Devices(_) => "msg/s",
+            Scenario::Retained(_) => "s to receive",
+            Scenario::Startup(_) => "s to CONNACK",
             Scenario::Latency { .. } => "p50 us",
             Scenario::Conns { .. } => "s to connect",
             Scenario::Storm(_) => "p99 ratio",
@@ -1284,7 +1324,8 @@ fn main() {
             cli.scenario.name(),
             headlines.len(),
             median(headlines).map_or("-".into(), |m| match cli.scenario {
-                Scenario::Conns { .. } => format!("{m:.3}"),
+                Scenario::Conns { .. } | Scenario::Retained(_) => format!("{m:.3}"),
+                Scenario::Startup(_) => format!("{m:.4}"),
                 _ => thousands(m.round() as u64),
             }),
         );

@@ -77,10 +77,10 @@ pub fn subscribe(buf: &mut BytesMut, pid: u16, filter: &str, qos: u8) {
 }
 
 /// PUBLISH; `pid` is written for QoS 1 and 2 only (and must not be 0 there).
-pub fn publish(buf: &mut BytesMut, topic: &str, qos: u8, pid: u16, payload: &[u8]) {
+pub fn publish(buf: &mut BytesMut, topic: &str, qos: u8, pid: u16, retain: bool, payload: &[u8]) {
     debug_assert!(qos == 0 || pid != 0);
     let pid_len = if qos > 0 { 2 } else { 0 };
-    buf.put_u8(0x30 | (qos << 1));
+    buf.put_u8(0x30 | (qos << 1) | u8::from(retain));
     put_len(buf, 2 + topic.len() + pid_len + payload.len());
     put_str(buf, topic);
     if qos > 0 {
@@ -127,6 +127,7 @@ impl Packet<'_> {
 pub struct Publish<'a> {
     pub qos: u8,
     pub dup: bool,
+    pub retain: bool,
     pub pid: u16,
     pub topic: &'a [u8],
     pub payload: &'a [u8],
@@ -151,6 +152,7 @@ impl<'a> Packet<'a> {
         Ok(Publish {
             qos,
             dup: self.flags & 0x08 != 0,
+            retain: self.flags & 0x01 != 0,
             pid,
             topic,
             payload: &b[off..],
