@@ -52,6 +52,8 @@ die() {
 }
 
 START=$SECONDS
+# Others' work on the machine moves these figures: the load average goes into the table.
+LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 [[ $ROUNDS =~ ^[1-9][0-9]*$ ]] || die "ROUNDS must be a positive number, not '$ROUNDS'"
 for p in "$MOSQ_PORT" "$LAB_PORT"; do
     [[ $p =~ ^[0-9]+$ && $p != 1883 && $p -lt 65536 ]] || die "bad port $p (and 1883 is never used)"
@@ -307,7 +309,7 @@ CPU=$(grep -m1 '^model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//' || tru
 OS=$(. /etc/os-release 2>/dev/null && echo "${PRETTY_NAME:-}" || true)
 MEM=$(awk '/^MemTotal/ { printf "%.0f GiB RAM", $2 / 1048576 }' /proc/meminfo)
 COMMIT=$(git describe --always --dirty 2>/dev/null || echo unknown)
-MACHINE="$(nproc) cores (${CPU:-unknown CPU}), $MEM, Linux $(uname -r)${OS:+, $OS}; mosquitto $MOSQ_VERSION; mqtt-lab $COMMIT"
+MACHINE="$(nproc) cores (${CPU:-unknown CPU}), $MEM, Linux $(uname -r)${OS:+, $OS}; mosquitto $MOSQ_VERSION; mqtt-lab $COMMIT; load average $LOAD_BEFORE before the run, $(cut -d' ' -f1-3 /proc/loadavg) after"
 python3 - "$RESULTS" "$INCIDENTS" "$ROUNDS" "$MACHINE" "$ELAPSED" <<'EOF' | tee "$W/table.md"
 import json, statistics, sys
 
@@ -414,6 +416,17 @@ for b in (A, B):
             loads.append(f"{b} {num(m)} msg/s ({what})")
 if loads:
     notes.append("Retaining the 100,000 messages (8 loaders, QoS 1, window 100, every PUBACK awaited; not in the figures): " + "; ".join(loads) + ".")
+firsts = []
+for key, what in (("retained-q1", "QoS 1"), ("retained-q0", "QoS 0")):
+    parts = []
+    for b in (A, B):
+        m = med([r for r in runs.get((b, key), []) if r.get("ok")], "first_s")
+        if m is not None:
+            parts.append(f"{b} {m * 1000:,.0f} ms")
+    if parts:
+        firsts.append(f"{what}: " + ", ".join(parts))
+if firsts:
+    notes.append("Of the `#` subscriber's time, until the first retained message arrived (matching and queueing, before any sending): " + "; ".join(firsts) + ".")
 for b in (A, B):
     for key in ("fill", "restored"):
         for r in runs.get((b, key), []):

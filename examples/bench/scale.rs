@@ -432,7 +432,8 @@ pub async fn retained(
         timed_out: false,
         error: None,
     };
-    if let Err(e) = hash_subscriber(&ctx, a, &names, deadline, &mut ran).await {
+    let mut first_ns = 0;
+    if let Err(e) = hash_subscriber(&ctx, a, &names, deadline, &mut ran, &mut first_ns).await {
         ran.timed_out = e.kind() == io::ErrorKind::TimedOut;
         ran.error = Some(e.to_string());
     }
@@ -440,9 +441,14 @@ pub async fn retained(
     // The headline: SUBSCRIBE sent to the last retained message in.
     let secs = out.get_num("duration_s").filter(|_| ok);
     out.set("retained_s", secs);
+    // How long the broker took before the first message: the part of the figure that is
+    // matching and queueing rather than sending.
+    let first_s = (first_ns > 0).then(|| (first_ns - ran.start_ns) as f64 / 1e9);
+    out.set("first_s", first_s.map(|s| round_to(s, 4)));
     let human = format!(
-        "retained: {load_human}a new subscriber on # (QoS {}) received {summary}",
-        a.qos
+        "retained: {load_human}a new subscriber on # (QoS {}, first message after {}) received {summary}",
+        a.qos,
+        first_s.map_or("-".into(), |s| format!("{:.1} ms", s * 1e3)),
     );
     (ok, human, secs, ran.timed_out)
 }
@@ -529,6 +535,7 @@ async fn hash_subscriber(
     names: &Arc<Vec<String>>,
     deadline: tokio::time::Instant,
     ran: &mut Ran,
+    first_ns: &mut u64,
 ) -> io::Result<()> {
     let n = a.topics;
     let loaders = u64::from(a.loaders).min(n);
@@ -541,7 +548,6 @@ async fn hash_subscriber(
     mqtt::subscribe(&mut c.wbuf, 1, "#", a.qos);
     c.flush().await?;
     let drain = ctx.drain;
-    let mut last_packet = Instant::now();
     while unique < n {
         match timeout_at(deadline, tokio::time::timeout(drain, c.fill())).await {
             Err(_) => {
@@ -555,7 +561,6 @@ async fn hash_subscriber(
             Ok(Ok(r)) => r?,
         }
         let now = ctx.ns();
-        last_packet = last_packet.max(Instant::now());
         let (mut new, mut dups, mut corrupt, mut bad) = (0u64, 0u64, 0u64, 0u64);
         let mut refused = None;
         c.drain(|p, w| {
@@ -597,6 +602,9 @@ async fn hash_subscriber(
             return Err(other(e));
         }
         if new > 0 {
+            if unique == 0 {
+                *first_ns = now;
+            }
             unique += new;
             st.received.fetch_add(new, Relaxed);
             st.last_rx_ns.fetch_max(now, Relaxed);
