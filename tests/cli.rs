@@ -442,3 +442,47 @@ fn a_data_folder_holding_a_file_that_is_not_ours_stops_the_start_with_one_line()
         "my notes, not a database\n"
     );
 }
+
+/// SUBSCRIBE to `filter` over a blocking socket; returns the SUBACK's return code.
+fn suback_code(port: u16, filter: &str) -> u8 {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(&[
+        0x10, 13, 0, 4, b'M', b'Q', b'T', b'T', 4, 2, 0, 10, 0, 1, b'x',
+    ])
+    .unwrap();
+    let mut ack = [0u8; 4];
+    std::io::Read::read_exact(&mut s, &mut ack).unwrap();
+    let mut sub = vec![
+        0x82,
+        (2 + 2 + filter.len() + 1) as u8,
+        0,
+        1,
+        0,
+        filter.len() as u8,
+    ];
+    sub.extend_from_slice(filter.as_bytes());
+    sub.push(1);
+    s.write_all(&sub).unwrap();
+    let mut suback = [0u8; 5];
+    std::io::Read::read_exact(&mut s, &mut suback).unwrap();
+    suback[4]
+}
+
+#[test]
+fn topics_mode_on_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut strict, port) = spawn_headless(dir.path(), &["--no-persistence"]);
+    assert_eq!(suback_code(port, "lab/a"), 1);
+    assert_eq!(suback_code(port, "not/listed"), 0x80);
+    signal(&strict, "-TERM");
+    wait_exit(&mut strict);
+    let (mut open, port) =
+        spawn_headless(dir.path(), &["--no-persistence", "--topics-mode", "open"]);
+    assert_eq!(suback_code(port, "not/listed"), 1);
+    signal(&open, "-TERM");
+    assert_eq!(wait_exit(&mut open).code(), Some(0));
+    let out = run(&["--headless", "--topics-mode", "loose"], dir.path(), None);
+    assert_eq!(out.status.code(), Some(2), "clap refuses an unknown mode");
+    assert!(stderr(&out).contains("strict"), "{}", stderr(&out));
+}
