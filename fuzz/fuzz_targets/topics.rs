@@ -1,14 +1,16 @@
 //! Topic names and filters: any text through the broker's validation and matching
 //! (`broker::topics`), checked against what MQTT 3.1.1 section 4.7 says must hold.
 //!
-//! The input is read as lines (bytes that are not UTF-8 become U+FFFD): each line alone, and
-//! the first few as every filter/name pair.
+//! The input is read as lines (bytes that are not UTF-8 become U+FFFD): each line alone, the
+//! first few as every filter/name pair, and as every pair of filters (overlap, and one rule
+//! covering another filter, `acl::covers`).
 
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+use mqtt_lab::broker::acl::covers;
 use mqtt_lab::broker::topics::{
-    MAX_TOPIC_LEN, TopicError, check_listable, has_wildcards, matches, validate_filter,
+    MAX_TOPIC_LEN, TopicError, check_listable, has_wildcards, matches, overlaps, validate_filter,
     validate_name,
 };
 
@@ -27,7 +29,35 @@ fuzz_target!(|data: &[u8]| {
             pair(filter, name);
         }
     }
+    for a in paired {
+        for b in paired {
+            filters(a, b, paired);
+        }
+    }
 });
+
+/// Two filters against the names among `names`: a name both match means they overlap (a
+/// pattern on the list serves such a SUBSCRIBE), and a rule that covers a filter matches
+/// every name the filter does (what a user's rules let it subscribe to).
+fn filters(a: &str, b: &str, names: &[&str]) {
+    if validate_filter(a).is_err() || validate_filter(b).is_err() {
+        return;
+    }
+    let overlap = overlaps(a, b);
+    assert_eq!(overlap, overlaps(b, a), "{a:?} and {b:?}");
+    let cover = covers(a, b);
+    for n in names.iter().filter(|n| validate_name(n).is_ok()) {
+        if matches(a, n) && matches(b, n) {
+            assert!(overlap, "{a:?} and {b:?} both match {n:?}");
+        }
+        if cover && matches(b, n) {
+            assert!(matches(a, n), "{a:?} covers {b:?}, which matches {n:?}");
+        }
+    }
+    if a == b {
+        assert!(cover, "{a:?} covers itself");
+    }
+}
 
 /// What must hold of one string, whatever it is.
 fn one(s: &str) {
@@ -62,9 +92,10 @@ fn one(s: &str) {
     } else if common.is_none() {
         assert_eq!(name, Err(TopicError::Wildcard), "{s:?}");
     }
+    // The list takes names and patterns (filters), nothing under `$`.
     assert_eq!(
         check_listable(s).is_ok(),
-        name.is_ok() && !s.starts_with('$'),
+        filter.is_ok() && !s.starts_with('$'),
         "{s:?}"
     );
     if filter.is_ok() {
