@@ -1,11 +1,12 @@
 //! The topics that exist, each with its subscribers, retained message and history.
 //!
-//! Matching is done when a topic or a subscription comes into being, not per message: each topic
-//! keeps the sessions whose filters match it, at the highest QoS any of their filters grants, so
-//! routing a PUBLISH is one hash lookup and a walk over that topic's subscribers. A wildcard
-//! filter finds its topics through the topics' levels (`topic_trie`); a new topic finds its
-//! subscribers through the subscriptions' levels (`filter_trie`). Either way the cost is what
-//! matches, not the length of the list or the number of sessions.
+//! Every subscription is kept by its filter's levels (`filter_trie`), and each topic keeps, worked
+//! out from there, the sessions whose filters match it (once each, at the highest QoS their
+//! filters grant) and the shared groups: routing a PUBLISH is one hash lookup and a walk over that
+//! list. A topic's list is worked out again only when it is next needed after the subscriptions
+//! changed (`generation`), so a SUBSCRIBE or UNSUBSCRIBE, even to `#` on 100,000 topics, costs
+//! the filter's levels, not the topics it matches. A wildcard filter finds its topics (for their
+//! retained messages) through the topics' levels (`topic_trie`).
 //!
 //! Which topics exist is the mode's and the list's to say (`TopicsMode`): the listed names, the
 //! names the list's patterns match, and in open mode any name a client uses. A topic not on the
@@ -44,10 +45,12 @@ pub(crate) struct Topic {
     /// On the list by name. Otherwise a pattern on the list or open mode let it appear, and it
     /// goes when nothing uses it any more.
     pub listed: bool,
-    /// Each subscribed session once, at the highest QoS its matching filters grant.
+    /// Each subscribed session once, at the highest QoS its matching filters grant, as of the
+    /// table's generation `seen` (see `TopicTable::fresh`).
     pub subscribers: Vec<(SessionIdx, QoS)>,
     /// Shared subscriptions that match it: each message goes to one member of each.
     pub shared: Vec<SharedGroup>,
+    seen: u64,
     pub retained: Option<Retained>,
     /// Its place among retained messages (`retain_order`), from its first retained message on.
     pub retain_key: Option<Box<[u32]>>,
@@ -60,13 +63,45 @@ pub(crate) struct Topic {
 }
 
 impl Topic {
-    fn unused(&self) -> bool {
-        !self.listed
-            && !self.system
-            && self.subscribers.is_empty()
-            && self.shared.is_empty()
-            && self.retained.is_none()
-            && self.publishers.is_empty()
+    /// Not on the list, and nothing but (maybe) subscriptions keeps it.
+    fn unkept(&self) -> bool {
+        !self.listed && !self.system && self.retained.is_none() && self.publishers.is_empty()
+    }
+
+    /// Works out its subscribers and shared groups from the subscriptions, keeping each
+    /// group's turn.
+    fn fill(&mut self, subscriptions: &FilterTrie<Subscription>, generation: u64) {
+        let old = std::mem::take(&mut self.shared);
+        self.subscribers.clear();
+        let (subscribers, shared) = (&mut self.subscribers, &mut self.shared);
+        subscriptions.for_each_match(&self.name, |s| {
+            if topics::shared(&s.filter).is_some() {
+                match shared.iter_mut().find(|g| g.filter == s.filter) {
+                    Some(g) => g.members.push((s.session, s.qos)),
+                    None => shared.push(SharedGroup {
+                        filter: s.filter.clone(),
+                        members: vec![(s.session, s.qos)],
+                        next: old
+                            .iter()
+                            .find(|g| g.filter == s.filter)
+                            .map_or(0, |g| g.next),
+                    }),
+                }
+                return;
+            }
+            match subscribers.iter_mut().find(|(i, _)| *i == s.session) {
+                Some((_, q)) => *q = (*q).max(s.qos),
+                None => subscribers.push((s.session, s.qos)),
+            }
+        });
+        // Members come in the order they subscribed (a group is one filter, one node of the
+        // trie), so turns go round as before; a group that shrank starts its round again.
+        for g in &mut self.shared {
+            if g.next >= g.members.len() {
+                g.next = 0;
+            }
+        }
+        self.seen = generation;
     }
 }
 
@@ -119,6 +154,9 @@ pub(crate) struct TopicTable {
     patterns: Vec<Arc<str>>,
     pattern_trie: FilterTrie<Arc<str>>,
     mode: TopicsMode,
+    /// Counts changes to the subscriptions: a topic whose `seen` is older works its
+    /// subscribers out again before they are used.
+    generation: u64,
     /// Topics that exist and are not on the list, and how many may.
     appeared: usize,
     max_appeared: usize,
@@ -141,6 +179,7 @@ impl TopicTable {
             patterns: Vec::new(),
             pattern_trie: FilterTrie::default(),
             mode,
+            generation: 0,
             appeared: 0,
             max_appeared,
             published: HashMap::new(),
@@ -149,11 +188,6 @@ impl TopicTable {
 
     pub fn get(&self, name: &str) -> Option<&Topic> {
         self.topics.get(name)
-    }
-
-    #[cfg(test)]
-    pub fn get_mut(&mut self, name: &str) -> Option<&mut Topic> {
-        self.topics.get_mut(name)
     }
 
     pub fn iter_mut(&mut self) -> impl Iterator<Item = &mut Topic> {
@@ -275,7 +309,17 @@ impl TopicTable {
             self.may_appear(name)?;
             self.create(name, false, false);
         }
-        let t = self.topics.get_mut(name).expect("there or just made");
+        let TopicTable {
+            topics,
+            subscriptions,
+            generation,
+            published,
+            ..
+        } = self;
+        let t = topics.get_mut(name).expect("there or just made");
+        if t.seen != *generation {
+            t.fill(subscriptions, *generation);
+        }
         if let Some(p) = publisher
             && !t.listed
             && !t.system
@@ -283,7 +327,7 @@ impl TopicTable {
             && !t.publishers.contains(&p)
         {
             t.publishers.push(p);
-            self.published.entry(p).or_default().push(t.name.clone());
+            published.entry(p).or_default().push(t.name.clone());
         }
         Ok(t)
     }
@@ -313,9 +357,47 @@ impl TopicTable {
 
     /// Removes a topic not on the list if nothing uses it any more.
     pub fn collect(&mut self, name: &str) {
-        if self.topics.get(name).is_some_and(Topic::unused) {
+        if self.topics.get(name).is_some_and(Topic::unkept) && !self.subscriptions.any_match(name) {
             self.remove(name);
         }
+    }
+
+    /// A topic with its subscribers as the subscriptions now are.
+    #[cfg(test)]
+    fn fresh(&mut self, name: &str) -> Option<&mut Topic> {
+        let TopicTable {
+            topics,
+            subscriptions,
+            generation,
+            ..
+        } = self;
+        let t = topics.get_mut(name)?;
+        if t.seen != *generation {
+            t.fill(subscriptions, *generation);
+        }
+        Some(t)
+    }
+
+    /// How many sessions a topic's messages go to, and its shared groups with their members,
+    /// as the subscriptions now are (for the window: nothing is changed).
+    pub fn audience(&self, t: &Topic) -> (usize, Vec<(Arc<str>, usize)>) {
+        if t.seen == self.generation {
+            let groups = t.shared.iter().map(|g| (g.filter.clone(), g.members.len()));
+            return (t.subscribers.len(), groups.collect());
+        }
+        let mut sessions = Vec::new();
+        let mut groups: Vec<(Arc<str>, usize)> = Vec::new();
+        self.subscriptions.for_each_match(&t.name, |s| {
+            if topics::shared(&s.filter).is_some() {
+                match groups.iter_mut().find(|(f, _)| *f == s.filter) {
+                    Some((_, n)) => *n += 1,
+                    None => groups.push((s.filter.clone(), 1)),
+                }
+            } else if !sessions.contains(&s.session) {
+                sessions.push(s.session);
+            }
+        });
+        (sessions.len(), groups)
     }
 
     fn create(&mut self, name: &str, listed: bool, system: bool) {
@@ -327,6 +409,7 @@ impl TopicTable {
             listed,
             subscribers: Vec::new(),
             shared: Vec::new(),
+            seen: 0,
             retained: None,
             retain_key: None,
             history: History::default(),
@@ -334,25 +417,8 @@ impl TopicTable {
             last_publish: None,
             publishers: Vec::new(),
         };
-        // The subscriptions that already match it: each session once at its highest QoS, and
-        // one membership per shared group.
-        self.subscriptions.for_each_match(&name, |s| {
-            if topics::shared(&s.filter).is_some() {
-                match topic.shared.iter_mut().find(|g| g.filter == s.filter) {
-                    Some(g) => g.members.push((s.session, s.qos)),
-                    None => topic.shared.push(SharedGroup {
-                        filter: s.filter.clone(),
-                        members: vec![(s.session, s.qos)],
-                        next: 0,
-                    }),
-                }
-                return;
-            }
-            match topic.subscribers.iter_mut().find(|(i, _)| *i == s.session) {
-                Some((_, q)) => *q = (*q).max(s.qos),
-                None => topic.subscribers.push((s.session, s.qos)),
-            }
-        });
+        // The subscriptions that already match it.
+        topic.fill(&self.subscriptions, self.generation);
         if !listed && !system {
             self.appeared += 1;
         }
@@ -406,120 +472,45 @@ impl TopicTable {
             || self.patterns.iter().any(|p| topics::overlaps(p, target))
     }
 
-    /// Puts session `session`'s subscription `filter` into every topic it matches, or takes it
-    /// out (`qos` None). An ordinary filter leaves each topic at the QoS `filters` (the session's
-    /// subscriptions as they now are) grant it; a shared one (`$share/GROUP/FILTER`) is a
-    /// membership of its group at `qos`. A filter without wildcards brings its topic into being
-    /// where the mode or a pattern allows; taken out, it lets the topics it kept go. Returns the
-    /// topics it matches.
-    pub fn index_filter(
-        &mut self,
-        session: SessionIdx,
-        filter: &str,
-        qos: Option<QoS>,
-        filters: &[(String, QoS)],
-    ) -> Vec<Arc<str>> {
+    /// Adds (or changes the QoS of) session `session`'s subscription `filter`. A filter without
+    /// wildcards brings its topic into being where the mode or a pattern allows. The topics it
+    /// matches take it in when next used.
+    pub fn subscribe(&mut self, session: SessionIdx, filter: &str, qos: QoS) {
         let target = topics::target(filter);
         let sub = Subscription {
             session,
             filter: Arc::from(filter),
-            qos: qos.unwrap_or(QoS::AtMostOnce),
+            qos,
         };
         self.subscriptions.remove(target, &sub);
-        if qos.is_some() {
-            self.subscriptions.insert(target, sub);
-            if !topics::has_wildcards(target)
-                && !self.topics.contains_key(target)
-                && self.may_appear(target).is_ok()
-            {
-                // Made with this subscription in it (it is in the trie already).
-                self.create(target, false, false);
-                return vec![self.topics.get_key_value(target).expect("made").0.clone()];
-            }
+        self.subscriptions.insert(target, sub);
+        self.generation += 1;
+        if !topics::has_wildcards(target)
+            && !self.topics.contains_key(target)
+            && self.may_appear(target).is_ok()
+        {
+            self.create(target, false, false);
         }
-        let shared = topics::shared(filter).is_some();
-        let names = self.matching(target);
-        for name in &names {
-            if shared {
-                self.set_shared(name, filter, session, qos);
-            } else {
-                self.set_subscriber(name, session, effective_qos(filters, name));
-            }
-            if qos.is_none() {
-                self.collect(name);
-            }
-        }
-        names
     }
 
-    /// Takes a subscription out of the subscriptions' index only: for a filter dropped because
-    /// nothing it could match exists any more.
-    pub fn forget_filter(&mut self, session: SessionIdx, filter: &str) {
+    /// Takes session `session`'s subscription `filter` away; topics not on the list that it
+    /// alone kept go.
+    pub fn unsubscribe(&mut self, session: SessionIdx, filter: &str) {
+        let target = topics::target(filter);
         let sub = Subscription {
             session,
             filter: Arc::from(filter),
             qos: QoS::AtMostOnce,
         };
-        self.subscriptions.remove(topics::target(filter), &sub);
-    }
-
-    /// Adds a session to a shared subscription on a topic at `qos` (or with `None` takes it out).
-    fn set_shared(&mut self, name: &str, filter: &str, session: SessionIdx, qos: Option<QoS>) {
-        let Some(topic) = self.topics.get_mut(name) else {
-            return;
-        };
-        let g = match topic.shared.iter().position(|g| &*g.filter == filter) {
-            Some(g) => g,
-            None if qos.is_some() => {
-                topic.shared.push(SharedGroup {
-                    filter: Arc::from(filter),
-                    members: Vec::new(),
-                    next: 0,
-                });
-                topic.shared.len() - 1
+        self.subscriptions.remove(target, &sub);
+        self.generation += 1;
+        // Only topics not on the list can go: with none, there is nothing to look at.
+        if self.appeared > 0 {
+            for name in self.matching(target) {
+                self.collect(&name);
             }
-            None => return,
-        };
-        let group = &mut topic.shared[g];
-        let at = group.members.iter().position(|(s, _)| *s == session);
-        match (at, qos) {
-            (Some(i), Some(q)) => group.members[i].1 = q,
-            (None, Some(q)) => group.members.push((session, q)),
-            (Some(i), None) => {
-                // In order, so that the turns stay fair.
-                group.members.remove(i);
-                if group.members.is_empty() {
-                    topic.shared.swap_remove(g);
-                }
-            }
-            (None, None) => {}
         }
     }
-
-    /// Sets (or with `None` removes) a session's QoS on a topic.
-    fn set_subscriber(&mut self, name: &str, session: SessionIdx, qos: Option<QoS>) {
-        let Some(topic) = self.topics.get_mut(name) else {
-            return;
-        };
-        let at = topic.subscribers.iter().position(|(s, _)| *s == session);
-        match (at, qos) {
-            (Some(i), Some(q)) => topic.subscribers[i].1 = q,
-            (None, Some(q)) => topic.subscribers.push((session, q)),
-            (Some(i), None) => {
-                topic.subscribers.swap_remove(i);
-            }
-            (None, None) => {}
-        }
-    }
-}
-
-/// The QoS a session gets on a topic: the highest of its (not shared) filters that match it.
-pub(crate) fn effective_qos(filters: &[(String, QoS)], topic: &str) -> Option<QoS> {
-    filters
-        .iter()
-        .filter(|(f, _)| !f.starts_with("$share/") && topics::matches(f, topic))
-        .map(|(_, q)| *q)
-        .max_by_key(|q| *q as u8)
 }
 
 #[cfg(test)]
@@ -543,52 +534,60 @@ mod tests {
 
     #[test]
     fn one_entry_per_session_at_the_highest_qos() {
-        let filters = vec![
-            ("lab/+".to_string(), QoS::AtMostOnce),
-            ("lab/a".to_string(), QoS::ExactlyOnce),
-            ("#".to_string(), QoS::AtLeastOnce),
-        ];
-        assert_eq!(effective_qos(&filters, "lab/a"), Some(QoS::ExactlyOnce));
-        assert_eq!(effective_qos(&filters, "lab/b"), Some(QoS::AtLeastOnce));
-        assert_eq!(effective_qos(&filters, "$SYS/x"), None);
         let mut t = TopicTable::default();
         t.list("lab/a");
-        t.set_subscriber("lab/a", 3, Some(QoS::AtMostOnce));
-        t.set_subscriber("lab/a", 3, Some(QoS::ExactlyOnce));
+        t.list("lab/b");
+        t.subscribe(3, "lab/+", QoS::AtMostOnce);
+        t.subscribe(3, "lab/a", QoS::ExactlyOnce);
+        t.subscribe(3, "#", QoS::AtLeastOnce);
+        t.subscribe(3, "$SYS/#", QoS::ExactlyOnce);
         assert_eq!(
-            t.get("lab/a").unwrap().subscribers,
+            t.fresh("lab/a").unwrap().subscribers,
             vec![(3, QoS::ExactlyOnce)]
         );
-        t.set_subscriber("lab/a", 3, None);
-        assert!(t.get("lab/a").unwrap().subscribers.is_empty());
-    }
-
-    fn subscribe(
-        t: &mut TopicTable,
-        session: SessionIdx,
-        filters: &mut Vec<(String, QoS)>,
-        f: &str,
-        q: QoS,
-    ) {
-        filters.push((f.to_string(), q));
-        t.index_filter(session, f, Some(q), filters);
+        assert_eq!(
+            t.fresh("lab/b").unwrap().subscribers,
+            vec![(3, QoS::AtLeastOnce)]
+        );
+        // A new QoS for a filter replaces the old one.
+        t.subscribe(3, "lab/a", QoS::AtMostOnce);
+        assert_eq!(
+            t.fresh("lab/a").unwrap().subscribers,
+            vec![(3, QoS::AtLeastOnce)]
+        );
+        for f in ["lab/+", "lab/a", "#"] {
+            t.unsubscribe(3, f);
+        }
+        assert!(t.fresh("lab/a").unwrap().subscribers.is_empty());
     }
 
     #[test]
-    fn a_new_topic_finds_its_subscribers() {
+    fn a_new_topic_finds_its_subscribers_and_groups_keep_their_turn() {
         let mut t = TopicTable::default();
-        let mut a = Vec::new();
-        let mut b = Vec::new();
         t.list("lab/x");
-        subscribe(&mut t, 1, &mut a, "lab/+", QoS::AtMostOnce);
-        subscribe(&mut t, 1, &mut a, "#", QoS::ExactlyOnce);
-        subscribe(&mut t, 2, &mut b, "$share/g/lab/#", QoS::AtLeastOnce);
+        t.subscribe(1, "lab/+", QoS::AtMostOnce);
+        t.subscribe(1, "#", QoS::ExactlyOnce);
+        t.subscribe(2, "$share/g/lab/#", QoS::AtLeastOnce);
+        t.subscribe(4, "$share/g/lab/#", QoS::AtMostOnce);
         t.list("lab/y");
-        let y = t.get("lab/y").unwrap();
+        let y = t.fresh("lab/y").unwrap();
         assert_eq!(y.subscribers, vec![(1, QoS::ExactlyOnce)]);
+        assert!(y.listed);
         assert_eq!(y.shared.len(), 1);
-        assert_eq!(y.shared[0].members, vec![(2, QoS::AtLeastOnce)]);
-        assert!(t.get("lab/y").unwrap().listed);
+        assert_eq!(
+            y.shared[0].members,
+            vec![(2, QoS::AtLeastOnce), (4, QoS::AtMostOnce)]
+        );
+        y.shared[0].next = 1;
+        // Another subscription elsewhere: the group's turn stays where it was.
+        t.subscribe(5, "other", QoS::AtMostOnce);
+        assert_eq!(t.fresh("lab/y").unwrap().shared[0].next, 1);
+        // Counted for the window without being worked out again.
+        t.subscribe(6, "lab/y", QoS::AtMostOnce);
+        let y = t.get("lab/y").unwrap();
+        let (n, groups) = t.audience(y);
+        assert_eq!(n, 2);
+        assert_eq!(groups, vec![(Arc::from("$share/g/lab/#"), 2)]);
     }
 
     #[test]
@@ -610,15 +609,20 @@ mod tests {
         assert!(t.get("devices/7/temperature").is_none());
         assert_eq!(t.appeared(), 0);
         // A subscriber to its name makes it appear; unsubscribing lets it go.
-        let mut f = Vec::new();
-        subscribe(&mut t, 2, &mut f, "devices/8/temperature", QoS::AtLeastOnce);
+        t.subscribe(2, "devices/8/temperature", QoS::AtLeastOnce);
         assert_eq!(
-            t.get("devices/8/temperature").unwrap().subscribers,
+            t.fresh("devices/8/temperature").unwrap().subscribers,
             vec![(2, QoS::AtLeastOnce)]
         );
-        f.clear();
-        t.index_filter(2, "devices/8/temperature", None, &f);
+        t.unsubscribe(2, "devices/8/temperature");
         assert!(t.get("devices/8/temperature").is_none());
+        // A wildcard subscriber keeps what appeared; when it goes, so do they.
+        t.subscribe(3, "devices/#", QoS::AtMostOnce);
+        t.for_publish("devices/9/temperature", Some(4)).unwrap();
+        t.forget_publisher(4);
+        assert!(t.get("devices/9/temperature").is_some());
+        t.unsubscribe(3, "devices/#");
+        assert!(t.get("devices/9/temperature").is_none());
         // Listing it keeps it; taking the pattern away takes the others.
         t.for_publish("devices/9/temperature", Some(3)).unwrap();
         t.for_publish("devices/10/temperature", Some(3)).unwrap();
@@ -642,7 +646,7 @@ mod tests {
         t.for_publish("b", Some(1)).unwrap();
         assert_eq!(t.for_publish("c", Some(1)).err(), Some(Absent::Full));
         assert_eq!(t.for_publish("$x", Some(1)).err(), Some(Absent::NotListed));
-        t.get_mut("a").unwrap().retained = Some(Retained {
+        t.for_publish("a", Some(1)).unwrap().retained = Some(Retained {
             payload: Bytes::from_static(b"1"),
             qos: QoS::AtMostOnce,
         });

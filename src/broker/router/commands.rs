@@ -371,7 +371,7 @@ impl Router {
             s.filters.retain(|(f, _)| {
                 let keep = topics.serves(f);
                 if !keep {
-                    topics.forget_filter(idx, f);
+                    topics.unsubscribe(idx, f);
                 }
                 keep
             });
@@ -562,15 +562,15 @@ impl Router {
             .topics
             .iter()
             .filter(|t| !t.system)
-            .map(|t| TopicInfo {
+            .map(|t| {
+                let (subscribers, shared) = self.topics.audience(t);
+                (t, subscribers, shared)
+            })
+            .map(|(t, subscribers, shared)| TopicInfo {
                 name: t.name.to_string(),
                 listed: t.listed,
-                subscribers: t.subscribers.len(),
-                shared: t
-                    .shared
-                    .iter()
-                    .map(|g| (g.filter.to_string(), g.members.len()))
-                    .collect(),
+                subscribers,
+                shared: shared.iter().map(|(f, n)| (f.to_string(), *n)).collect(),
                 retained: t.retained.as_ref().map(|r| r.payload.clone()),
                 messages: t.messages,
                 last_publish: t.last_publish,

@@ -178,8 +178,7 @@ impl Router {
             }
             let idx = self.sessions.len();
             for (filter, qos) in &session.filters {
-                self.topics
-                    .index_filter(idx, filter, Some(*qos), &session.filters);
+                self.topics.subscribe(idx, filter, *qos);
             }
             self.by_client.insert(session.client_id.clone(), idx);
             self.sessions.push(Some(session));
@@ -506,7 +505,7 @@ impl Router {
             return;
         };
         for (filter, _) in &session.filters {
-            self.topics.index_filter(idx, filter, None, &[]);
+            self.topics.unsubscribe(idx, filter);
         }
         self.by_client.remove(&session.client_id);
         self.free.push(idx);
@@ -640,9 +639,8 @@ impl Router {
             session.filters.retain(|(f, _)| !gone.contains(f));
             session.record_filters();
             let client_id = session.client_id.clone();
-            let filters = &self.sessions[idx].as_ref().expect("a live session").filters;
             for f in &gone {
-                self.topics.index_filter(idx, f, None, filters);
+                self.topics.unsubscribe(idx, f);
             }
             self.events.push(
                 EventKind::SubscriptionRefused,
@@ -828,11 +826,11 @@ impl Router {
                 Some(existing) => existing.1 = qos,
                 None => session.filters.push((filter.clone(), qos)),
             }
-            let filters = &self.sessions[idx].as_ref().expect("a live session").filters;
-            let matched = self.topics.index_filter(idx, &filter, Some(qos), filters);
+            self.topics.subscribe(idx, &filter, qos);
             if shared.is_some() {
                 continue; // no retained messages for a shared subscription (as in MQTT 5)
             }
+            let matched = self.topics.matching(&filter);
             // This filter's retained messages, in Mosquitto's order (`retain_order`).
             let mut found = Vec::new();
             for name in matched {
@@ -872,8 +870,7 @@ impl Router {
             if session.filters.len() == before {
                 continue;
             }
-            let filters = &self.sessions[idx].as_ref().expect("a live session").filters;
-            self.topics.index_filter(idx, &filter, None, filters);
+            self.topics.unsubscribe(idx, &filter);
         }
         self.record_filters_before_answer(idx);
         self.session(idx).answer(Outbound::UnsubAck(pkid));
