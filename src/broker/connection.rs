@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{OwnedSemaphorePermit, mpsc, watch};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
@@ -93,39 +93,33 @@ impl Wire {
 }
 
 /// Serves one client from accept to close, over any byte stream: `rd` and `wr` are the two
-/// halves of a TCP socket, or of a TLS or WebSocket stream whose handshake is done.
-pub(crate) async fn serve<R, W>(rd: R, wr: W, peer: Peer, shared: Arc<Shared>)
+/// halves of a TCP socket, or of a TLS or WebSocket stream whose handshake is done. `permit`
+/// is its place among `--max-connections`, given back when it ends.
+///
+/// An idle connection is mostly this future, and a future is as large as its largest state
+/// plus its arguments, which it keeps for its whole life: so this is not an `async fn`, the
+/// arguments go straight into the boxed handshake, and the closing is boxed too. What stays
+/// for the connection's life is the link and its read-or-write loop alone.
+pub(crate) fn serve<R, W>(
+    rd: R,
+    wr: W,
+    peer: Peer,
+    shared: Arc<Shared>,
+    permit: OwnedSemaphorePermit,
+) -> impl Future<Output = ()> + Send
 where
     R: AsyncRead + Unpin + Send,
     W: AsyncWrite + Unpin + Send,
 {
     let conn = shared.next_conn.fetch_add(1, Ordering::Relaxed);
-    // The handshake's state is boxed and freed once it is done: what stays with the task for
-    // the connection's life is only what the connected phase needs (an idle connection is
-    // mostly this task).
-    let Some((mut link, keep_alive, client_id)) =
-        Box::pin(handshake(rd, wr, peer, &shared, conn)).await
-    else {
-        return;
-    };
-    let reason = link.run(keep_alive).await;
-    match &reason {
-        CloseReason::ProtocolError(_) | CloseReason::SocketError(_) => {
-            warn!(client_id, %peer, %reason, "closing connection")
-        }
-        _ => debug!(client_id, %peer, %reason, "connection ended"),
+    let handshake = Box::pin(handshake(rd, wr, peer, shared, conn, permit));
+    async move {
+        let Some(mut link) = handshake.await else {
+            return;
+        };
+        let reason = link.run().await;
+        Box::pin(link.close(reason)).await;
     }
-    // A client that said goodbye, or sent a bad packet, after packets the router is still
-    // answering gets those answers first; one whose socket is gone has no use for them.
-    let answer = matches!(
-        reason,
-        CloseReason::ClientDisconnected | CloseReason::ProtocolError(_)
-    );
-    // The trace's close mark goes after the last answers the client is still sent.
-    let mark = reason.to_string();
-    let _ = shared.router.send(ToRouter::Closed { conn, reason }).await;
-    link.flush_and_close(answer).await;
-    link.wire.tap.closed(&mark);
 }
 
 /// Reads and checks CONNECT, logs in, and registers with the router. Returns the connected
@@ -134,13 +128,15 @@ async fn handshake<R, W>(
     mut rd: R,
     mut wr: W,
     peer: Peer,
-    shared: &Shared,
+    shared_arc: Arc<Shared>,
     conn: ConnId,
-) -> Option<(Link<'_, R, W>, u16, String)>
+    permit: OwnedSemaphorePermit,
+) -> Option<Link<R, W>>
 where
     R: AsyncRead + Unpin + Send,
     W: AsyncWrite + Unpin + Send,
 {
+    let shared = &*shared_arc;
     let mut wire = Wire {
         rbuf: BytesMut::new(),
         wbuf: BytesMut::new(),
@@ -178,10 +174,10 @@ where
     let (tx, rx) = mpsc::channel(shared.limits.channel_capacity());
     let room_wanted = Arc::new(AtomicBool::new(false));
     let keep_alive = connect.keep_alive;
-    let client_id = connect.client_id.clone();
     let request = ConnectRequest {
         conn,
-        client_id: connect.client_id,
+        // The tap's copy, made when CONNECT was decoded: one allocation per client id.
+        client_id: wire.tap.client_id().clone(),
         clean_session: connect.clean_session,
         keep_alive,
         will: connect.will,
@@ -202,7 +198,9 @@ where
     }
     let link = Link {
         conn,
-        shared,
+        keep_alive,
+        shared: shared_arc.clone(),
+        _permit: permit,
         rd,
         wr,
         wire,
@@ -215,8 +213,9 @@ where
         held: false,
         durable: shared.durable.clone(),
         waiting: None,
+        durable_wait: None,
     };
-    Some((link, keep_alive, client_id))
+    Some(link)
 }
 
 /// Turns a connection away: the CONNACK its refusal calls for (if any), then `report_refusal`.
@@ -354,6 +353,27 @@ async fn write_or_flush<W: AsyncWrite + Unpin>(
     }
 }
 
+/// A wait for the store, boxed: persistence only, and rare enough that an idle connection
+/// should not carry room for it.
+type DurableWait = std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send>>;
+
+/// Waits until the store has made `epoch` durable; false if the store is gone. The wait lives
+/// in `slot` from its first poll until it is done, so that a `select!` that drops this future
+/// for another branch loses nothing.
+async fn durable_reached_in(
+    slot: &mut Option<DurableWait>,
+    durable: &Option<watch::Receiver<u64>>,
+    epoch: Option<u64>,
+) -> bool {
+    let wait = slot.get_or_insert_with(|| {
+        let mut durable = durable.clone();
+        Box::pin(async move { durable_reached(&mut durable, epoch).await })
+    });
+    let reached = wait.await;
+    *slot = None;
+    reached
+}
+
 /// Waits until the store has made `epoch` durable; false if the store is gone.
 async fn durable_reached(durable: &mut Option<watch::Receiver<u64>>, epoch: Option<u64>) -> bool {
     match (durable, epoch) {
@@ -363,9 +383,11 @@ async fn durable_reached(durable: &mut Option<watch::Receiver<u64>>, epoch: Opti
 }
 
 /// A connected client's stream halves, buffers and the router's channel to it.
-struct Link<'a, R, W> {
+struct Link<R, W> {
     conn: ConnId,
-    shared: &'a Shared,
+    keep_alive: u16,
+    shared: Arc<Shared>,
+    _permit: OwnedSemaphorePermit,
     rd: R,
     wr: W,
     wire: Wire,
@@ -388,6 +410,8 @@ struct Link<'a, R, W> {
     /// barrier (`After`).
     durable: Option<watch::Receiver<u64>>,
     waiting: Option<(u64, bool)>,
+    /// The wait for `waiting`'s epoch, while `run` waits for it.
+    durable_wait: Option<DurableWait>,
 }
 
 /// What reading a batch of packets led to.
@@ -396,14 +420,15 @@ enum ReadOutcome {
     Close(CloseReason),
 }
 
-impl<R, W> Link<'_, R, W>
+impl<R, W> Link<R, W>
 where
     R: AsyncRead + Unpin + Send,
     W: AsyncWrite + Unpin + Send,
 {
-    async fn run(&mut self, keep_alive: u16) -> CloseReason {
+    async fn run(&mut self) -> CloseReason {
         // 1.5 x keepalive (3.1.1 section 3.1.2.10); 0 turns the timer off.
-        let limit = (keep_alive > 0).then(|| Duration::from_millis(keep_alive as u64 * 1500));
+        let limit =
+            (self.keep_alive > 0).then(|| Duration::from_millis(self.keep_alive as u64 * 1500));
         let mut last_read = Instant::now();
         let far = Duration::from_secs(86_400 * 365);
         let timer = tokio::time::sleep(limit.unwrap_or(far));
@@ -449,7 +474,7 @@ where
                         }
                     }
                 }
-                reached = durable_reached(&mut self.durable, self.waiting.map(|w| w.0)), if self.waiting.is_some() => {
+                reached = durable_reached_in(&mut self.durable_wait, &self.durable, self.waiting.map(|w| w.0)), if self.waiting.is_some() => {
                     if !reached {
                         return CloseReason::ServerShutdown;
                     }
@@ -729,6 +754,34 @@ where
             self.wire.wbuf.clear();
         }
         Ok(())
+    }
+
+    /// After `run`: logs the ending, tells the router, says what is left to say and closes.
+    async fn close(&mut self, reason: CloseReason) {
+        let (client_id, peer) = (self.wire.tap.client_id().clone(), self.wire.tap.peer());
+        match &reason {
+            CloseReason::ProtocolError(_) | CloseReason::SocketError(_) => {
+                warn!(client_id = &*client_id, %peer, %reason, "closing connection")
+            }
+            _ => debug!(client_id = &*client_id, %peer, %reason, "connection ended"),
+        }
+        // A client that said goodbye, or sent a bad packet, after packets the router is still
+        // answering gets those answers first; one whose socket is gone has no use for them.
+        let answer = matches!(
+            reason,
+            CloseReason::ClientDisconnected | CloseReason::ProtocolError(_)
+        );
+        // The trace's close mark goes after the last answers the client is still sent.
+        let mark = reason.to_string();
+        let conn = self.conn;
+        let _ = self
+            .shared
+            .router
+            .send(ToRouter::Closed { conn, reason })
+            .await;
+        self.durable_wait = None;
+        self.flush_and_close(answer).await;
+        self.wire.tap.closed(&mark);
     }
 
     /// Writes out what is buffered (briefly: the client may not be reading) and closes. With

@@ -70,7 +70,7 @@ pub(crate) enum ToRouter {
 #[derive(Debug)]
 pub(crate) struct ConnectRequest {
     pub conn: ConnId,
-    pub client_id: String,
+    pub client_id: Arc<str>,
     pub clean_session: bool,
     pub keep_alive: u16,
     pub will: Option<Will>,

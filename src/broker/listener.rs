@@ -1,11 +1,14 @@
 //! Accepts connections on one door (plain MQTT over TCP, or MQTT over WebSocket) and spawns a
 //! connection task for each, up to a limit shared by every door.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::future::Either;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::{debug, warn};
 
 use super::connection::{self, Shared};
@@ -49,44 +52,45 @@ pub(crate) async fn run(
             transport,
             accepted: std::time::Instant::now(),
         };
-        let shared = shared.clone();
         // Whatever handshake the door needs happens in the connection's own task: one slow
         // client never holds up the accept loop.
-        tokio::spawn(async move {
-            serve(socket, peer, shared).await;
-            drop(permit);
-        });
+        tokio::spawn(serve(socket, peer, shared.clone(), permit));
     }
 }
 
-async fn serve(socket: TcpStream, peer: Peer, shared: Arc<Shared>) {
+/// The connection's task. Not an `async fn`: a future keeps its arguments for its whole life,
+/// and these would sit in every idle connection's task beside the connection's own.
+fn serve(
+    socket: TcpStream,
+    peer: Peer,
+    shared: Arc<Shared>,
+    permit: OwnedSemaphorePermit,
+) -> impl Future<Output = ()> + Send {
     // The TLS and WebSocket paths are boxed: a task's memory is its largest state, and a TLS
     // handshake's is some kB that every plain TCP connection would otherwise carry too.
     match peer.transport {
         Transport::Tcp => {
             // Owned halves: TCP reads and writes at once without a lock between them.
             let (rd, wr) = socket.into_split();
-            connection::serve(rd, wr, peer, shared).await;
+            Either::Left(connection::serve(rd, wr, peer, shared, permit))
         }
-        Transport::WebSocket => Box::pin(websocket(socket, peer, shared)).await,
-        Transport::Tls => {
-            Box::pin(async move {
-                if let Some(tls) = tls_handshake(socket, peer, &shared).await {
-                    let (rd, wr) = tokio::io::split(tls);
-                    connection::serve(rd, wr, peer, shared).await;
-                }
-            })
-            .await
-        }
-        Transport::SecureWebSocket => {
-            Box::pin(async move {
-                if let Some(tls) = tls_handshake(socket, peer, &shared).await {
-                    websocket(tls, peer, shared).await;
-                }
-            })
-            .await
-        }
+        Transport::WebSocket => Either::Right(boxed(websocket(socket, peer, shared, permit))),
+        Transport::Tls => Either::Right(boxed(async move {
+            if let Some(tls) = tls_handshake(socket, peer, &shared).await {
+                let (rd, wr) = tokio::io::split(tls);
+                connection::serve(rd, wr, peer, shared, permit).await;
+            }
+        })),
+        Transport::SecureWebSocket => Either::Right(boxed(async move {
+            if let Some(tls) = tls_handshake(socket, peer, &shared).await {
+                websocket(tls, peer, shared, permit).await;
+            }
+        })),
     }
+}
+
+fn boxed(f: impl Future<Output = ()> + Send + 'static) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+    Box::pin(f)
 }
 
 /// The WebSocket upgrade, then the connection.
@@ -95,13 +99,13 @@ pub(crate) fn deadline(peer: Peer, shared: &Shared) -> tokio::time::Instant {
     tokio::time::Instant::from_std(peer.accepted) + shared.connect_timeout
 }
 
-async fn websocket<S>(stream: S, peer: Peer, shared: Arc<Shared>)
+async fn websocket<S>(stream: S, peer: Peer, shared: Arc<Shared>, permit: OwnedSemaphorePermit)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send,
 {
     let upgrade = websocket::accept(stream, shared.max_packet_size, deadline(peer, &shared));
     match upgrade.await {
-        Ok((rd, wr)) => connection::serve(rd, wr, peer, shared).await,
+        Ok((rd, wr)) => connection::serve(rd, wr, peer, shared, permit).await,
         Err(e) => connection::report_refusal(&shared, peer, None, Refusal::Upgrade(e)).await,
     }
 }

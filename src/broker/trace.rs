@@ -352,6 +352,15 @@ impl Tap {
         }
     }
 
+    /// The client id its CONNECT gave ("" before that, or for none).
+    pub fn client_id(&self) -> &Arc<str> {
+        &self.client_id
+    }
+
+    pub fn peer(&self) -> Peer {
+        self.peer
+    }
+
     #[inline]
     pub fn packet_in(&mut self, p: &Packet) {
         if let Packet::Connect(c) = p {

@@ -336,7 +336,7 @@ impl Router {
                 self.next_assigned_id
             ))
         } else {
-            Arc::from(req.client_id.as_str())
+            req.client_id.clone()
         };
         let mut session_present = false;
         let mut idx = self.by_client.get(&client_id).copied();
