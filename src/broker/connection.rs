@@ -22,6 +22,7 @@ use super::codec::{self, DecodeError};
 use super::link::{
     CloseReason, ConnId, ConnectRequest, Inbound, Outbound, Refusal, ToRouter, Violation,
 };
+use super::outbox;
 use super::protocol::{Connect, ConnectCode, Outgoing, Packet, Peer, QoS, Transport};
 use super::session::Limits;
 use super::stats::{self, Stats};
@@ -171,7 +172,7 @@ where
         return refuse(&mut wr, &mut wire, shared, peer, id, refusal).await;
     }
 
-    let (tx, rx) = mpsc::channel(shared.limits.channel_capacity());
+    let (tx, rx) = outbox::channel(shared.limits.channel_capacity());
     let room_wanted = Arc::new(AtomicBool::new(false));
     let keep_alive = connect.keep_alive;
     let request = ConnectRequest {
@@ -391,7 +392,7 @@ struct Link<R, W> {
     rd: R,
     wr: W,
     wire: Wire,
-    rx: mpsc::Receiver<Outbound>,
+    rx: outbox::Receiver<Outbound>,
     /// The router found `rx` full and waits to hear that it has room (see `notify_room`).
     room_wanted: Arc<AtomicBool>,
     /// Packets passed to the router that it answers (CONNECT, SUBSCRIBE, UNSUBSCRIBE), and how

@@ -7,7 +7,7 @@ use std::sync::atomic::AtomicBool;
 
 use super::protocol::QoS;
 use bytes::Bytes;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 use super::codec::DecodeError;
 use super::protocol::{ConnectCode, Peer, Publish, SubscribeCode, Will};
@@ -77,7 +77,7 @@ pub(crate) struct ConnectRequest {
     pub username: Option<String>,
     pub peer: Peer,
     pub level: u8,
-    pub tx: mpsc::Sender<Outbound>,
+    pub tx: super::outbox::Sender<Outbound>,
     /// Set by the router when `tx` was full; the connection clears it and sends `Writable`
     /// once it has drained the channel to half.
     pub room_wanted: Arc<AtomicBool>,

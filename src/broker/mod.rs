@@ -28,6 +28,7 @@ pub mod users;
 mod connection;
 mod filter_trie;
 mod listener;
+mod outbox;
 mod retain_order;
 mod router;
 mod saver;

@@ -9,9 +9,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering, fence};
 use std::time::{Instant, SystemTime};
 
+use super::outbox::{self, TrySendError};
 use super::protocol::QoS;
-use tokio::sync::mpsc;
-use tokio::sync::mpsc::error::TrySendError;
 
 use super::link::{ConnId, Message, OutPublish, Outbound};
 use super::protocol::Peer;
@@ -52,7 +51,7 @@ impl Limits {
 #[derive(Debug)]
 pub(crate) struct Online {
     pub conn: ConnId,
-    pub tx: mpsc::Sender<Outbound>,
+    pub tx: outbox::Sender<Outbound>,
     pub will: Option<Will>,
     pub peer: Peer,
     pub username: Option<String>,
@@ -561,8 +560,8 @@ mod tests {
         max_buffered: 2,
     };
 
-    fn online(cap: usize) -> (Online, mpsc::Receiver<Outbound>) {
-        let (tx, rx) = mpsc::channel(cap);
+    fn online(cap: usize) -> (Online, outbox::Receiver<Outbound>) {
+        let (tx, rx) = outbox::channel(cap);
         let o = Online {
             conn: 1,
             tx,
@@ -585,7 +584,7 @@ mod tests {
         (o, rx)
     }
 
-    fn publishes(rx: &mut mpsc::Receiver<Outbound>) -> Vec<(u16, bool, String)> {
+    fn publishes(rx: &mut outbox::Receiver<Outbound>) -> Vec<(u16, bool, String)> {
         let mut out = vec![];
         while let Ok(m) = rx.try_recv() {
             match m {
