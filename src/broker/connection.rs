@@ -354,6 +354,28 @@ async fn write_or_flush<W: AsyncWrite + Unpin>(
     }
 }
 
+/// Reads what the stream has into `buf`; with `on_stack`, through a buffer on the stack,
+/// copied into `buf` (allocated then, to the size read) only when something came. An idle
+/// connection then holds no read buffer while it waits. Cancel-safe: a read either waits
+/// having taken nothing or is copied in the same poll.
+async fn read_some<R: AsyncRead + Unpin>(
+    rd: &mut R,
+    buf: &mut BytesMut,
+    on_stack: bool,
+) -> std::io::Result<usize> {
+    if !on_stack {
+        return rd.read_buf(buf).await;
+    }
+    std::future::poll_fn(|cx| {
+        let mut stack = [0u8; READ_CHUNK_MIN];
+        let mut read = tokio::io::ReadBuf::new(&mut stack);
+        std::task::ready!(std::pin::Pin::new(&mut *rd).poll_read(cx, &mut read))?;
+        buf.extend_from_slice(read.filled());
+        std::task::Poll::Ready(Ok(read.filled().len()))
+    })
+    .await
+}
+
 /// A wait for the store, boxed: persistence only, and rare enough that an idle connection
 /// should not carry room for it.
 type DurableWait = std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send>>;
@@ -448,12 +470,22 @@ where
                 && !self.held
                 && self.owed - self.answered < MAX_OWED
                 && self.deferred.len() < MAX_DEFERRED;
-            if self.wire.rbuf.capacity() - self.wire.rbuf.len() < chunk / 2 {
+            // A client that says little holds no read buffer between its packets: it is
+            // waited on with one on the stack (see `read_some`).
+            if self.wire.rbuf.is_empty() && chunk == READ_CHUNK_MIN {
+                self.wire.rbuf = BytesMut::new();
+            }
+            let on_stack = self.wire.rbuf.capacity() == 0 && chunk == READ_CHUNK_MIN;
+            if !on_stack && self.wire.rbuf.capacity() - self.wire.rbuf.len() < chunk / 2 {
                 self.wire.rbuf.reserve(chunk);
             }
-            let spare = self.wire.rbuf.capacity() - self.wire.rbuf.len();
+            let spare = if on_stack {
+                READ_CHUNK_MIN
+            } else {
+                self.wire.rbuf.capacity() - self.wire.rbuf.len()
+            };
             tokio::select! {
-                res = self.rd.read_buf(&mut self.wire.rbuf), if take_more => {
+                res = read_some(&mut self.rd, &mut self.wire.rbuf, on_stack), if take_more => {
                     match res {
                         Ok(0) => return CloseReason::SocketClosed,
                         Err(e) => return CloseReason::SocketError(e.kind()),
