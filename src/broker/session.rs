@@ -52,7 +52,8 @@ impl Limits {
 pub(crate) struct Online {
     pub conn: ConnId,
     pub tx: outbox::Sender<Outbound>,
-    pub will: Option<Will>,
+    /// Boxed: most clients have none, and every online session would carry room for one.
+    pub will: Option<Box<Will>>,
     pub peer: Peer,
     pub username: Option<String>,
     /// What it may publish and subscribe to, from its user's rules; `None`: no limit.
@@ -62,8 +63,6 @@ pub(crate) struct Online {
     pub since: SystemTime,
     /// Shared with the connection task: see `ConnectRequest::room_wanted`.
     pub room_wanted: Arc<AtomicBool>,
-    /// This connection's limits.
-    pub limits: Limits,
     /// Subscribers over their high-water mark that hold this connection's reading back; it
     /// reads again when none is left.
     pub held_by: u32,
@@ -134,7 +133,12 @@ pub(crate) struct Session {
     answers: VecDeque<Outbound>,
     next_pkid: u16,
     /// QoS 2 packet ids received and not yet released: a re-sent PUBLISH is not routed again.
-    pub incoming_qos2: HashSet<u16>,
+    /// Boxed, and only while there are any: most sessions never see a QoS 2 PUBLISH.
+    #[expect(
+        clippy::box_collection,
+        reason = "the box is for the inline size: 8 B in every session, not the set's 48"
+    )]
+    incoming_qos2: Option<Box<HashSet<u16>>>,
     pub messages_in: u64,
     pub messages_out: u64,
     pub dropped: u64,
@@ -160,7 +164,7 @@ impl Session {
             stuck: false,
             answers: VecDeque::new(),
             next_pkid: 0,
-            incoming_qos2: HashSet::new(),
+            incoming_qos2: None,
             messages_in: 0,
             messages_out: 0,
             dropped: 0,
@@ -210,7 +214,9 @@ impl Session {
         let mut last: Option<(Arc<str>, Arc<str>)> = None;
         let mut s = Session::new(Arc::from(stored.client_id.as_str()), false, limits);
         s.filters = stored.filters;
-        s.incoming_qos2 = stored.qos2_in.into_iter().collect();
+        if !stored.qos2_in.is_empty() {
+            s.incoming_qos2 = Some(Box::new(stored.qos2_in.into_iter().collect()));
+        }
         for m in stored.messages {
             s.last_seq = s.last_seq.max(m.seq);
             let name = match &last {
@@ -251,7 +257,7 @@ impl Session {
     /// An inbound QoS 2 PUBLISH: false if its packet id is already held (a re-send, not routed
     /// again).
     pub fn receive_qos2(&mut self, pkid: u16) -> bool {
-        if !self.incoming_qos2.insert(pkid) {
+        if !self.incoming_qos2.get_or_insert_default().insert(pkid) {
             return false;
         }
         self.record(|client_id| Change::Qos2In {
@@ -264,7 +270,18 @@ impl Session {
 
     /// PUBREL for an inbound QoS 2 message: its packet id is free again.
     pub fn release_qos2(&mut self, pkid: u16) {
-        if self.incoming_qos2.remove(&pkid) {
+        let held = self
+            .incoming_qos2
+            .as_mut()
+            .is_some_and(|ids| ids.remove(&pkid));
+        if self
+            .incoming_qos2
+            .as_ref()
+            .is_some_and(|ids| ids.is_empty())
+        {
+            self.incoming_qos2 = None;
+        }
+        if held {
             self.record(|client_id| Change::Qos2In {
                 client_id,
                 pkid,
@@ -476,8 +493,8 @@ impl Session {
     /// Attaches a new connection and re-sends what is in flight: PUBLISH with DUP for messages
     /// not yet acknowledged, PUBREL for those released, in their original order. Then fills the
     /// window from the queue.
-    pub fn attach(&mut self, online: Online) {
-        self.limits = online.limits;
+    pub fn attach(&mut self, online: Online, limits: Limits) {
+        self.limits = limits;
         for m in &self.inflight {
             let out = if m.released {
                 Outbound::PubRel(m.pkid)
@@ -578,7 +595,6 @@ mod tests {
             keep_alive: 60,
             since: SystemTime::now(),
             room_wanted: Arc::new(AtomicBool::new(false)),
-            limits: LIMITS,
             held_by: 0,
         };
         (o, rx)
@@ -612,7 +628,7 @@ mod tests {
     fn window_then_queue_then_drop() {
         let mut s = Session::new("c".into(), false, LIMITS);
         let (o, mut rx) = online(LIMITS.channel_capacity());
-        s.attach(o);
+        s.attach(o, LIMITS);
         for text in ["a", "b", "c", "d", "e"] {
             assert_eq!(msg(&mut s, text, QoS::AtLeastOnce), Delivery::Accepted);
         }
@@ -629,7 +645,7 @@ mod tests {
     fn reconnect_resends_with_dup_in_order() {
         let mut s = Session::new("c".into(), false, LIMITS);
         let (o, mut rx) = online(LIMITS.channel_capacity());
-        s.attach(o);
+        s.attach(o, LIMITS);
         msg(&mut s, "a", QoS::ExactlyOnce);
         msg(&mut s, "b", QoS::AtLeastOnce);
         msg(&mut s, "c", QoS::AtLeastOnce);
@@ -643,7 +659,7 @@ mod tests {
             "QoS 0 is not kept offline"
         );
         let (o, mut rx) = online(LIMITS.channel_capacity());
-        s.attach(o);
+        s.attach(o, LIMITS);
         assert_eq!(
             publishes(&mut rx),
             vec![(1, false, "PUBREL".into()), (2, true, "b".into())]
@@ -658,7 +674,7 @@ mod tests {
     fn a_full_channel_queues_in_order_and_asks_for_room() {
         let mut s = Session::new("c".into(), true, LIMITS);
         let (o, mut rx) = online(LIMITS.channel_capacity());
-        s.attach(o);
+        s.attach(o, LIMITS);
         for text in ["a", "b", "c"] {
             assert_eq!(msg(&mut s, text, QoS::AtMostOnce), Delivery::Accepted);
         }
@@ -688,7 +704,7 @@ mod tests {
     fn answers_wait_for_room_in_order_and_go_before_later_messages() {
         let mut s = Session::new("c".into(), true, LIMITS);
         let (o, mut rx) = online(CONTROL_RESERVE + 1);
-        s.attach(o);
+        s.attach(o, LIMITS);
         // More answers than the channel holds, a message, then one more answer.
         let n = CONTROL_RESERVE as u16 + 2;
         for id in 1..=n {
@@ -719,7 +735,7 @@ mod tests {
     fn packet_ids_skip_zero_and_those_in_flight() {
         let mut s = Session::new("c".into(), false, LIMITS);
         let (o, mut rx) = online(LIMITS.channel_capacity());
-        s.attach(o);
+        s.attach(o, LIMITS);
         s.next_pkid = 65_534;
         msg(&mut s, "a", QoS::AtLeastOnce); // 65535, stays in flight
         msg(&mut s, "b", QoS::AtLeastOnce); // 1

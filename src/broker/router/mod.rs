@@ -409,7 +409,7 @@ impl Router {
         let online = Online {
             conn: req.conn,
             tx: req.tx,
-            will: req.will,
+            will: req.will.map(Box::new),
             peer: req.peer,
             grant,
             username: req.username,
@@ -417,7 +417,6 @@ impl Router {
             keep_alive: req.keep_alive,
             since: SystemTime::now(),
             room_wanted: req.room_wanted,
-            limits: req.limits,
             held_by: 0,
         };
         let journal = self.journal.clone();
@@ -429,7 +428,7 @@ impl Router {
         {
             session.persist(j);
         }
-        session.attach(online);
+        session.attach(online, req.limits);
         self.by_conn.insert(req.conn, idx);
         self.counters.maximum_connected = self.counters.maximum_connected.max(self.connected());
     }
@@ -495,7 +494,7 @@ impl Router {
                 .is_none_or(|g| g.may_publish(&will.topic))
         {
             debug!(client_id = %client_id, topic = %will.topic, "publishing will");
-            self.publish_will(will, client_id);
+            self.publish_will(*will, client_id);
         }
     }
 
@@ -824,7 +823,13 @@ impl Router {
             let session = self.session(idx);
             match session.filters.iter_mut().find(|(f, _)| *f == filter) {
                 Some(existing) => existing.1 = qos,
-                None => session.filters.push((filter.clone(), qos)),
+                None => {
+                    // Most clients subscribe once: room for one, and doubling from there.
+                    if session.filters.capacity() == 0 {
+                        session.filters.reserve_exact(1);
+                    }
+                    session.filters.push((filter.clone(), qos))
+                }
             }
             self.topics.subscribe(idx, &filter, qos);
             if shared.is_some() {
