@@ -37,6 +37,8 @@ const WRITE_HIGH_WATER: usize = 256 * 1024;
 /// keep filling it.
 const READ_CHUNK_MIN: usize = 256;
 const READ_CHUNK_MAX: usize = 64 * 1024;
+/// The timer's setting when keepalive is off (it is then never polled).
+const NO_KEEPALIVE: Duration = Duration::from_secs(86_400 * 365);
 /// How long a closing connection may take to flush what it still has to say.
 const FLUSH_ON_CLOSE: Duration = Duration::from_secs(1);
 /// Packets waiting for the router's answer before the connection stops reading from the client:
@@ -342,38 +344,46 @@ async fn check_connect(c: &Connect, shared: &Shared, peer: Peer) -> Option<Refus
 
 /// Writes what the buffer holds, or, once it is empty, flushes the stream: a stream with a
 /// buffer of its own (a WebSocket's frames) sends what it holds; for TCP that is done at once.
-/// `Some(n)` for a write, `None` for a flush. Cancel-safe, like the two calls it makes.
-async fn write_or_flush<W: AsyncWrite + Unpin>(
-    wr: &mut W,
-    wbuf: &mut BytesMut,
-) -> std::io::Result<Option<usize>> {
-    if wbuf.is_empty() {
-        wr.flush().await.map(|()| None)
-    } else {
-        wr.write_buf(wbuf).await.map(Some)
-    }
+/// `Some(n)` for a write, `None` for a flush. Cancel-safe: a poll writes and takes what it
+/// wrote off the buffer at once, or waits having done nothing. A `poll_fn` rather than an
+/// `async fn`: every branch of `run`'s `select!` is kept in the idle connection's task, and
+/// this way it is two references.
+fn write_or_flush<'a, W: AsyncWrite + Unpin>(
+    wr: &'a mut W,
+    wbuf: &'a mut BytesMut,
+) -> impl Future<Output = std::io::Result<Option<usize>>> + 'a {
+    std::future::poll_fn(move |cx| {
+        let wr = std::pin::Pin::new(&mut *wr);
+        if wbuf.is_empty() {
+            wr.poll_flush(cx).map_ok(|()| None)
+        } else {
+            let n = std::task::ready!(wr.poll_write(cx, &wbuf[..]))?;
+            bytes::Buf::advance(wbuf, n);
+            std::task::Poll::Ready(Ok(Some(n)))
+        }
+    })
 }
 
 /// Reads what the stream has into `buf`; with `on_stack`, through a buffer on the stack,
 /// copied into `buf` (allocated then, to the size read) only when something came. An idle
 /// connection then holds no read buffer while it waits. Cancel-safe: a read either waits
-/// having taken nothing or is copied in the same poll.
-async fn read_some<R: AsyncRead + Unpin>(
-    rd: &mut R,
-    buf: &mut BytesMut,
+/// having taken nothing or is copied in the same poll. A `poll_fn`, as `write_or_flush`.
+fn read_some<'a, R: AsyncRead + Unpin>(
+    rd: &'a mut R,
+    buf: &'a mut BytesMut,
     on_stack: bool,
-) -> std::io::Result<usize> {
-    if !on_stack {
-        return rd.read_buf(buf).await;
-    }
-    std::future::poll_fn(|cx| {
+) -> impl Future<Output = std::io::Result<usize>> + 'a {
+    std::future::poll_fn(move |cx| {
+        if !on_stack {
+            // `read_buf` keeps nothing between polls: one made for each poll is the same.
+            return std::pin::pin!(rd.read_buf(&mut *buf)).poll(cx);
+        }
         let mut stack = [0u8; READ_CHUNK_MIN];
         let mut read = tokio::io::ReadBuf::new(&mut stack);
         std::task::ready!(std::pin::Pin::new(&mut *rd).poll_read(cx, &mut read))?;
         buf.extend_from_slice(read.filled());
         std::task::Poll::Ready(Ok(read.filled().len()))
     })
-    .await
 }
 
 /// A wait for the store, boxed: persistence only, and rare enough that an idle connection
@@ -382,19 +392,21 @@ type DurableWait = std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Se
 
 /// Waits until the store has made `epoch` durable; false if the store is gone. The wait lives
 /// in `slot` from its first poll until it is done, so that a `select!` that drops this future
-/// for another branch loses nothing.
-async fn durable_reached_in(
-    slot: &mut Option<DurableWait>,
-    durable: &Option<watch::Receiver<u64>>,
+/// for another branch loses nothing. A `poll_fn`, as `write_or_flush`.
+fn durable_reached_in<'a>(
+    slot: &'a mut Option<DurableWait>,
+    durable: &'a Option<watch::Receiver<u64>>,
     epoch: Option<u64>,
-) -> bool {
-    let wait = slot.get_or_insert_with(|| {
-        let mut durable = durable.clone();
-        Box::pin(async move { durable_reached(&mut durable, epoch).await })
-    });
-    let reached = wait.await;
-    *slot = None;
-    reached
+) -> impl Future<Output = bool> + 'a {
+    std::future::poll_fn(move |cx| {
+        let wait = slot.get_or_insert_with(|| {
+            let mut durable = durable.clone();
+            Box::pin(async move { durable_reached(&mut durable, epoch).await })
+        });
+        let reached = std::task::ready!(wait.as_mut().poll(cx));
+        *slot = None;
+        std::task::Poll::Ready(reached)
+    })
 }
 
 /// Waits until the store has made `epoch` durable; false if the store is gone.
@@ -453,8 +465,7 @@ where
         let limit =
             (self.keep_alive > 0).then(|| Duration::from_millis(self.keep_alive as u64 * 1500));
         let mut last_read = Instant::now();
-        let far = Duration::from_secs(86_400 * 365);
-        let timer = tokio::time::sleep(limit.unwrap_or(far));
+        let timer = tokio::time::sleep(limit.unwrap_or(NO_KEEPALIVE));
         tokio::pin!(timer);
         let mut chunk = READ_CHUNK_MIN;
         let mut unflushed = false;
@@ -515,7 +526,7 @@ where
                         self.router_answered();
                     }
                 }
-                out = self.rx.recv(), if room && self.waiting.is_none() => {
+                out = std::future::poll_fn(|cx| self.rx.poll_recv(cx)), if room && self.waiting.is_none() => {
                     let Some(out) = out else {
                         return CloseReason::ServerShutdown;
                     };
@@ -546,7 +557,7 @@ where
                     }
                 }
                 () = &mut timer, if limit.is_some() => {
-                    let limit = limit.unwrap_or(far);
+                    let limit = limit.unwrap_or(NO_KEEPALIVE);
                     // Held back, the client's packets wait unread: it is not silent.
                     if self.held {
                         last_read = Instant::now();

@@ -12,7 +12,7 @@
 use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::{Poll, Waker};
+use std::task::{Context, Poll, Waker};
 
 pub(crate) use tokio::sync::mpsc::error::{TryRecvError, TrySendError};
 
@@ -139,21 +139,24 @@ pub(crate) struct Receiver<T> {
 impl<T> Receiver<T> {
     /// The next message; None once the sender is gone and nothing is left.
     pub async fn recv(&mut self) -> Option<T> {
-        poll_fn(|cx| {
-            let mut state = lock(&self.shared);
-            if let Some(item) = take(&mut state) {
-                return Poll::Ready(Some(item));
-            }
-            if !state.sender_alive {
-                return Poll::Ready(None);
-            }
-            match &mut state.waker {
-                Some(w) if w.will_wake(cx.waker()) => {}
-                slot => *slot = Some(cx.waker().clone()),
-            }
-            Poll::Pending
-        })
-        .await
+        poll_fn(|cx| self.poll_recv(cx)).await
+    }
+
+    /// `recv` as a poll: the next message, None once the sender is gone and nothing is left,
+    /// or Pending (and this task is woken when that changes).
+    pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<T>> {
+        let mut state = lock(&self.shared);
+        if let Some(item) = take(&mut state) {
+            return Poll::Ready(Some(item));
+        }
+        if !state.sender_alive {
+            return Poll::Ready(None);
+        }
+        match &mut state.waker {
+            Some(w) if w.will_wake(cx.waker()) => {}
+            slot => *slot = Some(cx.waker().clone()),
+        }
+        Poll::Pending
     }
 
     pub fn try_recv(&mut self) -> Result<T, TryRecvError> {
