@@ -297,12 +297,31 @@ fn tls_config(args: &RunArgs) -> anyhow::Result<(TlsServerConfig, Option<(PathBu
     Ok((tls::server_config(&files)?, ca))
 }
 
+/// Thousands of clients need thousands of descriptors, and the soft limit is often 1024: raise
+/// it to the hard limit (what a process may do by itself), so that `--max-connections` works
+/// without the user running `ulimit -n` first, and say what it is.
+fn raise_open_file_limit(max_connections: usize) {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => {
+            tracing::info!(limit, "open-file limit");
+            // Listeners, the database, the runtime and the log take some descriptors too.
+            let room = limit.saturating_sub(64);
+            if room < max_connections as u64 {
+                tracing::warn!(
+                    limit,
+                    max_connections,
+                    "the open-file limit allows about {room} connections, fewer than --max-connections: \
+                     raise the hard limit (ulimit -Hn, LimitNOFILE=) or lower --max-connections"
+                );
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "could not raise the open-file limit"),
+    }
+}
+
 fn run_broker(args: RunArgs) -> anyhow::Result<()> {
     init_logging();
-    // Thousands of clients need thousands of descriptors; the soft limit is often 1024.
-    if let Err(e) = rlimit::increase_nofile_limit(u64::MAX) {
-        tracing::debug!(error = %e, "could not raise the open-file limit");
-    }
+    raise_open_file_limit(args.max_connections);
     if !args.headless {
         return run_window(args);
     }
