@@ -27,6 +27,8 @@
 #      LAB_WS_PORT (18845)  LAB_WSS_PORT (18846)  BENCH_DIR (target/bench: configs, certificates,
 #      broker logs, results.jsonl, table.md)  TIMEOUT (60 s per run)  LAB_LOG (RUST_LOG for
 #      mqtt-lab, warn)  BENCH_THREADS (load generator worker threads, 0 = one per core)
+#      CONNS (20000 idle connections; fewer if the open-file hard limit cannot hold them, said
+#      in the log and the table)
 # Never uses port 1883; the load generator refuses any host that is not loopback.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -43,7 +45,7 @@ BENCH_DIR=${BENCH_DIR:-$ROOT/target/bench}
 TIMEOUT=${TIMEOUT:-60}
 LAB_LOG=${LAB_LOG:-warn}
 BENCH_THREADS=${BENCH_THREADS:-0}
-CONNS=5000
+CONNS=${CONNS:-20000}
 
 log() { echo "[bench $(date +%T)] $*" >&2; }
 die() {
@@ -60,10 +62,18 @@ done
 (($(printf '%s\n' "${ALL_PORTS[@]}" | sort -u | wc -l) == ${#ALL_PORTS[@]})) ||
     die "the six ports must differ: ${ALL_PORTS[*]}"
 
-# 5000 idle connections need more than 5000 open files, here and in the brokers (which inherit it).
+[[ $CONNS =~ ^[1-9][0-9]*$ ]] || die "CONNS must be a positive number, not '$CONNS'"
+# N idle connections need more than N open files in the load generator and in each broker: they
+# all inherit this shell's soft limit, raised here as far as the hard limit lets it (only root,
+# or a raised hard limit, gets more). Both brokers get the same limit; mqtt-lab would raise its
+# own soft limit to the hard one anyway, Mosquitto does not.
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+CONNS_WANTED=$CONNS
 if (($(ulimit -n) < CONNS + 100)); then
-    die "the open-file limit is $(ulimit -n); $CONNS connections need more (raise the hard limit)"
+    CONNS=$(($(ulimit -n) - 100))
+    ((CONNS > 0)) || die "the open-file limit is $(ulimit -n): too low for idle connections"
+    log "the open-file limit is $(ulimit -n) (hard $(ulimit -Hn)): $CONNS idle connections, not" \
+        "$CONNS_WANTED (raise the hard limit for all of them)"
 fi
 
 # Only what this script writes is removed, whatever BENCH_DIR points at.
@@ -294,6 +304,7 @@ for round in $(seq "$ROUNDS"); do
     for b in $(order "$round" $BOTH); do
         start_broker "$b"
         sleep 0.5 # let it finish starting before its memory is read
+        grep -i '^Max open files' "/proc/${PID[$b]}/limits" | sed "s/^/    $b: /" >&2 || true
         run "$b" tcp "conns" "$round" conns --connections "$CONNS" --pid "${PID[$b]}"
         check_alive "$b" conns "$round"
         stop_broker "$b"
@@ -309,10 +320,11 @@ OS=$(. /etc/os-release 2>/dev/null && echo "${PRETTY_NAME:-}" || true)
 MEM=$(awk '/^MemTotal/ { printf "%.0f GiB RAM", $2 / 1048576 }' /proc/meminfo)
 COMMIT=$(git describe --always --dirty 2>/dev/null || echo unknown)
 MACHINE="$(nproc) cores (${CPU:-unknown CPU}), $MEM, Linux $(uname -r)${OS:+, $OS}; mosquitto $MOSQ_VERSION; mqtt-lab $COMMIT"
-python3 - "$RESULTS" "$INCIDENTS" "$ROUNDS" "$MACHINE" "$ELAPSED" "$CERT_TYPE" <<'EOF' | tee "$BENCH_DIR/table.md"
+python3 - "$RESULTS" "$INCIDENTS" "$ROUNDS" "$MACHINE" "$ELAPSED" "$CERT_TYPE" "$CONNS" "$CONNS_WANTED" <<'EOF' | tee "$BENCH_DIR/table.md"
 import json, sys, statistics
 
-results, incidents, rounds, machine, elapsed, cert_type = sys.argv[1:]
+results, incidents, rounds, machine, elapsed, cert_type, conns_n, conns_wanted = sys.argv[1:]
+conns_n, conns_wanted = int(conns_n), int(conns_wanted)
 runs = {}
 for line in open(results):
     d = json.loads(line)
@@ -437,8 +449,8 @@ throughput("fanin-q2", "fan-in QoS 2 (same, window 100 per publisher)")
 throughput("fanout-q0", "fan-out QoS 0: 1 pub × 10,000 × 64 B → 32 subs (deliveries/s in total; higher is better)")
 latency("latency-q0", "latency QoS 0: 5,000 msgs at 1,000 msg/s, p50 / p99 / max (µs; lower is better)")
 latency("latency-q1", "latency QoS 1 (same)")
-conns("connect_s", "s", 2, "5,000 idle connections (CONNECT + SUBSCRIBE): time until all are acknowledged (s; lower is better)")
-conns("rss_per_conn_kb", "kB", 1, "5,000 idle connections: broker memory per connection (RSS growth, kB; lower is better)")
+conns("connect_s", "s", 2, f"{conns_n:,} idle connections (CONNECT + SUBSCRIBE): time until all are acknowledged (s; lower is better)")
+conns("rss_per_conn_kb", "kB", 1, f"{conns_n:,} idle connections: broker memory per connection (RSS growth, kB; lower is better)")
 throughput("tls-fanin-q1", "TLS fan-in QoS 1: fan-in QoS 1 over TLS (each broker's TLS listener, one certificate for both)")
 throughput("tls-fanout-q0", "TLS fan-out QoS 0: fan-out QoS 0 over TLS")
 NO_WS = "no WebSocket listener (see the note)"
@@ -452,6 +464,9 @@ mqtt_lab_only("wss-fanout-q0", "secure WebSocket fan-out QoS 0: over wss://…/m
               "tls-fanout-q0", "TLS", NO_WS)
 
 notes = []
+if conns_n < conns_wanted:
+    notes.append(f"Idle connections: {conns_n:,}, not {conns_wanted:,}: the open-file hard limit of this "
+                 "machine holds no more (each broker and the load generator need one descriptor per connection).")
 for (b, key), rs in sorted(runs.items()):
     open_hs = [r.get("open_handshakes") or 0 for r in rs if r.get("ok")]
     if any(open_hs):
