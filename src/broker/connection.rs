@@ -71,7 +71,6 @@ pub(crate) struct Shared {
 struct Wire {
     rbuf: BytesMut,
     wbuf: BytesMut,
-    max_packet_size: usize,
     /// The stream keeps a buffer of its own (TLS records, WebSocket frames) that a flush
     /// sends; a TCP socket's writes are on their way at once.
     flushes: bool,
@@ -80,8 +79,8 @@ struct Wire {
 
 impl Wire {
     /// The next whole packet in the read buffer, if there is one.
-    fn decode(&mut self) -> Result<Option<Packet>, DecodeError> {
-        let packet = codec::decode(&mut self.rbuf, self.max_packet_size)?;
+    fn decode(&mut self, max_packet_size: usize) -> Result<Option<Packet>, DecodeError> {
+        let packet = codec::decode(&mut self.rbuf, max_packet_size)?;
         if let Some(p) = &packet {
             self.tap.packet_in(p);
         }
@@ -143,9 +142,8 @@ where
     let mut wire = Wire {
         rbuf: BytesMut::new(),
         wbuf: BytesMut::new(),
-        max_packet_size: shared.max_packet_size,
         flushes: peer.transport != Transport::Tcp,
-        tap: trace::Tap::new(shared.trace.clone(), conn, peer),
+        tap: trace::Tap::new(shared.trace.clone(), conn, Arc::new(peer)),
     };
     // One deadline from accept: a TLS handshake or WebSocket upgrade used some of it already.
     let first = tokio::time::timeout_at(
@@ -185,7 +183,7 @@ where
         keep_alive,
         will: connect.will,
         username: connect.username,
-        peer,
+        peer: wire.tap.peer().clone(),
         level: connect.level,
         tx,
         room_wanted: room_wanted.clone(),
@@ -296,7 +294,7 @@ async fn read_first_packet<R: AsyncRead + Unpin>(
         if wire.rbuf.starts_with(&[0x16, 0x03]) {
             return Err(FirstPacketError::Tls);
         }
-        match wire.decode() {
+        match wire.decode(shared.max_packet_size) {
             Ok(Some(p)) => return Ok(p),
             Ok(None) => {}
             Err(e) => return Err(FirstPacketError::Decode(e)),
@@ -460,12 +458,16 @@ where
     R: AsyncRead + Unpin + Send,
     W: AsyncWrite + Unpin + Send,
 {
+    /// How long the client may stay silent: 1.5 x keepalive (3.1.1 section 3.1.2.10); 0 turns
+    /// the timer off. Worked out when needed rather than kept: the loop's every byte is in
+    /// each idle connection.
+    fn keepalive_limit(&self) -> Option<Duration> {
+        (self.keep_alive > 0).then(|| Duration::from_millis(self.keep_alive as u64 * 1500))
+    }
+
     async fn run(&mut self) -> CloseReason {
-        // 1.5 x keepalive (3.1.1 section 3.1.2.10); 0 turns the timer off.
-        let limit =
-            (self.keep_alive > 0).then(|| Duration::from_millis(self.keep_alive as u64 * 1500));
         let mut last_read = Instant::now();
-        let timer = tokio::time::sleep(limit.unwrap_or(NO_KEEPALIVE));
+        let timer = tokio::time::sleep(self.keepalive_limit().unwrap_or(NO_KEEPALIVE));
         tokio::pin!(timer);
         let mut chunk = READ_CHUNK_MIN;
         let mut unflushed = false;
@@ -556,8 +558,8 @@ where
                         Err(e) => return CloseReason::SocketError(e.kind()),
                     }
                 }
-                () = &mut timer, if limit.is_some() => {
-                    let limit = limit.unwrap_or(NO_KEEPALIVE);
+                () = &mut timer, if self.keep_alive > 0 => {
+                    let limit = self.keepalive_limit().unwrap_or(NO_KEEPALIVE);
                     // Held back, the client's packets wait unread: it is not silent.
                     if self.held {
                         last_read = Instant::now();
@@ -601,7 +603,7 @@ where
             }
         };
         loop {
-            let packet = match self.wire.decode() {
+            let packet = match self.wire.decode(self.shared.max_packet_size) {
                 Ok(Some(p)) => p,
                 Ok(None) => break,
                 Err(e) => {
@@ -802,7 +804,7 @@ where
 
     /// After `run`: logs the ending, tells the router, says what is left to say and closes.
     async fn close(&mut self, reason: CloseReason) {
-        let (client_id, peer) = (self.wire.tap.client_id().clone(), self.wire.tap.peer());
+        let (client_id, peer) = (self.wire.tap.client_id().clone(), **self.wire.tap.peer());
         match &reason {
             CloseReason::ProtocolError(_) | CloseReason::SocketError(_) => {
                 warn!(client_id = &*client_id, %peer, %reason, "closing connection")

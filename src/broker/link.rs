@@ -75,7 +75,7 @@ pub(crate) struct ConnectRequest {
     pub keep_alive: u16,
     pub will: Option<Will>,
     pub username: Option<String>,
-    pub peer: Peer,
+    pub peer: Arc<Peer>,
     pub level: u8,
     pub tx: super::outbox::Sender<Outbound>,
     /// Set by the router when `tx` was full; the connection clears it and sends `Writable`

@@ -54,7 +54,7 @@ pub(crate) struct Online {
     pub tx: outbox::Sender<Outbound>,
     /// Boxed: most clients have none, and every online session would carry room for one.
     pub will: Option<Box<Will>>,
-    pub peer: Peer,
+    pub peer: Arc<Peer>,
     pub username: Option<String>,
     /// What it may publish and subscribe to, from its user's rules; `None`: no limit.
     pub grant: Option<crate::broker::acl::Grant>,
@@ -583,12 +583,12 @@ mod tests {
             conn: 1,
             tx,
             will: None,
-            peer: Peer {
+            peer: Arc::new(Peer {
                 addr: "127.0.0.1:1".parse().unwrap(),
                 local: "127.0.0.1:1883".parse().unwrap(),
                 transport: crate::broker::protocol::Transport::Tcp,
                 accepted: std::time::Instant::now(),
-            },
+            }),
             username: None,
             grant: None,
             level: 4,

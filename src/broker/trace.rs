@@ -331,7 +331,8 @@ pub(crate) struct Tap {
     sink: Arc<Sink>,
     conn: u64,
     client_id: Arc<str>,
-    peer: Peer,
+    /// Shared with the router's record of the connection (`Online`): one copy per client.
+    peer: Arc<Peer>,
     /// Packets reported in the current second, when it started, and those left out since the
     /// last time they were added to the shared count.
     used: u32,
@@ -340,7 +341,7 @@ pub(crate) struct Tap {
 }
 
 impl Tap {
-    pub fn new(sink: Arc<Sink>, conn: u64, peer: Peer) -> Tap {
+    pub fn new(sink: Arc<Sink>, conn: u64, peer: Arc<Peer>) -> Tap {
         Tap {
             sink,
             conn,
@@ -357,8 +358,8 @@ impl Tap {
         &self.client_id
     }
 
-    pub fn peer(&self) -> Peer {
-        self.peer
+    pub fn peer(&self) -> &Arc<Peer> {
+        &self.peer
     }
 
     #[inline]
