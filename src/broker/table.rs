@@ -75,15 +75,15 @@ impl Topic {
         self.subscribers.clear();
         let (subscribers, shared) = (&mut self.subscribers, &mut self.shared);
         subscriptions.for_each_match(&self.name, |s| {
-            if topics::shared(&s.filter).is_some() {
-                match shared.iter_mut().find(|g| g.filter == s.filter) {
+            if let Some(filter) = &s.shared {
+                match shared.iter_mut().find(|g| g.filter == *filter) {
                     Some(g) => g.members.push((s.session, s.qos)),
                     None => shared.push(SharedGroup {
-                        filter: s.filter.clone(),
+                        filter: filter.clone(),
                         members: vec![(s.session, s.qos)],
                         next: old
                             .iter()
-                            .find(|g| g.filter == s.filter)
+                            .find(|g| g.filter == *filter)
                             .map_or(0, |g| g.next),
                     }),
                 }
@@ -91,7 +91,13 @@ impl Topic {
             }
             match subscribers.iter_mut().find(|(i, _)| *i == s.session) {
                 Some((_, q)) => *q = (*q).max(s.qos),
-                None => subscribers.push((s.session, s.qos)),
+                None => {
+                    // Many topics have one subscriber: room for one, and doubling from there.
+                    if subscribers.capacity() == 0 {
+                        subscribers.reserve_exact(1);
+                    }
+                    subscribers.push((s.session, s.qos))
+                }
             }
         });
         // Members come in the order they subscribed (a group is one filter, one node of the
@@ -120,17 +126,28 @@ pub(crate) struct SharedGroup {
 }
 
 /// One subscription, as the subscriptions' trie keeps it under its filter (the target of a
-/// shared one): equal by session and whole filter, whatever its QoS.
+/// shared one, whose whole `$share/GROUP/FILTER` it holds; an ordinary one's filter is the
+/// trie's path to it): equal by session and group, whatever its QoS.
 #[derive(Debug, Clone)]
 struct Subscription {
     session: SessionIdx,
-    filter: Arc<str>,
+    shared: Option<Arc<str>>,
     qos: QoS,
+}
+
+impl Subscription {
+    fn new(session: SessionIdx, filter: &str, qos: QoS) -> Subscription {
+        Subscription {
+            session,
+            shared: topics::shared(filter).is_some().then(|| Arc::from(filter)),
+            qos,
+        }
+    }
 }
 
 impl PartialEq for Subscription {
     fn eq(&self, other: &Self) -> bool {
-        self.session == other.session && self.filter == other.filter
+        self.session == other.session && self.shared == other.shared
     }
 }
 
@@ -388,10 +405,10 @@ impl TopicTable {
         let mut sessions = Vec::new();
         let mut groups: Vec<(Arc<str>, usize)> = Vec::new();
         self.subscriptions.for_each_match(&t.name, |s| {
-            if topics::shared(&s.filter).is_some() {
-                match groups.iter_mut().find(|(f, _)| *f == s.filter) {
+            if let Some(filter) = &s.shared {
+                match groups.iter_mut().find(|(f, _)| f == filter) {
                     Some((_, n)) => *n += 1,
-                    None => groups.push((s.filter.clone(), 1)),
+                    None => groups.push((filter.clone(), 1)),
                 }
             } else if !sessions.contains(&s.session) {
                 sessions.push(s.session);
@@ -477,11 +494,7 @@ impl TopicTable {
     /// matches take it in when next used.
     pub fn subscribe(&mut self, session: SessionIdx, filter: &str, qos: QoS) {
         let target = topics::target(filter);
-        let sub = Subscription {
-            session,
-            filter: Arc::from(filter),
-            qos,
-        };
+        let sub = Subscription::new(session, filter, qos);
         self.subscriptions.remove(target, &sub);
         self.subscriptions.insert(target, sub);
         self.generation += 1;
@@ -497,11 +510,7 @@ impl TopicTable {
     /// alone kept go.
     pub fn unsubscribe(&mut self, session: SessionIdx, filter: &str) {
         let target = topics::target(filter);
-        let sub = Subscription {
-            session,
-            filter: Arc::from(filter),
-            qos: QoS::AtMostOnce,
-        };
+        let sub = Subscription::new(session, filter, QoS::AtMostOnce);
         self.subscriptions.remove(target, &sub);
         self.generation += 1;
         // Only topics not on the list can go: with none, there is nothing to look at.
