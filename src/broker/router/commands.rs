@@ -291,6 +291,7 @@ impl Router {
         let mut emptied = Vec::new();
         for t in self.topics.iter_mut().filter(|t| !t.system) {
             if t.retained.take().is_some() {
+                self.retained.set(&t.name, &mut t.retain_key, None);
                 retained += 1;
                 emptied.push(t.name.clone());
             }
@@ -348,14 +349,16 @@ impl Router {
         removed
     }
 
-    /// Topics that no longer exist: their retained messages go from the disk too.
+    /// Topics that no longer exist: their retained messages go, from the disk too.
     fn topics_gone(&mut self, gone: Vec<Topic>) {
-        let Some(j) = &self.journal else { return };
-        for t in gone.into_iter().filter(|t| t.retained.is_some()) {
-            j.push(Change::Retained {
-                topic: t.name,
-                value: None,
-            });
+        for mut t in gone.into_iter().filter(|t| t.retained.is_some()) {
+            self.retained.set(&t.name, &mut t.retain_key, None);
+            if let Some(j) = &self.journal {
+                j.push(Change::Retained {
+                    topic: t.name,
+                    value: None,
+                });
+            }
         }
     }
 

@@ -23,7 +23,7 @@ use super::link::{
 };
 use super::protocol::Will;
 use super::protocol::{Publish, SubscribeCode};
-use super::retain_order::RetainOrder;
+use super::retain_order::RetainedIndex;
 use super::saver::SaveJob;
 use super::session::{Delivery, Limits, Online, Session};
 use super::stats::Stats;
@@ -85,8 +85,8 @@ pub(crate) struct Router {
     journal: Option<Arc<Journal>>,
     store: Option<Store>,
     epoch: u64,
-    /// Where each retained message goes in the list a wildcard subscriber is sent.
-    retain_order: RetainOrder,
+    /// The retained messages in the order a wildcard subscriber is sent them.
+    retained: RetainedIndex,
 }
 
 impl Router {
@@ -138,7 +138,7 @@ impl Router {
             journal: store.as_ref().map(|_| Arc::new(Journal::default())),
             store,
             epoch: 1,
-            retain_order: RetainOrder::default(),
+            retained: RetainedIndex::default(),
         };
         if let Some(loaded) = loaded {
             router.restore(loaded);
@@ -152,8 +152,9 @@ impl Router {
         let mut retained = 0;
         for (topic, qos, payload) in loaded.retained {
             if let Some(t) = self.topics.for_restore(&topic) {
+                self.retained
+                    .set(&t.name, &mut t.retain_key, Some((payload.clone(), qos)));
                 t.retained = Some(Retained { payload, qos });
-                t.retain_key = Some(self.retain_order.key(&t.name));
                 retained += 1;
             }
         }
@@ -675,7 +676,7 @@ impl Router {
             sessions,
             counters,
             journal,
-            retain_order,
+            retained: retained_index,
             ..
         } = self;
         let t = match topics.for_publish(topic, publisher) {
@@ -706,9 +707,8 @@ impl Router {
                 payload: Bytes::copy_from_slice(&payload),
                 qos,
             });
-            if t.retained.is_some() && t.retain_key.is_none() {
-                t.retain_key = Some(retain_order.key(&t.name));
-            }
+            let value = t.retained.as_ref().map(|r| (r.payload.clone(), r.qos));
+            retained_index.set(&t.name, &mut t.retain_key, value);
             if !t.system
                 && let Some(j) = journal
             {
@@ -835,24 +835,9 @@ impl Router {
             if shared.is_some() {
                 continue; // no retained messages for a shared subscription (as in MQTT 5)
             }
-            let matched = self.topics.matching(&filter);
             // This filter's retained messages, in Mosquitto's order (`retain_order`).
-            let mut found = Vec::new();
-            for name in matched {
-                if let Some(t) = self.topics.get(&name)
-                    && let Some(r) = &t.retained
-                {
-                    let q = min_qos(r.qos, qos);
-                    let key = t.retain_key.clone().unwrap_or_default();
-                    let msg = Arc::new(Message {
-                        topic: name,
-                        payload: r.payload.clone(),
-                    });
-                    found.push((key, msg, q));
-                }
-            }
-            found.sort_by(|a, b| a.0.cmp(&b.0));
-            retained.extend(found.into_iter().map(|(_, msg, q)| (msg, q)));
+            let found = self.retained.matching(&filter);
+            retained.extend(found.into_iter().map(|(msg, q)| (msg, min_qos(q, qos))));
         }
         let suback = Outbound::SubAck {
             pkid,
