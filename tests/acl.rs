@@ -133,6 +133,16 @@ async fn a_will_outside_the_rules_is_not_published() {
     let got = teacher.next_publish().await;
     assert_eq!(got.topic, "students/ada/status");
     teacher.no_publish().await;
+    // Counted and logged like a refused PUBLISH.
+    let snap = snapshot(&broker).await;
+    assert_eq!(snap.denied, 1);
+    assert!(
+        snap.events
+            .iter()
+            .any(|e| e.who == "w2" && e.text.contains("will to \"lab/a\"")),
+        "{:?}",
+        snap.events
+    );
     broker.shutdown().await;
 }
 

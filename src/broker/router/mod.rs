@@ -477,25 +477,31 @@ impl Router {
             CloseReason::Stuck(_) => EventKind::Stuck,
             _ => EventKind::Fault,
         };
-        let will = if reason.fires_will() && online.will.is_some() {
-            ", will published"
-        } else {
-            ""
+        // A will goes where its client may publish, like its PUBLISHes.
+        let will = online.will.filter(|_| reason.fires_will());
+        let allowed = will.as_ref().is_some_and(|w| {
+            online
+                .grant
+                .as_ref()
+                .is_none_or(|g| g.may_publish(&w.topic))
+        });
+        let said = match (&will, allowed) {
+            (Some(_), true) => ", will published",
+            (Some(_), false) => ", will not allowed by its rules",
+            (None, _) => "",
         };
         self.events
-            .push(kind, &*client_id, format!("{reason}{will}"));
+            .push(kind, &*client_id, format!("{reason}{said}"));
         if clean {
             self.remove_session(idx);
         }
-        if reason.fires_will()
-            && let Some(will) = online.will
-            && online
-                .grant
-                .as_ref()
-                .is_none_or(|g| g.may_publish(&will.topic))
-        {
-            debug!(client_id = %client_id, topic = %will.topic, "publishing will");
-            self.publish_will(*will, client_id);
+        match will {
+            Some(will) if allowed => {
+                debug!(client_id = %client_id, topic = %will.topic, "publishing will");
+                self.publish_will(*will, client_id);
+            }
+            Some(will) => self.denied(&client_id, &will.topic, "will"),
+            None => {}
         }
     }
 
