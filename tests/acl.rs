@@ -253,3 +253,78 @@ async fn a_batch_of_accounts_is_added_all_or_nothing() {
     assert_eq!(snapshot(&broker).await.users.users.len(), 5);
     broker.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logging_in_by_e_mail_gets_the_users_rules_and_a_removed_user_gets_none() {
+    let mut users = Users::default();
+    users.upsert("ada", Some("ada@lab.example"), "pw").unwrap();
+    users.users[0].rules = student_rules();
+    let mut config = config();
+    config.topics = vec!["students/#".into(), "lab/a".into()];
+    config.users = users;
+    let broker = start_with(config).await;
+    let addr = broker.local_addr();
+    let mut o = options(addr, "ada-phone");
+    o.set_credentials("ada@lab.example", "pw");
+    let mut ada = Client::connect(o).await;
+    assert_eq!(
+        ada.subscribe(&[
+            ("lab/a", QoS::AtLeastOnce),
+            ("students/#", QoS::AtLeastOnce)
+        ])
+        .await,
+        [REFUSED, GRANTED],
+        "the same rules as by user name"
+    );
+    let snap = snapshot(&broker).await;
+    let c = snap
+        .clients
+        .iter()
+        .find(|c| c.client_id == "ada-phone")
+        .unwrap();
+    assert_eq!(
+        c.connection.as_ref().unwrap().username.as_deref(),
+        Some("ada")
+    );
+    // Removed while connected: nothing is allowed any more.
+    ask(&broker, |reply| Command::RemoveUser {
+        username: "ada".into(),
+        reply: Some(reply),
+    })
+    .await
+    .unwrap();
+    let snap = snapshot(&broker).await;
+    let c = snap
+        .clients
+        .iter()
+        .find(|c| c.client_id == "ada-phone")
+        .unwrap();
+    assert!(c.subscriptions.is_empty(), "{:?}", c.subscriptions);
+    broker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resumed_session_keeps_only_what_its_rules_allow() {
+    let broker = broker_with_students().await;
+    let addr = broker.local_addr();
+    // The teacher (anonymous, no subscribe rules) leaves a persistent session on `#`.
+    let mut o = options(addr, "shared-id");
+    o.set_clean_session(false);
+    let mut teacher = Client::connect(o).await;
+    teacher.subscribe(&[("#", QoS::AtLeastOnce)]).await;
+    teacher.client.disconnect().await.unwrap();
+    teacher.closed().await;
+    // A student resumes it with the same client id: its rules do not allow `#`.
+    let mut o = login(addr, "shared-id", "ada");
+    o.set_clean_session(false);
+    let _ada = Client::connect(o).await;
+    let snap = snapshot(&broker).await;
+    let c = snap
+        .clients
+        .iter()
+        .find(|c| c.client_id == "shared-id")
+        .unwrap();
+    assert!(c.connection.is_some());
+    assert!(c.subscriptions.is_empty(), "{:?}", c.subscriptions);
+    broker.shutdown().await;
+}

@@ -275,3 +275,28 @@ async fn retained_values_of_appeared_topics_come_back_after_a_restart() {
     );
     broker.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn names_and_filters_deeper_than_128_levels_are_refused_and_the_broker_goes_on() {
+    let mut config = config();
+    config.topics_mode = TopicsMode::Open;
+    let broker = start_with(config).await;
+    let addr = broker.local_addr();
+    let mut raw = Raw::connected(addr, "deep").await;
+    // 65,531 levels under $SYS, which strict mode always serves: refused.
+    let deep = format!("$SYS{}", "/".repeat(65_530));
+    assert_eq!(raw.subscribe(1, &[(deep.as_str(), 1)]).await, [0x80]);
+    let ok = "a/".repeat(127) + "a";
+    assert_eq!(raw.subscribe(2, &[(ok.as_str(), 1)]).await, [1]);
+    // A PUBLISH to a name that deep is not a topic: that connection closes.
+    raw.send(&publish_packet(&"/".repeat(200), 0, 0, false, false, b"x"))
+        .await;
+    raw.expect_closed().await;
+    let mut s = Client::connect(options(addr, "after")).await;
+    assert_eq!(
+        s.subscribe(&[("lab/a", QoS::AtLeastOnce)]).await,
+        [GRANTED],
+        "the broker goes on"
+    );
+    broker.shutdown().await;
+}

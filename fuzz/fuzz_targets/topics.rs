@@ -10,7 +10,7 @@
 use libfuzzer_sys::fuzz_target;
 use mqtt_lab::broker::acl::covers;
 use mqtt_lab::broker::topics::{
-    MAX_TOPIC_LEN, TopicError, check_listable, has_wildcards, matches, overlaps, validate_filter,
+    MAX_LEVELS, MAX_TOPIC_LEN, TopicError, check_listable, has_wildcards, matches, overlaps, validate_filter,
     validate_name,
 };
 
@@ -70,6 +70,8 @@ fn one(s: &str) {
         Some(TopicError::TooLong)
     } else if s.contains('\0') {
         Some(TopicError::Null)
+    } else if s.split('/').count() > MAX_LEVELS {
+        Some(TopicError::TooDeep)
     } else {
         None
     };

@@ -70,6 +70,14 @@ impl Grant {
         })
     }
 
+    /// Allows nothing: for a user who is gone.
+    pub fn nothing() -> Grant {
+        Grant {
+            publish: Some(Vec::new()),
+            subscribe: Some(Vec::new()),
+        }
+    }
+
     pub fn may_publish(&self, topic: &str) -> bool {
         self.publish
             .as_ref()

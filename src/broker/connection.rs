@@ -167,10 +167,13 @@ where
             return refuse(&mut wr, &mut wire, shared, peer, None, refusal).await;
         }
     };
-    if let Some(refusal) = check_connect(&connect, shared, peer).await {
-        let id = Some(connect.client_id.as_str());
-        return refuse(&mut wr, &mut wire, shared, peer, id, refusal).await;
-    }
+    let username = match check_connect(&connect, shared, peer).await {
+        Ok(username) => username,
+        Err(refusal) => {
+            let id = Some(connect.client_id.as_str());
+            return refuse(&mut wr, &mut wire, shared, peer, id, refusal).await;
+        }
+    };
 
     let (tx, rx) = outbox::channel(shared.limits.channel_capacity());
     let room_wanted = Arc::new(AtomicBool::new(false));
@@ -182,7 +185,7 @@ where
         clean_session: connect.clean_session,
         keep_alive,
         will: connect.will,
-        username: connect.username,
+        username,
         peer: wire.tap.peer().clone(),
         level: connect.level,
         tx,
@@ -307,10 +310,16 @@ async fn read_first_packet<R: AsyncRead + Unpin>(
     }
 }
 
-/// The checks on a parsed CONNECT that can refuse it: client id rules, then the login.
-async fn check_connect(c: &Connect, shared: &Shared, peer: Peer) -> Option<Refusal> {
+/// The checks on a parsed CONNECT that can refuse it: client id rules, then the login. Passed,
+/// the user it logged in as: its user name, whether the client gave that or its e-mail (rules
+/// and `%u` go by user name).
+async fn check_connect(
+    c: &Connect,
+    shared: &Shared,
+    peer: Peer,
+) -> Result<Option<String>, Refusal> {
     if c.client_id.is_empty() && (c.level == 3 || !c.clean_session) {
-        return Some(Refusal::IdentifierRejected);
+        return Err(Refusal::IdentifierRejected);
     }
     let users = shared.users.borrow().clone();
     let check = match &c.username {
@@ -324,7 +333,7 @@ async fn check_connect(c: &Connect, shared: &Shared, peer: Peer) -> Option<Refus
             match checked {
                 Ok(check) => check,
                 Err(busy) => {
-                    return Some(Refusal::Busy {
+                    return Err(Refusal::Busy {
                         waiting: busy.waiting,
                     });
                 }
@@ -332,11 +341,11 @@ async fn check_connect(c: &Connect, shared: &Shared, peer: Peer) -> Option<Refus
         }
     };
     match check {
-        LoginCheck::Accepted(_) => None,
-        LoginCheck::BadCredentials => Some(Refusal::BadCredentials {
+        LoginCheck::Accepted(user) => Ok(user),
+        LoginCheck::BadCredentials => Err(Refusal::BadCredentials {
             user: c.username.clone().unwrap_or_default(),
         }),
-        LoginCheck::NotAuthorized => Some(Refusal::NotAuthorized),
+        LoginCheck::NotAuthorized => Err(Refusal::NotAuthorized),
     }
 }
 

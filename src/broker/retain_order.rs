@@ -20,66 +20,55 @@ use super::link::Message;
 use super::protocol::QoS;
 use super::topics;
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct RetainOrder {
-    /// For each level path made so far ("a", "a/b"): its index among its siblings and how many
-    /// children it has had.
-    nodes: HashMap<Box<str>, (u32, u32)>,
-    /// Children the root has had.
-    top: u32,
+    /// Each node's children by level name: the child's node and its index among its siblings.
+    /// Node 0 is the root. A level is kept once, under its parent, not as a whole prefix path:
+    /// a deep topic costs its levels, not the square of its length.
+    children: Vec<HashMap<Box<str>, (u32, u32)>>,
+}
+
+impl Default for RetainOrder {
+    fn default() -> Self {
+        RetainOrder {
+            children: vec![HashMap::new()],
+        }
+    }
 }
 
 impl RetainOrder {
     /// The key of `topic`, making the nodes it needs.
     pub fn key(&mut self, topic: &str) -> Box<[u32]> {
         let mut key = Vec::new();
-        let mut parent: Option<usize> = None; // the end of the parent's path in `topic`
-        let mut start = 0;
-        loop {
-            let end = topic[start..].find('/').map_or(topic.len(), |i| start + i);
-            let path = &topic[..end];
-            let index = match self.nodes.get(path) {
-                Some(&(index, _)) => index,
+        let mut node = 0usize;
+        for level in topic.split('/') {
+            let made = self.children.len() as u32;
+            let kids = &mut self.children[node];
+            let (id, index) = match kids.get(level) {
+                Some(&found) => found,
                 None => {
-                    let siblings = match parent {
-                        None => &mut self.top,
-                        Some(p) => {
-                            &mut self
-                                .nodes
-                                .get_mut(&topic[..p])
-                                .expect("a parent is made before its children")
-                                .1
-                        }
-                    };
-                    let index = *siblings;
-                    *siblings += 1;
-                    self.nodes.insert(path.into(), (index, 0));
-                    index
+                    let child = (made, kids.len() as u32);
+                    kids.insert(level.into(), child);
+                    self.children.push(HashMap::new());
+                    child
                 }
             };
             key.push(index);
-            if end == topic.len() {
-                return key.into();
-            }
-            parent = Some(end);
-            start = end + 1;
+            node = id as usize;
         }
+        key.into()
     }
-}
 
-impl RetainOrder {
     /// The key of a level path ("a/b") that has been seen, without making any.
     fn find(&self, path: &str) -> Option<Vec<u32>> {
         let mut key = Vec::new();
-        let mut end = 0;
-        loop {
-            end = path[end..].find('/').map_or(path.len(), |i| end + i);
-            key.push(self.nodes.get(&path[..end])?.0);
-            if end == path.len() {
-                return Some(key);
-            }
-            end += 1;
+        let mut node = 0usize;
+        for level in path.split('/') {
+            let &(id, index) = self.children[node].get(level)?;
+            key.push(index);
+            node = id as usize;
         }
+        Some(key)
     }
 }
 

@@ -6,6 +6,11 @@
 /// Longest topic name or filter a 16-bit length prefix can carry.
 pub const MAX_TOPIC_LEN: usize = 65_535;
 
+/// Most levels a topic name or filter may have (EMQX's default too). Names and filters are
+/// kept by level (tries, the retained order), and a name of 65,535 slashes would otherwise be
+/// 65,536 levels deep.
+pub const MAX_LEVELS: usize = 128;
+
 /// Why a topic name or filter is not valid.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum TopicError {
@@ -15,6 +20,8 @@ pub enum TopicError {
     TooLong,
     #[error("contains the null character U+0000")]
     Null,
+    #[error("has more than 128 levels")]
+    TooDeep,
     #[error("contains a wildcard (+ or #), which only filters may have")]
     Wildcard,
     #[error("has '#' somewhere other than alone in the last level")]
@@ -34,6 +41,9 @@ fn check_common(s: &str) -> Result<(), TopicError> {
     }
     if s.contains('\0') {
         return Err(TopicError::Null);
+    }
+    if s.bytes().filter(|&b| b == b'/').count() >= MAX_LEVELS {
+        return Err(TopicError::TooDeep);
     }
     Ok(())
 }
@@ -174,6 +184,12 @@ mod tests {
         assert_eq!(validate_name("a/+"), Err(TopicError::Wildcard));
         assert_eq!(validate_name("a/#"), Err(TopicError::Wildcard));
         assert_eq!(validate_name("a\0b"), Err(TopicError::Null));
+        assert!(validate_name(&("a/".repeat(127) + "a")).is_ok());
+        assert_eq!(validate_name(&"/".repeat(128)), Err(TopicError::TooDeep));
+        assert_eq!(
+            validate_filter(&"$SYS/".repeat(128)),
+            Err(TopicError::TooDeep)
+        );
         assert_eq!(validate_name(&"x".repeat(65_536)), Err(TopicError::TooLong));
         assert!(validate_name(&"x".repeat(65_535)).is_ok());
     }

@@ -141,11 +141,15 @@ impl Users {
     }
 
     /// The rules of the client logged in as `username` (`None`: anonymously), with its client
-    /// id put in; `None` when it may do anything the topic list allows.
+    /// id put in; `None` when it may do anything the topic list allows. A user who is no longer
+    /// there (removed while connected) may do nothing.
     pub fn grant(&self, username: Option<&str>, client_id: &str) -> Option<Grant> {
         let rules = match username {
             None => &self.anonymous,
-            Some(name) => &self.users.iter().find(|u| u.username == name)?.rules,
+            Some(name) => match self.users.iter().find(|u| u.username == name) {
+                Some(u) => &u.rules,
+                None => return Some(Grant::nothing()),
+            },
         };
         Grant::of(rules, username, client_id)
     }

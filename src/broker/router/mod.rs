@@ -431,6 +431,9 @@ impl Router {
         }
         session.attach(online, req.limits);
         self.by_conn.insert(req.conn, idx);
+        if session_present {
+            self.keep_to_rules(idx, "its rules");
+        }
         self.counters.maximum_connected = self.counters.maximum_connected.max(self.connected());
     }
 
@@ -632,28 +635,40 @@ impl Router {
                 continue;
             };
             online.grant = users.grant(online.username.as_deref(), &session.client_id);
-            let Some(grant) = &online.grant else { continue };
-            let gone: Vec<String> = session
-                .filters
-                .iter()
-                .filter(|(f, _)| !grant.may_subscribe(f))
-                .map(|(f, _)| f.clone())
-                .collect();
-            if gone.is_empty() {
-                continue;
-            }
-            session.filters.retain(|(f, _)| !gone.contains(f));
-            session.record_filters();
-            let client_id = session.client_id.clone();
-            for f in &gone {
-                self.topics.unsubscribe(idx, f);
-            }
-            self.events.push(
-                EventKind::SubscriptionRefused,
-                &*client_id,
-                format!("subscriptions its new rules do not allow were removed: {gone:?}"),
-            );
+            self.keep_to_rules(idx, "its new rules");
         }
+    }
+
+    /// Removes the subscriptions of an online session that its rules do not allow: after the
+    /// rules changed, or when a client resumes a session made under other rules (another user
+    /// with the same client id, or rules tightened while it was away).
+    fn keep_to_rules(&mut self, idx: SessionIdx, whose: &str) {
+        let Some(session) = self.sessions[idx].as_mut() else {
+            return;
+        };
+        let Some(grant) = session.online.as_ref().and_then(|o| o.grant.as_ref()) else {
+            return;
+        };
+        let gone: Vec<String> = session
+            .filters
+            .iter()
+            .filter(|(f, _)| !grant.may_subscribe(f))
+            .map(|(f, _)| f.clone())
+            .collect();
+        if gone.is_empty() {
+            return;
+        }
+        session.filters.retain(|(f, _)| !gone.contains(f));
+        session.record_filters();
+        let client_id = session.client_id.clone();
+        for f in &gone {
+            self.topics.unsubscribe(idx, f);
+        }
+        self.events.push(
+            EventKind::SubscriptionRefused,
+            &*client_id,
+            format!("subscriptions {whose} do not allow were removed: {gone:?}"),
+        );
     }
 
     fn publish_will(&mut self, will: Will, from: Arc<str>) {
