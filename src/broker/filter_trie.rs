@@ -58,7 +58,8 @@ impl<V> Default for FilterTrie<V> {
 }
 
 impl<V: PartialEq> FilterTrie<V> {
-    /// Puts `value` under `filter` (a valid filter), once.
+    /// Puts `value` under `filter` (a valid filter), once: an equal value there already is
+    /// replaced where it stands (a QoS changed keeps its place among the others).
     pub fn insert(&mut self, filter: &str, value: V) {
         let mut node = &mut self.root;
         for level in filter.split('/') {
@@ -68,14 +69,17 @@ impl<V: PartialEq> FilterTrie<V> {
                 .entry(level.into())
                 .or_default();
         }
-        if !node.values.contains(&value) {
-            // Most filters have one subscriber (a device's own topic): room for one, then
-            // doubling.
-            if node.values.capacity() == 0 {
-                node.values.reserve_exact(1);
+        match node.values.iter_mut().find(|v| **v == value) {
+            Some(old) => *old = value,
+            None => {
+                // Most filters have one subscriber (a device's own topic): room for one, then
+                // doubling.
+                if node.values.capacity() == 0 {
+                    node.values.reserve_exact(1);
+                }
+                node.values.push(value);
+                self.len += 1;
             }
-            node.values.push(value);
-            self.len += 1;
         }
     }
 

@@ -82,10 +82,7 @@ impl Topic {
                     None => shared.push(SharedGroup {
                         filter: filter.clone(),
                         members: vec![(s.session, s.qos)],
-                        next: old
-                            .iter()
-                            .find(|g| g.filter == *filter)
-                            .map_or(0, |g| g.next),
+                        next: 0,
                     }),
                 }
                 return;
@@ -103,11 +100,17 @@ impl Topic {
             .sort_unstable_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
         self.subscribers.dedup_by_key(|(s, _)| *s);
         // Members come in the order they subscribed (a group is one filter, one node of the
-        // trie), so turns go round as before; a group that shrank starts its round again.
+        // trie). The turn stays with the member whose turn it was; if that one left, with the
+        // member after it.
         for g in &mut self.shared {
-            if g.next >= g.members.len() {
-                g.next = 0;
-            }
+            let Some(was) = old.iter().find(|o| o.filter == g.filter) else {
+                continue;
+            };
+            let n = was.members.len();
+            g.next = (0..n)
+                .map(|k| was.members[(was.next + k) % n].0)
+                .find_map(|s| g.members.iter().position(|(m, _)| *m == s))
+                .unwrap_or(0);
         }
         self.seen = generation;
     }
@@ -499,7 +502,6 @@ impl TopicTable {
     pub fn subscribe(&mut self, session: SessionIdx, filter: &str, qos: QoS) {
         let target = topics::target(filter);
         let sub = Subscription::new(session, filter, qos);
-        self.subscriptions.remove(target, &sub);
         self.subscriptions.insert(target, sub);
         self.generation += 1;
         if !topics::has_wildcards(target)
@@ -601,6 +603,37 @@ mod tests {
         let (n, groups) = t.audience(y);
         assert_eq!(n, 2);
         assert_eq!(groups, vec![(Arc::from("$share/g/lab/#"), 2)]);
+    }
+
+    #[test]
+    fn a_groups_turn_stays_with_its_member_when_others_come_and_go() {
+        let mut t = TopicTable::default();
+        t.list("lab/x");
+        for s in [1, 2, 3] {
+            t.subscribe(s, "$share/g/lab/x", QoS::AtMostOnce);
+        }
+        let turn = |t: &mut TopicTable| {
+            let g = &t.fresh("lab/x").unwrap().shared[0];
+            g.members[g.next].0
+        };
+        t.fresh("lab/x").unwrap().shared[0].next = 1;
+        assert_eq!(turn(&mut t), 2);
+        // A member before it leaves: still 2's turn.
+        t.unsubscribe(1, "$share/g/lab/x");
+        assert_eq!(turn(&mut t), 2);
+        // A new QoS keeps its place; a newcomer goes last.
+        t.subscribe(2, "$share/g/lab/x", QoS::AtLeastOnce);
+        t.subscribe(4, "$share/g/lab/x", QoS::AtMostOnce);
+        let members: Vec<SessionIdx> = t.fresh("lab/x").unwrap().shared[0]
+            .members
+            .iter()
+            .map(|m| m.0)
+            .collect();
+        assert_eq!(members, [2, 3, 4]);
+        assert_eq!(turn(&mut t), 2);
+        // The member whose turn it is leaves: the one after it.
+        t.unsubscribe(2, "$share/g/lab/x");
+        assert_eq!(turn(&mut t), 3);
     }
 
     #[test]
