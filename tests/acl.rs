@@ -314,11 +314,36 @@ async fn a_resumed_session_keeps_only_what_its_rules_allow() {
     teacher.subscribe(&[("#", QoS::AtLeastOnce)]).await;
     teacher.client.disconnect().await.unwrap();
     teacher.closed().await;
-    // A student resumes it with the same client id: its rules do not allow `#`.
+    // Messages queue for it while it is away.
+    let mut bob = Client::connect(login(addr, "b", "bob")).await;
+    for i in 0..3 {
+        bob.publish(
+            "students/bob/x",
+            QoS::AtLeastOnce,
+            false,
+            format!("{i}").as_bytes(),
+        )
+        .await;
+        bob.acked().await;
+    }
+    let snap = snapshot(&broker).await;
+    let queued = |snap: &mqtt_lab::broker::Snapshot| {
+        let c = snap
+            .clients
+            .iter()
+            .find(|c| c.client_id == "shared-id")
+            .unwrap();
+        c.queued + c.inflight
+    };
+    assert_eq!(queued(&snap), 3);
+    // A student resumes it with the same client id: its rules do not allow `#`, so neither
+    // the subscription nor what queued for it is the student's.
     let mut o = login(addr, "shared-id", "ada");
     o.set_clean_session(false);
-    let _ada = Client::connect(o).await;
+    let mut ada = Client::connect(o).await;
+    ada.no_publish().await;
     let snap = snapshot(&broker).await;
+    assert_eq!(queued(&snap), 0);
     let c = snap
         .clients
         .iter()

@@ -493,6 +493,27 @@ impl Session {
     /// Attaches a new connection and re-sends what is in flight: PUBLISH with DUP for messages
     /// not yet acknowledged, PUBREL for those released, in their original order. Then fills the
     /// window from the queue.
+    /// Drops the queued messages (not those in flight, which the client has already been
+    /// sent) whose topic `keep` refuses, as done: for subscriptions its rules took away.
+    /// Returns how many went.
+    pub fn drop_queued(&mut self, keep: impl Fn(&str) -> bool) -> usize {
+        let (kept, gone): (VecDeque<Queued>, VecDeque<Queued>) = std::mem::take(&mut self.queue)
+            .into_iter()
+            .partition(|q| keep(&q.msg.topic));
+        self.queue = kept;
+        for q in &gone {
+            self.queued_bytes -= q.msg.size();
+            if q.seq != 0 {
+                self.record(|client_id| Change::Done {
+                    client_id,
+                    seq: q.seq,
+                });
+            }
+        }
+        self.dropped += gone.len() as u64;
+        gone.len()
+    }
+
     pub fn attach(&mut self, online: Online, limits: Limits) {
         self.limits = limits;
         for m in &self.inflight {

@@ -16,6 +16,7 @@ use tracing::{debug, info};
 mod commands;
 mod flow;
 
+use super::acl::Grant;
 use super::config::Config;
 use super::events::{EventKind, EventLog};
 use super::link::{
@@ -407,6 +408,11 @@ impl Router {
             .users
             .borrow()
             .grant(req.username.as_deref(), &client_id);
+        // A resumed session keeps only what its client's rules allow, before anything queued
+        // is sent.
+        if session_present && let Some(grant) = &grant {
+            self.keep_to_rules(idx, grant, "its rules");
+        }
         let online = Online {
             conn: req.conn,
             tx: req.tx,
@@ -431,9 +437,6 @@ impl Router {
         }
         session.attach(online, req.limits);
         self.by_conn.insert(req.conn, idx);
-        if session_present {
-            self.keep_to_rules(idx, "its rules");
-        }
         self.counters.maximum_connected = self.counters.maximum_connected.max(self.connected());
     }
 
@@ -635,18 +638,18 @@ impl Router {
                 continue;
             };
             online.grant = users.grant(online.username.as_deref(), &session.client_id);
-            self.keep_to_rules(idx, "its new rules");
+            if let Some(grant) = online.grant.clone() {
+                self.keep_to_rules(idx, &grant, "its new rules");
+            }
         }
     }
 
-    /// Removes the subscriptions of an online session that its rules do not allow: after the
-    /// rules changed, or when a client resumes a session made under other rules (another user
-    /// with the same client id, or rules tightened while it was away).
-    fn keep_to_rules(&mut self, idx: SessionIdx, whose: &str) {
+    /// Removes the subscriptions of a session that `grant` does not allow, and the messages
+    /// queued for it that only they matched: after the rules changed, or when a client resumes
+    /// a session made under other rules (another user with the same client id, or rules
+    /// tightened while it was away).
+    fn keep_to_rules(&mut self, idx: SessionIdx, grant: &Grant, whose: &str) {
         let Some(session) = self.sessions[idx].as_mut() else {
-            return;
-        };
-        let Some(grant) = session.online.as_ref().and_then(|o| o.grant.as_ref()) else {
             return;
         };
         let gone: Vec<String> = session
@@ -660,14 +663,26 @@ impl Router {
         }
         session.filters.retain(|(f, _)| !gone.contains(f));
         session.record_filters();
+        let filters = session.filters.clone();
+        let dropped = session.drop_queued(|topic| {
+            filters
+                .iter()
+                .any(|(f, _)| topics::matches(topics::target(f), topic))
+        });
+        self.counters.dropped += dropped as u64;
         let client_id = session.client_id.clone();
         for f in &gone {
             self.topics.unsubscribe(idx, f);
         }
+        let queued = if dropped > 0 {
+            format!(", and {dropped} messages queued for them")
+        } else {
+            String::new()
+        };
         self.events.push(
             EventKind::SubscriptionRefused,
             &*client_id,
-            format!("subscriptions {whose} do not allow were removed: {gone:?}"),
+            format!("subscriptions {whose} do not allow were removed: {gone:?}{queued}"),
         );
     }
 
