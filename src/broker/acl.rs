@@ -142,6 +142,7 @@ pub fn covers(rule: &str, filter: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::broker::test_inputs::every_path;
 
     #[test]
     fn substitution() {
@@ -191,40 +192,12 @@ mod tests {
     /// the rule matches.
     #[test]
     fn coverage_agrees_with_matching() {
-        let levels = ["a", "b", "$x", "+", "#"];
-        let mut filters = Vec::new();
-        for n in 1..=3u32 {
-            for code in 0..levels.len().pow(n) {
-                let mut c = code;
-                let f: Vec<&str> = (0..n)
-                    .map(|_| {
-                        let l = levels[c % levels.len()];
-                        c /= levels.len();
-                        l
-                    })
-                    .collect();
-                let f = f.join("/");
-                if topics::validate_filter(&f).is_ok() {
-                    filters.push(f);
-                }
-            }
-        }
+        let filters: Vec<String> = every_path(&["a", "b", "$x", "+", "#"], 3)
+            .into_iter()
+            .filter(|f| topics::validate_filter(f).is_ok())
+            .collect();
         // Names up to four levels, with a level no filter names, stand for every name.
-        let name_levels = ["a", "b", "$x", "z"];
-        let mut names = Vec::new();
-        for n in 1..=4u32 {
-            for code in 0..name_levels.len().pow(n) {
-                let mut c = code;
-                let name: Vec<&str> = (0..n)
-                    .map(|_| {
-                        let l = name_levels[c % name_levels.len()];
-                        c /= name_levels.len();
-                        l
-                    })
-                    .collect();
-                names.push(name.join("/"));
-            }
-        }
+        let names = every_path(&["a", "b", "$x", "z"], 4);
         for rule in &filters {
             for filter in &filters {
                 let brute = names

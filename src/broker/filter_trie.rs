@@ -158,26 +158,8 @@ fn walk<V>(node: &Node<V>, levels: &[&str], wild: bool, found: &mut dyn FnMut(&V
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::broker::test_inputs::Rng;
     use crate::broker::topics;
-
-    /// A small deterministic generator (xorshift), so a failing case can be replayed.
-    struct Rng(u64);
-    impl Rng {
-        fn below(&mut self, n: usize) -> usize {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            (self.0 % n as u64) as usize
-        }
-    }
-
-    fn levels(rng: &mut Rng, from: &[&str]) -> String {
-        let n = 1 + rng.below(4);
-        (0..n)
-            .map(|_| from[rng.below(from.len())])
-            .collect::<Vec<_>>()
-            .join("/")
-    }
 
     #[test]
     fn agrees_with_matches_on_random_filters_and_names() {
@@ -190,7 +172,7 @@ mod tests {
             let mut trie = FilterTrie::default();
             let mut filters = Vec::new();
             for i in 0..30 {
-                let f = levels(&mut rng, &["a", "b", "", "$SYS", "+", "#"]);
+                let f = rng.path(&["a", "b", "", "$SYS", "+", "#"]);
                 if topics::validate_filter(&f).is_ok() {
                     trie.insert(&f, i);
                     filters.push((f, i));
@@ -205,7 +187,7 @@ mod tests {
                 trie.remove(&f, &i);
             }
             for _ in 0..50 {
-                let name = levels(&mut rng, &["a", "b", "", "$SYS", "c"]);
+                let name = rng.path(&["a", "b", "", "$SYS", "c"]);
                 let mut got = Vec::new();
                 trie.for_each_match(&name, |v| got.push(*v));
                 got.sort();

@@ -34,6 +34,8 @@ mod router;
 mod saver;
 mod session;
 mod table;
+#[cfg(test)]
+mod test_inputs;
 pub mod tls;
 mod topic_trie;
 mod users_watch;

@@ -106,21 +106,8 @@ fn everything(node: &Node, found: &mut dyn FnMut(&Arc<str>) -> bool) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::broker::test_inputs::Rng;
     use crate::broker::topics;
-
-    /// A small deterministic generator (xorshift), so a failing case can be replayed.
-    struct Rng(u64);
-    impl Rng {
-        fn below(&mut self, n: usize) -> usize {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            (self.0 % n as u64) as usize
-        }
-        fn pick<'a>(&mut self, from: &[&'a str]) -> &'a str {
-            from[self.below(from.len())]
-        }
-    }
 
     fn topic(rng: &mut Rng) -> String {
         let n = 1 + rng.below(4);

@@ -173,6 +173,7 @@ pub fn matches(filter: &str, name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::broker::test_inputs::every_path;
 
     #[test]
     fn names() {
@@ -239,46 +240,12 @@ mod tests {
     /// `overlaps` against brute force: some name from a small alphabet matches both.
     #[test]
     fn overlapping_agrees_with_matching() {
-        let levels = ["a", "b", "", "$x", "+", "#"];
-        let mut filters = Vec::new();
-        for n in 1..=3 {
-            let mut idx = vec![0; n];
-            loop {
-                let f: Vec<&str> = idx.iter().map(|&i| levels[i]).collect();
-                let f = f.join("/");
-                if validate_filter(&f).is_ok() {
-                    filters.push(f);
-                }
-                let mut k = 0;
-                while k < n {
-                    idx[k] += 1;
-                    if idx[k] < levels.len() {
-                        break;
-                    }
-                    idx[k] = 0;
-                    k += 1;
-                }
-                if k == n {
-                    break;
-                }
-            }
-        }
-        let names_levels = ["a", "b", "", "$x", "c"];
-        let mut names = Vec::new();
+        let filters: Vec<String> = every_path(&["a", "b", "", "$x", "+", "#"], 3)
+            .into_iter()
+            .filter(|f| validate_filter(f).is_ok())
+            .collect();
         // Two filters of at most three levels that overlap share a name of at most three.
-        for n in 1..=3 {
-            for code in 0..names_levels.len().pow(n) {
-                let mut c = code;
-                let name: Vec<&str> = (0..n)
-                    .map(|_| {
-                        let l = names_levels[c % names_levels.len()];
-                        c /= names_levels.len();
-                        l
-                    })
-                    .collect();
-                names.push(name.join("/"));
-            }
-        }
+        let names = every_path(&["a", "b", "", "$x", "c"], 3);
         for a in &filters {
             for b in &filters {
                 let brute = names.iter().any(|n| matches(a, n) && matches(b, n));
