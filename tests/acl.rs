@@ -172,11 +172,7 @@ async fn new_rules_reach_connected_clients_and_remove_what_they_no_longer_allow(
     .await
     .unwrap();
     let snap = snapshot(&broker).await;
-    let client = snap
-        .clients
-        .iter()
-        .find(|c| c.client_id == "ada-1")
-        .unwrap();
+    let client = client(&snap, "ada-1");
     assert!(
         client.subscriptions.is_empty(),
         "{:?}",
@@ -277,11 +273,7 @@ async fn logging_in_by_e_mail_gets_the_users_rules_and_a_removed_user_gets_none(
         "the same rules as by user name"
     );
     let snap = snapshot(&broker).await;
-    let c = snap
-        .clients
-        .iter()
-        .find(|c| c.client_id == "ada-phone")
-        .unwrap();
+    let c = client(&snap, "ada-phone");
     assert_eq!(
         c.connection.as_ref().unwrap().username.as_deref(),
         Some("ada")
@@ -294,11 +286,7 @@ async fn logging_in_by_e_mail_gets_the_users_rules_and_a_removed_user_gets_none(
     .await
     .unwrap();
     let snap = snapshot(&broker).await;
-    let c = snap
-        .clients
-        .iter()
-        .find(|c| c.client_id == "ada-phone")
-        .unwrap();
+    let c = client(&snap, "ada-phone");
     assert!(c.subscriptions.is_empty(), "{:?}", c.subscriptions);
     broker.shutdown().await;
 }
@@ -328,11 +316,7 @@ async fn a_resumed_session_keeps_only_what_its_rules_allow() {
     }
     let snap = snapshot(&broker).await;
     let queued = |snap: &mqtt_lab::broker::Snapshot| {
-        let c = snap
-            .clients
-            .iter()
-            .find(|c| c.client_id == "shared-id")
-            .unwrap();
+        let c = client(snap, "shared-id");
         c.queued + c.inflight
     };
     assert_eq!(queued(&snap), 3);
@@ -344,11 +328,7 @@ async fn a_resumed_session_keeps_only_what_its_rules_allow() {
     ada.no_publish().await;
     let snap = snapshot(&broker).await;
     assert_eq!(queued(&snap), 0);
-    let c = snap
-        .clients
-        .iter()
-        .find(|c| c.client_id == "shared-id")
-        .unwrap();
+    let c = client(&snap, "shared-id");
     assert!(c.connection.is_some());
     assert!(c.subscriptions.is_empty(), "{:?}", c.subscriptions);
     broker.shutdown().await;

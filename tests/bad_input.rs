@@ -266,11 +266,7 @@ async fn a_client_that_stops_reading_costs_bounded_memory_and_others_carry_on() 
     }
     // 8 MB were sent to a client that reads nothing: most were dropped, and counted.
     let snap = snapshot(&broker).await;
-    let me = snap
-        .clients
-        .iter()
-        .find(|c| c.client_id == "stuck")
-        .unwrap();
+    let me = client(&snap, "stuck");
     assert!(me.dropped > 0, "nothing dropped: {me:?}");
     assert_eq!(snap.dropped, me.dropped);
     broker.shutdown().await;

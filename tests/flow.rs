@@ -10,7 +10,7 @@ use std::time::Duration;
 use common::*;
 use mqtt_lab::broker::config::OnStuck;
 use mqtt_lab::broker::events::EventKind;
-use mqtt_lab::broker::snapshot::{ClientInfo, Flow};
+use mqtt_lab::broker::snapshot::Flow;
 use mqtt_lab::broker::{Broker, Config};
 use rumqttc::{AsyncClient, Event, Packet, QoS};
 use tokio::time::timeout;
@@ -162,13 +162,6 @@ async fn publishers_are_held_back_rather_than_a_short_queue_overflowing() {
     })
     .await;
     burst(&broker, QoS::AtMostOnce).await;
-}
-
-fn client<'a>(snap: &'a mqtt_lab::broker::Snapshot, id: &str) -> &'a ClientInfo {
-    snap.clients
-        .iter()
-        .find(|c| c.client_id == id)
-        .unwrap_or_else(|| panic!("{id} in the snapshot"))
 }
 
 /// A subscriber that never reads: after the stall deadline it holds no one back, the other

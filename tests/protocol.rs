@@ -69,11 +69,7 @@ async fn qos2_outbound_completes_the_four_way_handshake() {
     sub.send(&ack_packet(0x70, pkid)).await; // PUBCOMP
     sub.ping().await;
     let snap = snapshot(&broker).await;
-    let me = snap
-        .clients
-        .iter()
-        .find(|c| c.client_id == "raw-sub")
-        .unwrap();
+    let me = client(&snap, "raw-sub");
     assert_eq!(me.inflight, 0, "PUBCOMP ends the flow");
     broker.shutdown().await;
 }
@@ -433,7 +429,7 @@ async fn deleting_a_topic_drops_its_retained_message_and_orphaned_subscriptions(
     );
     let snap = snapshot(&broker).await;
     assert!(snap.topics.iter().all(|t| t.name != "other"));
-    let me = snap.clients.iter().find(|c| c.client_id == "sub").unwrap();
+    let me = client(&snap, "sub");
     assert_eq!(
         me.subscriptions,
         vec![("lab/#".to_string(), mqtt_lab::broker::QoS::AtMostOnce)]

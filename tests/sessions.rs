@@ -67,11 +67,7 @@ async fn connack_codes_for_protocol_level_and_client_id() {
         }
     }
     let snap = snapshot(&broker).await;
-    let old31 = snap
-        .clients
-        .iter()
-        .find(|c| c.client_id == "old31")
-        .unwrap();
+    let old31 = client(&snap, "old31");
     assert_eq!(old31.subscriptions.len(), 1, "the session was resumed");
     // Zero-length client id: accepted with a clean session, refused (0x02) without.
     let (mut anon, sp, rc) = Raw::connect(addr, &ConnectOpts::default()).await;
@@ -341,11 +337,7 @@ async fn persistent_session_keeps_subscriptions_and_messages_while_offline() {
         }
     }
     let snap = snapshot(&broker).await;
-    let offline = snap
-        .clients
-        .iter()
-        .find(|c| c.client_id == "keeper")
-        .unwrap();
+    let offline = client(&snap, "keeper");
     assert!(offline.connection.is_none());
     assert_eq!((offline.inflight, offline.queued), (1, 3));
 
@@ -489,7 +481,7 @@ async fn inflight_window_and_bounded_queue() {
         "only the in-flight window is sent before acks"
     );
     let snap = snapshot(&broker).await;
-    let me = snap.clients.iter().find(|c| c.client_id == "slow").unwrap();
+    let me = client(&snap, "slow");
     assert_eq!((me.inflight, me.queued, me.dropped), (3, 5, 2));
     assert_eq!(snap.dropped, 2);
     // Each PUBACK lets one more through, in order.

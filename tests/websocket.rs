@@ -133,11 +133,7 @@ async fn a_websocket_client_subscribes_publishes_and_gets_retained_messages_and_
 
     // The Clients panel says how it came in.
     let snap = snapshot(&broker).await;
-    let browser = snap
-        .clients
-        .iter()
-        .find(|c| c.client_id == "browser")
-        .unwrap();
+    let browser = client(&snap, "browser");
     assert_eq!(
         browser.connection.as_ref().unwrap().transport,
         Transport::WebSocket

@@ -73,6 +73,14 @@ pub async fn snapshot(broker: &Broker) -> Snapshot {
     broker.snapshot().await.expect("broker running")
 }
 
+/// The client (session) `id` in a snapshot.
+pub fn client<'a>(snap: &'a Snapshot, id: &str) -> &'a mqtt_lab::broker::snapshot::ClientInfo {
+    snap.clients
+        .iter()
+        .find(|c| c.client_id == id)
+        .unwrap_or_else(|| panic!("{id} in the snapshot"))
+}
+
 // ---- rumqttc ------------------------------------------------------------------------------
 
 pub fn options(addr: SocketAddr, id: &str) -> MqttOptions {
