@@ -74,31 +74,12 @@ impl Topic {
     fn fill(&mut self, subscriptions: &FilterTrie<Subscription>, generation: u64) {
         let old = std::mem::take(&mut self.shared);
         self.subscribers.clear();
-        let (subscribers, shared) = (&mut self.subscribers, &mut self.shared);
-        subscriptions.for_each_match(&self.name, |s| {
-            if let Some(filter) = &s.shared {
-                match shared.iter_mut().find(|g| g.filter == *filter) {
-                    Some(g) => g.members.push((s.session, s.qos)),
-                    None => shared.push(SharedGroup {
-                        filter: filter.clone(),
-                        members: vec![(s.session, s.qos)],
-                        next: 0,
-                    }),
-                }
-                return;
-            }
-            // Many topics have one subscriber: room for one, and doubling from there.
-            if subscribers.capacity() == 0 {
-                subscribers.reserve_exact(1);
-            }
-            subscribers.push((s.session, s.qos));
-        });
-        // A session whose filters overlap gets each message once, at the highest QoS: sorted
-        // by session, highest QoS first, the first of each run stays (not a search per match,
-        // which a topic with 20,000 subscribers would pay 20,000 times).
-        self.subscribers
-            .sort_unstable_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
-        self.subscribers.dedup_by_key(|(s, _)| *s);
+        gather(
+            subscriptions,
+            &self.name,
+            &mut self.subscribers,
+            &mut self.shared,
+        );
         // Members come in the order they subscribed (a group is one filter, one node of the
         // trie). The turn stays with the member whose turn it was; if that one left, with the
         // member after it.
@@ -114,6 +95,39 @@ impl Topic {
         }
         self.seen = generation;
     }
+}
+
+/// The sessions a topic's messages go to, each once at the highest QoS its filters grant, and
+/// its shared groups with their members in the order they subscribed (their turns at 0).
+fn gather(
+    subscriptions: &FilterTrie<Subscription>,
+    name: &str,
+    subscribers: &mut Vec<(SessionIdx, QoS)>,
+    shared: &mut Vec<SharedGroup>,
+) {
+    subscriptions.for_each_match(name, |s| {
+        if let Some(filter) = &s.shared {
+            match shared.iter_mut().find(|g| g.filter == *filter) {
+                Some(g) => g.members.push((s.session, s.qos)),
+                None => shared.push(SharedGroup {
+                    filter: filter.clone(),
+                    members: vec![(s.session, s.qos)],
+                    next: 0,
+                }),
+            }
+            return;
+        }
+        // Many topics have one subscriber: room for one, and doubling from there.
+        if subscribers.capacity() == 0 {
+            subscribers.reserve_exact(1);
+        }
+        subscribers.push((s.session, s.qos));
+    });
+    // A session whose filters overlap gets each message once, at the highest QoS: sorted by
+    // session, highest QoS first, the first of each run stays (not a search per match, which
+    // a topic with 20,000 subscribers would pay 20,000 times).
+    subscribers.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
+    subscribers.dedup_by_key(|(s, _)| *s);
 }
 
 /// Publishers a topic not on the list remembers.
@@ -403,25 +417,16 @@ impl TopicTable {
     /// How many sessions a topic's messages go to, and its shared groups with their members,
     /// as the subscriptions now are (for the window: nothing is changed).
     pub fn audience(&self, t: &Topic) -> (usize, Vec<(Arc<str>, usize)>) {
+        let counts = |subscribers: &[(SessionIdx, QoS)], shared: &[SharedGroup]| {
+            let groups = shared.iter().map(|g| (g.filter.clone(), g.members.len()));
+            (subscribers.len(), groups.collect())
+        };
         if t.seen == self.generation {
-            let groups = t.shared.iter().map(|g| (g.filter.clone(), g.members.len()));
-            return (t.subscribers.len(), groups.collect());
+            return counts(&t.subscribers, &t.shared);
         }
-        let mut sessions = Vec::new();
-        let mut groups: Vec<(Arc<str>, usize)> = Vec::new();
-        self.subscriptions.for_each_match(&t.name, |s| {
-            if let Some(filter) = &s.shared {
-                match groups.iter_mut().find(|(f, _)| f == filter) {
-                    Some((_, n)) => *n += 1,
-                    None => groups.push((filter.clone(), 1)),
-                }
-            } else {
-                sessions.push(s.session);
-            }
-        });
-        sessions.sort_unstable();
-        sessions.dedup();
-        (sessions.len(), groups)
+        let (mut subscribers, mut shared) = (Vec::new(), Vec::new());
+        gather(&self.subscriptions, &t.name, &mut subscribers, &mut shared);
+        counts(&subscribers, &shared)
     }
 
     fn create(&mut self, name: &str, listed: bool, system: bool) {
