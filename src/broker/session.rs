@@ -11,6 +11,7 @@ use std::time::{Instant, SystemTime};
 
 use super::outbox::{self, TrySendError};
 use super::protocol::QoS;
+use super::topics;
 
 use super::link::{ConnId, Message, OutPublish, Outbound};
 use super::protocol::Peer;
@@ -494,12 +495,16 @@ impl Session {
     /// not yet acknowledged, PUBREL for those released, in their original order. Then fills the
     /// window from the queue.
     /// Drops the queued messages (not those in flight, which the client has already been
-    /// sent) whose topic `keep` refuses, as done: for subscriptions its rules took away.
-    /// Returns how many went.
-    pub fn drop_queued(&mut self, keep: impl Fn(&str) -> bool) -> usize {
-        let (kept, gone): (VecDeque<Queued>, VecDeque<Queued>) = std::mem::take(&mut self.queue)
-            .into_iter()
-            .partition(|q| keep(&q.msg.topic));
+    /// sent) that none of its subscriptions matches any more, as done: after its rules took
+    /// some away. Returns how many went.
+    pub fn drop_unsubscribed(&mut self) -> usize {
+        let filters = &self.filters;
+        let (kept, gone): (VecDeque<Queued>, VecDeque<Queued>) =
+            std::mem::take(&mut self.queue).into_iter().partition(|q| {
+                filters
+                    .iter()
+                    .any(|(f, _)| topics::matches(topics::target(f), &q.msg.topic))
+            });
         self.queue = kept;
         for q in &gone {
             self.queued_bytes -= q.msg.size();

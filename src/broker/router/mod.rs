@@ -663,12 +663,7 @@ impl Router {
         }
         session.filters.retain(|(f, _)| !gone.contains(f));
         session.record_filters();
-        let filters = session.filters.clone();
-        let dropped = session.drop_queued(|topic| {
-            filters
-                .iter()
-                .any(|(f, _)| topics::matches(topics::target(f), topic))
-        });
+        let dropped = session.drop_unsubscribed();
         self.counters.dropped += dropped as u64;
         let client_id = session.client_id.clone();
         for f in &gone {
