@@ -215,11 +215,7 @@ impl Router {
         if !self.topics.list(name) {
             return Ok(());
         }
-        let what = if topics::has_wildcards(name) {
-            "pattern"
-        } else {
-            "topic"
-        };
+        let what = entry_kind(name);
         info!(entry = name, "{what} added");
         self.events
             .push(EventKind::Topics, "", format!("{what} {name:?} added"));
@@ -333,11 +329,7 @@ impl Router {
                 continue;
             }
             removed = true;
-            let what = if topics::has_wildcards(entry) {
-                "pattern"
-            } else {
-                "topic"
-            };
+            let what = entry_kind(entry);
             info!(entry = %entry, "{what} deleted");
             self.events
                 .push(EventKind::Topics, "", format!("{what} {entry:?} deleted"));
@@ -656,6 +648,15 @@ fn check_batch(users: &mut Users, batch: &[(String, String)]) -> Result<(), Stri
 fn reply_to(reply: Option<oneshot::Sender<Result<(), String>>>, result: Result<(), String>) {
     if let Some(reply) = reply {
         let _ = reply.send(result);
+    }
+}
+
+/// What an entry of the topic list is, for the log.
+fn entry_kind(entry: &str) -> &'static str {
+    if topics::has_wildcards(entry) {
+        "pattern"
+    } else {
+        "topic"
     }
 }
 
