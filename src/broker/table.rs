@@ -69,6 +69,13 @@ impl Topic {
         !self.listed && !self.system && self.retained.is_none() && self.publishers.is_empty()
     }
 
+    /// Works its subscribers out again if the subscriptions changed since it last did.
+    fn refresh(&mut self, subscriptions: &FilterTrie<Subscription>, generation: u64) {
+        if self.seen != generation {
+            self.fill(subscriptions, generation);
+        }
+    }
+
     /// Works out its subscribers and shared groups from the subscriptions, keeping each
     /// group's turn.
     fn fill(&mut self, subscriptions: &FilterTrie<Subscription>, generation: u64) {
@@ -353,9 +360,7 @@ impl TopicTable {
             ..
         } = self;
         let t = topics.get_mut(name).expect("there or just made");
-        if t.seen != *generation {
-            t.fill(subscriptions, *generation);
-        }
+        t.refresh(subscriptions, *generation);
         if let Some(p) = publisher
             && !t.listed
             && !t.system
@@ -408,9 +413,7 @@ impl TopicTable {
             ..
         } = self;
         let t = topics.get_mut(name)?;
-        if t.seen != *generation {
-            t.fill(subscriptions, *generation);
-        }
+        t.refresh(subscriptions, *generation);
         Some(t)
     }
 
