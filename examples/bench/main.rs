@@ -543,6 +543,30 @@ struct Ran {
     error: Option<String>,
 }
 
+/// Waits for a run's tasks to finish (`finish`: the connections they leave open) until the
+/// deadline, closes those connections, and aborts whatever task is left; a timeout or an error
+/// goes into `ran`.
+async fn finish_within(
+    deadline: tokio::time::Instant,
+    finish: impl Future<Output = io::Result<Vec<Conn>>>,
+    aborts: Vec<AbortHandle>,
+    ran: &mut Ran,
+) {
+    match timeout_at(deadline, finish).await {
+        Ok(Ok(open)) => {
+            let closing: Vec<_> = open.into_iter().map(|c| tokio::spawn(c.close())).collect();
+            for c in closing {
+                let _ = c.await;
+            }
+        }
+        Ok(Err(e)) => ran.error = Some(e.to_string()),
+        Err(_) => ran.timed_out = true,
+    }
+    for a in aborts {
+        a.abort();
+    }
+}
+
 fn joined<T>(r: Result<io::Result<T>, tokio::task::JoinError>) -> io::Result<T> {
     r.map_err(other)?
 }
@@ -629,19 +653,7 @@ async fn pubsub(ctx: &Arc<Ctx>, deadline: tokio::time::Instant, plan: Plan) -> R
         }
         Ok::<_, io::Error>(open)
     };
-    match timeout_at(deadline, finish).await {
-        Ok(Ok(open)) => {
-            let closing: Vec<_> = open.into_iter().map(|c| tokio::spawn(c.close())).collect();
-            for c in closing {
-                let _ = c.await;
-            }
-        }
-        Ok(Err(e)) => ran.error = Some(e.to_string()),
-        Err(_) => ran.timed_out = true,
-    }
-    for a in aborts {
-        a.abort();
-    }
+    finish_within(deadline, finish, aborts, &mut ran).await;
     // A persistent subscriber's session outlives the run, and the broker would go on queueing
     // (and writing) every later run's messages for it: a clean session under the same id
     // discards it.

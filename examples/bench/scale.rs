@@ -22,8 +22,8 @@ use tokio::time::{sleep, timeout_at};
 use super::conn::{Conn, other};
 use super::json::Object;
 use super::{
-    BUSY, Cli, Ctx, Load, Ran, joined, make_ctx, message_outcome, publisher, round_to, thousands,
-    within,
+    BUSY, Cli, Ctx, Load, Ran, finish_within, joined, make_ctx, message_outcome, publisher,
+    round_to, thousands, within,
 };
 use crate::mqtt;
 
@@ -361,19 +361,7 @@ async fn run_devices(
         }
         Ok::<_, io::Error>(open)
     };
-    match timeout_at(deadline, finish).await {
-        Ok(Ok(open)) => {
-            let closing: Vec<_> = open.into_iter().map(|c| tokio::spawn(c.close())).collect();
-            for c in closing {
-                let _ = c.await;
-            }
-        }
-        Ok(Err(e)) => ran.error = Some(e.to_string()),
-        Err(_) => ran.timed_out = true,
-    }
-    for h in aborts {
-        h.abort();
-    }
+    finish_within(deadline, finish, aborts, ran).await;
 }
 
 /// `retained`: the load (unless --loaded), then the `#` subscriber.
