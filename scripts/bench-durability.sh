@@ -32,29 +32,14 @@ LAB_PORT=${LAB_PORT:-18852}
 BENCH_DIR=${BENCH_DIR:-$ROOT/target/bench}
 TIMEOUT=${TIMEOUT:-120}
 W=$BENCH_DIR/durability
-log() { echo "[durability $(date +%T)] $*" >&2; }
-die() {
-    log "error: $*"
-    exit 1
-}
+BENCH_NAME=durability
+source scripts/bench-lib.sh
 for p in "$MOSQ_PORT" "$LAB_PORT"; do [[ $p != 1883 ]] || die "port 1883 is never used"; done
 ulimit -n 65536 2>/dev/null || true
 
-log "building the headless broker and the load generator (release)"
-cargo build --release --locked --no-default-features --bin mqtt-lab --example bench >&2
-LAB_BIN=$ROOT/target/release/mqtt-lab
-BENCH_BIN=$ROOT/target/release/examples/bench
-MOSQUITTO=$(command -v mosquitto || echo /usr/sbin/mosquitto)
-if [[ ! -x $MOSQUITTO ]]; then
-    log "installing Debian's mosquitto (the package may start a system broker on 1883: unused here)"
-    SUDO=
-    ((EUID == 0)) || SUDO=sudo
-    $SUDO apt-get update -q >&2
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q mosquitto >&2
-    MOSQUITTO=$(command -v mosquitto || echo /usr/sbin/mosquitto)
-fi
+build_release
+find_mosquitto
 command -v mosquitto_pub >/dev/null || die "mosquitto_pub is not installed"
-MOSQ_VERSION=$("$MOSQUITTO" -h 2>/dev/null | head -1 | sed 's/^mosquitto //' || true)
 
 rm -rf "$W"
 mkdir -p "$W/home/.config"

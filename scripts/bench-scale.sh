@@ -40,16 +40,12 @@ LAB_PORT=${LAB_PORT:-18872}
 BENCH_DIR=${BENCH_DIR:-$ROOT/target/bench}
 TIMEOUT=${TIMEOUT:-120}
 LAB_LOG=${LAB_LOG:-warn}
-TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 DEVICES=10000
 TOPICS=100000
 W=$BENCH_DIR/scale
 
-log() { echo "[scale $(date +%T)] $*" >&2; }
-die() {
-    log "error: $*"
-    exit 1
-}
+BENCH_NAME=scale
+source scripts/bench-lib.sh
 
 START=$SECONDS
 # Others' work on the machine moves these figures: the load average goes into the table.
@@ -67,21 +63,8 @@ if (($(ulimit -n) < DEVICES + 100)); then
     die "the open-file limit is $(ulimit -n); $DEVICES connections need more (raise the hard limit)"
 fi
 
-log "building the headless broker and the load generator (release)"
-cargo build --release --locked --no-default-features --bin mqtt-lab --example bench >&2
-LAB_BIN=$TARGET_DIR/release/mqtt-lab
-BENCH_BIN=$TARGET_DIR/release/examples/bench
-
-MOSQUITTO=$(command -v mosquitto || echo /usr/sbin/mosquitto)
-if [[ ! -x $MOSQUITTO ]]; then
-    log "installing Debian's mosquitto (the package may start a system broker on 1883: unused here)"
-    SUDO=
-    ((EUID == 0)) || SUDO=sudo
-    $SUDO apt-get update -q >&2
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q mosquitto >&2
-    MOSQUITTO=$(command -v mosquitto || echo /usr/sbin/mosquitto)
-fi
-MOSQ_VERSION=$("$MOSQUITTO" -h 2>/dev/null | head -1 | sed 's/^mosquitto //' || true)
+build_release
+find_mosquitto
 
 # Only what this script writes is removed, whatever BENCH_DIR points at.
 rm -rf "$W"

@@ -47,11 +47,8 @@ LAB_LOG=${LAB_LOG:-warn}
 BENCH_THREADS=${BENCH_THREADS:-0}
 CONNS=${CONNS:-20000}
 
-log() { echo "[bench $(date +%T)] $*" >&2; }
-die() {
-    log "error: $*"
-    exit 1
-}
+BENCH_NAME=bench
+source scripts/bench-lib.sh
 
 START=$SECONDS
 [[ $ROUNDS =~ ^[1-9][0-9]*$ ]] || die "ROUNDS must be a positive number, not '$ROUNDS'"
@@ -86,22 +83,8 @@ INCIDENTS=$BENCH_DIR/incidents.txt
 : >"$RESULTS"
 : >"$INCIDENTS"
 
-log "building the headless broker and the load generator (release)"
-cargo build --release --locked --no-default-features --bin mqtt-lab --example bench >&2
-LAB_BIN=$ROOT/target/release/mqtt-lab
-BENCH_BIN=$ROOT/target/release/examples/bench
-
-MOSQUITTO=$(command -v mosquitto || true)
-[[ -n $MOSQUITTO ]] || [[ ! -x /usr/sbin/mosquitto ]] || MOSQUITTO=/usr/sbin/mosquitto
-if [[ -z $MOSQUITTO ]]; then
-    log "installing Debian's mosquitto (the package may start a system broker on 1883: unused here)"
-    SUDO=
-    ((EUID == 0)) || SUDO=sudo
-    $SUDO apt-get update -q >&2
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q mosquitto >&2
-    MOSQUITTO=$(command -v mosquitto || echo /usr/sbin/mosquitto)
-fi
-MOSQ_VERSION=$("$MOSQUITTO" -h 2>/dev/null | head -1 | sed 's/^mosquitto //' || true)
+build_release
+find_mosquitto
 
 # One certificate for both brokers, so both do the same cryptography: a throwaway CA and a server
 # certificate it signs for localhost and 127.0.0.1, both EC P-256. The key is readable by all:
