@@ -17,19 +17,44 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use mqttbytes::FixedHeader;
 use mqttbytes::v4;
 
-use super::protocol::{Connect, Outgoing, Packet, Publish, QoS, Will};
+use super::codec_v5;
+use super::properties;
+use super::protocol::{
+    Connect, ConnectV5, Dialect, Disconnect, Outgoing, Packet, Publish, QoS, Reason, SubOptions,
+    Will,
+};
 use super::topics;
 
 /// Why the bytes from a client cannot be accepted. Every variant closes the connection.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DecodeError {
     /// CONNECT names a protocol level this broker does not speak; answered with CONNACK 0x01.
-    #[error("unsupported protocol level {0} (this broker speaks MQTT 3.1 and 3.1.1)")]
+    #[error("unsupported protocol level {0} (this broker speaks MQTT 3.1, 3.1.1 and 5)")]
     UnsupportedLevel(u8),
     #[error("packet of {size} bytes is over the maximum of {max}")]
     TooLarge { size: usize, max: usize },
     #[error("malformed packet: {0}")]
     Malformed(String),
+    /// Well formed, but against a rule of the protocol (MQTT 5 tells the two apart).
+    #[error("protocol error: {0}")]
+    Protocol(String),
+    /// An MQTT 5 fault with a reason code of its own (a topic alias this broker did not offer,
+    /// a payload that is not the UTF-8 it says it is).
+    #[error("{reason}: {what}", reason = .0.name(), what = .1)]
+    WithReason(Reason, String),
+}
+
+impl DecodeError {
+    /// The MQTT 5 reason code a DISCONNECT gives for this fault.
+    pub fn reason(&self) -> Reason {
+        match self {
+            DecodeError::UnsupportedLevel(_) => Reason::UNSUPPORTED_PROTOCOL_VERSION,
+            DecodeError::TooLarge { .. } => Reason::PACKET_TOO_LARGE,
+            DecodeError::Malformed(_) => Reason::MALFORMED_PACKET,
+            DecodeError::Protocol(_) => Reason::PROTOCOL_ERROR,
+            DecodeError::WithReason(r, _) => *r,
+        }
+    }
 }
 
 fn malformed(what: impl Into<String>) -> DecodeError {
@@ -52,6 +77,16 @@ fn from_mqttbytes(e: mqttbytes::Error) -> DecodeError {
 /// never allocated up front; `max_size` bounds the whole packet, fixed header included (as MQTT
 /// 5's Maximum Packet Size does).
 pub fn decode(buf: &mut BytesMut, max_size: usize) -> Result<Option<Packet>, DecodeError> {
+    decode_as(buf, max_size, 4)
+}
+
+/// `decode` for a client of protocol `level` (from its CONNECT): MQTT 5 packets carry
+/// properties and reason codes.
+pub fn decode_as(
+    buf: &mut BytesMut,
+    max_size: usize,
+    level: u8,
+) -> Result<Option<Packet>, DecodeError> {
     let Some((header_len, remaining)) = fixed_header(buf)? else {
         return Ok(None);
     };
@@ -66,7 +101,11 @@ pub fn decode(buf: &mut BytesMut, max_size: usize) -> Result<Option<Packet>, Dec
     }
     let byte1 = buf[0];
     let frame = buf.split_to(header_len + remaining).freeze();
-    decode_frame(byte1, header_len, remaining, frame).map(Some)
+    if level >= 5 {
+        codec_v5::decode_frame(byte1, header_len, frame).map(Some)
+    } else {
+        decode_frame(byte1, header_len, remaining, frame).map(Some)
+    }
 }
 
 /// Parses the fixed header: `(header length, remaining length)`, or None if it is incomplete.
@@ -84,15 +123,11 @@ fn fixed_header(buf: &[u8]) -> Result<Option<(usize, usize)>, DecodeError> {
     Err(malformed("remaining length longer than 4 bytes"))
 }
 
-fn decode_frame(
-    byte1: u8,
-    header_len: usize,
-    remaining: usize,
-    frame: Bytes,
-) -> Result<Packet, DecodeError> {
+/// The reserved flags of a packet type's fixed header (MQTT 3.1.1 table 2.2, the same in 5):
+/// a fault if they are wrong. PUBLISH carries DUP/QoS/RETAIN there.
+pub(crate) fn check_flags(byte1: u8) -> Result<(), DecodeError> {
     let kind = byte1 >> 4;
     let flags = byte1 & 0x0f;
-    // Reserved flags per packet type (MQTT 3.1.1 table 2.2); PUBLISH carries DUP/QoS/RETAIN.
     let expected_flags = match kind {
         3 => flags,
         6 | 8 | 10 => 0b0010,
@@ -103,6 +138,17 @@ fn decode_frame(
             "reserved flags {flags:#06b} on packet type {kind}"
         )));
     }
+    Ok(())
+}
+
+fn decode_frame(
+    byte1: u8,
+    header_len: usize,
+    remaining: usize,
+    frame: Bytes,
+) -> Result<Packet, DecodeError> {
+    let kind = byte1 >> 4;
+    check_flags(byte1)?;
     let header = FixedHeader::new(byte1, header_len - 1, remaining);
     let fixed_len = |n: usize| {
         if remaining == n {
@@ -131,7 +177,8 @@ fn decode_frame(
         8 => parse_subscribe(header, header_len, frame),
         10 => parse_unsubscribe(header, frame),
         12 => fixed_len(0).map(|_| Packet::PingReq),
-        14 => fixed_len(0).map(|_| Packet::Disconnect),
+        14 => fixed_len(0).map(|_| Packet::Disconnect(Disconnect::default())),
+        15 => Err(malformed("AUTH exists from MQTT 5 on")),
         2 | 9 | 11 | 13 => Err(malformed(format!(
             "packet type {kind} is sent by servers, not clients"
         ))),
@@ -153,6 +200,7 @@ fn parse_publish(header: FixedHeader, frame: Bytes) -> Result<Publish, DecodeErr
         pkid: if qos == QoS::AtMostOnce { 0 } else { p.pkid },
         retain: p.retain,
         dup: p.dup,
+        props: None,
     })
 }
 
@@ -200,7 +248,7 @@ fn parse_subscribe(
         if f.path.contains('\0') {
             return Err(malformed("topic filter contains U+0000"));
         }
-        filters.push((f.path, qos(f.qos)));
+        filters.push((f.path, SubOptions::qos(qos(f.qos))));
     }
     Ok(Packet::Subscribe {
         pkid: sub.pkid,
@@ -225,21 +273,21 @@ fn parse_unsubscribe(header: FixedHeader, frame: Bytes) -> Result<Packet, Decode
     })
 }
 
-fn read_u8(b: &mut Bytes, what: &str) -> Result<u8, DecodeError> {
+pub(crate) fn read_u8(b: &mut Bytes, what: &str) -> Result<u8, DecodeError> {
     if b.is_empty() {
         return Err(malformed(format!("CONNECT ends before {what}")));
     }
     Ok(b.get_u8())
 }
 
-fn read_u16(b: &mut Bytes, what: &str) -> Result<u16, DecodeError> {
+pub(crate) fn read_u16(b: &mut Bytes, what: &str) -> Result<u16, DecodeError> {
     if b.len() < 2 {
         return Err(malformed(format!("CONNECT ends before {what}")));
     }
     Ok(b.get_u16())
 }
 
-fn read_binary(b: &mut Bytes, what: &str) -> Result<Bytes, DecodeError> {
+pub(crate) fn read_binary(b: &mut Bytes, what: &str) -> Result<Bytes, DecodeError> {
     let len = read_u16(b, what)? as usize;
     if b.len() < len {
         return Err(malformed(format!("CONNECT ends inside {what}")));
@@ -247,7 +295,7 @@ fn read_binary(b: &mut Bytes, what: &str) -> Result<Bytes, DecodeError> {
     Ok(b.split_to(len))
 }
 
-fn read_string(b: &mut Bytes, what: &str) -> Result<String, DecodeError> {
+pub(crate) fn read_string(b: &mut Bytes, what: &str) -> Result<String, DecodeError> {
     let raw = read_binary(b, what)?;
     let s = String::from_utf8(raw.to_vec())
         .map_err(|_| malformed(format!("{what} is not valid UTF-8")))?;
@@ -262,7 +310,7 @@ pub fn parse_connect(mut b: Bytes) -> Result<Connect, DecodeError> {
     let name = read_binary(&mut b, "the protocol name")?;
     let level = read_u8(&mut b, "the protocol level")?;
     match (&name[..], level) {
-        (b"MQTT", 4) | (b"MQIsdp", 3) => {}
+        (b"MQTT", 4 | 5) | (b"MQIsdp", 3) => {}
         (b"MQTT", _) | (b"MQIsdp", _) => return Err(DecodeError::UnsupportedLevel(level)),
         _ => {
             return Err(malformed(format!(
@@ -284,21 +332,58 @@ pub fn parse_connect(mut b: Bytes) -> Result<Connect, DecodeError> {
     if !will_flag && (will_qos != 0 || will_retain) {
         return Err(malformed("will QoS or retain set without a will"));
     }
-    if password_flag && !username_flag {
+    // MQTT 5 allows a password without a user name (for a token, say).
+    if password_flag && !username_flag && level < 5 {
         return Err(malformed("password without a user name"));
     }
     let keep_alive = read_u16(&mut b, "the keepalive")?;
+    let v5 = if level >= 5 {
+        let p = properties::read(&mut b, properties::CONNECT, "CONNECT")?;
+        if p.auth_data.is_some() && p.auth_method.is_none() {
+            return Err(DecodeError::Protocol(
+                "Authentication Data without an Authentication Method".into(),
+            ));
+        }
+        let d = ConnectV5::default();
+        Some(Box::new(ConnectV5 {
+            session_expiry: p.session_expiry.unwrap_or(d.session_expiry),
+            receive_maximum: p.receive_maximum.unwrap_or(d.receive_maximum),
+            max_packet_size: p.max_packet_size,
+            topic_alias_maximum: p.topic_alias_maximum.unwrap_or(d.topic_alias_maximum),
+            request_response_information: p.request_response_info == Some(1),
+            request_problem_information: p.request_problem_info != Some(0),
+            user: p.user,
+            auth_method: p.auth_method,
+        }))
+    } else {
+        None
+    };
     let client_id = read_string(&mut b, "the client id")?;
     let will = if will_flag {
+        let props = if level >= 5 {
+            Some(properties::read(&mut b, properties::WILL, "the will")?)
+        } else {
+            None
+        };
         let topic = read_string(&mut b, "the will topic")?;
         topics::validate_name(&topic).map_err(|e| malformed(format!("will topic {e}")))?;
         let payload = read_binary(&mut b, "the will message")?;
         let qos = QoS::from_bits(will_qos).ok_or_else(|| malformed("will QoS 3"))?;
+        let delay = props.as_ref().and_then(|p| p.will_delay).unwrap_or(0);
+        let props = props.and_then(properties::Props::into_message);
+        if props.as_ref().is_some_and(|p| p.payload_utf8) && std::str::from_utf8(&payload).is_err()
+        {
+            return Err(DecodeError::Protocol(
+                "the will says its payload is UTF-8, and it is not".into(),
+            ));
+        }
         Some(Will {
             topic,
             payload,
             qos,
             retain: will_retain,
+            props,
+            delay,
         })
     } else {
         None
@@ -327,12 +412,13 @@ pub fn parse_connect(mut b: Bytes) -> Result<Connect, DecodeError> {
         will,
         username,
         password,
+        v5,
     })
 }
 
 // ---- encoding ---------------------------------------------------------------------------------
 
-fn put_remaining_length(buf: &mut BytesMut, mut len: usize) {
+pub(crate) fn put_remaining_length(buf: &mut BytesMut, mut len: usize) {
     loop {
         let mut byte = (len % 128) as u8;
         len /= 128;
@@ -346,8 +432,18 @@ fn put_remaining_length(buf: &mut BytesMut, mut len: usize) {
     }
 }
 
-/// Appends a packet the broker sends to `buf`: the one place outbound packets are encoded.
+/// Appends a packet the broker sends to a 3.1.1 client to `buf`.
 pub fn encode(buf: &mut BytesMut, packet: Outgoing<'_>) {
+    encode_as(buf, packet, Dialect::V4)
+}
+
+/// Appends a packet the broker sends to `buf`, in the client's dialect: the one place outbound
+/// packets are encoded. What MQTT 3.1.1 has no words for (an MQTT 5 reason, DISCONNECT from
+/// the server) is left out for its clients.
+pub fn encode_as(buf: &mut BytesMut, packet: Outgoing<'_>, dialect: Dialect) {
+    if dialect.is_v5() {
+        return codec_v5::encode(buf, packet, dialect);
+    }
     let ack = |buf: &mut BytesMut, byte1: u8, pkid: u16| {
         buf.put_slice(&[byte1, 2]);
         buf.put_u16(pkid);
@@ -356,7 +452,15 @@ pub fn encode(buf: &mut BytesMut, packet: Outgoing<'_>) {
         Outgoing::ConnAck {
             session_present,
             code,
-        } => buf.put_slice(&[0x20, 2, session_present as u8, code as u8]),
+            ..
+        } => {
+            // Enhanced authentication is an MQTT 5 request: "not authorized" says it in 3.1.1.
+            let code = match code {
+                super::protocol::ConnectCode::BadAuthMethod => 5,
+                c => c as u8,
+            };
+            buf.put_slice(&[0x20, 2, session_present as u8, code])
+        }
         Outgoing::Publish {
             topic,
             payload,
@@ -364,19 +468,35 @@ pub fn encode(buf: &mut BytesMut, packet: Outgoing<'_>) {
             pkid,
             retain,
             dup,
+            ..
         } => publish(buf, topic, payload, qos, pkid, retain, dup),
         Outgoing::PubAck(id) => ack(buf, 0x40, id),
         Outgoing::PubRec(id) => ack(buf, 0x50, id),
         Outgoing::PubRel(id) => ack(buf, 0x62, id),
         Outgoing::PubComp(id) => ack(buf, 0x70, id),
+        // 3.1.1 acknowledges without a reason.
+        Outgoing::AckWith { kind, pkid, .. } => ack(buf, ack_byte1(kind), pkid),
         Outgoing::SubAck { pkid, codes } => {
             buf.put_u8(0x90);
             put_remaining_length(buf, 2 + codes.len());
             buf.put_u16(pkid);
-            buf.extend(codes.iter().map(|c| c.byte()));
+            buf.extend(codes.iter().map(|c| c.byte(dialect.level)));
         }
-        Outgoing::UnsubAck(id) => ack(buf, 0xb0, id),
+        Outgoing::UnsubAck { pkid, .. } => ack(buf, 0xb0, pkid),
         Outgoing::PingResp => buf.put_slice(&[0xd0, 0]),
+        // 3.1.1 has no DISCONNECT from the server: the connection just closes.
+        Outgoing::Disconnect(_) => {}
+    }
+}
+
+/// The first byte of an acknowledgement.
+pub(crate) fn ack_byte1(kind: super::protocol::AckKind) -> u8 {
+    use super::protocol::AckKind;
+    match kind {
+        AckKind::PubAck => 0x40,
+        AckKind::PubRec => 0x50,
+        AckKind::PubRel => 0x62,
+        AckKind::PubComp => 0x70,
     }
 }
 
@@ -538,8 +658,8 @@ mod tests {
     #[test]
     fn other_protocol_levels_are_unsupported() {
         let mut bytes = connect_bytes(0x02, "c", &[]);
-        bytes[8] = 5;
-        assert_eq!(decode_all(&bytes), Err(DecodeError::UnsupportedLevel(5)));
+        bytes[8] = 6;
+        assert_eq!(decode_all(&bytes), Err(DecodeError::UnsupportedLevel(6)));
         bytes[8] = 3; // "MQTT" with level 3
         assert_eq!(decode_all(&bytes), Err(DecodeError::UnsupportedLevel(3)));
         bytes[4] = b'X'; // not MQTT at all: no CONNACK, just close
@@ -606,8 +726,8 @@ mod tests {
         assert_eq!(
             filters,
             vec![
-                ("a".into(), QoS::AtLeastOnce),
-                ("#".into(), QoS::ExactlyOnce)
+                ("a".into(), SubOptions::qos(QoS::AtLeastOnce)),
+                ("#".into(), SubOptions::qos(QoS::ExactlyOnce))
             ]
         );
         let Ok(Some(Packet::Unsubscribe { pkid, filters })) =
@@ -625,7 +745,10 @@ mod tests {
         assert!(is_malformed(&[0x40, 3, 0, 5, 0]));
         assert!(is_malformed(&[0x40, 2, 0, 0]));
         assert!(is_malformed(&[0xc0, 1, 0]));
-        assert_eq!(decode_all(&[0xe0, 0]), Ok(Some(Packet::Disconnect)));
+        assert_eq!(
+            decode_all(&[0xe0, 0]),
+            Ok(Some(Packet::Disconnect(Disconnect::default())))
+        );
     }
 
     #[test]
@@ -674,19 +797,24 @@ mod tests {
             Outgoing::ConnAck {
                 session_present: true,
                 code: ConnectCode::Accepted,
+                v5: None,
             },
             Outgoing::ConnAck {
                 session_present: false,
                 code: ConnectCode::NotAuthorized,
+                v5: None,
             },
             Outgoing::SubAck {
                 pkid: 7,
                 codes: &[
                     SubscribeCode::Granted(QoS::AtMostOnce),
-                    SubscribeCode::Refused,
+                    SubscribeCode::Refused(Reason::TOPIC_FILTER_INVALID),
                 ],
             },
-            Outgoing::UnsubAck(7),
+            Outgoing::UnsubAck {
+                pkid: 7,
+                codes: &[],
+            },
             Outgoing::PubAck(1),
             Outgoing::PubRec(1),
             Outgoing::PubRel(0x0102),

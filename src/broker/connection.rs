@@ -23,7 +23,10 @@ use super::link::{
     CloseReason, ConnId, ConnectRequest, Inbound, Outbound, Refusal, ToRouter, Violation,
 };
 use super::outbox;
-use super::protocol::{Connect, ConnectCode, Outgoing, Packet, Peer, QoS, Transport};
+use super::protocol::{
+    AckKind, ConnAckV5, Connect, ConnectCode, Dialect, Outgoing, Packet, Peer, QoS, Reason,
+    Transport,
+};
 use super::session::Limits;
 use super::stats::{self, Stats};
 use super::trace;
@@ -75,12 +78,14 @@ struct Wire {
     /// sends; a TCP socket's writes are on their way at once.
     flushes: bool,
     tap: trace::Tap,
+    /// The client's protocol level (3.1.1 until its CONNECT says otherwise) and wishes.
+    dialect: Dialect,
 }
 
 impl Wire {
     /// The next whole packet in the read buffer, if there is one.
     fn decode(&mut self, max_packet_size: usize) -> Result<Option<Packet>, DecodeError> {
-        let packet = codec::decode(&mut self.rbuf, max_packet_size)?;
+        let packet = codec::decode_as(&mut self.rbuf, max_packet_size, self.dialect.level)?;
         if let Some(p) = &packet {
             self.tap.packet_in(p);
         }
@@ -89,8 +94,8 @@ impl Wire {
 
     /// Appends a packet to the write buffer.
     fn encode(&mut self, packet: Outgoing<'_>) {
-        self.tap.packet_out(&packet);
-        codec::encode(&mut self.wbuf, packet);
+        self.tap.packet_out(&packet, self.dialect.level);
+        codec::encode_as(&mut self.wbuf, packet, self.dialect);
     }
 }
 
@@ -144,6 +149,7 @@ where
         wbuf: BytesMut::new(),
         flushes: peer.transport != Transport::Tcp,
         tap: trace::Tap::new(shared.trace.clone(), conn, Arc::new(peer)),
+        dialect: Dialect::V4,
     };
     // One deadline from accept: a TLS handshake or WebSocket upgrade used some of it already.
     let first = tokio::time::timeout_at(
@@ -152,7 +158,14 @@ where
     )
     .await;
     let connect = match first {
-        Ok(Ok(Packet::Connect(c))) => c,
+        Ok(Ok(Packet::Connect(c))) => {
+            // From here on the client is spoken to in its own version, refusals included.
+            wire.dialect = Dialect {
+                level: c.level,
+                problem_info: c.v5.as_ref().is_some_and(|v| v.request_problem_information),
+            };
+            c
+        }
         Ok(Err(FirstPacketError::Closed)) => return None, // a port check: nothing to report
         other => {
             let refusal = match other {
@@ -178,6 +191,12 @@ where
     let (tx, rx) = outbox::channel(shared.limits.channel_capacity());
     let room_wanted = Arc::new(AtomicBool::new(false));
     let keep_alive = connect.keep_alive;
+    let mut limits = shared.limits;
+    // An MQTT 5 client says how many unacknowledged QoS 1/2 messages it takes at once.
+    if let Some(v5) = &connect.v5 {
+        limits.max_inflight = limits.max_inflight.min(v5.receive_maximum as usize);
+    }
+    let session_expiry = connect.v5.as_ref().map(|v| v.session_expiry);
     let request = ConnectRequest {
         conn,
         // The tap's copy, made when CONNECT was decoded: one allocation per client id.
@@ -188,9 +207,10 @@ where
         username,
         peer: wire.tap.peer().clone(),
         level: connect.level,
+        session_expiry,
         tx,
         room_wanted: room_wanted.clone(),
-        limits: shared.limits,
+        limits,
     };
     if shared
         .router
@@ -218,6 +238,9 @@ where
         durable: shared.durable.clone(),
         waiting: None,
         durable_wait: None,
+        codes: None,
+        expiry_was_zero: session_expiry == Some(0),
+        disconnect_expiry: None,
     };
     Some(link)
 }
@@ -235,6 +258,7 @@ async fn refuse<T, W: AsyncWrite + Unpin>(
         wire.encode(Outgoing::ConnAck {
             session_present: false,
             code,
+            v5: None,
         });
         if wr.write_all(&wire.wbuf).await.is_ok() {
             let _ = wr.flush().await;
@@ -257,7 +281,7 @@ pub(crate) async fn report_refusal(
         Refusal::NoConnect(_) | Refusal::UnsupportedLevel(_) | Refusal::IdentifierRejected => {
             info!(%peer, %reason, "closing")
         }
-        Refusal::BadCredentials { .. } | Refusal::NotAuthorized => {
+        Refusal::BadCredentials { .. } | Refusal::NotAuthorized | Refusal::BadAuthMethod(_) => {
             info!(%peer, client_id, %reason, "refused")
         }
         Refusal::Busy { .. } => warn!(%peer, client_id, %reason, "refused"),
@@ -318,8 +342,12 @@ async fn check_connect(
     shared: &Shared,
     peer: Peer,
 ) -> Result<Option<String>, Refusal> {
-    if c.client_id.is_empty() && (c.level == 3 || !c.clean_session) {
+    // MQTT 5 lets a client with no id keep a session too: it is told the id it was given.
+    if c.client_id.is_empty() && (c.level == 3 || (c.level == 4 && !c.clean_session)) {
         return Err(Refusal::IdentifierRejected);
+    }
+    if let Some(method) = c.v5.as_ref().and_then(|v| v.auth_method.as_ref()) {
+        return Err(Refusal::BadAuthMethod(method.clone()));
     }
     let users = shared.users.borrow().clone();
     let check = match &c.username {
@@ -454,6 +482,12 @@ struct Link<R, W> {
     waiting: Option<(u64, bool)>,
     /// The wait for `waiting`'s epoch, while `run` waits for it.
     durable_wait: Option<DurableWait>,
+    /// MQTT 5: the reasons of the acknowledgements `waiting` releases, where not a success.
+    codes: Option<Box<[(AckKind, u16, Reason)]>>,
+    /// MQTT 5: the CONNECT's Session Expiry Interval was 0, which DISCONNECT may not change.
+    expiry_was_zero: bool,
+    /// MQTT 5: the Session Expiry Interval the client's DISCONNECT set.
+    disconnect_expiry: Option<u32>,
 }
 
 /// What reading a batch of packets led to.
@@ -603,7 +637,9 @@ where
         // With persistence, acknowledgements wait for the router's word on when what their
         // packets changed is on disk: one `Acks` per run of such packets, counted as one of its
         // answers (the router counts them the same way).
-        let durable = self.durable.is_some();
+        // MQTT 5 acknowledgements carry the router's verdict (a topic not on the list, say):
+        // they wait for its word in the same way.
+        let durable = self.durable.is_some() || self.wire.dialect.is_v5();
         let mut acks_open = false;
         let hold_acks = |link: &mut Self, open: &mut bool| {
             if durable && !*open {
@@ -647,6 +683,8 @@ where
                     packets.push(Inbound::PubRel(id));
                 }
                 Packet::PubComp(id) => packets.push(Inbound::PubComp(id)),
+                // The client did not take the message: the exchange ends without PUBREL.
+                Packet::PubRecRefused(id, _) => packets.push(Inbound::PubComp(id)),
                 Packet::Subscribe { pkid, filters } => {
                     acks_open = false;
                     self.owed += 1;
@@ -658,8 +696,27 @@ where
                     packets.push(Inbound::Unsubscribe { pkid, filters })
                 }
                 Packet::PingReq => self.answer(Outgoing::PingResp),
-                Packet::Disconnect => {
-                    outcome = ReadOutcome::Close(CloseReason::ClientDisconnected);
+                Packet::Disconnect(d) => {
+                    let reason = if d.session_expiry.is_some_and(|e| e > 0) && self.expiry_was_zero
+                    {
+                        let e = DecodeError::Protocol(
+                            "DISCONNECT sets a Session Expiry Interval after CONNECT's 0".into(),
+                        );
+                        CloseReason::ProtocolError(Violation::Decode(e))
+                    } else if d.reason == Reason::DISCONNECT_WITH_WILL {
+                        CloseReason::ClientDisconnectedWithWill
+                    } else {
+                        CloseReason::ClientDisconnected
+                    };
+                    self.disconnect_expiry = d.session_expiry;
+                    outcome = ReadOutcome::Close(reason);
+                    break;
+                }
+                Packet::Auth(_) => {
+                    let e = DecodeError::Protocol(
+                        "AUTH without an Authentication Method in CONNECT".into(),
+                    );
+                    outcome = ReadOutcome::Close(CloseReason::ProtocolError(Violation::Decode(e)));
                     break;
                 }
                 Packet::Connect(_) => {
@@ -704,6 +761,28 @@ where
     /// follow.
     fn router_answered(&mut self) {
         self.answered += 1;
+        // MQTT 5: the acknowledgements this answer releases get the router's reasons.
+        if let Some(codes) = self.codes.take() {
+            for (after, packet) in self.deferred.iter_mut() {
+                if *after != self.answered {
+                    continue;
+                }
+                let (kind, id) = match *packet {
+                    Outgoing::PubAck(id) => (AckKind::PubAck, id),
+                    Outgoing::PubRec(id) => (AckKind::PubRec, id),
+                    Outgoing::PubComp(id) => (AckKind::PubComp, id),
+                    _ => continue,
+                };
+                if let Some(&(_, _, reason)) = codes.iter().find(|&&(k, i, _)| k == kind && i == id)
+                {
+                    *packet = Outgoing::AckWith {
+                        kind,
+                        pkid: id,
+                        reason,
+                    };
+                }
+            }
+        }
         while let Some(&(after, packet)) = self.deferred.front() {
             if after > self.answered {
                 break;
@@ -732,12 +811,21 @@ where
                         pkid: p.pkid,
                         retain: p.retain,
                         dup: p.dup,
+                        props: p.msg.props.as_deref(),
                     });
                 }
-                Outbound::ConnAck { session_present } => {
+                Outbound::ConnAck {
+                    session_present,
+                    assigned_id,
+                } => {
+                    let v5 = self.wire.dialect.is_v5().then(|| ConnAckV5 {
+                        assigned_id: assigned_id.as_deref(),
+                        max_packet_size: self.shared.max_packet_size.min(u32::MAX as usize) as u32,
+                    });
                     self.wire.encode(Outgoing::ConnAck {
                         session_present,
                         code: ConnectCode::Accepted,
+                        v5,
                     });
                     self.router_answered();
                 }
@@ -749,17 +837,23 @@ where
                     });
                     self.router_answered();
                 }
-                Outbound::UnsubAck(pkid) => {
-                    self.wire.encode(Outgoing::UnsubAck(pkid));
+                Outbound::UnsubAck { pkid, codes } => {
+                    self.wire.encode(Outgoing::UnsubAck {
+                        pkid,
+                        codes: &codes,
+                    });
                     self.router_answered();
                 }
                 Outbound::Hold(held) => {
                     sent -= 1; // not a packet
                     self.held = held;
                 }
-                Outbound::Acks(epoch) | Outbound::After(epoch) => {
+                Outbound::Acks(epoch) | Outbound::After(epoch) | Outbound::AcksWith(epoch, _) => {
                     sent -= 1;
-                    let answers = matches!(out, Outbound::Acks(_));
+                    let answers = !matches!(out, Outbound::After(_));
+                    if let Outbound::AcksWith(_, codes) = out {
+                        self.codes = Some(codes);
+                    }
                     if epoch == 0 || self.durable.as_ref().is_none_or(|d| *d.borrow() >= epoch) {
                         if answers {
                             self.router_answered();
@@ -829,20 +923,28 @@ where
         // The trace's close mark goes after the last answers the client is still sent.
         let mark = reason.to_string();
         let conn = self.conn;
+        let goodbye = reason
+            .disconnect_reason()
+            .filter(|_| self.wire.dialect.is_v5());
+        let session_expiry = self.disconnect_expiry;
         let _ = self
             .shared
             .router
-            .send(ToRouter::Closed { conn, reason })
+            .send(ToRouter::Closed {
+                conn,
+                reason,
+                session_expiry,
+            })
             .await;
         self.durable_wait = None;
-        self.flush_and_close(answer).await;
+        self.flush_and_close(answer, goodbye).await;
         self.wire.tap.closed(&mark);
     }
 
     /// Writes out what is buffered (briefly: the client may not be reading) and closes. With
     /// `answer`, first waits for the router's answers to packets it was sent (the router has been
     /// told of the close, so the channel ends once they are in it).
-    async fn flush_and_close(&mut self, answer: bool) {
+    async fn flush_and_close(&mut self, answer: bool, goodbye: Option<Reason>) {
         let flush = async {
             while answer && self.answered < self.owed {
                 if let Some((epoch, answers)) = self.waiting.take() {
@@ -865,6 +967,10 @@ where
                 if self.wire.wbuf.len() >= WRITE_HIGH_WATER {
                     self.write_out().await?;
                 }
+            }
+            // MQTT 5: the server says why it closes, last.
+            if let Some(reason) = goodbye {
+                self.wire.encode(Outgoing::Disconnect(reason));
             }
             self.write_out().await?;
             self.wr.shutdown().await

@@ -10,7 +10,9 @@ use bytes::Bytes;
 use tokio::sync::oneshot;
 
 use super::codec::DecodeError;
-use super::protocol::{ConnectCode, Peer, Publish, SubscribeCode, Will};
+use super::protocol::{
+    AckKind, ConnectCode, MessageProps, Peer, Publish, Reason, SubOptions, SubscribeCode, Will,
+};
 use super::users::{User, Users};
 use std::path::PathBuf;
 
@@ -31,6 +33,8 @@ pub(crate) enum ToRouter {
     Closed {
         conn: ConnId,
         reason: CloseReason,
+        /// MQTT 5: the session expiry the client's DISCONNECT set.
+        session_expiry: Option<u32>,
     },
     /// A connection's outbound channel has room again (it was full; see `Online::room_wanted`).
     Writable {
@@ -77,6 +81,8 @@ pub(crate) struct ConnectRequest {
     pub username: Option<String>,
     pub peer: Arc<Peer>,
     pub level: u8,
+    /// MQTT 5's Session Expiry Interval; None before MQTT 5 (where `clean_session` says it).
+    pub session_expiry: Option<u32>,
     pub tx: super::outbox::Sender<Outbound>,
     /// Set by the router when `tx` was full; the connection clears it and sends `Writable`
     /// once it has drained the channel to half.
@@ -95,7 +101,7 @@ pub(crate) enum Inbound {
     PubComp(u16),
     Subscribe {
         pkid: u16,
-        filters: Vec<(String, QoS)>,
+        filters: Vec<(String, SubOptions)>,
     },
     Unsubscribe {
         pkid: u16,
@@ -109,6 +115,8 @@ pub(crate) enum Inbound {
 pub(crate) struct Message {
     pub topic: Arc<str>,
     pub payload: Bytes,
+    /// MQTT 5 properties, passed on to MQTT 5 subscribers.
+    pub props: Option<Box<MessageProps>>,
 }
 
 impl Message {
@@ -134,6 +142,8 @@ pub(crate) struct OutPublish {
 pub(crate) enum Outbound {
     ConnAck {
         session_present: bool,
+        /// MQTT 5: the client id the broker gave a client that sent none.
+        assigned_id: Option<Arc<str>>,
     },
     Publish(OutPublish),
     PubRel(u16),
@@ -141,10 +151,17 @@ pub(crate) enum Outbound {
         pkid: u16,
         codes: Box<[SubscribeCode]>,
     },
-    UnsubAck(u16),
+    /// `codes`: MQTT 5's, one per filter.
+    UnsubAck {
+        pkid: u16,
+        codes: Box<[Reason]>,
+    },
     /// The acknowledgements the connection holds for the packets before this point may go
-    /// once this epoch is on disk (0: at once). Only with persistence.
+    /// once this epoch is on disk (0: at once). With persistence, and for MQTT 5 clients.
     Acks(u64),
+    /// `Acks`, and the MQTT 5 reason codes of those acknowledgements that are not a plain
+    /// success (by packet id: a PUBLISH to a topic not on the list, say).
+    AcksWith(u64, Box<[(AckKind, u16, Reason)]>),
     /// What follows waits until this epoch is on disk (a SUBACK after a persistent session's
     /// subscriptions changed). Only with persistence; not an answer of its own.
     After(u64),
@@ -161,6 +178,8 @@ pub(crate) enum Outbound {
 pub enum CloseReason {
     /// The client sent DISCONNECT: the one clean ending, its will is discarded.
     ClientDisconnected,
+    /// An MQTT 5 client sent DISCONNECT with reason 0x04: it wants its will published.
+    ClientDisconnectedWithWill,
     /// The client closed the socket without DISCONNECT.
     SocketClosed,
     SocketError(std::io::ErrorKind),
@@ -175,6 +194,24 @@ pub enum CloseReason {
 }
 
 impl CloseReason {
+    /// The DISCONNECT reason an MQTT 5 client is sent before the broker closes, if it is
+    /// told anything (a socket that is gone, or a client that left, is not).
+    pub fn disconnect_reason(&self) -> Option<Reason> {
+        Some(match self {
+            CloseReason::KeepaliveTimeout => Reason::KEEP_ALIVE_TIMEOUT,
+            CloseReason::ProtocolError(Violation::Decode(e)) => e.reason(),
+            CloseReason::ProtocolError(_) => Reason::PROTOCOL_ERROR,
+            CloseReason::TakenOver => Reason::SESSION_TAKEN_OVER,
+            CloseReason::Kicked => Reason::ADMINISTRATIVE_ACTION,
+            CloseReason::Stuck(_) => Reason::QUOTA_EXCEEDED,
+            CloseReason::ServerShutdown => Reason::SERVER_SHUTTING_DOWN,
+            CloseReason::ClientDisconnected
+            | CloseReason::ClientDisconnectedWithWill
+            | CloseReason::SocketClosed
+            | CloseReason::SocketError(_) => return None,
+        })
+    }
+
     /// Whether the client's will is published for this ending.
     pub fn fires_will(&self) -> bool {
         !matches!(
@@ -188,6 +225,9 @@ impl std::fmt::Display for CloseReason {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             CloseReason::ClientDisconnected => f.write_str("client sent DISCONNECT"),
+            CloseReason::ClientDisconnectedWithWill => {
+                f.write_str("client sent DISCONNECT 0x04, with its will")
+            }
             CloseReason::SocketClosed => f.write_str("client closed the connection"),
             CloseReason::SocketError(e) => write!(f, "socket error: {e}"),
             CloseReason::KeepaliveTimeout => f.write_str("keepalive expired"),
@@ -224,6 +264,8 @@ pub enum Refusal {
     Upgrade(super::websocket::UpgradeError),
     #[error("TLS handshake failed: {0}")]
     Tls(String),
+    #[error("enhanced authentication ({0:?}) is not offered: user name and password only")]
+    BadAuthMethod(String),
     #[error("bad CONNECT: {0}")]
     BadConnect(DecodeError),
     #[error("unsupported protocol level {0}: CONNACK 0x01")]
@@ -255,6 +297,7 @@ impl Refusal {
             Refusal::Busy { .. } => Some(ConnectCode::ServerUnavailable),
             Refusal::BadCredentials { .. } => Some(ConnectCode::BadCredentials),
             Refusal::NotAuthorized => Some(ConnectCode::NotAuthorized),
+            Refusal::BadAuthMethod(_) => Some(ConnectCode::BadAuthMethod),
         }
     }
 

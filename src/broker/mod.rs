@@ -8,6 +8,7 @@
 pub mod acl;
 pub mod auth;
 pub mod codec;
+pub mod codec_v5;
 pub mod config;
 pub mod events;
 pub mod files;
@@ -15,7 +16,9 @@ pub mod history;
 pub mod link;
 pub mod mdns;
 pub mod pcap;
+pub mod properties;
 pub mod protocol;
+pub mod reason;
 pub mod snapshot;
 pub mod stats;
 pub mod store;

@@ -30,8 +30,8 @@ const SEGMENT: usize = 60_000;
 /// Writes events as they come; `W` is a file for `--trace`, memory for an export.
 pub struct PcapWriter<W: Write = BufWriter<File>> {
     out: W,
-    /// Next sequence number each way (client to broker, broker to client), per connection.
-    seqs: HashMap<u64, (u32, u32)>,
+    /// Per connection: the next sequence numbers both ways, and whether it speaks MQTT 5.
+    seqs: HashMap<u64, (u32, u32, bool)>,
 }
 
 impl PcapWriter {
@@ -67,10 +67,14 @@ impl<W: Write> PcapWriter<W> {
         if self.seqs.len() >= MAX_CONNECTIONS && !self.seqs.contains_key(&e.conn) {
             self.seqs.clear();
         }
-        let seqs = self.seqs.entry(e.conn).or_insert((1, 1));
+        let seqs = self.seqs.entry(e.conn).or_insert((1, 1, false));
         match &e.what {
             What::Packet(s) => {
-                let bytes = mqtt_bytes(s, &e.client_id);
+                // What follows an MQTT 5 CONNECT is written as MQTT 5, as Wireshark reads it.
+                if let Summary::Connect { level, .. } = s {
+                    seqs.2 = *level >= 5;
+                }
+                let bytes = mqtt_bytes(s, &e.client_id, seqs.2);
                 let (from, to, seq, ack) = match e.direction {
                     Direction::In => (client, broker, &mut seqs.0, seqs.1),
                     Direction::Out => (broker, client, &mut seqs.1, seqs.0),
@@ -82,7 +86,7 @@ impl<W: Write> PcapWriter<W> {
                 }
             }
             What::Closed(_) => {
-                let (s, c) = *seqs;
+                let (s, c, _) = *seqs;
                 let packet = ip_packet(broker, client, c, s, TCP_FIN_ACK, &[]);
                 record(&mut self.out, e, &packet)?;
                 self.seqs.remove(&e.conn);
@@ -217,9 +221,16 @@ fn checksum(data: &[u8], acc: u32) -> u16 {
     !(acc as u16)
 }
 
-/// The MQTT 3.1.1 bytes of a summary (see the module's note on what is left out).
-pub fn mqtt_bytes(s: &Summary, client_id: &str) -> Vec<u8> {
+/// The MQTT 3.1.1 bytes of a summary, or with `v5` MQTT 5's (without properties: see the
+/// module's note on what is left out).
+pub fn mqtt_bytes(s: &Summary, client_id: &str, v5: bool) -> Vec<u8> {
     let mut body = Vec::new();
+    // MQTT 5's property length, for packets written without properties.
+    let no_props = |body: &mut Vec<u8>| {
+        if v5 {
+            body.push(0);
+        }
+    };
     let first = match s {
         Summary::Connect {
             level,
@@ -244,8 +255,10 @@ pub fn mqtt_bytes(s: &Summary, client_id: &str) -> Vec<u8> {
             }
             body.push(flags);
             body.extend_from_slice(&keep_alive.to_be_bytes());
+            no_props(&mut body);
             string(&mut body, client_id);
             if let Some((topic, _, _)) = will {
+                no_props(&mut body);
                 string(&mut body, topic);
                 body.extend_from_slice(&0u16.to_be_bytes());
             }
@@ -257,8 +270,10 @@ pub fn mqtt_bytes(s: &Summary, client_id: &str) -> Vec<u8> {
         Summary::ConnAck {
             session_present,
             code,
+            ..
         } => {
             body.extend_from_slice(&[*session_present as u8, *code]);
+            no_props(&mut body);
             0x20
         }
         Summary::Publish {
@@ -274,6 +289,7 @@ pub fn mqtt_bytes(s: &Summary, client_id: &str) -> Vec<u8> {
             if *qos as u8 > 0 {
                 body.extend_from_slice(&pkid.to_be_bytes());
             }
+            no_props(&mut body);
             body.extend_from_slice(payload);
             0x30 | (*dup as u8) << 3 | (*qos as u8) << 1 | *retain as u8
         }
@@ -283,6 +299,7 @@ pub fn mqtt_bytes(s: &Summary, client_id: &str) -> Vec<u8> {
         Summary::PubComp(id) => id_only(&mut body, *id, 0x70),
         Summary::Subscribe { pkid, filters } => {
             body.extend_from_slice(&pkid.to_be_bytes());
+            no_props(&mut body);
             for (f, q) in filters {
                 string(&mut body, f);
                 body.push(*q as u8);
@@ -291,20 +308,40 @@ pub fn mqtt_bytes(s: &Summary, client_id: &str) -> Vec<u8> {
         }
         Summary::SubAck { pkid, codes } => {
             body.extend_from_slice(&pkid.to_be_bytes());
+            no_props(&mut body);
             body.extend_from_slice(codes);
             0x90
         }
         Summary::Unsubscribe { pkid, filters } => {
             body.extend_from_slice(&pkid.to_be_bytes());
+            no_props(&mut body);
             for f in filters {
                 string(&mut body, f);
             }
             0xA2
         }
-        Summary::UnsubAck(id) => id_only(&mut body, *id, 0xB0),
+        Summary::UnsubAck(id) => {
+            // MQTT 5's UNSUBACK has a reason per filter, which the summary does not keep.
+            no_props(&mut body);
+            id_only(&mut body, *id, 0xB0)
+        }
         Summary::PingReq => 0xC0,
         Summary::PingResp => 0xD0,
-        Summary::Disconnect => 0xE0,
+        Summary::Disconnect(reason) => {
+            if v5 && reason.0 != 0 {
+                body.push(reason.0);
+            }
+            0xE0
+        }
+        Summary::AckWith { kind, pkid, reason } => {
+            body.extend_from_slice(&pkid.to_be_bytes());
+            body.push(reason.0);
+            super::codec::ack_byte1(*kind)
+        }
+        Summary::Auth(reason) => {
+            body.push(reason.0);
+            0xF0
+        }
     };
     let mut out = Vec::with_capacity(body.len() + 5);
     out.push(first);
@@ -368,10 +405,10 @@ mod tests {
                 filters: vec!["x".into()],
             },
             Summary::PingReq,
-            Summary::Disconnect,
+            Summary::Disconnect(Default::default()),
         ];
         for s in cases {
-            let mut buf = BytesMut::from(&mqtt_bytes(&s, "c")[..]);
+            let mut buf = BytesMut::from(&mqtt_bytes(&s, "c", false)[..]);
             let p = codec::decode(&mut buf, 1 << 20).unwrap().unwrap();
             let back = match p {
                 Packet::Publish(p) => Summary::Publish {
@@ -383,11 +420,14 @@ mod tests {
                     retain: p.retain,
                     payload: p.payload,
                 },
-                Packet::Subscribe { pkid, filters } => Summary::Subscribe { pkid, filters },
+                Packet::Subscribe { pkid, filters } => Summary::Subscribe {
+                    pkid,
+                    filters: filters.into_iter().map(|(f, o)| (f, o.qos)).collect(),
+                },
                 Packet::Unsubscribe { pkid, filters } => Summary::Unsubscribe { pkid, filters },
                 Packet::PubRel(id) => Summary::PubRel(id),
                 Packet::PingReq => Summary::PingReq,
-                Packet::Disconnect => Summary::Disconnect,
+                Packet::Disconnect(d) => Summary::Disconnect(d.reason),
                 other => panic!("{other:?}"),
             };
             assert_eq!(back, s);
@@ -401,7 +441,7 @@ mod tests {
             username: Some("alice".into()),
             password: true,
         };
-        let mut buf = BytesMut::from(&mqtt_bytes(&connect, "student-1")[..]);
+        let mut buf = BytesMut::from(&mqtt_bytes(&connect, "student-1", false)[..]);
         let Packet::Connect(c) = codec::decode(&mut buf, 1 << 20).unwrap().unwrap() else {
             panic!("not a CONNECT");
         };

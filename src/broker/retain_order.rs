@@ -17,7 +17,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use super::link::Message;
-use super::protocol::QoS;
+use super::protocol::{MessageProps, QoS};
 use super::topics;
 
 #[derive(Debug)]
@@ -87,14 +87,15 @@ impl RetainedIndex {
         &mut self,
         topic: &Arc<str>,
         key: &mut Option<Box<[u32]>>,
-        value: Option<(bytes::Bytes, QoS)>,
+        value: Option<(bytes::Bytes, QoS, Option<Box<MessageProps>>)>,
     ) {
         match value {
-            Some((payload, qos)) => {
+            Some((payload, qos, props)) => {
                 let key = key.get_or_insert_with(|| self.order.key(topic));
                 let msg = Arc::new(Message {
                     topic: topic.clone(),
                     payload,
+                    props,
                 });
                 self.by_key.insert(key.clone(), (msg, qos));
             }
@@ -160,7 +161,7 @@ mod tests {
         for t in published {
             let key = keys.entry(t).or_default();
             let payload = bytes::Bytes::from(t.as_bytes().to_vec());
-            index.set(&Arc::from(t), key, Some((payload, QoS::AtLeastOnce)));
+            index.set(&Arc::from(t), key, Some((payload, QoS::AtLeastOnce, None)));
         }
         let names = |index: &RetainedIndex, filter: &str| -> Vec<String> {
             index

@@ -113,7 +113,11 @@ pub(crate) enum Delivery {
 #[derive(Debug)]
 pub(crate) struct Session {
     pub client_id: Arc<str>,
+    /// Ends with its connection (3.1.1's clean session; MQTT 5's Session Expiry Interval 0).
     pub clean: bool,
+    /// MQTT 5: seconds a session that is not clean outlives its connection (`u32::MAX`, and
+    /// before MQTT 5: for ever).
+    pub expiry: u32,
     /// The limits in force: the last connection's (the broker's while it never had one).
     limits: Limits,
     pub online: Option<Online>,
@@ -155,6 +159,7 @@ impl Session {
         Session {
             client_id,
             clean,
+            expiry: u32::MAX,
             limits,
             online: None,
             filters: Vec::new(),
@@ -231,6 +236,7 @@ impl Session {
             let msg = Arc::new(Message {
                 topic: name,
                 payload: m.payload,
+                props: None,
             });
             match m.pkid {
                 Some(pkid) => s.inflight.push_back(InFlight {
@@ -269,8 +275,9 @@ impl Session {
         true
     }
 
-    /// PUBREL for an inbound QoS 2 message: its packet id is free again.
-    pub fn release_qos2(&mut self, pkid: u16) {
+    /// PUBREL for an inbound QoS 2 message: its packet id is free again. Returns false if it
+    /// was not held.
+    pub fn release_qos2(&mut self, pkid: u16) -> bool {
         let held = self
             .incoming_qos2
             .as_mut()
@@ -289,6 +296,7 @@ impl Session {
                 held: false,
             });
         }
+        held
     }
 
     /// QoS 1/2 messages sent and not yet acknowledged.
@@ -642,10 +650,18 @@ mod tests {
         out
     }
 
+    fn unsuback(pkid: u16) -> Outbound {
+        Outbound::UnsubAck {
+            pkid,
+            codes: Box::new([]),
+        }
+    }
+
     fn msg(s: &mut Session, text: &'static str, qos: QoS) -> Delivery {
         let msg = Arc::new(Message {
             topic: Arc::from("t"),
             payload: Bytes::from(text),
+            props: None,
         });
         s.deliver(&msg, qos, false)
     }
@@ -734,14 +750,14 @@ mod tests {
         // More answers than the channel holds, a message, then one more answer.
         let n = CONTROL_RESERVE as u16 + 2;
         for id in 1..=n {
-            s.answer(Outbound::UnsubAck(id));
+            s.answer(unsuback(id));
         }
         assert_eq!(msg(&mut s, "a", QoS::AtMostOnce), Delivery::Accepted);
-        s.answer(Outbound::UnsubAck(n + 1));
+        s.answer(unsuback(n + 1));
         let mut seen = Vec::new();
         while let Ok(out) = rx.try_recv() {
             match out {
-                Outbound::UnsubAck(id) => seen.push(id.to_string()),
+                Outbound::UnsubAck { pkid, .. } => seen.push(pkid.to_string()),
                 Outbound::Publish(p) => {
                     seen.push(String::from_utf8_lossy(&p.msg.payload).into_owned())
                 }

@@ -19,7 +19,7 @@ use tokio::task::JoinHandle;
 use tracing::warn;
 
 use super::pcap::PcapWriter;
-use super::protocol::{Outgoing, Packet, Peer, QoS, SubscribeCode, Transport};
+use super::protocol::{AckKind, Outgoing, Packet, Peer, QoS, Reason, SubscribeCode, Transport};
 
 /// Events on their way to the trace task; beyond this they are dropped and counted.
 const CHANNEL: usize = 16 * 1024;
@@ -83,7 +83,9 @@ pub enum Summary {
     },
     ConnAck {
         session_present: bool,
+        /// The 3.1.1 return code, or MQTT 5's reason code.
         code: u8,
+        v5: bool,
     },
     Publish {
         topic: String,
@@ -115,7 +117,16 @@ pub enum Summary {
     UnsubAck(u16),
     PingReq,
     PingResp,
-    Disconnect,
+    /// MQTT 5 gives it a reason (0 before).
+    Disconnect(Reason),
+    /// MQTT 5: an acknowledgement with a reason other than success.
+    AckWith {
+        kind: AckKind,
+        pkid: u16,
+        reason: Reason,
+    },
+    /// MQTT 5 AUTH.
+    Auth(Reason),
 }
 
 impl Summary {
@@ -135,7 +146,14 @@ impl Summary {
             Summary::UnsubAck(_) => "UNSUBACK",
             Summary::PingReq => "PINGREQ",
             Summary::PingResp => "PINGRESP",
-            Summary::Disconnect => "DISCONNECT",
+            Summary::Disconnect(_) => "DISCONNECT",
+            Summary::AckWith { kind, .. } => match kind {
+                AckKind::PubAck => "PUBACK",
+                AckKind::PubRec => "PUBREC",
+                AckKind::PubRel => "PUBREL",
+                AckKind::PubComp => "PUBCOMP",
+            },
+            Summary::Auth(_) => "AUTH",
         }
     }
 
@@ -147,7 +165,8 @@ impl Summary {
             | Summary::PubRec(id)
             | Summary::PubRel(id)
             | Summary::PubComp(id)
-            | Summary::UnsubAck(id) => Some(id),
+            | Summary::UnsubAck(id)
+            | Summary::AckWith { pkid: id, .. } => Some(id),
             Summary::Subscribe { pkid, .. }
             | Summary::SubAck { pkid, .. }
             | Summary::Unsubscribe { pkid, .. } => Some(pkid),
@@ -182,27 +201,39 @@ impl Summary {
             Packet::PubRec(id) => Summary::PubRec(*id),
             Packet::PubRel(id) => Summary::PubRel(*id),
             Packet::PubComp(id) => Summary::PubComp(*id),
+            Packet::PubRecRefused(id, reason) => Summary::AckWith {
+                kind: AckKind::PubRec,
+                pkid: *id,
+                reason: *reason,
+            },
             Packet::Subscribe { pkid, filters } => Summary::Subscribe {
                 pkid: *pkid,
-                filters: filters.clone(),
+                filters: filters.iter().map(|(f, o)| (f.clone(), o.qos)).collect(),
             },
             Packet::Unsubscribe { pkid, filters } => Summary::Unsubscribe {
                 pkid: *pkid,
                 filters: filters.clone(),
             },
             Packet::PingReq => Summary::PingReq,
-            Packet::Disconnect => Summary::Disconnect,
+            Packet::Disconnect(d) => Summary::Disconnect(d.reason),
+            Packet::Auth(r) => Summary::Auth(*r),
         }
     }
 
-    fn of_outgoing(p: &Outgoing<'_>, full_payload: bool) -> Summary {
+    fn of_outgoing(p: &Outgoing<'_>, full_payload: bool, level: u8) -> Summary {
         match *p {
             Outgoing::ConnAck {
                 session_present,
                 code,
+                ..
             } => Summary::ConnAck {
                 session_present,
-                code: code as u8,
+                code: if level >= 5 {
+                    super::codec_v5::connack_reason(code).0
+                } else {
+                    code as u8
+                },
+                v5: level >= 5,
             },
             Outgoing::Publish {
                 topic,
@@ -211,6 +242,7 @@ impl Summary {
                 pkid,
                 retain,
                 dup,
+                ..
             } => Summary::Publish {
                 topic: topic.to_owned(),
                 qos,
@@ -230,10 +262,23 @@ impl Summary {
             Outgoing::PubComp(id) => Summary::PubComp(id),
             Outgoing::SubAck { pkid, codes } => Summary::SubAck {
                 pkid,
-                codes: codes.iter().map(|c: &SubscribeCode| c.byte()).collect(),
+                codes: codes
+                    .iter()
+                    .map(|c: &SubscribeCode| c.byte(level))
+                    .collect(),
             },
-            Outgoing::UnsubAck(id) => Summary::UnsubAck(id),
+            Outgoing::AckWith { kind, pkid, reason } if level >= 5 => {
+                Summary::AckWith { kind, pkid, reason }
+            }
+            Outgoing::AckWith { kind, pkid, .. } => match kind {
+                AckKind::PubAck => Summary::PubAck(pkid),
+                AckKind::PubRec => Summary::PubRec(pkid),
+                AckKind::PubRel => Summary::PubRel(pkid),
+                AckKind::PubComp => Summary::PubComp(pkid),
+            },
+            Outgoing::UnsubAck { pkid, .. } => Summary::UnsubAck(pkid),
             Outgoing::PingResp => Summary::PingResp,
+            Outgoing::Disconnect(reason) => Summary::Disconnect(reason),
         }
     }
 
@@ -374,10 +419,11 @@ impl Tap {
     }
 
     #[inline]
-    pub fn packet_out(&mut self, p: &Outgoing<'_>) {
+    pub fn packet_out(&mut self, p: &Outgoing<'_>, level: u8) {
         if self.sink.is_on() && self.allowed() {
             let full = self.sink.full_payloads.load(Relaxed);
-            self.send(Direction::Out, What::Packet(Summary::of_outgoing(p, full)));
+            let summary = Summary::of_outgoing(p, full, level);
+            self.send(Direction::Out, What::Packet(summary));
         }
     }
 

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use egui::{Align2, Color32, FontId, Pos2, Rect, Sense, Stroke, Vec2, pos2, vec2};
 
+use crate::broker::reason::Reason;
 use crate::broker::trace::{Direction, Event, Summary, What};
 
 use super::trace_panel::{client_name, describe, kind, time};
@@ -159,10 +160,14 @@ fn short(s: &Summary) -> String {
         Summary::ConnAck {
             session_present,
             code,
+            v5,
         } => match code {
             0 => format!("ok sp={}", *session_present as u8),
+            c if *v5 => format!("refused {}", Reason(*c)),
             c => format!("refused 0x{c:02x}"),
         },
+        Summary::AckWith { pkid, reason, .. } => format!("id={pkid} {reason}"),
+        Summary::Disconnect(r) if r.0 != 0 => r.to_string(),
         Summary::Connect {
             clean_session,
             will,
@@ -182,6 +187,8 @@ fn short(s: &Summary) -> String {
             .map(|c| {
                 if *c == 0x80 {
                     "0x80 refused".to_owned()
+                } else if *c > 0x80 {
+                    Reason(*c).to_string()
                 } else {
                     format!("q{c}")
                 }
@@ -207,15 +214,22 @@ fn color_of(what: &What, dark: bool) -> Color32 {
                 Color32::from_rgb(110, 170, 255),
                 Color32::from_rgb(20, 80, 190),
             ),
+            Summary::AckWith { .. } => (
+                Color32::from_rgb(255, 140, 90),
+                Color32::from_rgb(190, 70, 0),
+            ),
             Summary::PubAck(_) | Summary::PubRec(_) | Summary::PubRel(_) | Summary::PubComp(_) => (
                 Color32::from_rgb(120, 210, 140),
                 Color32::from_rgb(20, 120, 50),
             ),
-            Summary::Connect { .. } | Summary::ConnAck { .. } | Summary::Disconnect => (
+            Summary::Connect { .. }
+            | Summary::ConnAck { .. }
+            | Summary::Disconnect(_)
+            | Summary::Auth(_) => (
                 Color32::from_rgb(240, 200, 90),
                 Color32::from_rgb(150, 100, 0),
             ),
-            Summary::SubAck { codes, .. } if codes.contains(&0x80) => (
+            Summary::SubAck { codes, .. } if codes.iter().any(|c| *c >= 0x80) => (
                 Color32::from_rgb(255, 140, 90),
                 Color32::from_rgb(190, 70, 0),
             ),

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use egui_extras::{Column, TableBuilder};
 use tokio::sync::oneshot;
 
+use crate::broker::reason::Reason;
 use crate::broker::trace::{Direction, Event, Summary, Trace, What};
 
 use super::file_dialog::{Answer, Ask, FileDialog, Purpose};
@@ -54,10 +55,12 @@ impl Kinds {
         match what {
             What::Closed(_) => self.close,
             What::Packet(s) => match s {
-                Summary::Connect { .. } | Summary::ConnAck { .. } | Summary::Disconnect => {
-                    self.connect
-                }
+                Summary::Connect { .. }
+                | Summary::ConnAck { .. }
+                | Summary::Disconnect(_)
+                | Summary::Auth(_) => self.connect,
                 Summary::Publish { .. }
+                | Summary::AckWith { .. }
                 | Summary::PubAck(_)
                 | Summary::PubRec(_)
                 | Summary::PubRel(_)
@@ -220,7 +223,8 @@ impl TracePanel {
                         Summary::PubAck(id)
                         | Summary::PubRec(id)
                         | Summary::PubRel(id)
-                        | Summary::PubComp(id),
+                        | Summary::PubComp(id)
+                        | Summary::AckWith { pkid: id, .. },
                     ) => acked.contains(&(e.conn, *id)),
                     _ => false,
                 }
@@ -412,6 +416,19 @@ pub fn describe(what: &What) -> String {
         Summary::ConnAck {
             session_present,
             code,
+            v5: true,
+        } => format!(
+            "session present={} {}",
+            *session_present as u8,
+            match code {
+                0 => "accepted".to_owned(),
+                c => Reason(*c).to_string(),
+            }
+        ),
+        Summary::ConnAck {
+            session_present,
+            code,
+            v5: false,
         } => format!(
             "session present={} {}",
             *session_present as u8,
@@ -471,13 +488,18 @@ pub fn describe(what: &What) -> String {
                 .iter()
                 .map(|c| match c {
                     0x80 => "0x80 refused".to_owned(),
+                    r @ 0x81.. => Reason(*r).to_string(),
                     q => format!("granted q{q}"),
                 })
                 .collect();
             format!("id={pkid} {}", c.join(", "))
         }
         Summary::Unsubscribe { pkid, filters } => format!("id={pkid} {}", filters.join(", ")),
-        Summary::PingReq | Summary::PingResp | Summary::Disconnect => String::new(),
+        Summary::AckWith { pkid, reason, .. } => format!("id={pkid} {reason}"),
+        Summary::Disconnect(r) | Summary::Auth(r) if r.0 != 0 => r.to_string(),
+        Summary::PingReq | Summary::PingResp | Summary::Disconnect(_) | Summary::Auth(_) => {
+            String::new()
+        }
     }
 }
 

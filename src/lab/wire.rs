@@ -274,11 +274,12 @@ mod tests {
                 pkid: 3,
                 retain: false,
                 dup: true,
+                props: None,
             },
         );
         let codes = [
             SubscribeCode::Granted(QoS::AtMostOnce),
-            SubscribeCode::Refused,
+            SubscribeCode::Refused(crate::broker::reason::Reason::UNSPECIFIED),
         ];
         codec::encode(
             &mut wire,

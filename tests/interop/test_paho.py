@@ -740,7 +740,7 @@ def test_zero_length_client_id(broker):
     assert raw_connack(broker, client_id="", clean=False, then_closed=True) == b"\x20\x02\x00\x02"
 
 
-@pytest.mark.parametrize("protocol", [("MQTT", 5), ("MQTT", 2)])
+@pytest.mark.parametrize("protocol", [("MQTT", 6), ("MQTT", 2)])
 def test_unsupported_protocol_level_gets_connack_1(broker, protocol):
     assert raw_connack(broker, protocol=protocol, then_closed=True) == b"\x20\x02\x00\x01"
 

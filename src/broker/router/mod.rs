@@ -23,7 +23,7 @@ use super::link::{
     CloseReason, Command, ConnId, ConnectRequest, Inbound, Message, Outbound, ToRouter,
 };
 use super::protocol::Will;
-use super::protocol::{Publish, SubscribeCode};
+use super::protocol::{AckKind, Expiry, MessageProps, Publish, Reason, SubOptions, SubscribeCode};
 use super::retain_order::RetainedIndex;
 use super::saver::SaveJob;
 use super::session::{Delivery, Limits, Online, Session};
@@ -88,6 +88,8 @@ pub(crate) struct Router {
     epoch: u64,
     /// The retained messages in the order a wildcard subscriber is sent them.
     retained: RetainedIndex,
+    /// MQTT 5 sessions offline with a finite Session Expiry Interval, and when each ends.
+    expiring: HashMap<SessionIdx, Instant>,
 }
 
 impl Router {
@@ -140,6 +142,7 @@ impl Router {
             store,
             epoch: 1,
             retained: RetainedIndex::default(),
+            expiring: HashMap::new(),
         };
         if let Some(loaded) = loaded {
             router.restore(loaded);
@@ -153,8 +156,11 @@ impl Router {
         let mut retained = 0;
         for (topic, qos, payload) in loaded.retained {
             if let Some(t) = self.topics.for_restore(&topic) {
-                self.retained
-                    .set(&t.name, &mut t.retain_key, Some((payload.clone(), qos)));
+                self.retained.set(
+                    &t.name,
+                    &mut t.retain_key,
+                    Some((payload.clone(), qos, None)),
+                );
                 t.retained = Some(Retained { payload, qos });
                 retained += 1;
             }
@@ -244,6 +250,8 @@ impl Router {
         sys_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut stall_tick = tokio::time::interval(self.stall_timeout / 4);
         stall_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut expiry_tick = tokio::time::interval(EXPIRY_TICK);
+        expiry_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 n = rx.recv_many(&mut batch, BATCH) => {
@@ -260,6 +268,7 @@ impl Router {
                 }
                 _ = sys_tick.tick(), if self.sys_interval.is_some() => self.publish_sys(),
                 _ = stall_tick.tick() => self.check_stalls(),
+                _ = expiry_tick.tick(), if !self.expiring.is_empty() => self.expire_sessions(),
             }
             self.flush_journal().await;
         }
@@ -277,7 +286,11 @@ impl Router {
         match msg {
             ToRouter::Packets { conn, packets } => self.on_packets(conn, packets),
             ToRouter::Connect(req) => self.on_connect(*req),
-            ToRouter::Closed { conn, reason } => self.on_closed(conn, reason),
+            ToRouter::Closed {
+                conn,
+                reason,
+                session_expiry,
+            } => self.on_closed(conn, reason, session_expiry),
             ToRouter::Writable { conn } => {
                 if let Some(&idx) = self.by_conn.get(&conn) {
                     self.session(idx).pump();
@@ -347,7 +360,8 @@ impl Router {
                 info!(client_id = %client_id, "client id connected again: closing the old connection");
                 self.detach(old, CloseReason::TakenOver);
             }
-            // A clean session on either side means the old state does not carry over.
+            // A clean session (MQTT 5: Clean Start) on either side means the old state does
+            // not carry over.
             if req.clean_session || self.sessions[old].as_ref().is_none_or(|s| s.clean) {
                 if self.sessions[old].is_some() {
                     self.remove_session(old);
@@ -357,10 +371,16 @@ impl Router {
                 session_present = true;
             }
         }
+        // MQTT 5: the session lasts as long as the Session Expiry Interval says, whatever Clean
+        // Start said of the old one.
+        let clean = match req.session_expiry {
+            Some(expiry) => expiry == 0,
+            None => req.clean_session,
+        };
         let idx = match idx {
             Some(i) => i,
             None => {
-                let s = Session::new(client_id.clone(), req.clean_session, self.limits);
+                let s = Session::new(client_id.clone(), clean, self.limits);
                 let i = match self.free.pop() {
                     Some(i) => {
                         self.sessions[i] = Some(s);
@@ -401,8 +421,10 @@ impl Router {
             "client connected"
         );
         // Session Present exists from 3.1.1 on; in 3.1 (level 3) that bit is reserved and 0.
+        let assigned_id = (req.level >= 5 && req.client_id.is_empty()).then(|| client_id.clone());
         let _ = req.tx.try_send(Outbound::ConnAck {
             session_present: session_present && req.level >= 4,
+            assigned_id,
         });
         let grant = self
             .users
@@ -427,8 +449,10 @@ impl Router {
             held_by: 0,
         };
         let journal = self.journal.clone();
+        self.expiring.remove(&idx);
         let session = self.session(idx);
-        session.clean = req.clean_session;
+        session.clean = clean;
+        session.expiry = req.session_expiry.unwrap_or(u32::MAX);
         if !session.clean
             && !session.persisted()
             && let Some(j) = journal
@@ -440,10 +464,52 @@ impl Router {
         self.counters.maximum_connected = self.counters.maximum_connected.max(self.connected());
     }
 
-    fn on_closed(&mut self, conn: ConnId, reason: CloseReason) {
+    fn on_closed(&mut self, conn: ConnId, reason: CloseReason, session_expiry: Option<u32>) {
         // Unknown: already detached by a kick or takeover, which dealt with the will.
         if let Some(&idx) = self.by_conn.get(&conn) {
+            // MQTT 5: DISCONNECT may change how long the session outlives the connection (the
+            // connection refused a change from 0).
+            if let Some(expiry) = session_expiry {
+                let journal = self.journal.clone();
+                let s = self.session(idx);
+                s.expiry = expiry;
+                s.clean = expiry == 0;
+                if !s.clean
+                    && !s.persisted()
+                    && let Some(j) = journal
+                {
+                    s.persist(j);
+                }
+            }
             self.detach(idx, reason);
+        }
+    }
+
+    /// Removes the MQTT 5 sessions whose Session Expiry Interval has run out while offline.
+    fn expire_sessions(&mut self) {
+        let now = Instant::now();
+        let gone: Vec<SessionIdx> = self
+            .expiring
+            .iter()
+            .filter(|(_, at)| **at <= now)
+            .map(|(idx, _)| *idx)
+            .collect();
+        for idx in gone {
+            self.expiring.remove(&idx);
+            let Some(s) = self.sessions[idx].as_ref() else {
+                continue;
+            };
+            if s.online.is_some() {
+                continue;
+            }
+            let client_id = s.client_id.clone();
+            info!(client_id = %client_id, "session expired");
+            self.events.push(
+                EventKind::Disconnected,
+                &*client_id,
+                "session expired (its Session Expiry Interval ran out)".to_owned(),
+            );
+            self.remove_session(idx);
         }
     }
 
@@ -500,6 +566,12 @@ impl Router {
             .push(kind, &*client_id, format!("{reason}{said}"));
         if clean {
             self.remove_session(idx);
+        } else {
+            let expiry = self.session(idx).expiry;
+            if expiry != u32::MAX {
+                let at = Instant::now() + Duration::from_secs(expiry as u64);
+                self.expiring.insert(idx, at);
+            }
         }
         match will {
             Some(will) if allowed => {
@@ -513,6 +585,7 @@ impl Router {
 
     fn remove_session(&mut self, idx: SessionIdx) {
         self.release(idx);
+        self.expiring.remove(&idx);
         let Some(session) = self.sessions[idx].take() else {
             return;
         };
@@ -538,13 +611,21 @@ impl Router {
             return;
         };
         let mut acked = false;
-        // With persistence, the connection holds its acknowledgements (PUBACK, PUBREC, PUBREL,
-        // PUBCOMP) until told what they wait for: one `Acks` per run of such packets, before
-        // the next answer of ours, exactly as the connection counts them.
-        let durable = self.journal.is_some();
+        // With persistence, and for MQTT 5 clients (whose acknowledgements carry a reason),
+        // the connection holds its acknowledgements (PUBACK, PUBREC, PUBREL, PUBCOMP) until
+        // told what they wait for: one `Acks` per run of such packets, before the next answer
+        // of ours, exactly as the connection counts them.
+        let v5 = self
+            .session(idx)
+            .online
+            .as_ref()
+            .is_some_and(|o| o.level >= 5);
+        let holds = self.journal.is_some() || v5;
         let mut acks_owed = false;
+        // MQTT 5: the reasons of this run's acknowledgements that are not a plain success.
+        let mut codes: Vec<(AckKind, u16, Reason)> = Vec::new();
         for packet in packets {
-            if durable {
+            if holds {
                 let needs_ack = matches!(
                     &packet,
                     Inbound::Publish(p) if p.qos != QoS::AtMostOnce
@@ -557,56 +638,92 @@ impl Router {
                     acks_owed = true;
                 } else if answers && acks_owed {
                     acks_owed = false;
-                    let epoch = self.durable_epoch();
-                    self.session(idx).answer(Outbound::Acks(epoch));
+                    self.answer_acks(idx, std::mem::take(&mut codes));
                 }
             }
             match packet {
-                Inbound::Publish(p) => self.on_publish(idx, p),
+                Inbound::Publish(p) => {
+                    let (pkid, qos) = (p.pkid, p.qos);
+                    let reason = self.on_publish(idx, p);
+                    if v5 && reason != Reason::SUCCESS && qos != QoS::AtMostOnce {
+                        let kind = if qos == QoS::AtLeastOnce {
+                            AckKind::PubAck
+                        } else {
+                            AckKind::PubRec
+                        };
+                        codes.push((kind, pkid, reason));
+                    }
+                }
                 Inbound::PubAck(id) => {
                     acked |= self.session(idx).on_puback(id);
                 }
                 Inbound::PubRec(id) => {
-                    self.session(idx).on_pubrec(id);
+                    if !self.session(idx).on_pubrec(id) && v5 {
+                        codes.push((AckKind::PubRel, id, Reason::PACKET_ID_NOT_FOUND));
+                    }
                 }
                 Inbound::PubComp(id) => {
                     acked |= self.session(idx).on_pubcomp(id);
                 }
-                Inbound::PubRel(id) => self.session(idx).release_qos2(id),
+                Inbound::PubRel(id) => {
+                    if !self.session(idx).release_qos2(id) && v5 {
+                        codes.push((AckKind::PubComp, id, Reason::PACKET_ID_NOT_FOUND));
+                    }
+                }
                 Inbound::Subscribe { pkid, filters } => self.on_subscribe(idx, pkid, filters),
                 Inbound::Unsubscribe { pkid, filters } => self.on_unsubscribe(idx, pkid, filters),
             }
         }
         if acks_owed {
-            let epoch = self.durable_epoch();
-            self.session(idx).answer(Outbound::Acks(epoch));
+            self.answer_acks(idx, codes);
         }
         if acked {
             self.progressed(idx);
         }
     }
 
-    fn on_publish(&mut self, idx: SessionIdx, p: Publish) {
+    /// The router's word on a run of acknowledgements the connection holds: when they may go,
+    /// and (MQTT 5) the reasons of those that are not a plain success.
+    fn answer_acks(&mut self, idx: SessionIdx, codes: Vec<(AckKind, u16, Reason)>) {
+        let epoch = self.durable_epoch();
+        let out = if codes.is_empty() {
+            Outbound::Acks(epoch)
+        } else {
+            Outbound::AcksWith(epoch, codes.into())
+        };
+        self.session(idx).answer(out);
+    }
+
+    /// Routes a client's PUBLISH. Returns what an MQTT 5 acknowledgement says of it.
+    fn on_publish(&mut self, idx: SessionIdx, p: Publish) -> Reason {
         let session = self.session(idx);
         session.messages_in += 1;
         // QoS 2: a PUBLISH re-sent before PUBREL is acknowledged again but not routed again.
         if p.qos == QoS::ExactlyOnce && !session.receive_qos2(p.pkid) {
-            return;
+            return Reason::SUCCESS;
         }
         let from = session.client_id.clone();
         // Acknowledged (the connection does that) but not delivered, as for an unlisted topic.
         let grant = session.online.as_ref().and_then(|o| o.grant.as_ref());
-        if grant.is_some_and(|g| !g.may_publish(&p.topic)) {
+        let reason = if grant.is_some_and(|g| !g.may_publish(&p.topic)) {
             self.denied(&from, &p.topic, "PUBLISH");
-            return;
+            Reason::NOT_AUTHORIZED
+        } else {
+            self.route(
+                Some((from, Some(idx))),
+                &p.topic,
+                p.payload,
+                p.qos,
+                p.retain,
+                p.props,
+            )
+        };
+        // MQTT 5: a QoS 2 PUBLISH refused with PUBREC 0x80 or more ends there, with no PUBREL
+        // to free its packet id.
+        if reason.is_error() && p.qos == QoS::ExactlyOnce {
+            self.session(idx).release_qos2(p.pkid);
         }
-        self.route(
-            Some((from, Some(idx))),
-            &p.topic,
-            p.payload,
-            p.qos,
-            p.retain,
-        );
+        reason
     }
 
     /// A PUBLISH its client's rules do not allow: counted, and logged now and then (a device
@@ -683,7 +800,19 @@ impl Router {
 
     fn publish_will(&mut self, will: Will, from: Arc<str>) {
         let msg = (from, None);
-        self.route(Some(msg), &will.topic, will.payload, will.qos, will.retain);
+        let mut props = will.props;
+        // A will's expiry counts from its publication.
+        if let Some(e) = props.as_mut().and_then(|p| p.expiry.as_mut()) {
+            *e = Expiry::starting_now(e.secs);
+        }
+        self.route(
+            Some(msg),
+            &will.topic,
+            will.payload,
+            will.qos,
+            will.retain,
+            props,
+        );
     }
 
     /// Delivers a message to every subscriber of its topic, and keeps it as retained and in
@@ -697,7 +826,8 @@ impl Router {
         payload: Bytes,
         qos: QoS,
         retain: bool,
-    ) {
+        props: Option<Box<MessageProps>>,
+    ) -> Reason {
         let (from, publisher) = match from {
             Some((id, publisher)) => (Some(id), publisher),
             None => (None, None),
@@ -728,7 +858,7 @@ impl Router {
                     reason = why,
                     "publish to a topic that does not exist: dropped"
                 );
-                return;
+                return Reason::TOPIC_NAME_INVALID;
             }
         };
         let now = SystemTime::now();
@@ -738,7 +868,10 @@ impl Router {
                 payload: Bytes::copy_from_slice(&payload),
                 qos,
             });
-            let value = t.retained.as_ref().map(|r| (r.payload.clone(), r.qos));
+            let value = t
+                .retained
+                .as_ref()
+                .map(|r| (r.payload.clone(), r.qos, props.clone()));
             retained_index.set(&t.name, &mut t.retain_key, value);
             if !t.system
                 && let Some(j) = journal
@@ -760,11 +893,12 @@ impl Router {
                 let name = t.name.clone();
                 topics.collect(&name);
             }
-            return;
+            return Reason::NO_MATCHING_SUBSCRIBERS;
         }
         let msg = Arc::new(Message {
             topic: t.name.clone(),
             payload,
+            props,
         });
         // Each shared subscription: the next member whose client is online takes it (an
         // offline one only when none is, for its queue). No allocation without groups.
@@ -807,12 +941,28 @@ impl Router {
                 self.hold(sidx, p);
             }
         }
+        Reason::SUCCESS
     }
 
-    fn on_subscribe(&mut self, idx: SessionIdx, pkid: u16, filters: Vec<(String, QoS)>) {
+    fn on_subscribe(&mut self, idx: SessionIdx, pkid: u16, filters: Vec<(String, SubOptions)>) {
         let mut codes = Vec::with_capacity(filters.len());
         let mut retained = Vec::new();
-        for (filter, qos) in filters {
+        for (filter, options) in filters {
+            let qos = options.qos;
+            // Not offered yet: refused (0x83 to an MQTT 5 client) rather than ignored.
+            if options.no_local || options.retain_as_published {
+                codes.push(SubscribeCode::Refused(Reason::IMPLEMENTATION_SPECIFIC));
+                self.counters.refused_subscriptions += 1;
+                let client_id = self.session(idx).client_id.clone();
+                self.events.push(
+                    EventKind::SubscriptionRefused,
+                    &*client_id,
+                    format!(
+                        "SUBSCRIBE {filter:?} refused (0x83): No Local and Retain As Published are not offered yet"
+                    ),
+                );
+                continue;
+            }
             let shared = topics::shared(&filter);
             let valid = match &shared {
                 Some(group) => group.is_ok(),
@@ -826,7 +976,11 @@ impl Router {
                     .and_then(|o| o.grant.as_ref())
                     .is_none_or(|g| g.may_subscribe(&filter));
             if !allowed || !self.topics.serves(&filter) {
-                codes.push(SubscribeCode::Refused);
+                codes.push(SubscribeCode::Refused(if valid && !allowed {
+                    Reason::NOT_AUTHORIZED
+                } else {
+                    Reason::TOPIC_FILTER_INVALID
+                }));
                 self.counters.refused_subscriptions += 1;
                 let client_id = self.session(idx).client_id.clone();
                 let why = match (valid, allowed, &shared) {
@@ -852,6 +1006,7 @@ impl Router {
             }
             codes.push(SubscribeCode::Granted(qos));
             let session = self.session(idx);
+            let existed = session.filters.iter().any(|(f, _)| *f == filter);
             match session.filters.iter_mut().find(|(f, _)| *f == filter) {
                 Some(existing) => existing.1 = qos,
                 None => {
@@ -865,6 +1020,10 @@ impl Router {
             self.topics.subscribe(idx, &filter, qos);
             if shared.is_some() {
                 continue; // no retained messages for a shared subscription (as in MQTT 5)
+            }
+            // MQTT 5's Retain Handling: 1 sends them only for a new subscription, 2 never.
+            if options.retain_handling == 2 || (options.retain_handling == 1 && existed) {
+                continue;
             }
             // This filter's retained messages, in Mosquitto's order (`retain_order`).
             let found = self.retained.matching(&filter);
@@ -884,17 +1043,21 @@ impl Router {
     }
 
     fn on_unsubscribe(&mut self, idx: SessionIdx, pkid: u16, filters: Vec<String>) {
+        let mut codes = Vec::with_capacity(filters.len());
         for filter in filters {
             let session = self.session(idx);
             let before = session.filters.len();
             session.filters.retain(|(f, _)| *f != filter);
             if session.filters.len() == before {
+                codes.push(Reason::NO_SUBSCRIPTION_EXISTED);
                 continue;
             }
+            codes.push(Reason::SUCCESS);
             self.topics.unsubscribe(idx, &filter);
         }
         self.record_filters_before_answer(idx);
-        self.session(idx).answer(Outbound::UnsubAck(pkid));
+        let codes = codes.into();
+        self.session(idx).answer(Outbound::UnsubAck { pkid, codes });
     }
 
     /// Records a persistent session's subscriptions and holds what the connection is sent next
@@ -939,10 +1102,13 @@ impl Router {
         };
         let snapshot = self.stats.snapshot();
         for (topic, value) in sys::values(&figures, &snapshot) {
-            self.route(None, topic, Bytes::from(value), QoS::AtMostOnce, true);
+            self.route(None, topic, Bytes::from(value), QoS::AtMostOnce, true, None);
         }
     }
 }
+
+/// How often offline MQTT 5 sessions are checked for having expired.
+const EXPIRY_TICK: Duration = Duration::from_secs(1);
 
 fn min_qos(a: QoS, b: QoS) -> QoS {
     a.min(b)

@@ -446,6 +446,7 @@ mod tests {
         Arc::new(Message {
             topic: Arc::from("lab/a"),
             payload: Bytes::from(text),
+            props: None,
         })
     }
 

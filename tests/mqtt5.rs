@@ -1,0 +1,480 @@
+//! MQTT 5 clients: rumqttc's v5 client for what a library sends, raw bytes for what it will not
+//! (a property given twice, a topic alias the broker did not offer, AUTH).
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::*;
+use mqtt_lab::broker::Command;
+use rumqttc::v5::mqttbytes::QoS;
+use rumqttc::v5::mqttbytes::v5::{
+    ConnAck, ConnectReturnCode, DisconnectReasonCode, Packet, PubAckReason, Publish,
+    PublishProperties, SubscribeReasonCode, UnsubAckReason,
+};
+use rumqttc::v5::{AsyncClient, Event, MqttOptions};
+use tokio::sync::mpsc;
+use tokio::time::timeout;
+
+/// An MQTT 5 client whose incoming packets arrive on a channel, and the CONNACK it got.
+struct Client5 {
+    client: AsyncClient,
+    rx: mpsc::UnboundedReceiver<Result<Packet, String>>,
+    connack: ConnAck,
+}
+
+fn options5(addr: SocketAddr, id: &str) -> MqttOptions {
+    let mut o = MqttOptions::new(id, addr.ip().to_string(), addr.port());
+    o.set_keep_alive(Duration::from_secs(30));
+    o
+}
+
+impl Client5 {
+    async fn connect(opts: MqttOptions) -> Client5 {
+        let (client, mut eventloop) = AsyncClient::new(opts, 100);
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            loop {
+                match eventloop.poll().await {
+                    Ok(Event::Incoming(p)) => {
+                        if tx.send(Ok(p)).is_err() {
+                            return;
+                        }
+                    }
+                    Ok(Event::Outgoing(_)) => {}
+                    Err(e) => {
+                        let _ = tx.send(Err(e.to_string()));
+                        return;
+                    }
+                }
+            }
+        });
+        let connack = match timeout(WAIT, rx.recv()).await {
+            Ok(Some(Ok(Packet::ConnAck(c)))) => c,
+            other => panic!("no CONNACK: {other:?}"),
+        };
+        Client5 {
+            client,
+            rx,
+            connack,
+        }
+    }
+
+    async fn next(&mut self) -> Packet {
+        match timeout(WAIT, self.rx.recv()).await {
+            Ok(Some(Ok(p))) => p,
+            other => panic!("no packet: {other:?}"),
+        }
+    }
+
+    /// The next packet that is not a PINGRESP.
+    async fn next_of<T>(&mut self, pick: impl Fn(Packet) -> Option<T>) -> T {
+        loop {
+            let p = self.next().await;
+            let shown = format!("{p:?}");
+            match pick(p) {
+                Some(t) => return t,
+                None if shown.starts_with("PingResp") => continue,
+                None => panic!("unexpected {shown}"),
+            }
+        }
+    }
+
+    async fn publish_received(&mut self) -> Publish {
+        self.next_of(|p| match p {
+            Packet::Publish(p) => Some(p),
+            _ => None,
+        })
+        .await
+    }
+
+    async fn puback(&mut self) -> PubAckReason {
+        self.next_of(|p| match p {
+            Packet::PubAck(a) => Some(a.reason),
+            _ => None,
+        })
+        .await
+    }
+
+    async fn subscribe(&mut self, filter: &str, qos: QoS) -> SubscribeReasonCode {
+        self.client.subscribe(filter, qos).await.unwrap();
+        self.next_of(|p| match p {
+            Packet::SubAck(s) => Some(s.return_codes[0]),
+            _ => None,
+        })
+        .await
+    }
+
+    /// The DISCONNECT the broker sent, or the error the connection ended with.
+    async fn disconnected(&mut self) -> Result<DisconnectReasonCode, String> {
+        loop {
+            match timeout(WAIT, self.rx.recv()).await {
+                Ok(Some(Ok(Packet::Disconnect(d)))) => return Ok(d.reason_code),
+                Ok(Some(Ok(_))) => continue,
+                Ok(Some(Err(e))) => return Err(e),
+                other => panic!("still connected: {other:?}"),
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connack_tells_the_truth_and_properties_pass_through() {
+    let broker = start().await;
+    let addr = broker.local_addr();
+    // No client id: the broker gives one and says which.
+    let anon = Client5::connect(options5(addr, "")).await;
+    assert_eq!(anon.connack.code, ConnectReturnCode::Success);
+    let props = anon.connack.properties.clone().expect("CONNACK properties");
+    assert!(
+        props
+            .assigned_client_identifier
+            .is_some_and(|id| !id.is_empty())
+    );
+    assert_eq!(props.subscription_identifiers_available, Some(0));
+    assert_eq!(props.topic_alias_max.unwrap_or(0), 0);
+    assert!(props.max_packet_size.is_some());
+
+    let mut sub5 = Client5::connect(options5(addr, "sub5")).await;
+    assert_eq!(
+        sub5.subscribe("lab/#", QoS::AtLeastOnce).await,
+        SubscribeReasonCode::Success(QoS::AtLeastOnce)
+    );
+    // A 3.1.1 subscriber of the same topic gets the message without the properties.
+    let mut sub4 = Client::connect(options(addr, "sub4")).await;
+    sub4.subscribe(&[("lab/a", rumqttc::QoS::AtLeastOnce)])
+        .await;
+
+    let mut p = Client5::connect(options5(addr, "pub5")).await;
+    let properties = PublishProperties {
+        content_type: Some("application/json".into()),
+        response_topic: Some("lab/b".into()),
+        correlation_data: Some(Bytes::from_static(b"req-1")),
+        user_properties: vec![("unit".into(), "C".into()), ("unit".into(), "K".into())],
+        message_expiry_interval: Some(3600),
+        ..Default::default()
+    };
+    p.client
+        .publish_with_properties(
+            "lab/a",
+            QoS::AtLeastOnce,
+            false,
+            "{\"t\": 21.5}",
+            properties,
+        )
+        .await
+        .unwrap();
+    assert_eq!(p.puback().await, PubAckReason::Success);
+
+    let got = sub5.publish_received().await;
+    assert_eq!(&got.topic[..], b"lab/a");
+    assert_eq!(&got.payload[..], b"{\"t\": 21.5}");
+    let gp = got.properties.expect("properties passed on");
+    assert_eq!(gp.content_type.as_deref(), Some("application/json"));
+    assert_eq!(gp.response_topic.as_deref(), Some("lab/b"));
+    assert_eq!(gp.correlation_data.as_deref(), Some(&b"req-1"[..]));
+    assert_eq!(
+        gp.user_properties,
+        vec![("unit".into(), "C".into()), ("unit".into(), "K".into())]
+    );
+    // The time left, counted down from the publisher's hour.
+    let left = gp.message_expiry_interval.expect("expiry passed on");
+    assert!((3590..=3600).contains(&left), "{left}");
+    assert_eq!(&sub4.next_publish().await.payload[..], b"{\"t\": 21.5}");
+
+    // And a 3.1.1 publisher reaches the MQTT 5 subscriber.
+    sub4.publish("lab/c/d", rumqttc::QoS::AtMostOnce, false, b"from 3.1.1")
+        .await;
+    let got = sub5.publish_received().await;
+    assert_eq!(&got.payload[..], b"from 3.1.1");
+    broker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reason_codes_say_why() {
+    let broker = start().await;
+    let addr = broker.local_addr();
+    // rumqttc's v5 client takes a refusal as an error and drops the connection; the error
+    // names the reason it was given.
+    let mut c = Client5::connect(options5(addr, "student")).await;
+    c.client
+        .subscribe("nowhere/#", QoS::AtMostOnce)
+        .await
+        .unwrap();
+    let err = c.disconnected().await.unwrap_err();
+    assert!(err.contains("TopicFilterInvalid"), "{err}");
+    let mut c = Client5::connect(options5(addr, "student")).await;
+    c.client
+        .publish("nowhere", QoS::AtLeastOnce, false, "x")
+        .await
+        .unwrap();
+    let err = c.disconnected().await.unwrap_err();
+    assert!(err.contains("TopicNameInvalid"), "{err}");
+    let mut c = Client5::connect(options5(addr, "student")).await;
+    // Listed, but no one subscribes.
+    c.client
+        .publish("other", QoS::AtLeastOnce, false, "x")
+        .await
+        .unwrap();
+    assert_eq!(c.puback().await, PubAckReason::NoMatchingSubscribers);
+    // Delivered.
+    c.subscribe("lab/a", QoS::AtMostOnce).await;
+    c.client
+        .publish("lab/a", QoS::AtLeastOnce, false, "x")
+        .await
+        .unwrap();
+    let (mut acked, mut got) = (None, None);
+    while acked.is_none() || got.is_none() {
+        match c.next().await {
+            Packet::PubAck(a) => acked = Some(a.reason),
+            Packet::Publish(p) => got = Some(p.payload),
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(acked, Some(PubAckReason::Success));
+    // UNSUBACK says which filters there were.
+    c.client.unsubscribe("lab/a").await.unwrap();
+    let codes = c
+        .next_of(|p| match p {
+            Packet::UnsubAck(u) => Some(u.reasons),
+            _ => None,
+        })
+        .await;
+    assert_eq!(codes, [UnsubAckReason::Success]);
+    c.client.unsubscribe("lab/b").await.unwrap();
+    let err = c.disconnected().await.unwrap_err();
+    assert!(err.contains("NoSubscriptionExisted"), "{err}");
+    broker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_broker_says_why_it_closes() {
+    let broker = start().await;
+    let addr = broker.local_addr();
+    let mut old = Client5::connect(options5(addr, "twin")).await;
+    let _new = Client5::connect(options5(addr, "twin")).await;
+    // rumqttc reports the server's DISCONNECT as the error its connection ended with.
+    let said = |r: Result<DisconnectReasonCode, String>| match r {
+        Ok(code) => format!("{code:?}"),
+        Err(e) => e,
+    };
+    let err = said(old.disconnected().await);
+    assert!(err.contains("SessionTakenOver"), "{err}");
+    let mut kicked = Client5::connect(options5(addr, "kicked")).await;
+    let (tx, _rx) = tokio::sync::oneshot::channel();
+    assert!(
+        broker
+            .handle()
+            .send(Command::Kick {
+                client_id: "kicked".into(),
+                reply: Some(tx),
+            })
+            .await
+    );
+    let err = said(kicked.disconnected().await);
+    assert!(err.contains("AdministrativeAction"), "{err}");
+    broker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_last_as_long_as_the_client_says() {
+    let broker = start().await;
+    let addr = broker.local_addr();
+    let opts = |expiry: u32| {
+        let mut o = options5(addr, "sleepy");
+        o.set_clean_start(false);
+        let mut props = rumqttc::v5::mqttbytes::v5::ConnectProperties::new();
+        props.session_expiry_interval = Some(expiry);
+        o.set_connect_properties(props);
+        o
+    };
+    let mut c = Client5::connect(opts(2)).await;
+    assert!(!c.connack.session_present);
+    c.subscribe("lab/a", QoS::AtLeastOnce).await;
+    c.client.disconnect().await.unwrap();
+    tokio::time::sleep(QUIET).await;
+    // Back within the interval: the session and what was queued for it are there.
+    let mut p = Client::connect(options(addr, "pub")).await;
+    p.publish("lab/a", rumqttc::QoS::AtLeastOnce, false, b"while away")
+        .await;
+    p.acked().await;
+    let mut c = Client5::connect(opts(2)).await;
+    assert!(c.connack.session_present);
+    assert_eq!(&c.publish_received().await.payload[..], b"while away");
+    c.client.disconnect().await.unwrap();
+    // Away longer than the interval: the session is gone.
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    let c = Client5::connect(opts(2)).await;
+    assert!(!c.connack.session_present);
+    broker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disconnect_with_will_publishes_it() {
+    let broker = start().await;
+    let addr = broker.local_addr();
+    let mut watcher = Client::connect(options(addr, "watcher")).await;
+    watcher
+        .subscribe(&[("lab/b", rumqttc::QoS::AtLeastOnce)])
+        .await;
+    // Raw: DISCONNECT with reason 0x04.
+    let mut raw = Raw::open(addr).await;
+    let mut body = Vec::new();
+    body.extend_from_slice(&[0, 4, b'M', b'Q', b'T', b'T', 5, 0x06, 0, 30, 0]);
+    body.extend_from_slice(&[0, 1, b'w']); // client id
+    body.push(0); // will properties
+    body.extend_from_slice(&[
+        0, 5, b'l', b'a', b'b', b'/', b'b', 0, 4, b'g', b'o', b'n', b'e',
+    ]);
+    raw.send(&packet(0x10, &body)).await;
+    let connack = raw.read().await.expect("CONNACK");
+    assert_eq!((connack.kind(), connack.body[1]), (2, 0));
+    raw.send(&[0xe0, 1, 0x04]).await;
+    assert_eq!(&watcher.next_publish().await.payload[..], b"gone");
+    broker.shutdown().await;
+}
+
+/// A raw MQTT 5 CONNECT with these CONNECT properties.
+fn connect5(client_id: &str, props: &[u8]) -> Vec<u8> {
+    let mut body = vec![0, 4, b'M', b'Q', b'T', b'T', 5, 0x02, 0, 30];
+    encode_len(props.len(), &mut body);
+    body.extend_from_slice(props);
+    body.extend_from_slice(&(client_id.len() as u16).to_be_bytes());
+    body.extend_from_slice(client_id.as_bytes());
+    packet(0x10, &body)
+}
+
+async fn connected5(addr: SocketAddr, id: &str, props: &[u8]) -> Raw {
+    let mut raw = Raw::open(addr).await;
+    raw.send(&connect5(id, props)).await;
+    let connack = raw.read().await.expect("CONNACK");
+    assert_eq!((connack.kind(), connack.body[1]), (2, 0), "{connack:?}");
+    raw
+}
+
+/// Reads until the broker's DISCONNECT: its reason code; then the connection must close.
+async fn disconnect_reason(raw: &mut Raw) -> u8 {
+    let p = raw.read().await.expect("DISCONNECT");
+    assert_eq!(p.kind(), 14, "{p:?}");
+    assert!(raw.read().await.is_none(), "closed after DISCONNECT");
+    p.body[0]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_properties_close_with_the_right_reason() {
+    let broker = start().await;
+    let addr = broker.local_addr();
+    // The same property twice: a Protocol Error.
+    let mut raw = connected5(addr, "twice", &[]).await;
+    let publish = packet(
+        0x30,
+        &[0, 5, b'l', b'a', b'b', b'/', b'a', 4, 1, 1, 1, 0, b'x'],
+    );
+    raw.send(&publish).await;
+    assert_eq!(disconnect_reason(&mut raw).await, 0x82);
+    // A property a client may not send (a Subscription Identifier on PUBLISH): malformed.
+    let mut raw = connected5(addr, "subid", &[]).await;
+    let publish = packet(
+        0x30,
+        &[0, 5, b'l', b'a', b'b', b'/', b'a', 2, 0x0B, 1, b'x'],
+    );
+    raw.send(&publish).await;
+    assert_eq!(disconnect_reason(&mut raw).await, 0x81);
+    // A topic alias the broker did not offer.
+    let mut raw = connected5(addr, "alias", &[]).await;
+    let publish = packet(
+        0x30,
+        &[0, 5, b'l', b'a', b'b', b'/', b'a', 3, 0x23, 0, 1, b'x'],
+    );
+    raw.send(&publish).await;
+    assert_eq!(disconnect_reason(&mut raw).await, 0x94);
+    // A payload that says it is UTF-8 and is not.
+    let mut raw = connected5(addr, "utf8", &[]).await;
+    let publish = packet(
+        0x30,
+        &[0, 5, b'l', b'a', b'b', b'/', b'a', 2, 0x01, 1, 0xff],
+    );
+    raw.send(&publish).await;
+    assert_eq!(disconnect_reason(&mut raw).await, 0x99);
+    // AUTH, with no authentication method agreed.
+    let mut raw = connected5(addr, "auth", &[]).await;
+    raw.send(&[0xf0, 0]).await;
+    assert_eq!(disconnect_reason(&mut raw).await, 0x82);
+    // Enhanced authentication asked for in CONNECT: CONNACK 0x8C.
+    let mut raw = Raw::open(addr).await;
+    raw.send(&connect5(
+        "scram",
+        &[0x15, 0, 5, b'S', b'C', b'R', b'A', b'M'],
+    ))
+    .await;
+    let connack = raw.read().await.expect("CONNACK");
+    assert_eq!((connack.kind(), connack.body[1]), (2, 0x8c));
+    // A 3.1.1 client on the same broker is not affected.
+    let mut c = Client::connect(options(addr, "classic")).await;
+    c.subscribe(&[("lab/a", rumqttc::QoS::AtMostOnce)]).await;
+    broker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn receive_maximum_bounds_what_is_in_flight() {
+    let broker = start().await;
+    let addr = broker.local_addr();
+    // Receive Maximum 1: one unacknowledged QoS 1 message at a time.
+    let mut raw = connected5(addr, "slow", &[0x21, 0, 1]).await;
+    let mut sub = vec![0, 1, 0, 0, 5];
+    sub.extend_from_slice(b"lab/a");
+    sub.push(1);
+    raw.send(&packet(0x82, &sub)).await;
+    assert_eq!(raw.read().await.expect("SUBACK").kind(), 9);
+    let mut p = Client::connect(options(addr, "pub")).await;
+    for i in 0..3 {
+        p.publish("lab/a", rumqttc::QoS::AtLeastOnce, false, &[b'0' + i])
+            .await;
+        p.acked().await;
+    }
+    for i in 0..3u8 {
+        let m = raw.read().await.expect("PUBLISH");
+        assert_eq!(m.kind(), 3);
+        // topic (2 + 5), packet id, property length 0, payload
+        let pkid = u16::from_be_bytes([m.body[7], m.body[8]]);
+        assert_eq!(m.body[9], 0);
+        assert_eq!(m.body[10], b'0' + i);
+        // Nothing more until this one is acknowledged.
+        assert!(raw.read_quiet().await.is_none());
+        raw.send(&ack_packet(0x40, pkid)).await;
+    }
+    broker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_qos2_publish_ends_at_pubrec_and_frees_its_id() {
+    let broker = start().await;
+    let addr = broker.local_addr();
+    let mut raw = connected5(addr, "q2", &[]).await;
+    let publish = |topic: &[u8]| {
+        let mut body = vec![0, topic.len() as u8];
+        body.extend_from_slice(topic);
+        body.extend_from_slice(&[0, 1, 0, b'x']); // packet id 1, no properties
+        packet(0x34, &body)
+    };
+    raw.send(&publish(b"nowhere")).await;
+    let pubrec = raw.read().await.expect("PUBREC");
+    assert_eq!((pubrec.kind(), &pubrec.body[..3]), (5, &[0, 1, 0x90][..]));
+    // The exchange is over: the same id starts a new one at once, which is delivered.
+    let mut sub = Client::connect(options(addr, "watch")).await;
+    sub.subscribe(&[("lab/a", rumqttc::QoS::ExactlyOnce)]).await;
+    raw.send(&publish(b"lab/a")).await;
+    let pubrec = raw.read().await.expect("PUBREC");
+    assert_eq!((pubrec.kind(), &pubrec.body[..]), (5, &[0, 1][..]));
+    raw.send(&ack_packet(0x62, 1)).await;
+    let pubcomp = raw.read().await.expect("PUBCOMP");
+    assert_eq!((pubcomp.kind(), &pubcomp.body[..]), (7, &[0, 1][..]));
+    assert_eq!(&sub.next_publish().await.payload[..], b"x");
+    // A PUBREL for an id not held: PUBCOMP 0x92.
+    raw.send(&ack_packet(0x62, 9)).await;
+    let pubcomp = raw.read().await.expect("PUBCOMP");
+    assert_eq!((pubcomp.kind(), &pubcomp.body[..3]), (7, &[0, 9, 0x92][..]));
+    broker.shutdown().await;
+}
