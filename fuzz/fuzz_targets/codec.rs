@@ -4,7 +4,9 @@
 //! 1. as bytes from a client, decoded packet after packet from one buffer as a connection does,
 //!    with a large and a small maximum packet size, and again arriving one byte at a time: the
 //!    packets must not depend on how the bytes were cut, and each one must be what the broker
-//!    may accept (valid topic names, no packet id 0, ...);
+//!    may accept (valid topic names, no packet id 0, ...). Twice: as MQTT 3.1.1 (`decode`), and
+//!    as MQTT 5 (`decode_as(.., 5)`), whose PUBLISH, re-encoded for an MQTT 5 subscriber, must
+//!    read back the same (but for the Message Expiry, which counts down);
 //! 2. as bytes from a broker, through the lab client's decoder: no panic;
 //! 3. as a list of packets (`arbitrary`): those the broker sends, encoded by the broker and
 //!    decoded by the lab client, and those a client sends, encoded by the lab client and
@@ -17,7 +19,8 @@ use bytes::{Bytes, BytesMut};
 use libfuzzer_sys::fuzz_target;
 use mqtt_lab::broker::codec::{self, DecodeError};
 use mqtt_lab::broker::protocol::{
-    Connect, ConnectCode, Outgoing, Packet, Publish, QoS, SubscribeCode, Will,
+    Connect, ConnectCode, Dialect, Disconnect, MessageProps, Outgoing, Packet, Publish, QoS,
+    Reason, SubOptions, SubscribeCode, Will,
 };
 use mqtt_lab::broker::topics;
 use mqtt_lab::lab::wire::{self, ConnectFields, FromBroker};
@@ -27,8 +30,15 @@ const LARGE_MAX: usize = 1 << 20;
 /// Small enough that many seeds are refused by it.
 const SMALL_MAX: usize = 16;
 
+/// How the broker writes to an MQTT 5 client that asked for reason strings.
+const V5: Dialect = Dialect {
+    level: 5,
+    problem_info: true,
+};
+
 fuzz_target!(|data: &[u8]| {
-    from_a_client(data);
+    from_a_client(data, 4);
+    from_a_client(data, 5);
     from_a_broker(data);
     let mut u = Unstructured::new(data);
     if let Ok(packets) = Vec::<ToClient>::arbitrary(&mut u) {
@@ -41,10 +51,11 @@ fuzz_target!(|data: &[u8]| {
 
 // ---- 1. bytes from a client -------------------------------------------------------------------
 
-/// What one call of `codec::decode` gave.
+/// What one call of `codec::decode_as` gave.
 #[derive(Debug, PartialEq)]
 enum Step {
-    /// A packet, and how many bytes it took.
+    /// A packet (its expiry instants made all the same, see `same_instants`), and how many
+    /// bytes it took.
     Packet(Packet, usize),
     /// An error: the connection closes.
     Error(DecodeError),
@@ -52,14 +63,16 @@ enum Step {
     NeedMore(usize),
 }
 
-fn from_a_client(data: &[u8]) {
-    let whole = decode_whole(data, LARGE_MAX);
-    let bytewise = decode_bytewise(data, LARGE_MAX);
+/// `level`: 4 decodes as `codec::decode` (MQTT 3.1.1, and every CONNECT), 5 as an MQTT 5
+/// connection does after its CONNECT.
+fn from_a_client(data: &[u8], level: u8) {
+    let whole = decode_whole(data, LARGE_MAX, level);
+    let bytewise = decode_bytewise(data, LARGE_MAX, level);
     assert_eq!(
         whole, bytewise,
         "the packets depend on how the bytes came in"
     );
-    let small = decode_whole(data, SMALL_MAX);
+    let small = decode_whole(data, SMALL_MAX, level);
     // With a small maximum: the same packets, up to one that is too large for it.
     for (i, step) in small.iter().enumerate() {
         match step {
@@ -81,19 +94,35 @@ fn from_a_client(data: &[u8]) {
     }
 }
 
+/// One call of the decoder of protocol `level`: `codec::decode` for 3.1.1 (what the broker
+/// calls until a CONNECT says otherwise), `codec::decode_as` for MQTT 5.
+fn decode(buf: &mut BytesMut, max: usize, level: u8) -> Result<Option<Packet>, DecodeError> {
+    if level >= 5 {
+        codec::decode_as(buf, max, level)
+    } else {
+        codec::decode(buf, max)
+    }
+}
+
 /// The whole input in one read: packets until one is incomplete or an error.
-fn decode_whole(data: &[u8], max: usize) -> Vec<Step> {
+fn decode_whole(data: &[u8], max: usize, level: u8) -> Vec<Step> {
     let mut buf = BytesMut::from(data);
     let mut steps = Vec::new();
     let mut consumed = 0;
     loop {
         let before = buf.len();
-        match codec::decode(&mut buf, max) {
+        match decode(&mut buf, max, level) {
             Ok(Some(p)) => {
                 let n = before - buf.len();
-                check_packet(&p, &data[consumed..consumed + n], max);
+                assert!(n > 0, "a packet of no bytes");
+                let frame = &data[consumed..consumed + n];
+                if level >= 5 {
+                    check_packet_v5(&p, frame, max);
+                } else {
+                    check_packet(&p, frame, max);
+                }
                 consumed += n;
-                steps.push(Step::Packet(p, n));
+                steps.push(Step::Packet(same_instants(p), n));
             }
             Ok(None) => {
                 assert_eq!(&buf[..], &data[consumed..], "waiting must not consume");
@@ -110,15 +139,15 @@ fn decode_whole(data: &[u8], max: usize) -> Vec<Step> {
 }
 
 /// The input arriving one byte at a time, decoded after each as a connection does.
-fn decode_bytewise(data: &[u8], max: usize) -> Vec<Step> {
+fn decode_bytewise(data: &[u8], max: usize, level: u8) -> Vec<Step> {
     let mut buf = BytesMut::new();
     let mut steps = Vec::new();
     for &b in data {
         buf.extend_from_slice(&[b]);
         loop {
             let before = buf.len();
-            match codec::decode(&mut buf, max) {
-                Ok(Some(p)) => steps.push(Step::Packet(p, before - buf.len())),
+            match decode(&mut buf, max, level) {
+                Ok(Some(p)) => steps.push(Step::Packet(same_instants(p), before - buf.len())),
                 Ok(None) => {
                     assert_eq!(buf.len(), before, "waiting must not consume");
                     break;
@@ -134,19 +163,45 @@ fn decode_bytewise(data: &[u8], max: usize) -> Vec<Step> {
     steps
 }
 
+/// Every expiry instant in `p` made the same, so that packets decoded at different moments
+/// compare equal when they came from the same bytes (an `Expiry` starts when it is decoded).
+fn same_instants(mut p: Packet) -> Packet {
+    static BASE: std::sync::LazyLock<std::time::Instant> =
+        std::sync::LazyLock::new(std::time::Instant::now);
+    let props = match &mut p {
+        Packet::Publish(p) => p.props.as_deref_mut(),
+        Packet::Connect(c) => c.will.as_mut().and_then(|w| w.props.as_deref_mut()),
+        _ => None,
+    };
+    if let Some(e) = props.and_then(|m| m.expiry.as_mut()) {
+        e.from = *BASE;
+    }
+    p
+}
+
 fn check_error(e: &DecodeError, max: usize) {
     match e {
         DecodeError::TooLarge { size, max: m } => assert!(*m == max && *size > max),
         DecodeError::UnsupportedLevel(_) => {}
-        DecodeError::Malformed(why) => assert!(!why.is_empty()),
+        DecodeError::Malformed(why) | DecodeError::Protocol(why) => assert!(!why.is_empty()),
+        DecodeError::WithReason(reason, why) => {
+            assert!(reason.is_error(), "{reason}");
+            assert!(!why.is_empty());
+        }
     }
+    // What an MQTT 5 client is told in the DISCONNECT that closes the connection.
+    assert!(e.reason().is_error(), "{e:?}");
 }
 
-/// What a packet the broker accepted must be. `frame` is the bytes it came from.
-fn check_packet(p: &Packet, frame: &[u8], max: usize) {
-    assert!(frame.len() <= max);
-    // The frame is its fixed header and the remaining length that header declares (which may
-    // be written in more bytes than needed: MQTT 3.1.1 does not forbid it).
+/// The frame's fixed header (which may write the remaining length in more bytes than needed:
+/// MQTT 3.1.1 does not forbid it) and the remaining length it declares, which must be the rest
+/// of the frame. Returns the remaining length.
+fn check_frame(frame: &[u8], max: usize) -> usize {
+    assert!(
+        frame.len() <= max,
+        "{} bytes over the maximum {max}",
+        frame.len()
+    );
     let header_len = 1 + frame[1..].iter().position(|b| b & 0x80 == 0).unwrap() + 1;
     assert!(header_len <= 5);
     let remaining = frame[1..header_len]
@@ -154,32 +209,76 @@ fn check_packet(p: &Packet, frame: &[u8], max: usize) {
         .rev()
         .fold(0usize, |n, b| n << 7 | usize::from(b & 0x7f));
     assert_eq!(header_len + remaining, frame.len());
-    let no_null = |s: &str| assert!(!s.contains('\0'), "{s:?}");
+    remaining
+}
+
+fn no_null(s: &str) {
+    assert!(!s.contains('\0'), "{s:?}");
+}
+
+/// What every CONNECT the broker accepted must be, whichever decoder read it (CONNECT is the
+/// same code in both, and carries its own level).
+fn check_connect(c: &Connect) {
+    assert!((3..=5).contains(&c.level), "level {}", c.level);
+    assert_eq!(c.v5.is_some(), c.level == 5, "{c:?}");
+    no_null(&c.client_id);
+    if let Some(w) = &c.will {
+        assert_eq!(
+            topics::validate_name(&w.topic),
+            Ok(()),
+            "will {:?}",
+            w.topic
+        );
+        if c.level < 5 {
+            assert!(w.props.is_none() && w.delay == 0, "{w:?}");
+        }
+        if let Some(m) = &w.props {
+            check_message_props(m, &w.payload);
+        }
+    }
+    if let Some(u) = &c.username {
+        no_null(u);
+    }
+    // MQTT 5 allows a password without a user name.
+    if c.level < 5 {
+        assert!(c.password.is_none() || c.username.is_some());
+    }
+}
+
+/// Message properties as decoded: only there when there is one.
+fn check_message_props(m: &MessageProps, payload: &[u8]) {
+    assert_ne!(m, &MessageProps::default(), "empty properties are None");
+    if m.payload_utf8 {
+        assert!(std::str::from_utf8(payload).is_ok());
+    }
+    if let Some(t) = &m.response_topic {
+        assert_eq!(topics::validate_name(t), Ok(()), "response topic {t:?}");
+    }
+}
+
+fn check_publish_fields(p: &Publish) {
+    assert_eq!(topics::validate_name(&p.topic), Ok(()), "{:?}", p.topic);
+    if p.qos == QoS::AtMostOnce {
+        assert!(p.pkid == 0 && !p.dup);
+    } else {
+        assert_ne!(p.pkid, 0);
+    }
+}
+
+/// What a packet the broker accepted must be. `frame` is the bytes it came from.
+fn check_packet(p: &Packet, frame: &[u8], max: usize) {
+    let remaining = check_frame(frame, max);
     match p {
         Packet::Connect(c) => {
-            assert!(c.level == 3 || c.level == 4);
-            no_null(&c.client_id);
-            if let Some(w) = &c.will {
-                assert_eq!(
-                    topics::validate_name(&w.topic),
-                    Ok(()),
-                    "will {:?}",
-                    w.topic
-                );
+            check_connect(c);
+            // The lab client writes MQTT 3.1 and 3.1.1 only.
+            if c.level < 5 {
+                connect_round_trip(c);
             }
-            if let Some(u) = &c.username {
-                no_null(u);
-            }
-            assert!(c.password.is_none() || c.username.is_some());
-            connect_round_trip(c);
         }
         Packet::Publish(p) => {
-            assert_eq!(topics::validate_name(&p.topic), Ok(()), "{:?}", p.topic);
-            if p.qos == QoS::AtMostOnce {
-                assert!(p.pkid == 0 && !p.dup);
-            } else {
-                assert_ne!(p.pkid, 0);
-            }
+            check_publish_fields(p);
+            assert!(p.props.is_none(), "3.1.1 has no properties");
             // The broker forwards it as it came: the lab client reads the same, from the bytes
             // the client sent and from the broker's own encoding of it.
             let expected = from_broker_publish(p);
@@ -204,13 +303,15 @@ fn check_packet(p: &Packet, frame: &[u8], max: usize) {
         Packet::Subscribe { pkid, filters } => {
             assert_ne!(*pkid, 0);
             assert!(!filters.is_empty());
-            for (f, _) in filters {
+            for (f, o) in filters {
                 no_null(f);
+                // 3.1.1 asks for a QoS and nothing else.
+                assert_eq!(*o, SubOptions::qos(o.qos));
             }
             // The lab client subscribes to one filter at a time.
-            if let [(f, q)] = &filters[..] {
+            if let [(f, o)] = &filters[..] {
                 let mut out = Vec::new();
-                wire::subscribe(&mut out, *pkid, f, *q);
+                wire::subscribe(&mut out, *pkid, f, o.qos);
                 client_round_trip(&out, p);
             }
         }
@@ -226,7 +327,108 @@ fn check_packet(p: &Packet, frame: &[u8], max: usize) {
                 client_round_trip(&out, p);
             }
         }
-        Packet::PingReq | Packet::Disconnect => assert_eq!(remaining, 0),
+        Packet::PingReq => assert_eq!(remaining, 0),
+        Packet::Disconnect(d) => {
+            assert_eq!(remaining, 0);
+            // 3.1.1 gives no reason: always a normal disconnection.
+            assert_eq!(*d, Disconnect::default());
+        }
+        Packet::PubRecRefused(..) | Packet::Auth(_) => {
+            panic!("an MQTT 5 packet from the 3.1.1 decoder: {p:?}")
+        }
+    }
+}
+
+/// What a packet the broker accepted from an MQTT 5 client must be. `frame` is the bytes it
+/// came from.
+fn check_packet_v5(p: &Packet, frame: &[u8], max: usize) {
+    let remaining = check_frame(frame, max);
+    match p {
+        Packet::Connect(c) => check_connect(c),
+        Packet::Publish(p) => {
+            check_publish_fields(p);
+            if let Some(m) = &p.props {
+                check_message_props(m, &p.payload);
+            }
+            publish_round_trip_v5(p);
+        }
+        Packet::PubAck(id) | Packet::PubRec(id) | Packet::PubRel(id) | Packet::PubComp(id) => {
+            assert_ne!(*id, 0);
+        }
+        Packet::PubRecRefused(id, reason) => {
+            assert_ne!(*id, 0);
+            assert!(reason.is_error(), "{reason}");
+        }
+        Packet::Subscribe { pkid, filters } => {
+            assert_ne!(*pkid, 0);
+            assert!(!filters.is_empty());
+            for (f, o) in filters {
+                no_null(f);
+                assert!(o.retain_handling <= 2, "{o:?}");
+            }
+        }
+        Packet::Unsubscribe { pkid, filters } => {
+            assert_ne!(*pkid, 0);
+            assert!(!filters.is_empty());
+            for f in filters {
+                no_null(f);
+            }
+        }
+        Packet::PingReq => assert_eq!(remaining, 0),
+        Packet::Disconnect(_) | Packet::Auth(_) => {}
+    }
+}
+
+/// A PUBLISH from an MQTT 5 client, forwarded by the broker to an MQTT 5 subscriber, reads
+/// back the same: all of it but the Message Expiry, which is sent as the time left (at least
+/// 1 second: one that runs out on the way is sent as the last second of its life).
+fn publish_round_trip_v5(p: &Publish) {
+    let mut buf = BytesMut::new();
+    codec::encode_as(
+        &mut buf,
+        Outgoing::Publish {
+            topic: &p.topic,
+            payload: &p.payload,
+            qos: p.qos,
+            pkid: p.pkid,
+            retain: p.retain,
+            dup: p.dup,
+            props: p.props.as_deref(),
+        },
+        V5,
+    );
+    let again = match codec::decode_as(&mut buf, usize::MAX, 5) {
+        Ok(Some(Packet::Publish(again))) => again,
+        other => panic!("{p:?} re-encoded for MQTT 5 reads back as {other:?}"),
+    };
+    assert!(buf.is_empty(), "{} bytes left after {again:?}", buf.len());
+    assert_eq!(again.topic, p.topic);
+    assert_eq!(again.payload, p.payload);
+    assert_eq!(again.qos, p.qos);
+    assert_eq!(again.pkid, p.pkid);
+    assert_eq!(again.retain, p.retain);
+    assert_eq!(again.dup, p.dup);
+    assert_eq!(
+        again.props.is_some(),
+        p.props.is_some(),
+        "{again:?} from {p:?}"
+    );
+    if let (Some(before), Some(after)) = (&p.props, &again.props) {
+        match (before.expiry, after.expiry) {
+            (None, None) => {}
+            (Some(b), Some(a)) => assert!(
+                1 <= a.secs && a.secs <= b.secs.max(1),
+                "message expiry {} re-encoded as {}",
+                b.secs,
+                a.secs
+            ),
+            (b, a) => panic!("message expiry {b:?} re-encoded as {a:?}"),
+        }
+        let without_expiry = |m: &MessageProps| MessageProps {
+            expiry: None,
+            ..m.clone()
+        };
+        assert_eq!(without_expiry(after), without_expiry(before));
     }
 }
 
@@ -277,6 +479,7 @@ fn outgoing_publish(p: &Publish) -> Outgoing<'_> {
         pkid: p.pkid,
         retain: p.retain,
         dup: p.dup,
+        props: p.props.as_deref(),
     }
 }
 
@@ -322,6 +525,7 @@ fn broker_round_trip(p: &FromBroker) {
         } if *code <= 5 => Outgoing::ConnAck {
             session_present: *session_present,
             code: connect_code(*code),
+            v5: None,
         },
         FromBroker::Publish {
             topic,
@@ -338,6 +542,7 @@ fn broker_round_trip(p: &FromBroker) {
                 pkid: *pkid,
                 retain: *retain,
                 dup: *dup,
+                props: None,
             }
         }
         FromBroker::PubAck(id) => Outgoing::PubAck(*id),
@@ -349,7 +554,7 @@ fn broker_round_trip(p: &FromBroker) {
                 .iter()
                 .map(|&b| match QoS::from_bits(b) {
                     Some(q) => SubscribeCode::Granted(q),
-                    None => SubscribeCode::Refused,
+                    None => SubscribeCode::Refused(Reason::UNSPECIFIED),
                 })
                 .collect();
             Outgoing::SubAck {
@@ -357,7 +562,10 @@ fn broker_round_trip(p: &FromBroker) {
                 codes: &codes,
             }
         }
-        FromBroker::UnsubAck(id) => Outgoing::UnsubAck(*id),
+        FromBroker::UnsubAck(id) => Outgoing::UnsubAck {
+            pkid: *id,
+            codes: &[],
+        },
         FromBroker::PingResp => Outgoing::PingResp,
         _ => return,
     };
@@ -433,6 +641,7 @@ fn broker_to_client(packets: &[ToClient]) {
                     Outgoing::ConnAck {
                         session_present: *session_present,
                         code,
+                        v5: None,
                     },
                     FromBroker::ConnAck {
                         session_present: *session_present,
@@ -466,6 +675,7 @@ fn broker_to_client(packets: &[ToClient]) {
                         pkid,
                         retain: *retain,
                         dup: *dup,
+                        props: None,
                     },
                     FromBroker::Publish {
                         topic: topic.clone(),
@@ -486,10 +696,10 @@ fn broker_to_client(packets: &[ToClient]) {
                     .iter()
                     .map(|c| match c {
                         Some(q) => SubscribeCode::Granted(qos(*q)),
-                        None => SubscribeCode::Refused,
+                        None => SubscribeCode::Refused(Reason::UNSPECIFIED),
                     })
                     .collect();
-                let bytes = codes.iter().map(|c| c.byte()).collect();
+                let bytes = codes.iter().map(|c| c.byte(4)).collect();
                 (
                     Outgoing::SubAck {
                         pkid: *pkid,
@@ -501,7 +711,13 @@ fn broker_to_client(packets: &[ToClient]) {
                     },
                 )
             }
-            ToClient::UnsubAck(id) => (Outgoing::UnsubAck(*id), FromBroker::UnsubAck(*id)),
+            ToClient::UnsubAck(id) => (
+                Outgoing::UnsubAck {
+                    pkid: *id,
+                    codes: &[],
+                },
+                FromBroker::UnsubAck(*id),
+            ),
             ToClient::PingResp => (Outgoing::PingResp, FromBroker::PingResp),
         };
         codec::encode(&mut wire_buf, out);
@@ -516,6 +732,7 @@ fn broker_to_client(packets: &[ToClient]) {
                 pkid,
                 retain,
                 dup,
+                props: None,
             } if !(dup && qos == QoS::AtMostOnce) => Some(Packet::Publish(Publish {
                 topic: topic.to_owned(),
                 payload: Bytes::copy_from_slice(payload),
@@ -523,6 +740,7 @@ fn broker_to_client(packets: &[ToClient]) {
                 pkid,
                 retain,
                 dup,
+                props: None,
             })),
             Outgoing::PubAck(id) if id != 0 => Some(Packet::PubAck(id)),
             Outgoing::PubRec(id) if id != 0 => Some(Packet::PubRec(id)),
@@ -641,6 +859,8 @@ fn client_to_broker(packets: &[ToBroker]) {
                             payload: Bytes::copy_from_slice(payload),
                             qos,
                             retain,
+                            props: None,
+                            delay: 0,
                         }),
                         username: username.clone(),
                         // The lab client sends a password only with a user name.
@@ -648,6 +868,7 @@ fn client_to_broker(packets: &[ToBroker]) {
                             .as_ref()
                             .and(password.as_ref())
                             .map(|p| Bytes::copy_from_slice(p.as_bytes())),
+                        v5: None,
                     })
                 })
             }
@@ -674,6 +895,7 @@ fn client_to_broker(packets: &[ToBroker]) {
                         pkid: if qos == QoS::AtMostOnce { 0 } else { *pkid },
                         retain: *retain,
                         dup: *dup,
+                        props: None,
                     })
                 })
             }
@@ -688,7 +910,7 @@ fn client_to_broker(packets: &[ToBroker]) {
                 wire::subscribe(&mut out, *pkid, filter, qos(*q));
                 (*pkid != 0 && text_ok(filter)).then(|| Packet::Subscribe {
                     pkid: *pkid,
-                    filters: vec![(filter.clone(), qos(*q))],
+                    filters: vec![(filter.clone(), SubOptions::qos(qos(*q)))],
                 })
             }
             ToBroker::Unsubscribe { pkid, filter } => {
@@ -717,7 +939,7 @@ fn client_to_broker(packets: &[ToBroker]) {
             }
             ToBroker::Disconnect => {
                 wire::disconnect(&mut out);
-                Some(Packet::Disconnect)
+                Some(Packet::Disconnect(Disconnect::default()))
             }
         };
         expected.push(packet);
