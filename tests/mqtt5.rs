@@ -133,7 +133,8 @@ async fn connack_tells_the_truth_and_properties_pass_through() {
             .assigned_client_identifier
             .is_some_and(|id| !id.is_empty())
     );
-    assert_eq!(props.subscription_identifiers_available, Some(0));
+    // Subscription Identifiers are offered: absent means available.
+    assert_eq!(props.subscription_identifiers_available.unwrap_or(1), 1);
     assert_eq!(props.topic_alias_max.unwrap_or(0), 0);
     assert!(props.max_packet_size.is_some());
 
@@ -476,5 +477,149 @@ async fn a_refused_qos2_publish_ends_at_pubrec_and_frees_its_id() {
     raw.send(&ack_packet(0x62, 9)).await;
     let pubcomp = raw.read().await.expect("PUBCOMP");
     assert_eq!((pubcomp.kind(), &pubcomp.body[..3]), (7, &[0, 9, 0x92][..]));
+    broker.shutdown().await;
+}
+
+/// Subscribes with MQTT 5's options and an identifier; returns the SUBACK codes.
+async fn subscribe_with(
+    c: &mut Client5,
+    filters: Vec<rumqttc::v5::mqttbytes::v5::Filter>,
+    id: Option<usize>,
+) -> Vec<SubscribeReasonCode> {
+    let props = rumqttc::v5::mqttbytes::v5::SubscribeProperties {
+        id,
+        user_properties: Vec::new(),
+    };
+    c.client
+        .subscribe_many_with_properties(filters, props)
+        .await
+        .unwrap();
+    c.next_of(|p| match p {
+        Packet::SubAck(s) => Some(s.return_codes),
+        _ => None,
+    })
+    .await
+}
+
+fn filter(path: &str, qos: QoS) -> rumqttc::v5::mqttbytes::v5::Filter {
+    rumqttc::v5::mqttbytes::v5::Filter::new(path, qos)
+}
+
+/// Waits QUIET and says whether a PUBLISH came meanwhile.
+async fn quiet(c: &mut Client5) -> bool {
+    loop {
+        match timeout(QUIET, c.rx.recv()).await {
+            Err(_) => return true,
+            Ok(Some(Ok(Packet::Publish(_)))) => return false,
+            Ok(Some(Ok(_))) => continue,
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscription_options_and_identifiers() {
+    use rumqttc::v5::mqttbytes::v5::RetainForwardRule;
+    let broker = start().await;
+    let addr = broker.local_addr();
+    let mut c = Client5::connect(options5(addr, "opts")).await;
+    // No Local: its own messages do not come back; another client's do.
+    let mut nl = filter("lab/a", QoS::AtMostOnce);
+    nl.nolocal = true;
+    assert_eq!(
+        subscribe_with(&mut c, vec![nl], None).await,
+        [SubscribeReasonCode::Success(QoS::AtMostOnce)]
+    );
+    c.client
+        .publish("lab/a", QoS::AtMostOnce, false, "mine")
+        .await
+        .unwrap();
+    assert!(quiet(&mut c).await, "No Local sent its own message back");
+    let other = Client::connect(options(addr, "other")).await;
+    other
+        .publish("lab/a", rumqttc::QoS::AtMostOnce, false, b"theirs")
+        .await;
+    assert_eq!(&c.publish_received().await.payload[..], b"theirs");
+
+    // Identifiers: each message carries those of the subscriptions it matched; Retain As
+    // Published keeps the retain flag on a live message.
+    let mut rap = filter("lab/c/+", QoS::AtMostOnce);
+    rap.preserve_retain = true;
+    subscribe_with(&mut c, vec![rap], Some(7)).await;
+    subscribe_with(&mut c, vec![filter("lab/#", QoS::AtMostOnce)], Some(9)).await;
+    other
+        .publish("lab/c/d", rumqttc::QoS::AtMostOnce, true, b"kept")
+        .await;
+    let got = c.publish_received().await;
+    assert_eq!(&got.payload[..], b"kept");
+    assert!(got.retain, "Retain As Published");
+    let mut ids = got.properties.unwrap().subscription_identifiers;
+    ids.sort();
+    assert_eq!(ids, [7, 9]);
+    // Without Retain As Published, a live message's retain flag is cleared.
+    let mut plain = Client5::connect(options5(addr, "plain")).await;
+    subscribe_with(&mut plain, vec![filter("lab/b", QoS::AtMostOnce)], None).await;
+    other
+        .publish("lab/b", rumqttc::QoS::AtMostOnce, true, b"live")
+        .await;
+    assert!(!plain.publish_received().await.retain);
+
+    // Retain Handling: 2 never sends retained messages; 1 only for a new subscription.
+    let mut rh = Client5::connect(options5(addr, "rh")).await;
+    let mut never = filter("lab/c/d", QoS::AtMostOnce);
+    never.retain_forward_rule = RetainForwardRule::Never;
+    subscribe_with(&mut rh, vec![never], None).await;
+    assert!(
+        quiet(&mut rh).await,
+        "Retain Handling 2 sent a retained message"
+    );
+    let mut once = filter("lab/b", QoS::AtMostOnce);
+    once.retain_forward_rule = RetainForwardRule::OnNewSubscribe;
+    subscribe_with(&mut rh, vec![once.clone()], Some(3)).await;
+    let got = rh.publish_received().await;
+    assert!(got.retain && &got.payload[..] == b"live");
+    assert_eq!(got.properties.unwrap().subscription_identifiers, [3]);
+    subscribe_with(&mut rh, vec![once], None).await;
+    assert!(quiet(&mut rh).await, "Retain Handling 1 sent again");
+    broker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_messages_are_not_delivered() {
+    let broker = start().await;
+    let addr = broker.local_addr();
+    let opts = || {
+        let mut o = options5(addr, "away");
+        o.set_clean_start(false);
+        let mut props = rumqttc::v5::mqttbytes::v5::ConnectProperties::new();
+        props.session_expiry_interval = Some(60);
+        o.set_connect_properties(props);
+        o
+    };
+    let mut c = Client5::connect(opts()).await;
+    c.subscribe("lab/a", QoS::AtLeastOnce).await;
+    c.client.disconnect().await.unwrap();
+    tokio::time::sleep(QUIET).await;
+    let p = Client5::connect(options5(addr, "pub")).await;
+    let expiring = |secs| PublishProperties {
+        message_expiry_interval: Some(secs),
+        ..Default::default()
+    };
+    p.client
+        .publish_with_properties("lab/a", QoS::AtLeastOnce, false, "short", expiring(1))
+        .await
+        .unwrap();
+    p.client
+        .publish_with_properties("lab/a", QoS::AtLeastOnce, false, "long", expiring(600))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(2200)).await;
+    // Back after the first ran out while queued: only the second comes, with the time left.
+    let mut c = Client5::connect(opts()).await;
+    let got = c.publish_received().await;
+    assert_eq!(&got.payload[..], b"long");
+    let left = got.properties.unwrap().message_expiry_interval.unwrap();
+    assert!((590..=598).contains(&left), "{left}");
+    assert!(quiet(&mut c).await);
     broker.shutdown().await;
 }

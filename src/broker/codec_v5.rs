@@ -18,6 +18,9 @@ use super::protocol::{
 };
 use super::topics;
 
+/// The largest Subscription Identifier, a Variable Byte Integer (MQTT 5 section 3.8.2.1.2).
+const MAX_SUBSCRIPTION_ID: u32 = 268_435_455;
+
 fn malformed(what: impl Into<String>) -> DecodeError {
     DecodeError::Malformed(what.into())
 }
@@ -145,12 +148,9 @@ fn ack(kind: u8, b: &mut Bytes) -> Result<Packet, DecodeError> {
 fn subscribe(b: &mut Bytes) -> Result<Packet, DecodeError> {
     let pkid = pkid(b, "SUBSCRIBE")?;
     let props = properties::read(b, properties::SUBSCRIBE, "SUBSCRIBE")?;
-    // This broker's CONNACK says Subscription Identifiers are not available.
-    if props.subscription_id.is_some() {
-        return Err(DecodeError::WithReason(
-            Reason::SUBSCRIPTION_IDS_NOT_SUPPORTED,
-            "this broker does not take Subscription Identifiers".into(),
-        ));
+    let id = props.subscription_id.unwrap_or(0);
+    if id > MAX_SUBSCRIPTION_ID {
+        return Err(malformed(format!("Subscription Identifier {id}")));
     }
     let mut filters = Vec::new();
     while !b.is_empty() {
@@ -182,6 +182,7 @@ fn subscribe(b: &mut Bytes) -> Result<Packet, DecodeError> {
                 no_local,
                 retain_as_published: options & 0x08 != 0,
                 retain_handling,
+                id,
             },
         ));
     }
@@ -305,9 +306,8 @@ pub fn encode(buf: &mut BytesMut, packet: Outgoing<'_>, dialect: Dialect) {
                 }
                 props.put_u8(properties::MAXIMUM_PACKET_SIZE);
                 props.put_u32(v5.max_packet_size);
-                // Not yet offered: the client must send neither (0 is also the default of
-                // Topic Alias Maximum, said here so that a student reading the packet sees it).
-                props.put_slice(&[properties::SUBSCRIPTION_IDS_AVAILABLE, 0]);
+                // Not yet offered: the client must send none (0 is also the default, said
+                // here so that a student reading the packet sees it).
                 props.put_u8(properties::TOPIC_ALIAS_MAXIMUM);
                 props.put_u16(0);
             }
@@ -473,7 +473,8 @@ mod tests {
                 qos: QoS::AtLeastOnce,
                 no_local: true,
                 retain_as_published: true,
-                retain_handling: 2
+                retain_handling: 2,
+                id: 0
             }
         );
         assert!(matches!(packet(b"a", 0x40), Err(DecodeError::Malformed(_))));
@@ -483,10 +484,16 @@ mod tests {
             packet(b"$share/g/a", 0x04),
             Err(DecodeError::Protocol(_))
         ));
-        // A Subscription Identifier: not offered.
+        // A Subscription Identifier goes with each filter; 0 is a Protocol Error.
+        let Some(Packet::Subscribe { filters, .. }) =
+            decode5(&[0x82, 9, 0, 1, 2, 0x0B, 7, 0, 1, b'a', 0]).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(filters[0].1.id, 7);
         assert!(matches!(
-            decode5(&[0x82, 8, 0, 1, 2, 0x0B, 1, 0, 1, b'a', 0][..]),
-            Err(DecodeError::Malformed(_)) | Err(DecodeError::WithReason(..))
+            decode5(&[0x82, 9, 0, 1, 2, 0x0B, 0, 0, 1, b'a', 0]),
+            Err(DecodeError::Protocol(_))
         ));
     }
 

@@ -120,6 +120,27 @@ pub(crate) struct Message {
 }
 
 impl Message {
+    /// Its MQTT 5 Message Expiry Interval has run out: not to be sent to anyone it has not
+    /// been sent to yet.
+    pub fn expired(&self) -> bool {
+        self.props
+            .as_ref()
+            .and_then(|p| p.expiry)
+            .is_some_and(|e| e.left(std::time::Instant::now()).is_none())
+    }
+
+    /// The same message with the Subscription Identifiers of one subscriber's matching
+    /// subscriptions (a copy of the properties only: the payload stays shared).
+    pub fn with_ids(&self, ids: &[u32]) -> Arc<Message> {
+        let mut props = self.props.clone().unwrap_or_default();
+        props.subscription_ids = ids.to_vec();
+        Arc::new(Message {
+            topic: self.topic.clone(),
+            payload: self.payload.clone(),
+            props: Some(props),
+        })
+    }
+
     /// What the message weighs in a queue's byte limit.
     pub fn size(&self) -> usize {
         self.topic.len() + self.payload.len()

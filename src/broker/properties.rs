@@ -113,6 +113,7 @@ impl Props {
             response_topic: self.response_topic,
             correlation_data: self.correlation_data,
             user: self.user,
+            subscription_ids: Vec::new(),
         };
         (m != MessageProps::default()).then(|| Box::new(m))
     }
@@ -344,6 +345,11 @@ pub fn message_len(m: &MessageProps, expiry_left: Option<u32>) -> usize {
         .iter()
         .map(|(k, v)| 1 + string_len(k) + string_len(v))
         .sum::<usize>();
+    n += m
+        .subscription_ids
+        .iter()
+        .map(|&id| 1 + varint_len(id as usize))
+        .sum::<usize>();
     n
 }
 
@@ -378,6 +384,10 @@ pub fn put_message(buf: &mut BytesMut, m: &MessageProps, expiry_left: Option<u32
         buf.put_u8(USER_PROPERTY);
         put_string(buf, k);
         put_string(buf, v);
+    }
+    for &id in &m.subscription_ids {
+        buf.put_u8(SUBSCRIPTION_ID);
+        put_varint(buf, id as usize);
     }
 }
 
@@ -438,6 +448,7 @@ mod tests {
             response_topic: Some("reply/here".into()),
             correlation_data: Some(Bytes::from_static(b"\x01\x02")),
             user: vec![("a".into(), "b".into()), ("a".into(), "c".into())],
+            subscription_ids: Vec::new(),
         };
         let mut buf = BytesMut::new();
         put_varint(&mut buf, message_len(&m, Some(30)));

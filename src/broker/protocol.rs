@@ -74,6 +74,9 @@ pub struct SubOptions {
     pub retain_as_published: bool,
     /// 0: send the retained messages; 1: only if the subscription is new; 2: never.
     pub retain_handling: u8,
+    /// The SUBSCRIBE's Subscription Identifier, sent with every message the filter matches;
+    /// 0 for none.
+    pub id: u32,
 }
 
 impl SubOptions {
@@ -84,6 +87,7 @@ impl SubOptions {
             no_local: false,
             retain_as_published: false,
             retain_handling: 0,
+            id: 0,
         }
     }
 }
@@ -165,6 +169,9 @@ pub struct MessageProps {
     pub response_topic: Option<String>,
     pub correlation_data: Option<Bytes>,
     pub user: Vec<(String, String)>,
+    /// The Subscription Identifiers of the subscriptions a message is delivered for (the
+    /// broker's to add, per subscriber).
+    pub subscription_ids: Vec<u32>,
 }
 
 /// A message's lifetime: `secs` from `from`.

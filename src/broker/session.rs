@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering, fence};
 use std::time::{Instant, SystemTime};
 
 use super::outbox::{self, TrySendError};
-use super::protocol::QoS;
+use super::protocol::{QoS, SubOptions};
 use super::topics;
 
 use super::link::{ConnId, Message, OutPublish, Outbound};
@@ -122,7 +122,7 @@ pub(crate) struct Session {
     limits: Limits,
     pub online: Option<Online>,
     /// Subscriptions in the order they were made, one per filter.
-    pub filters: Vec<(String, QoS)>,
+    pub filters: Vec<(String, SubOptions)>,
     inflight: VecDeque<InFlight>,
     queue: VecDeque<Queued>,
     /// Payload and topic bytes of the messages in `queue`.
@@ -334,7 +334,8 @@ impl Session {
     /// client.
     pub fn deliver(&mut self, msg: &Arc<Message>, qos: QoS, retain: bool) -> Delivery {
         let size = msg.size();
-        if (qos == QoS::AtMostOnce && self.online.is_none())
+        if msg.expired()
+            || (qos == QoS::AtMostOnce && self.online.is_none())
             || self.queue.len() >= self.limits.max_queued
             || (self.queued_bytes + size > self.limits.max_queued_bytes && !self.queue.is_empty())
         {
@@ -416,6 +417,15 @@ impl Session {
                 return;
             };
             self.queued_bytes -= q.msg.size();
+            // MQTT 5: a message whose expiry ran out while it waited goes, as done.
+            if q.msg.expired() {
+                self.dropped += 1;
+                if q.seq != 0 {
+                    let seq = q.seq;
+                    self.record(|client_id| Change::Done { client_id, seq });
+                }
+                continue;
+            }
             let pkid = if q.qos == QoS::AtMostOnce {
                 0
             } else {

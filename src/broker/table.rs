@@ -17,7 +17,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use super::protocol::QoS;
+use super::protocol::{QoS, SubOptions};
 use bytes::Bytes;
 
 use super::config::TopicsMode;
@@ -48,6 +48,10 @@ pub(crate) struct Topic {
     /// Each subscribed session once, at the highest QoS its matching filters grant, as of the
     /// table's generation `seen` (see `TopicTable::fresh`).
     pub subscribers: Vec<(SessionIdx, QoS)>,
+    /// MQTT 5's options of those subscribers that have any (No Local, Retain As Published, a
+    /// Subscription Identifier), sorted by session: empty for 3.1.1 clients, so that routing
+    /// to them costs nothing more.
+    pub extras: Vec<(SessionIdx, Extra)>,
     /// Shared subscriptions that match it: each message goes to one member of each.
     pub shared: Vec<SharedGroup>,
     seen: u64,
@@ -81,10 +85,12 @@ impl Topic {
     fn fill(&mut self, subscriptions: &FilterTrie<Subscription>, generation: u64) {
         let old = std::mem::take(&mut self.shared);
         self.subscribers.clear();
+        self.extras.clear();
         gather(
             subscriptions,
             &self.name,
             &mut self.subscribers,
+            &mut self.extras,
             &mut self.shared,
         );
         // Members come in the order they subscribed (a group is one filter, one node of the
@@ -104,23 +110,43 @@ impl Topic {
     }
 }
 
-/// The sessions a topic's messages go to, each once at the highest QoS its filters grant, and
-/// its shared groups with their members in the order they subscribed (their turns at 0).
+/// The sessions a topic's messages go to, each once at the highest QoS its filters grant (with
+/// their MQTT 5 options, where they have any), and its shared groups with their members in the
+/// order they subscribed (their turns at 0).
 fn gather(
     subscriptions: &FilterTrie<Subscription>,
     name: &str,
     subscribers: &mut Vec<(SessionIdx, QoS)>,
+    extras: &mut Vec<(SessionIdx, Extra)>,
     shared: &mut Vec<SharedGroup>,
 ) {
+    // Matches that carry MQTT 5 options: (session, no local, retain as published, id).
+    let mut marked: Vec<(SessionIdx, bool, bool, u32)> = Vec::new();
     subscriptions.for_each_match(name, |s| {
         if let Some(filter) = &s.shared {
-            match shared.iter_mut().find(|g| g.filter == *filter) {
-                Some(g) => g.members.push((s.session, s.qos)),
-                None => shared.push(SharedGroup {
-                    filter: filter.clone(),
-                    members: vec![(s.session, s.qos)],
-                    next: 0,
-                }),
+            let g = match shared.iter_mut().position(|g| g.filter == *filter) {
+                Some(i) => &mut shared[i],
+                None => {
+                    shared.push(SharedGroup {
+                        filter: filter.clone(),
+                        members: Vec::new(),
+                        extras: Vec::new(),
+                        next: 0,
+                    });
+                    shared.last_mut().expect("just pushed")
+                }
+            };
+            g.members.push((s.session, s.qos));
+            if s.retain_as_published || s.id != 0 {
+                let ids = if s.id != 0 { vec![s.id] } else { Vec::new() };
+                g.extras.push((
+                    s.session,
+                    Extra {
+                        no_local: false,
+                        retain_as_published: s.retain_as_published,
+                        ids: ids.into(),
+                    },
+                ));
             }
             return;
         }
@@ -129,12 +155,62 @@ fn gather(
             subscribers.reserve_exact(1);
         }
         subscribers.push((s.session, s.qos));
+        if s.no_local || s.retain_as_published || s.id != 0 {
+            marked.push((s.session, s.no_local, s.retain_as_published, s.id));
+        }
     });
     // A session whose filters overlap gets each message once, at the highest QoS: sorted by
     // session, highest QoS first, the first of each run stays (not a search per match, which
     // a topic with 20,000 subscribers would pay 20,000 times).
     subscribers.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
+    if !marked.is_empty() {
+        // Its one copy carries every matching Subscription Identifier, keeps the retain flag
+        // if any of them asks, and is not sent to its own publisher only if all of them say
+        // No Local (MQTT 5 section 3.3.4).
+        marked.sort_unstable_by_key(|m| m.0);
+        let mut i = 0;
+        while i < marked.len() {
+            let session = marked[i].0;
+            let run = marked[i..].iter().take_while(|m| m.0 == session).count();
+            let matches = subscribers.iter().filter(|m| m.0 == session).count();
+            let group = &marked[i..i + run];
+            let mut ids: Vec<u32> = group.iter().map(|m| m.3).filter(|&id| id != 0).collect();
+            ids.sort_unstable();
+            ids.dedup();
+            extras.push((
+                session,
+                Extra {
+                    no_local: group.iter().filter(|m| m.1).count() == matches,
+                    retain_as_published: group.iter().any(|m| m.2),
+                    ids: ids.into(),
+                },
+            ));
+            i += run;
+        }
+    }
     subscribers.dedup_by_key(|(s, _)| *s);
+}
+
+/// MQTT 5's options of one session's subscriptions to one topic, taken together.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub(crate) struct Extra {
+    /// Not sent what the session itself publishes.
+    pub no_local: bool,
+    /// Sent with the retain flag as published.
+    pub retain_as_published: bool,
+    /// The Subscription Identifiers of the matching subscriptions.
+    pub ids: Box<[u32]>,
+}
+
+/// The options of `session` in a list sorted by session, if it has any.
+pub(crate) fn extra_of(extras: &[(SessionIdx, Extra)], session: SessionIdx) -> Option<&Extra> {
+    if extras.is_empty() {
+        return None;
+    }
+    extras
+        .binary_search_by_key(&session, |e| e.0)
+        .ok()
+        .map(|i| &extras[i].1)
 }
 
 /// Publishers a topic not on the list remembers.
@@ -147,6 +223,8 @@ pub(crate) struct SharedGroup {
     /// The whole filter, `$share/GROUP/FILTER`: a group is one group name with one filter.
     pub filter: Arc<str>,
     pub members: Vec<(SessionIdx, QoS)>,
+    /// The members' MQTT 5 options, where they have any (in no order).
+    pub extras: Vec<(SessionIdx, Extra)>,
     /// Whose turn it is.
     pub next: usize,
 }
@@ -159,14 +237,21 @@ struct Subscription {
     session: SessionIdx,
     shared: Option<Arc<str>>,
     qos: QoS,
+    no_local: bool,
+    retain_as_published: bool,
+    /// The Subscription Identifier, 0 for none.
+    id: u32,
 }
 
 impl Subscription {
-    fn new(session: SessionIdx, filter: &str, qos: QoS) -> Subscription {
+    fn new(session: SessionIdx, filter: &str, opts: SubOptions) -> Subscription {
         Subscription {
             session,
             shared: topics::shared(filter).is_some().then(|| Arc::from(filter)),
-            qos,
+            qos: opts.qos,
+            no_local: opts.no_local,
+            retain_as_published: opts.retain_as_published,
+            id: opts.id,
         }
     }
 }
@@ -428,7 +513,14 @@ impl TopicTable {
             return counts(&t.subscribers, &t.shared);
         }
         let (mut subscribers, mut shared) = (Vec::new(), Vec::new());
-        gather(&self.subscriptions, &t.name, &mut subscribers, &mut shared);
+        let mut extras = Vec::new();
+        gather(
+            &self.subscriptions,
+            &t.name,
+            &mut subscribers,
+            &mut extras,
+            &mut shared,
+        );
         counts(&subscribers, &shared)
     }
 
@@ -440,6 +532,7 @@ impl TopicTable {
             system,
             listed,
             subscribers: Vec::new(),
+            extras: Vec::new(),
             shared: Vec::new(),
             seen: 0,
             retained: None,
@@ -507,9 +600,15 @@ impl TopicTable {
     /// Adds (or changes the QoS of) session `session`'s subscription `filter`. A filter without
     /// wildcards brings its topic into being where the mode or a pattern allows. The topics it
     /// matches take it in when next used.
+    #[cfg(test)]
     pub fn subscribe(&mut self, session: SessionIdx, filter: &str, qos: QoS) {
+        self.subscribe_with(session, filter, SubOptions::qos(qos));
+    }
+
+    /// `subscribe` with MQTT 5's options.
+    pub fn subscribe_with(&mut self, session: SessionIdx, filter: &str, opts: SubOptions) {
         let target = topics::target(filter);
-        let sub = Subscription::new(session, filter, qos);
+        let sub = Subscription::new(session, filter, opts);
         self.subscriptions.insert(target, sub);
         self.generation += 1;
         if !topics::has_wildcards(target)
@@ -524,7 +623,7 @@ impl TopicTable {
     /// alone kept go.
     pub fn unsubscribe(&mut self, session: SessionIdx, filter: &str) {
         let target = topics::target(filter);
-        let sub = Subscription::new(session, filter, QoS::AtMostOnce);
+        let sub = Subscription::new(session, filter, SubOptions::qos(QoS::AtMostOnce));
         self.subscriptions.remove(target, &sub);
         self.generation += 1;
         // Only topics not on the list can go: with none, there is nothing to look at.

@@ -534,7 +534,7 @@ impl Router {
                     keep_alive: o.keep_alive,
                     since: o.since,
                 }),
-                subscriptions: s.filters.clone(),
+                subscriptions: s.filters.iter().map(|(f, o)| (f.clone(), o.qos)).collect(),
                 messages_in: s.messages_in,
                 messages_out: s.messages_out,
                 dropped: s.dropped,

@@ -30,7 +30,7 @@ use super::session::{Delivery, Limits, Online, Session};
 use super::stats::Stats;
 use super::store::{Batch, Change, Journal, Loaded, Store};
 use super::sys::{self, SysFigures};
-use super::table::{Absent, Retained, SessionIdx, TopicTable};
+use super::table::{Absent, Retained, SessionIdx, TopicTable, extra_of};
 use super::topics;
 use super::users::Users;
 
@@ -185,8 +185,8 @@ impl Router {
                 session.record_filters();
             }
             let idx = self.sessions.len();
-            for (filter, qos) in &session.filters {
-                self.topics.subscribe(idx, filter, *qos);
+            for (filter, options) in &session.filters {
+                self.topics.subscribe_with(idx, filter, *options);
             }
             self.by_client.insert(session.client_id.clone(), idx);
             self.sessions.push(Some(session));
@@ -915,16 +915,36 @@ impl Router {
             });
             let i = online.unwrap_or(group.next % n);
             group.next = (i + 1) % n;
-            picked.push(group.members[i]);
+            let (sidx, granted) = group.members[i];
+            let extra = group
+                .extras
+                .iter()
+                .find(|e| e.0 == sidx)
+                .map(|e| e.1.clone());
+            picked.push((sidx, granted, extra));
         }
         // Subscribers this message took past their high-water mark: rare, so no allocation
         // unless there are some.
         let mut full = Vec::new();
-        for &(sidx, granted) in t.subscribers.iter().chain(&picked) {
+        let ordinary = t
+            .subscribers
+            .iter()
+            .map(|&(sidx, granted)| (sidx, granted, extra_of(&t.extras, sidx)));
+        let members = picked.iter().map(|(s, q, e)| (*s, *q, e.as_ref()));
+        for (sidx, granted, extra) in ordinary.chain(members) {
+            // MQTT 5's subscription options (none for 3.1.1 clients).
+            if extra.is_some_and(|e| e.no_local) && publisher == Some(sidx) {
+                continue;
+            }
+            let keep_retain = retain && extra.is_some_and(|e| e.retain_as_published);
+            let with_ids = extra
+                .filter(|e| !e.ids.is_empty())
+                .map(|e| msg.with_ids(&e.ids));
             let Some(s) = sessions[sidx].as_mut() else {
                 continue;
             };
-            if s.deliver(&msg, min_qos(qos, granted), false) == Delivery::Dropped {
+            let m = with_ids.as_ref().unwrap_or(&msg);
+            if s.deliver(m, min_qos(qos, granted), keep_retain) == Delivery::Dropped {
                 counters.dropped += 1;
             }
             // A publisher is never held by its own queue.
@@ -949,20 +969,6 @@ impl Router {
         let mut retained = Vec::new();
         for (filter, options) in filters {
             let qos = options.qos;
-            // Not offered yet: refused (0x83 to an MQTT 5 client) rather than ignored.
-            if options.no_local || options.retain_as_published {
-                codes.push(SubscribeCode::Refused(Reason::IMPLEMENTATION_SPECIFIC));
-                self.counters.refused_subscriptions += 1;
-                let client_id = self.session(idx).client_id.clone();
-                self.events.push(
-                    EventKind::SubscriptionRefused,
-                    &*client_id,
-                    format!(
-                        "SUBSCRIBE {filter:?} refused (0x83): No Local and Retain As Published are not offered yet"
-                    ),
-                );
-                continue;
-            }
             let shared = topics::shared(&filter);
             let valid = match &shared {
                 Some(group) => group.is_ok(),
@@ -1008,16 +1014,16 @@ impl Router {
             let session = self.session(idx);
             let existed = session.filters.iter().any(|(f, _)| *f == filter);
             match session.filters.iter_mut().find(|(f, _)| *f == filter) {
-                Some(existing) => existing.1 = qos,
+                Some(existing) => existing.1 = options,
                 None => {
                     // Most clients subscribe once: room for one, and doubling from there.
                     if session.filters.capacity() == 0 {
                         session.filters.reserve_exact(1);
                     }
-                    session.filters.push((filter.clone(), qos))
+                    session.filters.push((filter.clone(), options))
                 }
             }
-            self.topics.subscribe(idx, &filter, qos);
+            self.topics.subscribe_with(idx, &filter, options);
             if shared.is_some() {
                 continue; // no retained messages for a shared subscription (as in MQTT 5)
             }
@@ -1027,7 +1033,15 @@ impl Router {
             }
             // This filter's retained messages, in Mosquitto's order (`retain_order`).
             let found = self.retained.matching(&filter);
-            retained.extend(found.into_iter().map(|(msg, q)| (msg, min_qos(q, qos))));
+            let ids = [options.id];
+            retained.extend(found.into_iter().map(|(msg, q)| {
+                let msg = if options.id != 0 {
+                    msg.with_ids(&ids)
+                } else {
+                    msg
+                };
+                (msg, min_qos(q, qos))
+            }));
         }
         let suback = Outbound::SubAck {
             pkid,

@@ -13,7 +13,7 @@ use bytes::Bytes;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
 use super::{Change, Loaded, StoredMessage, StoredSession};
-use crate::broker::protocol::QoS;
+use crate::broker::protocol::{QoS, SubOptions};
 
 /// `PRAGMA application_id` of our files ("MQLB"): an SQLite database without it is someone
 /// else's, and is left alone.
@@ -186,7 +186,9 @@ impl Db {
         while let Some(r) = rows.next()? {
             let id: String = r.get(0)?;
             if let Some(&i) = index.get(&id) {
-                loaded.sessions[i].filters.push((r.get(1)?, qos(r.get(2)?)));
+                loaded.sessions[i]
+                    .filters
+                    .push((r.get(1)?, unpack_options(r.get(2)?)));
             }
         }
         // In the table's own order (a sequential read, where the key's order would be a lookup
@@ -273,8 +275,8 @@ impl Db {
                     let mut ins = tx.prepare_cached(
                         "INSERT INTO subscriptions (client_id, position, filter, qos) VALUES (?1, ?2, ?3, ?4)",
                     )?;
-                    for (i, (f, q)) in filters.iter().enumerate() {
-                        ins.execute(params![&**client_id, i as i64, f, *q as u8])?;
+                    for (i, (f, o)) in filters.iter().enumerate() {
+                        ins.execute(params![&**client_id, i as i64, f, pack_options(o)])?;
                     }
                 }
                 Change::SessionGone { client_id } => {
@@ -404,6 +406,25 @@ fn settled_within(changes: &[Change]) -> Vec<bool> {
     skip
 }
 
+/// A subscription's QoS and MQTT 5 options in the `qos` column, packed as SUBSCRIBE's options
+/// byte packs them (a 3.1.1 subscription's is its QoS, as schema 1 wrote it).
+fn pack_options(o: &SubOptions) -> u8 {
+    o.qos as u8
+        | (o.no_local as u8) << 2
+        | (o.retain_as_published as u8) << 3
+        | (o.retain_handling & 3) << 4
+}
+
+fn unpack_options(n: u8) -> SubOptions {
+    SubOptions {
+        qos: qos(n & 3),
+        no_local: n & 0x04 != 0,
+        retain_as_published: n & 0x08 != 0,
+        retain_handling: (n >> 4) & 3,
+        id: 0,
+    }
+}
+
 fn qos(n: u8) -> QoS {
     match n {
         0 => QoS::AtMostOnce,
@@ -457,7 +478,7 @@ mod tests {
         let c: Arc<str> = Arc::from("c");
         let session = || Change::Session {
             client_id: c.clone(),
-            filters: vec![("lab/#".into(), QoS::AtLeastOnce)],
+            filters: vec![("lab/#".into(), SubOptions::qos(QoS::AtLeastOnce))],
         };
         let queued = |seq, text| Change::Queued {
             client_id: c.clone(),

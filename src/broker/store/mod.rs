@@ -16,7 +16,7 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, watch};
 
 use super::link::Message;
-use super::protocol::QoS;
+use super::protocol::{QoS, SubOptions};
 
 mod db;
 mod writer;
@@ -38,7 +38,7 @@ pub(crate) enum Change {
     /// A persistent session exists with these subscriptions.
     Session {
         client_id: Arc<str>,
-        filters: Vec<(String, QoS)>,
+        filters: Vec<(String, SubOptions)>,
     },
     /// A persistent session is gone, with everything it held.
     SessionGone { client_id: Arc<str> },
@@ -108,7 +108,7 @@ pub(crate) struct StoredMessage {
 #[derive(Debug, Clone, Default)]
 pub(crate) struct StoredSession {
     pub client_id: String,
-    pub filters: Vec<(String, QoS)>,
+    pub filters: Vec<(String, SubOptions)>,
     /// In `seq` order.
     pub messages: Vec<StoredMessage>,
     pub qos2_in: Vec<u16>,
