@@ -121,6 +121,9 @@ struct RunArgs {
     /// Largest packet a client may send, in bytes: the whole packet, fixed header included.
     #[arg(long, value_name = "BYTES", default_value_t = 16 * 1024 * 1024)]
     max_packet_size: usize,
+    /// MQTT 5: topic aliases a client may set (Mosquitto's default; 0 turns them off).
+    #[arg(long, value_name = "N", default_value_t = 10)]
+    max_topic_alias: u16,
     /// Connections served at once.
     #[arg(long, value_name = "N", default_value_t = 20_000)]
     max_connections: usize,
@@ -242,6 +245,7 @@ fn broker_config(args: &RunArgs, topics: Option<&Path>) -> anyhow::Result<Config
         topics_path: Some(topics_path),
         sys_interval: (args.sys_interval > 0).then(|| Duration::from_secs(args.sys_interval)),
         max_packet_size: args.max_packet_size,
+        max_topic_alias: args.max_topic_alias,
         connect_timeout: Duration::from_secs(args.connect_timeout),
         max_inflight: args.max_inflight,
         max_queued: args.max_queued,

@@ -135,7 +135,7 @@ async fn connack_tells_the_truth_and_properties_pass_through() {
     );
     // Subscription Identifiers are offered: absent means available.
     assert_eq!(props.subscription_identifiers_available.unwrap_or(1), 1);
-    assert_eq!(props.topic_alias_max.unwrap_or(0), 0);
+    assert_eq!(props.topic_alias_max, Some(10));
     assert!(props.max_packet_size.is_some());
 
     let mut sub5 = Client5::connect(options5(addr, "sub5")).await;
@@ -383,11 +383,11 @@ async fn bad_properties_close_with_the_right_reason() {
     );
     raw.send(&publish).await;
     assert_eq!(disconnect_reason(&mut raw).await, 0x81);
-    // A topic alias the broker did not offer.
+    // A topic alias over the maximum the broker offered (10).
     let mut raw = connected5(addr, "alias", &[]).await;
     let publish = packet(
         0x30,
-        &[0, 5, b'l', b'a', b'b', b'/', b'a', 3, 0x23, 0, 1, b'x'],
+        &[0, 5, b'l', b'a', b'b', b'/', b'a', 3, 0x23, 0, 11, b'x'],
     );
     raw.send(&publish).await;
     assert_eq!(disconnect_reason(&mut raw).await, 0x94);
@@ -621,5 +621,148 @@ async fn expired_messages_are_not_delivered() {
     let left = got.properties.unwrap().message_expiry_interval.unwrap();
     assert!((590..=598).contains(&left), "{left}");
     assert!(quiet(&mut c).await);
+    broker.shutdown().await;
+}
+
+/// The PUBLISH fields a raw MQTT 5 client reads: topic, alias (0: none), payload.
+fn publish5(p: &RawPacket) -> (String, u16, Vec<u8>) {
+    assert_eq!(p.kind(), 3, "not a PUBLISH: {p:?}");
+    let b = &p.body;
+    let len = u16::from_be_bytes([b[0], b[1]]) as usize;
+    let topic = String::from_utf8(b[2..2 + len].to_vec()).unwrap();
+    let mut at = 2 + len + if p.qos() > 0 { 2 } else { 0 };
+    let props_len = b[at] as usize; // short in these tests
+    let props = &b[at + 1..at + 1 + props_len];
+    at += 1 + props_len;
+    let mut alias = 0;
+    let mut i = 0;
+    while i < props.len() {
+        match props[i] {
+            0x23 => {
+                alias = u16::from_be_bytes([props[i + 1], props[i + 2]]);
+                i += 3;
+            }
+            other => panic!("property {other:#x} not expected here"),
+        }
+    }
+    (topic, alias, b[at..].to_vec())
+}
+
+/// A raw MQTT 5 SUBSCRIBE of one filter at QoS 0.
+fn subscribe5(pkid: u16, filter: &str) -> Vec<u8> {
+    let mut body = pkid.to_be_bytes().to_vec();
+    body.push(0);
+    body.extend_from_slice(&(filter.len() as u16).to_be_bytes());
+    body.extend_from_slice(filter.as_bytes());
+    body.push(0);
+    packet(0x82, &body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn topic_aliases_both_ways() {
+    let broker = start().await;
+    let addr = broker.local_addr();
+    // The subscriber takes 1 alias (Topic Alias Maximum 1).
+    let mut sub = connected5(addr, "sub", &[0x22, 0, 1]).await;
+    sub.send(&subscribe5(1, "lab/#")).await;
+    assert_eq!(sub.read().await.unwrap().kind(), 9);
+    // The publisher sets alias 3 for lab/a, then sends with the alias alone.
+    let mut publ = connected5(addr, "pub", &[]).await;
+    let with_alias = |topic: &str, alias: u16, payload: &[u8]| {
+        let mut body = (topic.len() as u16).to_be_bytes().to_vec();
+        body.extend_from_slice(topic.as_bytes());
+        body.extend_from_slice(&[3, 0x23]);
+        body.extend_from_slice(&alias.to_be_bytes());
+        body.extend_from_slice(payload);
+        packet(0x30, &body)
+    };
+    publ.send(&with_alias("lab/a", 3, b"1")).await;
+    publ.send(&with_alias("", 3, b"2")).await;
+    // The subscriber gets the topic with alias 1 once, then the alias alone; a second topic
+    // finds no alias left and comes whole.
+    assert_eq!(
+        publish5(&sub.read().await.unwrap()),
+        ("lab/a".into(), 1, b"1".to_vec())
+    );
+    assert_eq!(
+        publish5(&sub.read().await.unwrap()),
+        (String::new(), 1, b"2".to_vec())
+    );
+    publ.send(&with_alias("lab/b", 4, b"3")).await;
+    assert_eq!(
+        publish5(&sub.read().await.unwrap()),
+        ("lab/b".into(), 0, b"3".to_vec())
+    );
+    // An alias never set is a Protocol Error; one over the maximum (10) is 0x94.
+    publ.send(&with_alias("", 5, b"x")).await;
+    assert_eq!(disconnect_reason(&mut publ).await, 0x82);
+    let mut publ = connected5(addr, "pub2", &[]).await;
+    publ.send(&with_alias("lab/a", 11, b"x")).await;
+    assert_eq!(disconnect_reason(&mut publ).await, 0x94);
+    broker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_larger_than_the_client_takes() {
+    let broker = start().await;
+    let addr = broker.local_addr();
+    // Maximum Packet Size 64 bytes.
+    let mut sub = connected5(addr, "small", &[0x27, 0, 0, 0, 64]).await;
+    let mut body = vec![0, 1, 0, 0, 5];
+    body.extend_from_slice(b"lab/a");
+    body.push(1);
+    sub.send(&packet(0x82, &body)).await;
+    assert_eq!(sub.read().await.unwrap().kind(), 9);
+    let p = Client::connect(options(addr, "pub")).await;
+    p.publish("lab/a", rumqttc::QoS::AtLeastOnce, false, &[b'x'; 100])
+        .await;
+    p.publish("lab/a", rumqttc::QoS::AtLeastOnce, false, b"fits")
+        .await;
+    // The large one is dropped (and does not hold the window); the small one comes.
+    let m = sub.read().await.unwrap();
+    assert_eq!(m.kind(), 3);
+    assert!(m.body.ends_with(b"fits"), "{m:?}");
+    broker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn will_delay_waits_and_a_client_back_in_time_cancels_it() {
+    let broker = start().await;
+    let addr = broker.local_addr();
+    let mut watcher = Client::connect(options(addr, "watcher")).await;
+    watcher
+        .subscribe(&[("lab/b", rumqttc::QoS::AtLeastOnce)])
+        .await;
+    // A CONNECT with Session Expiry 60, Clean Start 0, and a will delayed by 1 s.
+    let connect = |id: &str| {
+        let mut body = vec![0, 4, b'M', b'Q', b'T', b'T', 5, 0x04, 0, 30];
+        body.extend_from_slice(&[5, 0x11, 0, 0, 0, 60]);
+        body.extend_from_slice(&(id.len() as u16).to_be_bytes());
+        body.extend_from_slice(id.as_bytes());
+        body.extend_from_slice(&[5, 0x18, 0, 0, 0, 1]); // will properties: delay 1 s
+        body.extend_from_slice(&[0, 5]);
+        body.extend_from_slice(b"lab/b");
+        body.extend_from_slice(&[0, 4]);
+        body.extend_from_slice(b"gone");
+        packet(0x10, &body)
+    };
+    let open = |id: &'static str| async move {
+        let mut raw = Raw::open(addr).await;
+        raw.send(&connect(id)).await;
+        assert_eq!(raw.read().await.unwrap().kind(), 2);
+        raw
+    };
+    // Dropped, and back within the delay: no will.
+    let raw = open("flaky").await;
+    drop(raw);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let back = open("flaky").await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    watcher.no_publish().await;
+    // Dropped for good: the will comes after the delay, not at once.
+    drop(back);
+    watcher.no_publish().await;
+    let m = watcher.next_publish().await;
+    assert_eq!(&m.payload[..], b"gone");
     broker.shutdown().await;
 }

@@ -201,6 +201,7 @@ fn parse_publish(header: FixedHeader, frame: Bytes) -> Result<Publish, DecodeErr
         retain: p.retain,
         dup: p.dup,
         props: None,
+        alias: 0,
     })
 }
 

@@ -83,14 +83,11 @@ fn publish(byte1: u8, b: &mut Bytes) -> Result<Publish, DecodeError> {
         pkid(b, "PUBLISH")?
     };
     let props = properties::read(b, properties::PUBLISH, "PUBLISH")?;
-    // This broker's CONNACK allows no topic aliases (Topic Alias Maximum 0).
-    if let Some(alias) = props.topic_alias {
-        return Err(DecodeError::WithReason(
-            Reason::TOPIC_ALIAS_INVALID,
-            format!("Topic Alias {alias}: this broker takes none (its Topic Alias Maximum is 0)"),
-        ));
+    let alias = props.topic_alias.unwrap_or(0);
+    // An empty topic stands for the one its alias was set to (the connection knows it).
+    if !(topic.is_empty() && alias != 0) {
+        topics::validate_name(&topic).map_err(|e| malformed(format!("PUBLISH topic {e}")))?;
     }
-    topics::validate_name(&topic).map_err(|e| malformed(format!("PUBLISH topic {e}")))?;
     let payload = b.split_off(0);
     if props.payload_format == Some(1) && std::str::from_utf8(&payload).is_err() {
         return Err(DecodeError::WithReason(
@@ -106,6 +103,7 @@ fn publish(byte1: u8, b: &mut Bytes) -> Result<Publish, DecodeError> {
         retain,
         dup,
         props: props.into_message(),
+        alias,
     })
 }
 
@@ -306,10 +304,8 @@ pub fn encode(buf: &mut BytesMut, packet: Outgoing<'_>, dialect: Dialect) {
                 }
                 props.put_u8(properties::MAXIMUM_PACKET_SIZE);
                 props.put_u32(v5.max_packet_size);
-                // Not yet offered: the client must send none (0 is also the default, said
-                // here so that a student reading the packet sees it).
                 props.put_u8(properties::TOPIC_ALIAS_MAXIMUM);
-                props.put_u16(0);
+                props.put_u16(v5.topic_alias_maximum);
             }
             put_reason_string(&mut props, text(reason, true));
             buf.put_u8(0x20);
@@ -326,7 +322,12 @@ pub fn encode(buf: &mut BytesMut, packet: Outgoing<'_>, dialect: Dialect) {
             retain,
             dup,
             props,
-        } => publish_out(buf, topic, payload, qos, pkid, retain, dup, props),
+            alias,
+            alias_only,
+        } => {
+            let topic = if alias_only { "" } else { topic };
+            publish_out(buf, topic, payload, qos, pkid, retain, dup, props, alias)
+        }
         Outgoing::PubAck(id) => ack_out(buf, AckKind::PubAck, id, Reason::SUCCESS, None),
         Outgoing::PubRec(id) => ack_out(buf, AckKind::PubRec, id, Reason::SUCCESS, None),
         Outgoing::PubRel(id) => ack_out(buf, AckKind::PubRel, id, Reason::SUCCESS, None),
@@ -394,6 +395,7 @@ fn publish_out(
     retain: bool,
     dup: bool,
     props: Option<&MessageProps>,
+    alias: u16,
 ) {
     debug_assert!(qos == QoS::AtMostOnce || pkid != 0);
     // The time left, never 0: a message that ran out is dropped before it gets here, and one
@@ -401,7 +403,8 @@ fn publish_out(
     let expiry_left = props
         .and_then(|p| p.expiry)
         .map(|e| e.left(std::time::Instant::now()).unwrap_or(1));
-    let props_len = props.map_or(0, |p| properties::message_len(p, expiry_left));
+    let alias_len = if alias != 0 { 3 } else { 0 };
+    let props_len = props.map_or(0, |p| properties::message_len(p, expiry_left)) + alias_len;
     buf.put_u8(0x30 | (dup as u8) << 3 | (qos as u8) << 1 | retain as u8);
     let id_len = if qos == QoS::AtMostOnce { 0 } else { 2 };
     let remaining = 2 + topic.len() + id_len + varint_len(props_len) + props_len + payload.len();
@@ -412,10 +415,24 @@ fn publish_out(
         buf.put_u16(pkid);
     }
     put_varint(buf, props_len);
+    if alias != 0 {
+        buf.put_u8(properties::TOPIC_ALIAS);
+        buf.put_u16(alias);
+    }
     if let Some(p) = props {
         properties::put_message(buf, p, expiry_left);
     }
     buf.put_slice(payload);
+}
+
+/// The bytes a PUBLISH of this message takes for an MQTT 5 client, whole, without a topic
+/// alias: what a client's Maximum Packet Size is held against.
+pub fn publish_len(topic: &str, payload: usize, qos: QoS, props: Option<&MessageProps>) -> usize {
+    let expiry = props.and_then(|p| p.expiry).map(|_| 0);
+    let props_len = props.map_or(0, |p| properties::message_len(p, expiry));
+    let id_len = if qos == QoS::AtMostOnce { 0 } else { 2 };
+    let remaining = 2 + topic.len() + id_len + varint_len(props_len) + props_len + payload;
+    1 + varint_len(remaining) + remaining
 }
 
 #[cfg(test)]
@@ -515,6 +532,8 @@ mod tests {
                 retain: false,
                 dup: false,
                 props: Some(&props),
+                alias: 0,
+                alias_only: false,
             },
             Dialect {
                 level: 5,
@@ -532,11 +551,20 @@ mod tests {
 
     #[test]
     fn publish_faults_name_their_reason() {
-        // Topic Alias 1: this broker allows none.
-        let r = decode5(&[0x30, 7, 0, 1, b'a', 3, 0x23, 0, 1]);
+        // Topic Alias 0.
+        let r = decode5(&[0x30, 7, 0, 1, b'a', 3, 0x23, 0, 0]);
         assert!(matches!(
             r,
             Err(DecodeError::WithReason(Reason::TOPIC_ALIAS_INVALID, _))
+        ));
+        // An empty topic with an alias is the connection's to resolve; without, malformed.
+        let Some(Packet::Publish(p)) = decode5(&[0x30, 6, 0, 0, 3, 0x23, 0, 2]).unwrap() else {
+            panic!()
+        };
+        assert_eq!((p.topic.as_str(), p.alias), ("", 2));
+        assert!(matches!(
+            decode5(&[0x30, 3, 0, 0, 0]),
+            Err(DecodeError::Malformed(_))
         ));
         // Says UTF-8, is not.
         let r = decode5(&[0x30, 7, 0, 1, b'a', 2, 0x01, 1, 0xff]);

@@ -48,6 +48,8 @@ pub struct Config {
     pub sys_interval: Option<Duration>,
     /// Largest packet a client may send, in bytes, fixed header included.
     pub max_packet_size: usize,
+    /// MQTT 5: how many topic aliases a client may set (0: none).
+    pub max_topic_alias: u16,
     /// A socket that has not sent CONNECT after this long is closed.
     pub connect_timeout: Duration,
     /// Unacknowledged QoS 1/2 messages in flight to one client.
@@ -95,6 +97,7 @@ impl Default for Config {
             topics_path: None,
             sys_interval: Some(Duration::from_secs(10)),
             max_packet_size: 16 * 1024 * 1024,
+            max_topic_alias: 10,
             connect_timeout: Duration::from_secs(10),
             max_inflight: 20,
             max_queued: 100_000,

@@ -29,6 +29,7 @@ use super::protocol::{
 };
 use super::session::Limits;
 use super::stats::{self, Stats};
+use super::topic_alias;
 use super::trace;
 use super::users::{LoginCheck, Users};
 
@@ -60,6 +61,7 @@ pub(crate) struct Shared {
     pub stats: Arc<Stats>,
     pub limits: Limits,
     pub max_packet_size: usize,
+    pub max_topic_alias: u16,
     pub connect_timeout: Duration,
     pub next_conn: AtomicU64,
     /// Where connections report their packets while someone watches the trace.
@@ -195,8 +197,12 @@ where
     // An MQTT 5 client says how many unacknowledged QoS 1/2 messages it takes at once.
     if let Some(v5) = &connect.v5 {
         limits.max_inflight = limits.max_inflight.min(v5.receive_maximum as usize);
+        if let Some(max) = v5.max_packet_size {
+            limits.max_packet_out = max as usize;
+        }
     }
     let session_expiry = connect.v5.as_ref().map(|v| v.session_expiry);
+    let alias_max = connect.v5.as_ref().map_or(0, |v| v.topic_alias_maximum);
     let request = ConnectRequest {
         conn,
         // The tap's copy, made when CONNECT was decoded: one allocation per client id.
@@ -241,6 +247,8 @@ where
         codes: None,
         expiry_was_zero: session_expiry == Some(0),
         disconnect_expiry: None,
+        aliases_in: None,
+        aliases_out: (alias_max > 0).then(|| Box::new(topic_alias::Outbound::new(alias_max))),
     };
     Some(link)
 }
@@ -488,6 +496,10 @@ struct Link<R, W> {
     expiry_was_zero: bool,
     /// MQTT 5: the Session Expiry Interval the client's DISCONNECT set.
     disconnect_expiry: Option<u32>,
+    /// MQTT 5: the topic aliases the client set, and those the broker set for it (only when
+    /// used: most clients use none).
+    aliases_in: Option<Box<topic_alias::Inbound>>,
+    aliases_out: Option<Box<topic_alias::Outbound>>,
 }
 
 /// What reading a batch of packets led to.
@@ -659,7 +671,16 @@ where
             };
             received += 1;
             match packet {
-                Packet::Publish(p) => {
+                Packet::Publish(mut p) => {
+                    if p.alias != 0 {
+                        let max = self.shared.max_topic_alias;
+                        let aliases = self.aliases_in.get_or_insert_default();
+                        if let Err(e) = aliases.resolve(&mut p, max) {
+                            let violation = Violation::Decode(e);
+                            outcome = ReadOutcome::Close(CloseReason::ProtocolError(violation));
+                            break;
+                        }
+                    }
                     publishes += 1;
                     if p.qos != QoS::AtMostOnce {
                         hold_acks(self, &mut acks_open);
@@ -804,6 +825,10 @@ where
             match out {
                 Outbound::Publish(p) => {
                     publishes += 1;
+                    let (alias, alias_only) = match &mut self.aliases_out {
+                        Some(a) => a.alias_for(&p.msg.topic),
+                        None => (0, false),
+                    };
                     self.wire.encode(Outgoing::Publish {
                         topic: &p.msg.topic,
                         payload: &p.msg.payload,
@@ -812,6 +837,8 @@ where
                         retain: p.retain,
                         dup: p.dup,
                         props: p.msg.props.as_deref(),
+                        alias,
+                        alias_only,
                     });
                 }
                 Outbound::ConnAck {
@@ -821,6 +848,7 @@ where
                     let v5 = self.wire.dialect.is_v5().then(|| ConnAckV5 {
                         assigned_id: assigned_id.as_deref(),
                         max_packet_size: self.shared.max_packet_size.min(u32::MAX as usize) as u32,
+                        topic_alias_maximum: self.shared.max_topic_alias,
                     });
                     self.wire.encode(Outgoing::ConnAck {
                         session_present,

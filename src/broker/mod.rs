@@ -40,6 +40,7 @@ mod table;
 #[cfg(test)]
 mod test_inputs;
 pub mod tls;
+mod topic_alias;
 mod topic_trie;
 mod users_watch;
 pub mod websocket;
@@ -193,6 +194,7 @@ impl Broker {
                 .min(config.max_queued_bytes / 2)
                 .max(1),
             max_buffered: config.max_buffered,
+            max_packet_out: usize::MAX,
         };
         let (sink, trace, trace_task) =
             trace::start(config.trace_file.clone()).map_err(StartError::Trace)?;
@@ -231,6 +233,7 @@ impl Broker {
             stats: stats.clone(),
             limits,
             max_packet_size: config.max_packet_size,
+            max_topic_alias: config.max_topic_alias,
             connect_timeout: config.connect_timeout,
             next_conn: AtomicU64::new(1),
             trace: sink,

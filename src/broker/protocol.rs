@@ -210,6 +210,9 @@ pub struct Publish {
     pub dup: bool,
     /// MQTT 5 properties; None when there are none (and always before MQTT 5).
     pub props: Option<Box<MessageProps>>,
+    /// MQTT 5 Topic Alias, 0 for none: with a topic it sets the alias, with an empty topic
+    /// it stands for the topic it was set to (the connection puts the topic back).
+    pub alias: u16,
 }
 
 /// CONNACK return codes (MQTT 3.1.1 table 3.1).
@@ -265,6 +268,10 @@ pub enum Outgoing<'a> {
         dup: bool,
         /// MQTT 5 only.
         props: Option<&'a MessageProps>,
+        /// MQTT 5 Topic Alias, 0 for none; with `alias_only` the topic is left out (the
+        /// client has the alias already) and `topic` is there for the trace.
+        alias: u16,
+        alias_only: bool,
     },
     PubAck(u16),
     PubRec(u16),
@@ -307,6 +314,8 @@ pub struct ConnAckV5<'a> {
     pub assigned_id: Option<&'a str>,
     /// The largest packet the broker accepts.
     pub max_packet_size: u32,
+    /// How many topic aliases the client may set.
+    pub topic_alias_maximum: u16,
 }
 
 /// How packets to one client are written: its protocol level, and whether it wants reason

@@ -38,6 +38,9 @@ pub(crate) struct Limits {
     pub high_water_bytes: usize,
     /// PUBLISHes handed to the connection task and not yet written.
     pub max_buffered: usize,
+    /// MQTT 5: the largest packet the client takes (its Maximum Packet Size); a PUBLISH that
+    /// would be larger is dropped, as the spec says, and counted. `usize::MAX`: no limit.
+    pub max_packet_out: usize,
 }
 
 impl Limits {
@@ -334,7 +337,15 @@ impl Session {
     /// client.
     pub fn deliver(&mut self, msg: &Arc<Message>, qos: QoS, retain: bool) -> Delivery {
         let size = msg.size();
-        if msg.expired()
+        let too_large = self.limits.max_packet_out != usize::MAX
+            && super::codec_v5::publish_len(
+                &msg.topic,
+                msg.payload.len(),
+                qos,
+                msg.props.as_deref(),
+            ) > self.limits.max_packet_out;
+        if too_large
+            || msg.expired()
             || (qos == QoS::AtMostOnce && self.online.is_none())
             || self.queue.len() >= self.limits.max_queued
             || (self.queued_bytes + size > self.limits.max_queued_bytes && !self.queue.is_empty())
@@ -619,6 +630,7 @@ mod tests {
         high_water: 1,
         high_water_bytes: 1 << 20,
         max_buffered: 2,
+        max_packet_out: usize::MAX,
     };
 
     fn online(cap: usize) -> (Online, outbox::Receiver<Outbound>) {

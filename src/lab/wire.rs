@@ -275,6 +275,8 @@ mod tests {
                 retain: false,
                 dup: true,
                 props: None,
+                alias: 0,
+                alias_only: false,
             },
         );
         let codes = [

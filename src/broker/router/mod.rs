@@ -90,6 +90,8 @@ pub(crate) struct Router {
     retained: RetainedIndex,
     /// MQTT 5 sessions offline with a finite Session Expiry Interval, and when each ends.
     expiring: HashMap<SessionIdx, Instant>,
+    /// MQTT 5 wills waiting for their Will Delay Interval, by session: when, what, whose.
+    delayed_wills: HashMap<SessionIdx, (Instant, Box<Will>, Arc<str>)>,
 }
 
 impl Router {
@@ -143,6 +145,7 @@ impl Router {
             epoch: 1,
             retained: RetainedIndex::default(),
             expiring: HashMap::new(),
+            delayed_wills: HashMap::new(),
         };
         if let Some(loaded) = loaded {
             router.restore(loaded);
@@ -268,7 +271,9 @@ impl Router {
                 }
                 _ = sys_tick.tick(), if self.sys_interval.is_some() => self.publish_sys(),
                 _ = stall_tick.tick() => self.check_stalls(),
-                _ = expiry_tick.tick(), if !self.expiring.is_empty() => self.expire_sessions(),
+                _ = expiry_tick.tick(), if !self.expiring.is_empty() || !self.delayed_wills.is_empty() => {
+                    self.expire_sessions()
+                }
             }
             self.flush_journal().await;
         }
@@ -450,6 +455,10 @@ impl Router {
         };
         let journal = self.journal.clone();
         self.expiring.remove(&idx);
+        // Back before its will's delay ran out: the will is not published.
+        if self.delayed_wills.remove(&idx).is_some() {
+            info!(client_id = %client_id, "client back before its will's delay: will cancelled");
+        }
         let session = self.session(idx);
         session.clean = clean;
         session.expiry = req.session_expiry.unwrap_or(u32::MAX);
@@ -485,9 +494,19 @@ impl Router {
         }
     }
 
-    /// Removes the MQTT 5 sessions whose Session Expiry Interval has run out while offline.
+    /// Removes the MQTT 5 sessions whose Session Expiry Interval has run out while offline,
+    /// and publishes the wills whose delay has.
     fn expire_sessions(&mut self) {
         let now = Instant::now();
+        let due: Vec<SessionIdx> = self
+            .delayed_wills
+            .iter()
+            .filter(|(_, (at, _, _))| *at <= now)
+            .map(|(idx, _)| *idx)
+            .collect();
+        for idx in due {
+            self.publish_delayed_will(idx);
+        }
         let gone: Vec<SessionIdx> = self
             .expiring
             .iter()
@@ -557,10 +576,17 @@ impl Router {
                 .as_ref()
                 .is_none_or(|g| g.may_publish(&w.topic))
         });
-        let said = match (&will, allowed) {
-            (Some(_), true) => ", will published",
-            (Some(_), false) => ", will not allowed by its rules",
-            (None, _) => "",
+        // MQTT 5's Will Delay Interval: a session that outlives its connection publishes the
+        // will after the delay (or when the session ends first), unless its client is back.
+        let delay = will
+            .as_ref()
+            .filter(|w| allowed && w.delay > 0 && !clean)
+            .map(|w| w.delay);
+        let said = match (&will, allowed, delay) {
+            (Some(_), true, Some(d)) => format!(", will published in {d} s unless it is back"),
+            (Some(_), true, None) => ", will published".to_owned(),
+            (Some(_), false, _) => ", will not allowed by its rules".to_owned(),
+            (None, _, _) => String::new(),
         };
         self.events
             .push(kind, &*client_id, format!("{reason}{said}"));
@@ -574,18 +600,34 @@ impl Router {
             }
         }
         match will {
-            Some(will) if allowed => {
-                debug!(client_id = %client_id, topic = %will.topic, "publishing will");
-                self.publish_will(*will, client_id);
-            }
+            Some(will) if allowed => match delay {
+                Some(d) => {
+                    let at = Instant::now() + Duration::from_secs(d as u64);
+                    self.delayed_wills.insert(idx, (at, will, client_id));
+                }
+                None => {
+                    debug!(client_id = %client_id, topic = %will.topic, "publishing will");
+                    self.publish_will(*will, client_id);
+                }
+            },
             Some(will) => self.denied(&client_id, &will.topic, "will"),
             None => {}
+        }
+    }
+
+    /// Publishes the delayed will of session `idx`, if it has one waiting.
+    fn publish_delayed_will(&mut self, idx: SessionIdx) {
+        if let Some((_, will, client_id)) = self.delayed_wills.remove(&idx) {
+            debug!(client_id = %client_id, topic = %will.topic, "publishing delayed will");
+            self.publish_will(*will, client_id);
         }
     }
 
     fn remove_session(&mut self, idx: SessionIdx) {
         self.release(idx);
         self.expiring.remove(&idx);
+        // The session ends before its will's delay did: the will goes now.
+        self.publish_delayed_will(idx);
         let Some(session) = self.sessions[idx].take() else {
             return;
         };

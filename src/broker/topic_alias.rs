@@ -1,0 +1,136 @@
+//! MQTT 5 topic aliases, both ways, for one connection (OASIS MQTT 5.0, section 3.3.2.3.4).
+//!
+//! A client may set up to the broker's Topic Alias Maximum aliases and then send a PUBLISH with
+//! the alias and an empty topic; the broker sets aliases for the topics it sends a client, up
+//! to the client's maximum, so that a subscriber of one long topic is sent its name once.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use super::codec::DecodeError;
+use super::protocol::{Publish, Reason};
+
+/// The aliases a client set: alias `n` is `topics[n - 1]`.
+#[derive(Debug, Default)]
+pub(crate) struct Inbound {
+    topics: Vec<Option<String>>,
+}
+
+impl Inbound {
+    /// Puts the topic of an aliased PUBLISH back, or records the alias it sets. `max` is the
+    /// Topic Alias Maximum the broker offered this client.
+    pub fn resolve(&mut self, p: &mut Publish, max: u16) -> Result<(), DecodeError> {
+        let alias = p.alias;
+        if alias == 0 {
+            return Ok(());
+        }
+        if alias > max {
+            return Err(DecodeError::WithReason(
+                Reason::TOPIC_ALIAS_INVALID,
+                format!("Topic Alias {alias} is over the maximum of {max}"),
+            ));
+        }
+        let slot = alias as usize - 1;
+        if self.topics.len() <= slot {
+            self.topics.resize(slot + 1, None);
+        }
+        if p.topic.is_empty() {
+            match &self.topics[slot] {
+                Some(topic) => p.topic = topic.clone(),
+                None => {
+                    return Err(DecodeError::Protocol(format!(
+                        "Topic Alias {alias} was never set"
+                    )));
+                }
+            }
+        } else {
+            self.topics[slot] = Some(p.topic.clone());
+        }
+        Ok(())
+    }
+}
+
+/// The aliases the broker set for a client: the first `max` topics it was sent keep theirs for
+/// the connection's life (a few hot topics is what aliases are for; no eviction, so a topic's
+/// alias never changes under a client).
+#[derive(Debug)]
+pub(crate) struct Outbound {
+    max: u16,
+    by_topic: HashMap<Arc<str>, u16>,
+}
+
+impl Outbound {
+    pub fn new(max: u16) -> Self {
+        Outbound {
+            max,
+            by_topic: HashMap::new(),
+        }
+    }
+
+    /// The alias to send `topic` with (0: none), and whether the client has it already (then
+    /// the topic is left out).
+    pub fn alias_for(&mut self, topic: &Arc<str>) -> (u16, bool) {
+        if let Some(&alias) = self.by_topic.get(topic) {
+            return (alias, true);
+        }
+        if self.by_topic.len() >= self.max as usize {
+            return (0, false);
+        }
+        let alias = self.by_topic.len() as u16 + 1;
+        self.by_topic.insert(topic.clone(), alias);
+        (alias, false)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::broker::protocol::QoS;
+
+    fn publish(topic: &str, alias: u16) -> Publish {
+        Publish {
+            topic: topic.into(),
+            payload: Default::default(),
+            qos: QoS::AtMostOnce,
+            pkid: 0,
+            retain: false,
+            dup: false,
+            props: None,
+            alias,
+        }
+    }
+
+    #[test]
+    fn a_client_sets_and_uses_aliases() {
+        let mut a = Inbound::default();
+        let mut p = publish("lab/a", 2);
+        a.resolve(&mut p, 10).unwrap();
+        let mut p = publish("", 2);
+        a.resolve(&mut p, 10).unwrap();
+        assert_eq!(p.topic, "lab/a");
+        // Set again to another topic.
+        a.resolve(&mut publish("lab/b", 2), 10).unwrap();
+        let mut p = publish("", 2);
+        a.resolve(&mut p, 10).unwrap();
+        assert_eq!(p.topic, "lab/b");
+        assert!(matches!(
+            a.resolve(&mut publish("", 3), 10),
+            Err(DecodeError::Protocol(_))
+        ));
+        assert!(matches!(
+            a.resolve(&mut publish("x", 11), 10),
+            Err(DecodeError::WithReason(Reason::TOPIC_ALIAS_INVALID, _))
+        ));
+    }
+
+    #[test]
+    fn the_broker_aliases_the_first_topics_it_sends() {
+        let mut a = Outbound::new(2);
+        let (t1, t2, t3): (Arc<str>, Arc<str>, Arc<str>) = ("a".into(), "b".into(), "c".into());
+        assert_eq!(a.alias_for(&t1), (1, false));
+        assert_eq!(a.alias_for(&t1), (1, true));
+        assert_eq!(a.alias_for(&t2), (2, false));
+        assert_eq!(a.alias_for(&t3), (0, false));
+        assert_eq!(a.alias_for(&t2), (2, true));
+    }
+}
