@@ -766,3 +766,47 @@ async fn will_delay_waits_and_a_client_back_in_time_cancels_it() {
     assert_eq!(&m.payload[..], b"gone");
     broker.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtt_5_sessions_and_properties_survive_a_restart() {
+    // The same data folder on both starts (each on a port of its own).
+    let config = common::config();
+    let broker = start_with(config.clone()).await;
+    let addr = broker.local_addr();
+    let opts = |addr: SocketAddr| {
+        let mut o = options5(addr, "keeper");
+        o.set_clean_start(false);
+        let mut props = rumqttc::v5::mqttbytes::v5::ConnectProperties::new();
+        props.session_expiry_interval = Some(600);
+        o.set_connect_properties(props);
+        o
+    };
+    let mut c = Client5::connect(opts(addr)).await;
+    subscribe_with(&mut c, vec![filter("lab/a", QoS::AtLeastOnce)], Some(42)).await;
+    c.client.disconnect().await.unwrap();
+    tokio::time::sleep(QUIET).await;
+    let p = Client5::connect(options5(addr, "pub")).await;
+    let props = PublishProperties {
+        content_type: Some("text/plain".into()),
+        user_properties: vec![("k".into(), "v".into())],
+        message_expiry_interval: Some(3600),
+        ..Default::default()
+    };
+    p.client
+        .publish_with_properties("lab/a", QoS::AtLeastOnce, false, "kept", props)
+        .await
+        .unwrap();
+    tokio::time::sleep(QUIET).await;
+    broker.shutdown().await;
+    let broker = start_with(config.clone()).await;
+    let mut c = Client5::connect(opts(broker.local_addr())).await;
+    assert!(c.connack.session_present);
+    let got = c.publish_received().await;
+    assert_eq!(&got.payload[..], b"kept");
+    let gp = got.properties.unwrap();
+    assert_eq!(gp.content_type.as_deref(), Some("text/plain"));
+    assert_eq!(gp.user_properties, vec![("k".into(), "v".into())]);
+    assert_eq!(gp.subscription_identifiers, [42]);
+    assert!(gp.message_expiry_interval.is_some_and(|l| l > 3500));
+    broker.shutdown().await;
+}

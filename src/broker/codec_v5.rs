@@ -146,7 +146,10 @@ fn ack(kind: u8, b: &mut Bytes) -> Result<Packet, DecodeError> {
 fn subscribe(b: &mut Bytes) -> Result<Packet, DecodeError> {
     let pkid = pkid(b, "SUBSCRIBE")?;
     let props = properties::read(b, properties::SUBSCRIBE, "SUBSCRIBE")?;
-    let id = props.subscription_id.unwrap_or(0);
+    if props.subscription_ids.len() > 1 {
+        return Err(protocol("SUBSCRIBE carries Subscription Identifier twice"));
+    }
+    let id = props.subscription_ids.first().copied().unwrap_or(0);
     if id > MAX_SUBSCRIPTION_ID {
         return Err(malformed(format!("Subscription Identifier {id}")));
     }

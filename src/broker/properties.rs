@@ -87,7 +87,8 @@ pub struct Props {
     pub content_type: Option<String>,
     pub response_topic: Option<String>,
     pub correlation_data: Option<Bytes>,
-    pub subscription_id: Option<u32>,
+    /// Repeated only where a server sends them (and in the store); a SUBSCRIBE takes one.
+    pub subscription_ids: Vec<u32>,
     pub session_expiry: Option<u32>,
     pub auth_method: Option<String>,
     pub auth_data: Option<Bytes>,
@@ -113,7 +114,7 @@ impl Props {
             response_topic: self.response_topic,
             correlation_data: self.correlation_data,
             user: self.user,
-            subscription_ids: Vec::new(),
+            subscription_ids: self.subscription_ids,
         };
         (m != MessageProps::default()).then(|| Box::new(m))
     }
@@ -247,7 +248,7 @@ pub fn read(b: &mut Bytes, allowed: &[u8], what: &str) -> Result<Props, DecodeEr
                 name(id)
             )));
         }
-        if id != USER_PROPERTY {
+        if id != USER_PROPERTY && id != SUBSCRIPTION_ID {
             let bit = 1u64 << (id & 63);
             if seen & bit != 0 {
                 return Err(protocol(format!("{what} carries {} twice", name(id))));
@@ -295,7 +296,7 @@ pub fn read(b: &mut Bytes, allowed: &[u8], what: &str) -> Result<Props, DecodeEr
             CORRELATION_DATA => props.correlation_data = Some(read_binary(&mut p, field)?),
             SUBSCRIPTION_ID => {
                 let id = read_varint(&mut p, field)?;
-                props.subscription_id = Some(not_zero(id)?);
+                props.subscription_ids.push(not_zero(id)?);
             }
             SESSION_EXPIRY => props.session_expiry = Some(four(&mut p)?),
             AUTH_METHOD => props.auth_method = Some(read_string(&mut p, field)?),
@@ -328,6 +329,35 @@ pub fn read(b: &mut Bytes, allowed: &[u8], what: &str) -> Result<Props, DecodeEr
         }
     }
     Ok(props)
+}
+
+/// What the store keeps of a message's properties: those a PUBLISH carries, without the
+/// expiry (kept apart, as a time of day) and the alias (the connection's).
+pub const STORED: &[u8] = &[
+    PAYLOAD_FORMAT,
+    RESPONSE_TOPIC,
+    CORRELATION_DATA,
+    USER_PROPERTY,
+    CONTENT_TYPE,
+    SUBSCRIPTION_ID,
+];
+
+/// A message's properties as the store keeps them: as a PUBLISH carries them, length first.
+pub fn to_blob(m: &MessageProps) -> Vec<u8> {
+    let mut buf = BytesMut::new();
+    put_varint(&mut buf, message_len(m, None));
+    put_message(&mut buf, m, None);
+    buf.to_vec()
+}
+
+/// A message's properties from the store, with the expiry it had left.
+pub fn from_blob(blob: &[u8], expiry_left: Option<u32>) -> Result<Box<MessageProps>, DecodeError> {
+    let mut b = Bytes::copy_from_slice(blob);
+    let mut m = read(&mut b, STORED, "stored properties")?
+        .into_message()
+        .unwrap_or_default();
+    m.expiry = expiry_left.map(Expiry::starting_now);
+    Ok(m)
 }
 
 // ---- writing ------------------------------------------------------------------------------

@@ -201,6 +201,7 @@ impl Session {
             j.push(Change::Session {
                 client_id: self.client_id.clone(),
                 filters: self.filters.clone(),
+                expiry: self.expiry,
             });
         }
     }
@@ -223,6 +224,7 @@ impl Session {
         let mut last: Option<(Arc<str>, Arc<str>)> = None;
         let mut s = Session::new(Arc::from(stored.client_id.as_str()), false, limits);
         s.filters = stored.filters;
+        s.expiry = stored.expiry;
         if !stored.qos2_in.is_empty() {
             s.incoming_qos2 = Some(Box::new(stored.qos2_in.into_iter().collect()));
         }
@@ -239,7 +241,7 @@ impl Session {
             let msg = Arc::new(Message {
                 topic: name,
                 payload: m.payload,
-                props: None,
+                props: m.props,
             });
             match m.pkid {
                 Some(pkid) => s.inflight.push_back(InFlight {

@@ -34,6 +34,8 @@ pub(crate) type SessionIdx = usize;
 pub struct Retained {
     pub payload: Bytes,
     pub qos: QoS,
+    /// MQTT 5 properties it was published with.
+    pub props: Option<Box<super::protocol::MessageProps>>,
 }
 
 /// One topic.
@@ -802,6 +804,7 @@ mod tests {
         t.for_publish("a", Some(1)).unwrap().retained = Some(Retained {
             payload: Bytes::from_static(b"1"),
             qos: QoS::AtMostOnce,
+            props: None,
         });
         t.forget_publisher(1);
         assert!(t.get("a").is_some(), "a retained value keeps it");

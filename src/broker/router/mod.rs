@@ -157,14 +157,18 @@ impl Router {
     /// on disk until cleared), and persistent sessions, offline, subscribed as they were.
     fn restore(&mut self, loaded: Loaded) {
         let mut retained = 0;
-        for (topic, qos, payload) in loaded.retained {
+        for (topic, qos, payload, props) in loaded.retained {
             if let Some(t) = self.topics.for_restore(&topic) {
                 self.retained.set(
                     &t.name,
                     &mut t.retain_key,
-                    Some((payload.clone(), qos, None)),
+                    Some((payload.clone(), qos, props.clone())),
                 );
-                t.retained = Some(Retained { payload, qos });
+                t.retained = Some(Retained {
+                    payload,
+                    qos,
+                    props,
+                });
                 retained += 1;
             }
         }
@@ -190,6 +194,12 @@ impl Router {
             let idx = self.sessions.len();
             for (filter, options) in &session.filters {
                 self.topics.subscribe_with(idx, filter, *options);
+            }
+            // An MQTT 5 session's expiry counts again from the start: the broker does not know
+            // when, before it stopped, the client left.
+            if session.expiry != u32::MAX {
+                let at = Instant::now() + Duration::from_secs(session.expiry as u64);
+                self.expiring.insert(idx, at);
             }
             self.by_client.insert(session.client_id.clone(), idx);
             self.sessions.push(Some(session));
@@ -461,7 +471,11 @@ impl Router {
         }
         let session = self.session(idx);
         session.clean = clean;
-        session.expiry = req.session_expiry.unwrap_or(u32::MAX);
+        let expiry = req.session_expiry.unwrap_or(u32::MAX);
+        if session.expiry != expiry {
+            session.expiry = expiry;
+            session.record_filters();
+        }
         if !session.clean
             && !session.persisted()
             && let Some(j) = journal
@@ -483,6 +497,7 @@ impl Router {
                 let s = self.session(idx);
                 s.expiry = expiry;
                 s.clean = expiry == 0;
+                s.record_filters();
                 if !s.clean
                     && !s.persisted()
                     && let Some(j) = journal
@@ -909,18 +924,22 @@ impl Router {
                 // A copy, so a retained message does not pin a connection's read buffer.
                 payload: Bytes::copy_from_slice(&payload),
                 qos,
+                props: props.clone(),
             });
             let value = t
                 .retained
                 .as_ref()
-                .map(|r| (r.payload.clone(), r.qos, props.clone()));
+                .map(|r| (r.payload.clone(), r.qos, r.props.clone()));
             retained_index.set(&t.name, &mut t.retain_key, value);
             if !t.system
                 && let Some(j) = journal
             {
                 j.push(Change::Retained {
                     topic: t.name.clone(),
-                    value: t.retained.as_ref().map(|r| (r.qos, r.payload.clone())),
+                    value: t
+                        .retained
+                        .as_ref()
+                        .map(|r| (r.qos, r.payload.clone(), r.props.clone())),
                 });
             }
         }

@@ -13,28 +13,33 @@ use bytes::Bytes;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
 use super::{Change, Loaded, StoredMessage, StoredSession};
-use crate::broker::protocol::{QoS, SubOptions};
+use crate::broker::properties;
+use crate::broker::protocol::{MessageProps, QoS, SubOptions};
 
 /// `PRAGMA application_id` of our files ("MQLB"): an SQLite database without it is someone
 /// else's, and is left alone.
 const APPLICATION_ID: i32 = 0x4D51_4C42;
-/// `PRAGMA user_version`: the schema below.
-const SCHEMA_VERSION: i32 = 1;
+/// `PRAGMA user_version`: the schema below. 2 added what MQTT 5 keeps (`MIGRATE_TO_2`).
+const SCHEMA_VERSION: i32 = 2;
 
 const SCHEMA: &str = "
 CREATE TABLE retained (
     topic   TEXT PRIMARY KEY,
     qos     INTEGER NOT NULL,
-    payload BLOB NOT NULL
+    payload BLOB NOT NULL,
+    props      BLOB,
+    expires_at INTEGER
 );
 CREATE TABLE sessions (
-    client_id TEXT PRIMARY KEY
+    client_id TEXT PRIMARY KEY,
+    expiry    INTEGER
 );
 CREATE TABLE subscriptions (
     client_id TEXT NOT NULL,
     position  INTEGER NOT NULL,
     filter    TEXT NOT NULL,
     qos       INTEGER NOT NULL,
+    sub_id    INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (client_id, position)
 );
 CREATE TABLE messages (
@@ -46,6 +51,8 @@ CREATE TABLE messages (
     retain    INTEGER NOT NULL,
     pkid      INTEGER,
     released  INTEGER NOT NULL DEFAULT 0,
+    props      BLOB,
+    expires_at INTEGER,
     PRIMARY KEY (client_id, seq)
 );
 CREATE TABLE qos2_in (
@@ -53,6 +60,20 @@ CREATE TABLE qos2_in (
     pkid      INTEGER NOT NULL,
     PRIMARY KEY (client_id, pkid)
 );
+";
+
+/// From schema 1 (MQTT 3.1.1 only) to 2: MQTT 5's message properties (as a PUBLISH carries
+/// them) and expiry (a time of day, in ms since the epoch), a session's expiry in seconds
+/// (NULL: for ever), and a subscription's identifier. `subscriptions.qos` holds the options
+/// byte from 2 on, which a schema 1 QoS already is.
+const MIGRATE_TO_2: &str = "
+ALTER TABLE retained ADD COLUMN props BLOB;
+ALTER TABLE retained ADD COLUMN expires_at INTEGER;
+ALTER TABLE sessions ADD COLUMN expiry INTEGER;
+ALTER TABLE subscriptions ADD COLUMN sub_id INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE messages ADD COLUMN props BLOB;
+ALTER TABLE messages ADD COLUMN expires_at INTEGER;
+PRAGMA user_version = 2;
 ";
 
 /// Why the data folder could not be used. Each names the file, and none changed it.
@@ -143,6 +164,10 @@ impl Db {
             ))
             .map_err(damaged)?;
             tx.commit().map_err(damaged)?;
+        } else if version < 2 {
+            let tx = conn.unchecked_transaction().map_err(damaged)?;
+            tx.execute_batch(MIGRATE_TO_2).map_err(damaged)?;
+            tx.commit().map_err(damaged)?;
         }
         Ok(Db { conn, path: p() })
     }
@@ -154,14 +179,15 @@ impl Db {
 
     fn load_inner(&mut self) -> rusqlite::Result<Loaded> {
         let mut loaded = Loaded::default();
-        let mut q = self
-            .conn
-            .prepare("SELECT topic, qos, payload FROM retained ORDER BY topic")?;
+        let mut q = self.conn.prepare(
+            "SELECT topic, qos, payload, props, expires_at FROM retained ORDER BY topic",
+        )?;
         let rows = q.query_map([], |r| {
             Ok((
                 r.get::<_, String>(0)?,
                 qos(r.get(1)?),
                 Bytes::from(r.get::<_, Vec<u8>>(2)?),
+                props_of(r.get_ref(3)?.as_blob_or_null()?, r.get(4)?)?,
             ))
         })?;
         for row in rows {
@@ -170,31 +196,36 @@ impl Db {
         let mut index: HashMap<String, usize> = HashMap::new();
         let mut q = self
             .conn
-            .prepare("SELECT client_id FROM sessions ORDER BY client_id")?;
-        for id in q.query_map([], |r| r.get::<_, String>(0))? {
-            let id = id?;
+            .prepare("SELECT client_id, expiry FROM sessions ORDER BY client_id")?;
+        let rows = q.query_map([], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, Option<i64>>(1)?))
+        })?;
+        for row in rows {
+            let (id, expiry) = row?;
             index.insert(id.clone(), loaded.sessions.len());
             loaded.sessions.push(StoredSession {
                 client_id: id,
+                expiry: expiry.map_or(u32::MAX, |e| e.clamp(0, u32::MAX as i64) as u32),
                 ..StoredSession::default()
             });
         }
         let mut q = self.conn.prepare(
-            "SELECT client_id, filter, qos FROM subscriptions ORDER BY client_id, position",
+            "SELECT client_id, filter, qos, sub_id FROM subscriptions ORDER BY client_id, position",
         )?;
         let mut rows = q.query([])?;
         while let Some(r) = rows.next()? {
             let id: String = r.get(0)?;
             if let Some(&i) = index.get(&id) {
-                loaded.sessions[i]
-                    .filters
-                    .push((r.get(1)?, unpack_options(r.get(2)?)));
+                let mut options = unpack_options(r.get(2)?);
+                options.id = r.get::<_, i64>(3)? as u32;
+                loaded.sessions[i].filters.push((r.get(1)?, options));
             }
         }
         // In the table's own order (a sequential read, where the key's order would be a lookup
         // per row), then sorted per session: rows were mostly written in order anyway.
         let mut q = self.conn.prepare(
-            "SELECT client_id, seq, topic, payload, qos, retain, pkid, released FROM messages",
+            "SELECT client_id, seq, topic, payload, qos, retain, pkid, released, props, expires_at
+             FROM messages",
         )?;
         let mut rows = q.query([])?;
         let mut topics: HashMap<String, Arc<str>> = HashMap::new();
@@ -227,6 +258,7 @@ impl Db {
                 retain: r.get(5)?,
                 pkid: r.get::<_, Option<i64>>(6)?.map(|p| p as u16),
                 released: r.get(7)?,
+                props: props_of(r.get_ref(8)?.as_blob_or_null()?, r.get(9)?)?,
             });
         }
         for s in &mut loaded.sessions {
@@ -256,27 +288,38 @@ impl Db {
             }
             match c {
                 Change::Retained { topic, value } => match value {
-                    Some((q, payload)) => {
+                    Some((q, payload, props)) => {
+                        let (blob, expires_at) = props_to_row(props.as_deref());
                         tx.prepare_cached(
-                            "INSERT OR REPLACE INTO retained (topic, qos, payload) VALUES (?1, ?2, ?3)",
+                            "INSERT OR REPLACE INTO retained (topic, qos, payload, props, expires_at)
+                             VALUES (?1, ?2, ?3, ?4, ?5)",
                         )?
-                        .execute(params![&**topic, *q as u8, &payload[..]])?;
+                        .execute(params![&**topic, *q as u8, &payload[..], blob, expires_at])?;
                     }
                     None => {
                         tx.prepare_cached("DELETE FROM retained WHERE topic = ?1")?
                             .execute([&**topic])?;
                     }
                 },
-                Change::Session { client_id, filters } => {
-                    tx.prepare_cached("INSERT OR IGNORE INTO sessions (client_id) VALUES (?1)")?
-                        .execute([&**client_id])?;
+                Change::Session {
+                    client_id,
+                    filters,
+                    expiry,
+                } => {
+                    let expiry = (*expiry != u32::MAX).then_some(*expiry as i64);
+                    tx.prepare_cached(
+                        "INSERT OR REPLACE INTO sessions (client_id, expiry) VALUES (?1, ?2)",
+                    )?
+                    .execute(params![&**client_id, expiry])?;
                     tx.prepare_cached("DELETE FROM subscriptions WHERE client_id = ?1")?
                         .execute([&**client_id])?;
                     let mut ins = tx.prepare_cached(
-                        "INSERT INTO subscriptions (client_id, position, filter, qos) VALUES (?1, ?2, ?3, ?4)",
+                        "INSERT INTO subscriptions (client_id, position, filter, qos, sub_id)
+                         VALUES (?1, ?2, ?3, ?4, ?5)",
                     )?;
                     for (i, (f, o)) in filters.iter().enumerate() {
-                        ins.execute(params![&**client_id, i as i64, f, pack_options(o)])?;
+                        let (options, id) = (pack_options(o), o.id as i64);
+                        ins.execute(params![&**client_id, i as i64, f, options, id])?;
                     }
                 }
                 Change::SessionGone { client_id } => {
@@ -292,9 +335,11 @@ impl Db {
                     qos,
                     retain,
                 } => {
+                    let (blob, expires_at) = props_to_row(msg.props.as_deref());
                     tx.prepare_cached(
-                        "INSERT OR REPLACE INTO messages (client_id, seq, topic, payload, qos, retain)
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                        "INSERT OR REPLACE INTO messages
+                         (client_id, seq, topic, payload, qos, retain, props, expires_at)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
                     )?
                     .execute(params![
                         &**client_id,
@@ -302,7 +347,9 @@ impl Db {
                         &*msg.topic,
                         &msg.payload[..],
                         *qos as u8,
-                        retain
+                        retain,
+                        blob,
+                        expires_at
                     ])?;
                 }
                 Change::Sent {
@@ -406,6 +453,41 @@ fn settled_within(changes: &[Change]) -> Vec<bool> {
     skip
 }
 
+/// Milliseconds since the epoch, for an expiry that must survive a restart.
+fn unix_ms_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// A message's MQTT 5 properties as columns: the rest as a PUBLISH carries them, and when it
+/// expires as a time of day.
+fn props_to_row(props: Option<&MessageProps>) -> (Option<Vec<u8>>, Option<i64>) {
+    let Some(p) = props else {
+        return (None, None);
+    };
+    let expires_at = p.expiry.map(|e| {
+        let left = e.left(std::time::Instant::now()).unwrap_or(0);
+        unix_ms_now() + left as i64 * 1000
+    });
+    (Some(properties::to_blob(p)), expires_at)
+}
+
+/// The properties of a stored message, with the time it has left (a message that ran out
+/// while the broker was stopped has 0 left, and is dropped instead of sent).
+fn props_of(
+    blob: Option<&[u8]>,
+    expires_at: Option<i64>,
+) -> rusqlite::Result<Option<Box<MessageProps>>> {
+    let Some(blob) = blob else {
+        return Ok(None);
+    };
+    let left = expires_at.map(|at| ((at - unix_ms_now()).max(0) / 1000) as u32);
+    properties::from_blob(blob, left).map(Some).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Blob, Box::new(e))
+    })
+}
+
 /// A subscription's QoS and MQTT 5 options in the `qos` column, packed as SUBSCRIBE's options
 /// byte packs them (a 3.1.1 subscription's is its QoS, as schema 1 wrote it).
 fn pack_options(o: &SubOptions) -> u8 {
@@ -472,6 +554,97 @@ mod tests {
     }
 
     #[test]
+    fn mqtt_5_state_survives_and_a_schema_1_file_is_migrated() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.sqlite3");
+        // A schema 1 file, as the broker before MQTT 5 wrote it.
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(&format!(
+                "CREATE TABLE retained (topic TEXT PRIMARY KEY, qos INTEGER NOT NULL, payload BLOB NOT NULL);
+                 CREATE TABLE sessions (client_id TEXT PRIMARY KEY);
+                 CREATE TABLE subscriptions (client_id TEXT NOT NULL, position INTEGER NOT NULL,
+                     filter TEXT NOT NULL, qos INTEGER NOT NULL, PRIMARY KEY (client_id, position));
+                 CREATE TABLE messages (client_id TEXT NOT NULL, seq INTEGER NOT NULL, topic TEXT NOT NULL,
+                     payload BLOB NOT NULL, qos INTEGER NOT NULL, retain INTEGER NOT NULL, pkid INTEGER,
+                     released INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (client_id, seq));
+                 CREATE TABLE qos2_in (client_id TEXT NOT NULL, pkid INTEGER NOT NULL, PRIMARY KEY (client_id, pkid));
+                 INSERT INTO sessions VALUES ('old');
+                 INSERT INTO subscriptions VALUES ('old', 0, 'lab/#', 1);
+                 PRAGMA application_id = {APPLICATION_ID}; PRAGMA user_version = 1;"
+            ))
+            .unwrap();
+        }
+        let mut db = Db::open(&path).unwrap();
+        let loaded = db.load().unwrap();
+        assert_eq!(loaded.sessions[0].expiry, u32::MAX);
+        assert_eq!(
+            loaded.sessions[0].filters,
+            vec![("lab/#".to_string(), SubOptions::qos(QoS::AtLeastOnce))]
+        );
+        // MQTT 5 state, written and read back.
+        let props = MessageProps {
+            content_type: Some("text/plain".into()),
+            user: vec![("k".into(), "v".into())],
+            expiry: Some(crate::broker::protocol::Expiry::starting_now(600)),
+            subscription_ids: vec![4, 9],
+            ..Default::default()
+        };
+        let options = SubOptions {
+            qos: QoS::ExactlyOnce,
+            no_local: true,
+            retain_as_published: true,
+            retain_handling: 2,
+            id: 9,
+        };
+        let c: Arc<str> = Arc::from("v5");
+        let msg = Arc::new(Message {
+            topic: Arc::from("lab/a"),
+            payload: Bytes::from("x"),
+            props: Some(Box::new(props.clone())),
+        });
+        db.apply(&[
+            Change::Session {
+                client_id: c.clone(),
+                filters: vec![("lab/+".into(), options)],
+                expiry: 300,
+            },
+            Change::Queued {
+                client_id: c.clone(),
+                seq: 1,
+                msg,
+                qos: QoS::AtLeastOnce,
+                retain: false,
+            },
+            Change::Retained {
+                topic: Arc::from("lab/r"),
+                value: Some((
+                    QoS::AtMostOnce,
+                    Bytes::from("r"),
+                    Some(Box::new(props.clone())),
+                )),
+            },
+        ])
+        .unwrap();
+        drop(db);
+        let loaded = Db::open(&path).unwrap().load().unwrap();
+        let s = loaded
+            .sessions
+            .iter()
+            .find(|s| s.client_id == "v5")
+            .unwrap();
+        assert_eq!((s.expiry, &s.filters[0].1), (300, &options));
+        let got = s.messages[0].props.as_deref().unwrap();
+        assert_eq!(got.content_type, props.content_type);
+        assert_eq!(got.user, props.user);
+        assert_eq!(got.subscription_ids, props.subscription_ids);
+        let left = got.expiry.unwrap().secs;
+        assert!((598..=600).contains(&left), "{left}");
+        let (_, _, _, r) = &loaded.retained[0];
+        assert_eq!(r.as_deref().unwrap().content_type, props.content_type);
+    }
+
+    #[test]
     fn a_message_queued_and_done_in_one_group_is_not_written_but_a_new_life_of_its_session_is() {
         let dir = tempfile::tempdir().unwrap();
         let mut db = Db::open(&dir.path().join("s.sqlite3")).unwrap();
@@ -479,6 +652,7 @@ mod tests {
         let session = || Change::Session {
             client_id: c.clone(),
             filters: vec![("lab/#".into(), SubOptions::qos(QoS::AtLeastOnce))],
+            expiry: u32::MAX,
         };
         let queued = |seq, text| Change::Queued {
             client_id: c.clone(),

@@ -16,7 +16,7 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, watch};
 
 use super::link::Message;
-use super::protocol::{QoS, SubOptions};
+use super::protocol::{MessageProps, QoS, SubOptions};
 
 mod db;
 mod writer;
@@ -33,12 +33,14 @@ pub(crate) enum Change {
     /// A topic's retained message is now this (`None`: cleared).
     Retained {
         topic: Arc<str>,
-        value: Option<(QoS, Bytes)>,
+        value: Option<(QoS, Bytes, Option<Box<MessageProps>>)>,
     },
-    /// A persistent session exists with these subscriptions.
+    /// A persistent session exists with these subscriptions, and outlives its connection by
+    /// `expiry` seconds (`u32::MAX`: for ever).
     Session {
         client_id: Arc<str>,
         filters: Vec<(String, SubOptions)>,
+        expiry: u32,
     },
     /// A persistent session is gone, with everything it held.
     SessionGone { client_id: Arc<str> },
@@ -102,6 +104,8 @@ pub(crate) struct StoredMessage {
     pub pkid: Option<u16>,
     /// PUBREC came back (QoS 2).
     pub released: bool,
+    /// MQTT 5 properties, the expiry counting from the load.
+    pub props: Option<Box<MessageProps>>,
 }
 
 /// A persistent session, as loaded.
@@ -109,6 +113,8 @@ pub(crate) struct StoredMessage {
 pub(crate) struct StoredSession {
     pub client_id: String,
     pub filters: Vec<(String, SubOptions)>,
+    /// MQTT 5's Session Expiry Interval (`u32::MAX`: for ever).
+    pub expiry: u32,
     /// In `seq` order.
     pub messages: Vec<StoredMessage>,
     pub qos2_in: Vec<u16>,
@@ -117,7 +123,7 @@ pub(crate) struct StoredSession {
 /// What the database held at start.
 #[derive(Debug, Default)]
 pub(crate) struct Loaded {
-    pub retained: Vec<(String, QoS, Bytes)>,
+    pub retained: Vec<(String, QoS, Bytes, Option<Box<MessageProps>>)>,
     pub sessions: Vec<StoredSession>,
 }
 
