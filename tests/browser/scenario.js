@@ -1,6 +1,8 @@
 // What the browser test does with each client library. The query string says:
 //   client=paho|mqttjs  url=ws://…/mqtt or wss://…/mqtt  run=<id>  report=<path on this server>
 //   [expect=refused: only try to connect, and report why it failed]
+//   [scenario=v5-…: one of the MQTT 5 scenarios of scenario5.js instead (MQTT.js only); they
+//    report the same way, with what they saw in fields of their own beside `error`]
 // The page reports to the test server, in order: every console line (POST <report>/log) and
 // at the end one JSON object of what it saw (POST <report>/result):
 //   {granted: [QoS granted per SUBSCRIBE], received: [{topic, payload, qos, retain}], error}
@@ -11,6 +13,7 @@
 
 import * as paho from "./paho.js";
 import * as mqttjs from "./mqttjs.js";
+import { scenarios as v5 } from "./scenario5.js";
 
 const STEP_MS = 10000;
 const params = new URLSearchParams(location.search);
@@ -30,6 +33,18 @@ function withTimeout(promise, what) {
   });
   return Promise.race([promise, late]).finally(() => clearTimeout(timer));
 }
+
+// Resolves once `cond()` holds (checked every 20 ms), within STEP_MS.
+function until(cond, what) {
+  let poll;
+  const holds = new Promise((resolve) => {
+    poll = setInterval(() => cond() && resolve(), 20);
+  });
+  return withTimeout(holds, `waiting for ${what}`).finally(() => clearInterval(poll));
+}
+
+// Anything else (a duplicate, a late DISCONNECT) would show in the report.
+const settle = () => new Promise((r) => setTimeout(r, 300));
 
 if (params.get("role") === "will") {
   // Client A: connects with a will, says so to the page that holds the iframe, then waits to
@@ -76,7 +91,13 @@ async function main() {
   const result = { granted: [], received: [], error: null };
   try {
     if (!lib) throw new Error(`unknown client ${params.get("client")}`);
-    await scenario(result, params.get("expect") === "refused");
+    const name = params.get("scenario");
+    if (name === null) {
+      await scenario(result, params.get("expect") === "refused");
+    } else {
+      if (!v5[name] || lib !== mqttjs) throw new Error(`no scenario ${name} for this client`);
+      await v5[name](result, { url, run, stepMs: STEP_MS, step: withTimeout, until, settle });
+    }
   } catch (e) {
     result.error = e.message;
     console.error(e.stack || e.message);
@@ -146,7 +167,6 @@ async function scenario(result, expectRefused) {
   frame.remove();
   await arrived(before + 1, "client A's will");
 
-  // Anything else (a duplicate, say) would show in the report.
-  await new Promise((r) => setTimeout(r, 300));
+  await settle();
   b.disconnect();
 }

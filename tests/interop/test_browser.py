@@ -1,12 +1,20 @@
 """A real browser: Debian's Chromium, headless, loads tests/browser/index.html, which runs the
 Eclipse Paho JavaScript client (npm paho-mqtt 1.1.0) or MQTT.js (npm mqtt 5.x, MQTT 3.1.1)
-against the broker over ws:// and wss://.
+against the broker over ws:// and wss://; and MQTT.js in MQTT 5 (protocolVersion 5), where the
+broker's answers carry reason codes and messages carry properties.
 
 The page (tests/browser/scenario.js) subscribes at QoS 2, gets a retained message set here over
 plain MQTT, publishes at QoS 0, 1 and 2 and gets each back at that QoS, and gets the will of a
 second client whose iframe it removes (the WebSocket closes with no DISCONNECT, as when a tab
 is closed). It reports its console and what it saw to a small HTTP server here, which also
 serves the page; the assertions are made here.
+
+The MQTT 5 tests run one of the page's MQTT 5 scenarios each (tests/browser/scenario5.js,
+query `scenario=v5-…`): message properties from one MQTT.js client to another, the topic list's
+refusals as reason codes (SUBACK 0x8F, PUBACK/PUBREC 0x90), DISCONNECT 0x8E to a client whose
+id is taken over, and topic aliases both ways. The page reports the reason codes, properties
+and packets MQTT.js parsed, and each test checks the codes themselves, so a broker answering
+as in 3.1.1 fails it.
 
 For wss:// Chromium really checks the broker's certificate: its HOME holds a fresh NSS database
 in which the CA the broker made on first run is a trusted root (certutil, libnss3-tools); a
@@ -230,3 +238,135 @@ def test_a_browser_without_the_ca_is_refused(page_server, browser_broker, home, 
     while "TLS handshake failed" not in browser_broker.log() and time.monotonic() < deadline:
         time.sleep(0.05)
     assert "TLS handshake failed" in browser_broker.log(), log
+
+
+# ---- MQTT 5: MQTT.js with protocolVersion 5 (tests/browser/scenario5.js) ----
+
+def run_v5_page(server, broker, home, tmp_path, scenario, door="ws") -> tuple[dict, str]:
+    """Run one MQTT 5 scenario of the page; fail on an error on the page. Returns its result."""
+    if door == "wss":
+        trust_ca(home, broker.ca)
+    result, run, log = run_page(server, tmp_path, home, client="mqttjs", scenario=scenario,
+                                url=door_url(broker, door))
+    log = f"result: {json.dumps(result, indent=1)}\n{log}"
+    assert result["error"] is None, f"{scenario} over {door}: {result['error']}\n{log}"
+    assert not [line for line in run.log if " error: " in line], f"errors on the page\n{log}"
+    return result, log
+
+
+def ack(cmd: str, code: int, **properties) -> dict:
+    """An acknowledgement or DISCONNECT as the page reports it."""
+    return {"cmd": cmd, "reasonCode": code, "properties": properties}
+
+
+def with_reason_string(packet: dict) -> dict:
+    """The packet without its Reason String, after checking it has one in words."""
+    props = dict(packet["properties"])
+    reason = props.pop("reasonString", None)
+    assert isinstance(reason, str) and reason.strip(), f"no Reason String in {packet}"
+    return {**packet, "properties": props}
+
+
+def assert_connack_v5(connack: dict, log: str) -> None:
+    # A 3.1.1 broker answers protocol level 5 with return code 1 and MQTT.js never connects.
+    assert connack["reasonCode"] == 0 and connack["sessionPresent"] is False, \
+        f"CONNACK {connack}\n{log}"
+    assert connack["properties"].get("topicAliasMaximum") == 10, f"CONNACK {connack}\n{log}"
+
+
+@pytest.mark.parametrize("door", ["ws", "wss"])
+def test_browser_mqtt5_properties_pass_through(page_server, browser_broker, home, tmp_path,
+                                                door):
+    result, log = run_v5_page(page_server, browser_broker, home, tmp_path, "v5-properties", door)
+    assert_connack_v5(result["connack"], log)
+    assert result["suback"] == {"granted": [1], "error": None}, log
+    # A subscriber matched: PUBACK 0 (an MQTT 5 PUBACK of two bytes reads as 0).
+    assert result["publish"] == {"acks": [ack("puback", 0)], "error": None}, log
+    assert len(result["received"]) == 1, log
+    message = result["received"][0]
+    props = dict(message["properties"])
+    # Passed on as the time left: at most what was sent, and little less.
+    expiry = props.pop("messageExpiryInterval", None)
+    assert expiry is not None and 3590 <= expiry <= 3600, f"Message Expiry Interval\n{log}"
+    assert {**message, "properties": props} == {
+        "topic": ECHO, "payload": '{"temp": 21.5}', "qos": 1, "retain": False,
+        "properties": {
+            "payloadFormatIndicator": True,
+            "contentType": "application/json",
+            "responseTopic": "lab/browser/reply",
+            "correlationData": [0x00, 0xFF, 0x80, 0x7F, 0x72, 0x65, 0x71],
+            # Two User Properties named room, in their order.
+            "userProperties": {"unit": "C", "room": ["lab 2", "lab 3"]},
+        },
+    }, f"the message as the MQTT 5 subscriber got it\n{log}"
+
+
+def test_browser_mqtt5_refusals_carry_reason_codes(page_server, browser_broker, home, tmp_path):
+    result, log = run_v5_page(page_server, browser_broker, home, tmp_path, "v5-refusals")
+    assert_connack_v5(result["connack"], log)
+    # One SUBSCRIBE of the listed topic and of a filter no listed topic matches: 3.1.1's 0x80
+    # would fail here, as would a SUBACK with one code.
+    assert result["suback"]["granted"] == [1, 0x8F], log
+    publish = result["publish"]
+    # MQTT.js fails a publish whose PUBACK or PUBREC has a code of 0x80 or more, and stops
+    # there: no PUBREL after PUBREC 0x90.
+    for name, cmd in (("unlisted qos 1", "puback"), ("unlisted qos 2", "pubrec")):
+        got = publish[name]
+        assert got["error"] is not None and got["error"]["code"] == 0x90, f"{name}\n{log}"
+        assert [a["cmd"] for a in got["acks"]] == [cmd], f"{name}\n{log}"
+        assert with_reason_string(got["acks"][0]) == ack(cmd, 0x90), f"{name}\n{log}"
+    # Listed, and no one subscribes: accepted, with 0x10.
+    got = publish["no subscribers qos 1"]
+    assert got["error"] is None and [(a["cmd"], a["reasonCode"]) for a in got["acks"]] \
+        == [("puback", 0x10)], log
+    assert publish["subscribed qos 1"] == {"acks": [ack("puback", 0)], "error": None}, log
+    assert result["received"] == [
+        {"topic": ECHO, "payload": "subscribed qos 1", "qos": 1, "retain": False,
+         "properties": {}},
+    ], f"only the listed topic's message comes back\n{log}"
+    # An UNSUBSCRIBE of a filter the client does not have.
+    assert result["unsuback"] == [0x11], log
+    assert result["stillConnected"] is True and result["disconnects"] == [], \
+        f"refusals close nothing\n{log}"
+
+
+def test_browser_mqtt5_takeover_gets_disconnect_0x8e(page_server, browser_broker, home,
+                                                      tmp_path):
+    result, log = run_v5_page(page_server, browser_broker, home, tmp_path, "v5-takeover")
+    assert_connack_v5(result["connack"], log)
+    assert_connack_v5(result["secondConnack"], log)
+    # 3.1.1 closes the old connection without a word; MQTT 5 sends DISCONNECT 0x8E first.
+    assert [with_reason_string(d) for d in result["disconnects"]] \
+        == [ack("disconnect", 0x8E)], f"the DISCONNECTs the first client got\n{log}"
+    assert result["secondConnected"] is True and result["secondDisconnects"] == [], log
+    got = result["secondPublish"]
+    assert got["error"] is None and [(a["cmd"], a["reasonCode"]) for a in got["acks"]] \
+        == [("puback", 0x10)], f"the second client after the takeover\n{log}"
+
+
+def test_browser_mqtt5_topic_aliases_both_ways(page_server, browser_broker, home, tmp_path):
+    result, log = run_v5_page(page_server, browser_broker, home, tmp_path, "v5-aliases")
+    assert_connack_v5(result["publisherConnack"], log)
+    assert result["suback"] == {"granted": [1], "error": None}, log
+    # MQTT.js (autoAssignTopicAlias) sent the topic once with an alias, then the alias alone...
+    sent = result["sent"]
+    alias = sent[0]["alias"]
+    assert alias is not None and sent == [
+        {"dir": "out", "topic": ECHO, "alias": alias},
+        {"dir": "out", "topic": "", "alias": alias},
+        {"dir": "out", "topic": "", "alias": alias},
+    ], f"what MQTT.js sent\n{log}"
+    # ... and the broker took each for its topic.
+    assert result["publish"] == [{"acks": [ack("puback", 0)], "error": None}] * 3, log
+    # The broker gives the subscriber, which takes up to 5, the topic once with an alias, then
+    # the alias alone; MQTT.js gives back the topic each time.
+    wire = result["wire"]
+    alias = wire[0]["alias"]
+    assert alias is not None and 1 <= alias <= 5 and wire == [
+        {"dir": "in", "topic": ECHO, "alias": alias},
+        {"dir": "in", "topic": "", "alias": alias},
+        {"dir": "in", "topic": "", "alias": alias},
+    ], f"what the broker sent the subscriber\n{log}"
+    assert [(m["topic"], m["payload"]) for m in result["received"]] \
+        == [(ECHO, f"aliased {i}") for i in (1, 2, 3)], log
+    assert result["disconnects"] == [], log
