@@ -57,12 +57,18 @@ for d in 1 2; do
     mosquitto_sub "${P[@]}" -i "display-$d" -t '$share/displays/lab/temperature' -q 1 >/dev/null &
     pids+=($!)
 done
+# An MQTT 5 client: Clients shows its version and what it asked for.
+mosquitto_sub "${P[@]}" -V mqttv5 -i meter-v5 -t 'lab/humidity' -q 1 \
+    -D connect session-expiry-interval 300 -D connect receive-maximum 10 \
+    -D connect topic-alias-maximum 5 -F '%t %p %P' >"$WORK/sub5.out" &
+pids+=($!)
 sleep 0.5
 for v in 20.5 20.7 21.0 21.4; do mosquitto_pub "${P[@]}" -i thermometer -t lab/temperature -m "$v" -q 1 -r; done
 mosquitto_pub "${P[@]}" -i student-3 -t lab/chat -m 'hello from the lab' -q 2
-# Numbers last: History opens on the newest topic and charts its values.
+# In MQTT 5, with properties that History shows and the MQTT 5 subscriber gets.
 for v in 48 51 47 53 50; do
-    mosquitto_pub "${P[@]}" -i hygrometer -t lab/humidity -m "{\"humidity\": $v}" -r
+    mosquitto_pub "${P[@]}" -V mqttv5 -i hygrometer -t lab/humidity -m "{\"humidity\": $v}" -r \
+        -D publish content-type application/json -D publish user-property room lab-2
     sleep 0.2
 done
 mosquitto_sub "${P[@]}" -i curious -t 'secret/#' -C 1 -W 1 >/dev/null 2>&1 || true
@@ -73,6 +79,7 @@ mosquitto_pub "${P[@]}" -i ada-laptop -u ada -P pw-ada -t students/ada/hello -m 
 mosquitto_pub "${P[@]}" -i bob-laptop -u bob -P pw-bob -t students/ada/hello -m spoof -q 1
 sleep 1.5
 grep -q 'hello from the lab' "$WORK/sub.out" || { echo "the subscriber got nothing" >&2; exit 1; }
+grep -q 'room:lab-2' "$WORK/sub5.out" || { echo "the MQTT 5 subscriber got no properties" >&2; exit 1; }
 
 export DISPLAY=$DISPLAY_NUM
 shot() {
@@ -91,6 +98,9 @@ shot topics
 tab 350
 shot clients
 tab 415
+# The humidity readings (MQTT 5, with properties), third in the list of recent topics: their
+# chart and properties.
+xdotool mousemove 60 290 click 1
 shot history
 # The QoS scenario (the first Run button), caught after its QoS 2 exchange, then its lab
 # clients and the Trace.

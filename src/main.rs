@@ -124,6 +124,10 @@ struct RunArgs {
     /// MQTT 5: topic aliases a client may set (Mosquitto's default; 0 turns them off).
     #[arg(long, value_name = "N", default_value_t = 10)]
     max_topic_alias: u16,
+    /// MQTT 5: send aliased topics to clients that announce a Topic Alias Maximum (off by
+    /// default: mosquitto_sub 2.0.11 and paho-mqtt 2.x announce one and cannot read them).
+    #[arg(long)]
+    send_topic_aliases: bool,
     /// Connections served at once.
     #[arg(long, value_name = "N", default_value_t = 20_000)]
     max_connections: usize,
@@ -246,6 +250,7 @@ fn broker_config(args: &RunArgs, topics: Option<&Path>) -> anyhow::Result<Config
         sys_interval: (args.sys_interval > 0).then(|| Duration::from_secs(args.sys_interval)),
         max_packet_size: args.max_packet_size,
         max_topic_alias: args.max_topic_alias,
+        send_topic_aliases: args.send_topic_aliases,
         connect_timeout: Duration::from_secs(args.connect_timeout),
         max_inflight: args.max_inflight,
         max_queued: args.max_queued,

@@ -755,3 +755,52 @@ fn rules_and_class_accounts_in_the_users_panel() {
     assert_eq!(rt.block_on(lab.next_publish()).topic, "lab/a");
     h.state_mut().shutdown();
 }
+
+#[test]
+fn an_mqtt_5_client_shows_its_settings_and_its_messages_their_properties() {
+    use rumqttc::v5::mqttbytes::v5::{ConnectProperties, PublishProperties};
+    let rt = runtime();
+    let mut h = harness(view(config()));
+    wait_for(&mut h, "first snapshot", |_| true);
+    let addr = addr(&h);
+    let mut opts = rumqttc::v5::MqttOptions::new("meter-5", addr.ip().to_string(), addr.port());
+    opts.set_clean_start(false);
+    let mut props = ConnectProperties::new();
+    props.session_expiry_interval = Some(120);
+    props.receive_maximum = Some(5);
+    props.topic_alias_max = Some(3);
+    opts.set_connect_properties(props);
+    let (client, mut eventloop) = rumqttc::v5::AsyncClient::new(opts, 10);
+    rt.spawn(async move { while eventloop.poll().await.is_ok() {} });
+    let props = PublishProperties {
+        content_type: Some("text/plain".into()),
+        user_properties: vec![("unit".into(), "C".into())],
+        ..Default::default()
+    };
+    rt.block_on(client.publish_with_properties(
+        "lab/b",
+        rumqttc::v5::mqttbytes::QoS::AtLeastOnce,
+        false,
+        "21.5",
+        props,
+    ))
+    .unwrap();
+
+    h.state_mut().tab = Tab::Clients;
+    wait_for(&mut h, "the MQTT 5 client", |l| {
+        l.snapshot.clients.iter().any(|c| c.client_id == "meter-5")
+    });
+    h.get_by_label_contains("5/TCP");
+    h.get_by_label("receive 5 · aliases 3");
+    h.get_by_label("kept 120 s");
+
+    h.state_mut().tab = Tab::History;
+    wait_for(&mut h, "its message", |l| {
+        l.snapshot
+            .topics
+            .iter()
+            .any(|t| t.name == "lab/b" && t.messages == 1)
+    });
+    h.get_by_label("content type text/plain · unit=C");
+    h.state_mut().shutdown();
+}

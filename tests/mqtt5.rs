@@ -660,7 +660,11 @@ fn subscribe5(pkid: u16, filter: &str) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn topic_aliases_both_ways() {
-    let broker = start().await;
+    let broker = start_with(mqtt_lab::broker::Config {
+        send_topic_aliases: true,
+        ..common::config()
+    })
+    .await;
     let addr = broker.local_addr();
     // The subscriber takes 1 alias (Topic Alias Maximum 1).
     let mut sub = connected5(addr, "sub", &[0x22, 0, 1]).await;

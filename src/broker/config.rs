@@ -50,6 +50,10 @@ pub struct Config {
     pub max_packet_size: usize,
     /// MQTT 5: how many topic aliases a client may set (0: none).
     pub max_topic_alias: u16,
+    /// MQTT 5: alias the topics sent to clients that say they take aliases. Off by default:
+    /// mosquitto_sub 2.0.11 and paho-mqtt 2.x announce a Topic Alias Maximum and then cannot
+    /// read an aliased PUBLISH.
+    pub send_topic_aliases: bool,
     /// A socket that has not sent CONNECT after this long is closed.
     pub connect_timeout: Duration,
     /// Unacknowledged QoS 1/2 messages in flight to one client.
@@ -98,6 +102,7 @@ impl Default for Config {
             sys_interval: Some(Duration::from_secs(10)),
             max_packet_size: 16 * 1024 * 1024,
             max_topic_alias: 10,
+            send_topic_aliases: false,
             connect_timeout: Duration::from_secs(10),
             max_inflight: 20,
             max_queued: 100_000,

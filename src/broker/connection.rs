@@ -28,6 +28,7 @@ use super::protocol::{
     Transport,
 };
 use super::session::Limits;
+use super::snapshot::V5Settings;
 use super::stats::{self, Stats};
 use super::topic_alias;
 use super::trace;
@@ -62,6 +63,7 @@ pub(crate) struct Shared {
     pub limits: Limits,
     pub max_packet_size: usize,
     pub max_topic_alias: u16,
+    pub send_topic_aliases: bool,
     pub connect_timeout: Duration,
     pub next_conn: AtomicU64,
     /// Where connections report their packets while someone watches the trace.
@@ -202,7 +204,11 @@ where
         }
     }
     let session_expiry = connect.v5.as_ref().map(|v| v.session_expiry);
-    let alias_max = connect.v5.as_ref().map_or(0, |v| v.topic_alias_maximum);
+    let alias_max = connect
+        .v5
+        .as_ref()
+        .filter(|_| shared.send_topic_aliases)
+        .map_or(0, |v| v.topic_alias_maximum);
     let request = ConnectRequest {
         conn,
         // The tap's copy, made when CONNECT was decoded: one allocation per client id.
@@ -214,6 +220,12 @@ where
         peer: wire.tap.peer().clone(),
         level: connect.level,
         session_expiry,
+        v5: connect.v5.as_ref().map(|v| V5Settings {
+            session_expiry: v.session_expiry,
+            receive_maximum: v.receive_maximum,
+            topic_alias_maximum: v.topic_alias_maximum,
+            max_packet_size: v.max_packet_size,
+        }),
         tx,
         room_wanted: room_wanted.clone(),
         limits,

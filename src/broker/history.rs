@@ -4,7 +4,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use super::protocol::QoS;
+use super::protocol::{MessageProps, QoS};
 use bytes::Bytes;
 
 /// How many values each topic keeps.
@@ -26,6 +26,8 @@ pub struct HistoryItem {
     pub retain: bool,
     /// Client id of the publisher (`None` for the broker's own messages).
     pub from: Option<Arc<str>>,
+    /// The MQTT 5 properties it was published with.
+    pub props: Option<Box<MessageProps>>,
 }
 
 /// The most recent values of one topic, oldest first, at most `HISTORY_DEPTH`.
@@ -42,6 +44,7 @@ impl History {
         qos: QoS,
         retain: bool,
         from: Option<Arc<str>>,
+        props: Option<&MessageProps>,
     ) {
         if self.items.len() == HISTORY_DEPTH {
             self.items.pop_front();
@@ -54,6 +57,7 @@ impl History {
             qos,
             retain,
             from,
+            props: props.map(|p| Box::new(p.clone())),
         });
     }
 
@@ -70,7 +74,7 @@ mod tests {
     fn keeps_the_last_ten_and_cuts_large_payloads() {
         let mut h = History::default();
         for i in 0..15u8 {
-            h.push(SystemTime::now(), &[i], QoS::AtMostOnce, false, None);
+            h.push(SystemTime::now(), &[i], QoS::AtMostOnce, false, None, None);
         }
         let values: Vec<u8> = h.items().map(|i| i.payload[0]).collect();
         assert_eq!(values, (5..15).collect::<Vec<_>>());
@@ -80,6 +84,7 @@ mod tests {
             QoS::AtLeastOnce,
             true,
             Some("c".into()),
+            None,
         );
         let last = h.items().last().unwrap();
         assert_eq!(

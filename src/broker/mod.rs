@@ -234,6 +234,7 @@ impl Broker {
             limits,
             max_packet_size: config.max_packet_size,
             max_topic_alias: config.max_topic_alias,
+            send_topic_aliases: config.send_topic_aliases,
             connect_timeout: config.connect_timeout,
             next_conn: AtomicU64::new(1),
             trace: sink,

@@ -92,10 +92,25 @@ pub struct ConnectionInfo {
     /// How it reached the broker (TCP, ...).
     pub transport: super::protocol::Transport,
     pub username: Option<String>,
-    /// 3 (MQTT 3.1) or 4 (3.1.1).
+    /// 3 (MQTT 3.1), 4 (3.1.1) or 5.
     pub protocol_level: u8,
     pub keep_alive: u16,
     pub since: SystemTime,
+    /// What an MQTT 5 client asked for; None before MQTT 5.
+    pub v5: Option<V5Settings>,
+}
+
+/// An MQTT 5 client's settings, as its CONNECT (and DISCONNECT) gave them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct V5Settings {
+    /// Seconds the session outlives the connection (`u32::MAX`: for ever).
+    pub session_expiry: u32,
+    /// Unacknowledged QoS 1/2 messages it takes at once.
+    pub receive_maximum: u16,
+    /// Topic aliases the broker may set for it.
+    pub topic_alias_maximum: u16,
+    /// The largest packet it takes; None: no limit of its own.
+    pub max_packet_size: Option<u32>,
 }
 
 /// A pattern on the topic list: a filter whose every match exists.

@@ -18,13 +18,14 @@ pub struct ClientsPanel {
     pending: Option<Pending>,
 }
 
-const COLUMNS: [&str; 13] = [
+const COLUMNS: [&str; 14] = [
     "Client id",
     "Address",
     "User",
     "MQTT",
     "Keepalive",
-    "Clean",
+    "MQTT 5 limits",
+    "Session",
     "Since",
     "In",
     "Out",
@@ -95,25 +96,41 @@ impl ClientsPanel {
             Some(conn) => {
                 text(row, &conn.peer.to_string());
                 text(row, conn.username.as_deref().unwrap_or("—"));
-                let version = if conn.protocol_level == 3 {
-                    "3.1"
-                } else {
-                    "3.1.1"
+                let version = match conn.protocol_level {
+                    3 => "3.1",
+                    5 => "5",
+                    _ => "3.1.1",
                 };
                 // Which door it came in by, beside the protocol version: "3.1.1/TCP".
                 text(row, &format!("{version}/{}", conn.transport));
                 text(row, &format!("{} s", conn.keep_alive));
+                let limits = conn.v5.map(|v| {
+                    let mut s = format!(
+                        "receive {} · aliases {}",
+                        v.receive_maximum, v.topic_alias_maximum
+                    );
+                    if let Some(max) = v.max_packet_size {
+                        s += &format!(" · packets ≤ {max} B");
+                    }
+                    s
+                });
+                text(row, limits.as_deref().unwrap_or("—"));
             }
             None => {
                 row.col(|ui| {
                     ui.weak("offline");
                 });
-                for _ in 0..3 {
+                for _ in 0..4 {
                     text(row, "—");
                 }
             }
         }
-        text(row, if c.clean_session { "yes" } else { "no" });
+        let session = match c.connection.as_ref().and_then(|conn| conn.v5) {
+            Some(v) => format::session_expiry(v.session_expiry),
+            None if c.clean_session => "clean".into(),
+            None => "persistent".into(),
+        };
+        text(row, &session);
         let since = match &c.connection {
             Some(conn) => format::clock(conn.since),
             None => format!("seen {}", format::clock(c.last_seen)),

@@ -40,6 +40,40 @@ pub fn payload(bytes: &[u8], max: usize) -> String {
     }
 }
 
+/// An MQTT 5 message's properties in one line: `content type text/plain · reply to lab/r ·
+/// k=v`; empty without any.
+pub fn props(p: &crate::broker::protocol::MessageProps) -> String {
+    let mut parts = Vec::new();
+    if let Some(t) = &p.content_type {
+        parts.push(format!("content type {t}"));
+    }
+    if let Some(t) = &p.response_topic {
+        parts.push(format!("reply to {t}"));
+    }
+    if let Some(d) = &p.correlation_data {
+        parts.push(format!("correlation {}", payload(d, 16)));
+    }
+    if p.payload_utf8 {
+        parts.push("UTF-8".into());
+    }
+    if let Some(e) = p.expiry {
+        parts.push(format!("expires after {} s", e.secs));
+    }
+    for (k, v) in &p.user {
+        parts.push(format!("{k}={v}"));
+    }
+    parts.join(" · ")
+}
+
+/// Seconds a session outlives its connection, in words.
+pub fn session_expiry(secs: u32) -> String {
+    match secs {
+        0 => "ends with connection".into(),
+        u32::MAX => "kept for ever".into(),
+        s => format!("kept {s} s"),
+    }
+}
+
 pub fn qos(q: QoS) -> &'static str {
     match q {
         QoS::AtMostOnce => "0",

@@ -140,9 +140,9 @@ impl HistoryPanel {
             .show(ui, |ui| {
                 egui::Grid::new("history-grid")
                     .striped(true)
-                    .num_columns(5)
+                    .num_columns(6)
                     .show(ui, |ui| {
-                        for h in ["Time", "Payload", "QoS", "Retain", "From"] {
+                        for h in ["Time", "Payload", "QoS", "Retain", "From", "Properties"] {
                             ui.strong(h);
                         }
                         ui.end_row();
@@ -156,6 +156,10 @@ impl HistoryPanel {
                             ui.label(format::qos(item.qos));
                             ui.label(if item.retain { "yes" } else { "no" });
                             ui.label(item.from.as_deref().unwrap_or("—"));
+                            match &item.props {
+                                Some(p) => ui.label(format::props(p)),
+                                None => ui.weak("—"),
+                            };
                             ui.end_row();
                         }
                     });

@@ -141,8 +141,9 @@ def home(tmp_path) -> Path:
 
 @pytest.fixture
 def browser_broker(broker_factory, home):
+    # MQTT.js reads aliased topics, so the broker may send them (off by default: see README).
     b = broker_factory(topics=[ECHO, RETAINED, WILL],
-                       extra_args=["--ws-port", "0", "--wss-port", "0"],
+                       extra_args=["--ws-port", "0", "--wss-port", "0", "--send-topic-aliases"],
                        env={"HOME": str(home)})
     b.ca = home / ".config" / "mqtt-lab" / "tls" / "ca.pem"
     assert b.ca.exists(), "the local CA is made on first run"

@@ -13,7 +13,9 @@ use crate::broker::events::EventKind;
 use crate::broker::files::{FileError, FileStamp};
 use crate::broker::link::{CloseReason, Command, ToRouter};
 use crate::broker::saver::SaveJob;
-use crate::broker::snapshot::{ClientInfo, ConnectionInfo, Flow, PatternInfo, Snapshot, TopicInfo};
+use crate::broker::snapshot::{
+    ClientInfo, ConnectionInfo, Flow, PatternInfo, Snapshot, TopicInfo, V5Settings,
+};
 use crate::broker::store::Change;
 use crate::broker::table::{SessionIdx, Topic};
 use crate::broker::topic_list;
@@ -533,6 +535,10 @@ impl Router {
                     protocol_level: o.level,
                     keep_alive: o.keep_alive,
                     since: o.since,
+                    v5: o.v5.map(|v| V5Settings {
+                        session_expiry: s.expiry,
+                        ..v
+                    }),
                 }),
                 subscriptions: s.filters.iter().map(|(f, o)| (f.clone(), o.qos)).collect(),
                 messages_in: s.messages_in,

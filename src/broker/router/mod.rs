@@ -458,6 +458,7 @@ impl Router {
             grant,
             username: req.username,
             level: req.level,
+            v5: req.v5,
             keep_alive: req.keep_alive,
             since: SystemTime::now(),
             room_wanted: req.room_wanted,
@@ -603,8 +604,13 @@ impl Router {
             (Some(_), false, _) => ", will not allowed by its rules".to_owned(),
             (None, _, _) => String::new(),
         };
+        // An MQTT 5 client was told why, by name.
+        let told = match reason.disconnect_reason() {
+            Some(r) if online.level >= 5 => format!(" (DISCONNECT {r})"),
+            _ => String::new(),
+        };
         self.events
-            .push(kind, &*client_id, format!("{reason}{said}"));
+            .push(kind, &*client_id, format!("{reason}{told}{said}"));
         if clean {
             self.remove_session(idx);
         } else {
@@ -944,7 +950,8 @@ impl Router {
             }
         }
         if from.is_some() {
-            t.history.push(now, &payload, qos, retain, from);
+            t.history
+                .push(now, &payload, qos, retain, from, props.as_deref());
         }
         t.messages += 1;
         t.last_publish = Some(now);
@@ -1026,6 +1033,7 @@ impl Router {
     }
 
     fn on_subscribe(&mut self, idx: SessionIdx, pkid: u16, filters: Vec<(String, SubOptions)>) {
+        let level = self.session(idx).online.as_ref().map_or(4, |o| o.level);
         let mut codes = Vec::with_capacity(filters.len());
         let mut retained = Vec::new();
         for (filter, options) in filters {
@@ -1043,11 +1051,12 @@ impl Router {
                     .and_then(|o| o.grant.as_ref())
                     .is_none_or(|g| g.may_subscribe(&filter));
             if !allowed || !self.topics.serves(&filter) {
-                codes.push(SubscribeCode::Refused(if valid && !allowed {
+                let reason = if valid && !allowed {
                     Reason::NOT_AUTHORIZED
                 } else {
                     Reason::TOPIC_FILTER_INVALID
-                }));
+                };
+                codes.push(SubscribeCode::Refused(reason));
                 self.counters.refused_subscriptions += 1;
                 let client_id = self.session(idx).client_id.clone();
                 let why = match (valid, allowed, &shared) {
@@ -1061,7 +1070,10 @@ impl Router {
                 self.events.push(
                     EventKind::SubscriptionRefused,
                     &*client_id,
-                    format!("SUBSCRIBE {filter:?} refused (0x80): {why}"),
+                    format!(
+                        "SUBSCRIBE {filter:?} refused ({}): {why}",
+                        code_text(reason, level)
+                    ),
                 );
                 info!(
                     client_id = %client_id,
@@ -1179,6 +1191,16 @@ impl Router {
         for (topic, value) in sys::values(&figures, &snapshot) {
             self.route(None, topic, Bytes::from(value), QoS::AtMostOnce, true, None);
         }
+    }
+}
+
+/// A refusal's code as the client was sent it, for the log: 0x80 before MQTT 5, the reason by
+/// name in it.
+fn code_text(reason: Reason, level: u8) -> String {
+    if level >= 5 {
+        reason.to_string()
+    } else {
+        "0x80".into()
     }
 }
 
