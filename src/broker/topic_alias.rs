@@ -4,7 +4,6 @@
 //! the alias and an empty topic; the broker sets aliases for the topics it sends a client, up
 //! to the client's maximum, so that a subscriber of one long topic is sent its name once.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::codec::DecodeError;
@@ -50,35 +49,44 @@ impl Inbound {
     }
 }
 
-/// The aliases the broker set for a client: the first `max` topics it was sent keep theirs for
-/// the connection's life (a few hot topics is what aliases are for; no eviction, so a topic's
-/// alias never changes under a client).
+/// The most aliases the broker sets for one client, whatever it takes: a few hot topics are
+/// what aliases are for, and a short list is searched faster than a map is hashed.
+const OUT_MAX: u16 = 16;
+
+/// The aliases the broker set for a client: the first topics it was sent keep theirs for the
+/// connection's life (no eviction, so a topic's alias never changes under a client). Alias `n`
+/// is `topics[n - 1]`.
 #[derive(Debug)]
 pub(crate) struct Outbound {
     max: u16,
-    by_topic: HashMap<Arc<str>, u16>,
+    topics: Vec<Arc<str>>,
 }
 
 impl Outbound {
     pub fn new(max: u16) -> Self {
         Outbound {
-            max,
-            by_topic: HashMap::new(),
+            max: max.min(OUT_MAX),
+            topics: Vec::new(),
         }
     }
 
     /// The alias to send `topic` with (0: none), and whether the client has it already (then
-    /// the topic is left out).
+    /// the topic is left out). A topic's name is shared by all its messages, so the pointer
+    /// nearly always settles it.
     pub fn alias_for(&mut self, topic: &Arc<str>) -> (u16, bool) {
-        if let Some(&alias) = self.by_topic.get(topic) {
-            return (alias, true);
+        let found = self
+            .topics
+            .iter()
+            .position(|t| Arc::ptr_eq(t, topic))
+            .or_else(|| self.topics.iter().position(|t| t == topic));
+        if let Some(i) = found {
+            return (i as u16 + 1, true);
         }
-        if self.by_topic.len() >= self.max as usize {
+        if self.topics.len() >= self.max as usize {
             return (0, false);
         }
-        let alias = self.by_topic.len() as u16 + 1;
-        self.by_topic.insert(topic.clone(), alias);
-        (alias, false)
+        self.topics.push(topic.clone());
+        (self.topics.len() as u16, false)
     }
 }
 
