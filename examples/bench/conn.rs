@@ -144,6 +144,34 @@ pub struct Login {
     pub pass: Option<String>,
     /// Clean session (true), or a persistent one that the broker keeps messages for.
     pub clean: bool,
+    /// MQTT 5 (protocol level 5) and what its CONNECT says; None: MQTT 3.1.1 (level 4).
+    pub v5: Option<V5>,
+}
+
+/// What an MQTT 5 client asks for in CONNECT.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct V5 {
+    /// Topic Alias Maximum (property 0x22): how many aliases the broker may set for the topics
+    /// it sends this client; 0 (the property left out): none.
+    pub topic_alias_max: u16,
+}
+
+/// What an MQTT 5 broker said in CONNACK (its defaults when the property is absent).
+#[derive(Clone, Copy, Debug)]
+pub struct Server {
+    /// Topic Alias Maximum: how many aliases this client may set (0: none).
+    pub topic_alias_max: u16,
+    /// Receive Maximum: most unacknowledged QoS 1/2 PUBLISHes the broker takes from this client.
+    pub receive_max: u16,
+}
+
+impl Default for Server {
+    fn default() -> Server {
+        Server {
+            topic_alias_max: 0,
+            receive_max: u16::MAX,
+        }
+    }
 }
 
 /// Whatever carries a WebSocket: TCP or TLS.
@@ -401,6 +429,8 @@ pub struct Conn {
     chunk: usize,
     /// The TLS version and cipher suite, when there is TLS.
     pub tls_info: Option<String>,
+    /// MQTT 5: what the broker's CONNACK said; None: MQTT 3.1.1.
+    pub v5: Option<Server>,
 }
 
 impl Conn {
@@ -414,39 +444,127 @@ impl Conn {
             wbuf: BytesMut::with_capacity(chunk.min(1024)),
             chunk,
             tls_info,
+            v5: None,
         };
-        mqtt::connect(
-            &mut c.wbuf,
-            client_id,
-            login.keepalive,
-            login.clean,
-            login.user.as_deref(),
-            login.pass.as_deref(),
-        );
+        let (user, pass) = (login.user.as_deref(), login.pass.as_deref());
+        match login.v5 {
+            None => mqtt::connect(
+                &mut c.wbuf,
+                client_id,
+                login.keepalive,
+                login.clean,
+                user,
+                pass,
+            ),
+            Some(v5) => {
+                let mut props = Vec::new();
+                if !login.clean {
+                    // MQTT 5 ends a session when its connection does unless the client asks
+                    // otherwise: a persistent session (3.1.1's clean session 0) never expires.
+                    props.push(mqtt::SESSION_EXPIRY_INTERVAL);
+                    props.extend_from_slice(&u32::MAX.to_be_bytes());
+                }
+                if v5.topic_alias_max > 0 {
+                    props.push(mqtt::TOPIC_ALIAS_MAXIMUM);
+                    props.extend_from_slice(&v5.topic_alias_max.to_be_bytes());
+                }
+                mqtt::connect_v5(
+                    &mut c.wbuf,
+                    client_id,
+                    login.keepalive,
+                    login.clean,
+                    user,
+                    pass,
+                    &props,
+                );
+            }
+        }
         c.flush().await?;
         let (kind, body) = c.next_packet().await?;
+        let (level, word) = match login.v5 {
+            None => ("MQTT 3.1.1", "return code"),
+            Some(_) => ("MQTT 5", "reason code"),
+        };
         match (kind, body.get(1)) {
-            (mqtt::CONNACK, Some(0)) => Ok(c),
-            (mqtt::CONNACK, code) => Err(other(format!(
-                "CONNECT refused with CONNACK return code {code:?}"
-            ))),
-            _ => Err(other(format!("expected CONNACK, got packet type {kind}"))),
+            (mqtt::CONNACK, Some(0)) => {}
+            (mqtt::CONNACK, Some(code)) => {
+                return Err(other(format!(
+                    "{level} CONNECT refused with CONNACK {word} {code:#04x}"
+                )));
+            }
+            (mqtt::CONNACK, None) => return Err(other("a CONNACK shorter than 2 bytes")),
+            _ => {
+                return Err(other(format!(
+                    "{level} CONNECT answered with packet type {kind}, not CONNACK"
+                )));
+            }
         }
+        if login.v5.is_some() {
+            if body.len() == 2 {
+                return Err(other(
+                    "the broker answered an MQTT 5 CONNECT with a CONNACK without properties \
+                     (an MQTT 3.1.1 CONNACK?)",
+                ));
+            }
+            let mut server = Server::default();
+            let bad = |e| other(format!("CONNACK properties: {e}"));
+            let (props, used) = mqtt::properties(&body[2..]).map_err(bad)?;
+            if 2 + used != body.len() {
+                return Err(other("CONNACK longer than its properties"));
+            }
+            for prop in mqtt::Properties(props) {
+                match prop.map_err(bad)? {
+                    (mqtt::TOPIC_ALIAS_MAXIMUM, v) => server.topic_alias_max = v as u16,
+                    (mqtt::RECEIVE_MAXIMUM, 0) => {
+                        return Err(other("CONNACK with a Receive Maximum of 0"));
+                    }
+                    (mqtt::RECEIVE_MAXIMUM, v) => server.receive_max = v as u16,
+                    _ => {}
+                }
+            }
+            c.v5 = Some(server);
+        }
+        Ok(c)
     }
 
     /// SUBSCRIBE to one filter; the granted QoS, or an error if the broker refused it.
     pub async fn subscribe(&mut self, filter: &str, qos: u8) -> io::Result<u8> {
-        mqtt::subscribe(&mut self.wbuf, 1, filter, qos);
+        if self.v5.is_some() {
+            mqtt::subscribe_v5(&mut self.wbuf, 1, filter, qos);
+        } else {
+            mqtt::subscribe(&mut self.wbuf, 1, filter, qos);
+        }
         self.flush().await?;
         loop {
             let (kind, body) = self.next_packet().await?;
             if kind == mqtt::SUBACK {
-                return match body.get(2) {
+                // MQTT 5: the packet id, then properties, then the reason codes.
+                let at = match self.v5 {
+                    None => 2,
+                    Some(_) => {
+                        let rest = body.get(2..).unwrap_or_default();
+                        let (_, used) = mqtt::properties(rest)
+                            .map_err(|e| other(format!("SUBACK properties: {e}")))?;
+                        2 + used
+                    }
+                };
+                return match body.get(at) {
                     Some(&g) if g <= 2 => Ok(g),
                     g => Err(other(format!(
-                        "SUBSCRIBE to {filter} refused (SUBACK return code {g:?})"
+                        "SUBSCRIBE to {filter} refused (SUBACK {} {g:?})",
+                        if self.v5.is_some() {
+                            "reason code"
+                        } else {
+                            "return code"
+                        }
                     ))),
                 };
+            }
+            if kind == mqtt::DISCONNECT {
+                return Err(other(format!(
+                    "the broker sent DISCONNECT (reason code {:#04x}) instead of SUBACK",
+                    body.first().copied().unwrap_or(0)
+                )));
             }
         }
     }

@@ -1,4 +1,5 @@
-//! `bench`: drives an MQTT 3.1.1 broker on this machine with real traffic and measures it.
+//! `bench`: drives an MQTT 3.1.1 (or, for the message loads, MQTT 5) broker on this machine with
+//! real traffic and measures it.
 //!
 //! ```text
 //! cargo run --release --no-default-features --example bench -- --port P [--label NAME] [--rounds N]
@@ -6,6 +7,8 @@
 //!   fanin   --qos Q --publishers 8 --count 10000 --size 64 --window 100   P pubs on bench/<i> -> 1 sub on bench/#
 //!   fanout  --qos 0 --subscribers 32 --count 10000                        1 pub on bench/fanout -> N subs
 //!   latency --qos Q --rate 1000 --count 5000                              p50/p99/max on bench/latency
+//!     (these three take --v5: every client speaks MQTT 5; --aliases: publishers send topic
+//!      aliases and subscribers take them)
 //!   conns   --connections 5000 [--pid PID]                                idle CONNECT + SUBSCRIBE idle/<i>
 //!   storm   --clients 200 --secs 30 [--pid PID]   wrong-password storm beside a QoS 1 pair (--username/--password: the right ones)
 //!   devices --clients 10000 --publishers 8 --count 10000 --qos Q          P pubs -> a random one of N subs on devices/<id>/#
@@ -23,6 +26,13 @@
 //! (4 bytes) and its send time (8 bytes, nanoseconds since the run started), so subscribers count
 //! each message once, spot duplicates and corruption, and measure latency. Brokers on loopback
 //! only: this is a load generator, not a tool to point at someone else's server.
+//!
+//! MQTT 5 (`--v5`): the same loads and the same counting, every client at protocol level 5.
+//! With `--aliases` each publisher sets a Topic Alias on its first PUBLISH to a topic and then
+//! sends the alias with an empty topic (within the Topic Alias Maximum the broker's CONNACK
+//! offers; none offered is an error), and each subscriber announces a Topic Alias Maximum of
+//! 10 and resolves the aliases the broker sends it before checking the topic: a message whose
+//! alias the subscriber cannot resolve is a protocol error, and is not counted as received.
 
 mod conn;
 mod json;
@@ -41,13 +51,13 @@ use tokio::sync::Semaphore;
 use tokio::task::{AbortHandle, JoinHandle};
 use tokio::time::{sleep, sleep_until, timeout, timeout_at};
 
-use conn::{Conn, Login, Transport, Via, other};
+use conn::{Conn, Login, Transport, V5, Via, other};
 use json::Object;
 
 #[derive(Parser, Clone)]
 #[command(
     name = "bench",
-    about = "MQTT 3.1.1 benchmark: fan-in, fan-out, latency and idle connections against a broker on loopback"
+    about = "MQTT 3.1.1 / MQTT 5 benchmark: fan-in, fan-out, latency and idle connections against a broker on loopback"
 )]
 struct Cli {
     /// Broker host; loopback addresses only
@@ -121,12 +131,40 @@ struct Load {
     persistent: bool,
 }
 
+/// Which MQTT the message loads speak.
+#[derive(Args, Clone, Copy, Default)]
+struct Proto {
+    /// Every client speaks MQTT 5 (protocol level 5) instead of MQTT 3.1.1
+    #[arg(long)]
+    v5: bool,
+    /// MQTT 5 topic aliases: publishers set one on their first PUBLISH and then send it with an
+    /// empty topic; subscribers take up to 10 from the broker (Topic Alias Maximum)
+    #[arg(long, requires = "v5")]
+    aliases: bool,
+}
+
+impl Proto {
+    /// What the human line says after the scenario's name.
+    fn tag(self) -> &'static str {
+        match (self.v5, self.aliases) {
+            (false, _) => "",
+            (true, false) => " mqtt5",
+            (true, true) => " mqtt5+aliases",
+        }
+    }
+}
+
+/// The Topic Alias Maximum subscribers announce with `--aliases`.
+const SUB_ALIAS_MAX: u16 = 10;
+
 #[derive(Subcommand, Clone)]
 enum Scenario {
     /// P publishers on bench/<i> -> 1 subscriber on bench/#: received msgs/s, lost
     Fanin {
         #[command(flatten)]
         load: Load,
+        #[command(flatten)]
+        proto: Proto,
         #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=1000))]
         publishers: u32,
         /// Messages per publisher
@@ -137,6 +175,8 @@ enum Scenario {
     Fanout {
         #[command(flatten)]
         load: Load,
+        #[command(flatten)]
+        proto: Proto,
         #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=10_000))]
         subscribers: u32,
         #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
@@ -146,6 +186,8 @@ enum Scenario {
     Latency {
         #[command(flatten)]
         load: Load,
+        #[command(flatten)]
+        proto: Proto,
         /// Messages per second
         #[arg(long, default_value_t = 1000.0)]
         rate: f64,
@@ -225,8 +267,18 @@ struct Stats {
     /// Payloads that do not decode as ours, or arrived on the wrong topic.
     corrupt: AtomicU64,
     /// Broker behaviour the spec does not allow here: acks for unknown packet ids, the wrong
-    /// delivery QoS, unexpected packet types.
+    /// delivery QoS, unexpected packet types; MQTT 5: topic aliases never set or over the
+    /// maximum, a PUBCOMP or PUBREL with an error reason.
     protocol_errors: AtomicU64,
+    /// MQTT 5: publishes the broker refused (PUBACK or PUBREC with a reason code of 0x80 or more).
+    refused: AtomicU64,
+    /// MQTT 5: PUBLISHes sent with a topic alias and an empty topic.
+    aliased_sent: AtomicU64,
+    /// MQTT 5: PUBLISHes received with a topic alias and an empty topic.
+    aliased_received: AtomicU64,
+    /// MQTT 5: the broker's Receive Maximum, when it is below `--window` and caps it (0: it
+    /// does not).
+    receive_max: AtomicU64,
     last_rx_ns: AtomicU64,
     pubs_done_ns: AtomicU64,
     /// When the last subscriber had every message and every QoS 2 handshake done.
@@ -251,6 +303,8 @@ struct Ctx {
     persistent: bool,
     /// Publishers set the retain flag.
     retain: bool,
+    /// MQTT 5 publishers send topic aliases (`Proto::aliases`).
+    aliases: bool,
     st: Stats,
 }
 
@@ -275,7 +329,25 @@ async fn publisher(
     count: u64,
     rate: Option<f64>,
 ) -> io::Result<Conn> {
-    let (qos, window) = (ctx.qos, ctx.window);
+    let qos = ctx.qos;
+    // MQTT 5: the broker's Receive Maximum caps the window.
+    let window = match c.v5 {
+        Some(server) if qos > 0 && usize::from(server.receive_max) < ctx.window => {
+            ctx.st
+                .receive_max
+                .store(u64::from(server.receive_max), Relaxed);
+            usize::from(server.receive_max)
+        }
+        _ => ctx.window,
+    };
+    let v5 = c.v5.is_some();
+    // MQTT 5 topic aliases: topic index -> alias (0: none yet), and the aliases left to set.
+    let (mut alias_of, alias_max) = match c.v5 {
+        Some(server) if ctx.aliases => (vec![0u16; topics.len()], server.topic_alias_max),
+        _ => (Vec::new(), 0),
+    };
+    let mut last_alias = 0u16;
+    let mut aliased = 0u64;
     // Per packet id: 0 free, 1 waiting for PUBACK (QoS 1) or PUBREC (QoS 2), 2 waiting for PUBCOMP.
     let mut state = vec![0u8; 65536];
     let mut payload = vec![0x5au8; ctx.size];
@@ -301,12 +373,35 @@ async fn publisher(
             }
             payload[4..8].copy_from_slice(&(sent as u32).to_be_bytes());
             payload[8..16].copy_from_slice(&ctx.ns().to_be_bytes());
-            let topic = &topics[pick(sent)];
-            mqtt::publish(&mut c.wbuf, topic, qos, pid, ctx.retain, &payload);
+            let t = pick(sent);
+            let topic = &topics[t];
+            if !v5 {
+                mqtt::publish(&mut c.wbuf, topic, qos, pid, ctx.retain, &payload);
+            } else if alias_of.is_empty() {
+                mqtt::publish_v5(&mut c.wbuf, topic, qos, pid, ctx.retain, 0, &payload);
+            } else {
+                let alias = alias_of[t];
+                let (topic, alias) = if alias != 0 {
+                    aliased += 1;
+                    ("", alias)
+                } else if last_alias < alias_max {
+                    // Set the next alias: the topic and the alias, this once.
+                    last_alias += 1;
+                    alias_of[t] = last_alias;
+                    (topic.as_str(), last_alias)
+                } else {
+                    (topic.as_str(), 0)
+                };
+                mqtt::publish_v5(&mut c.wbuf, topic, qos, pid, ctx.retain, alias, &payload);
+            }
             sent += 1;
         }
         c.flush().await?;
         ctx.st.sent.fetch_add(sent - before, Relaxed);
+        if aliased > 0 {
+            ctx.st.aliased_sent.fetch_add(aliased, Relaxed);
+            aliased = 0;
+        }
         if sent == count && inflight == 0 {
             break;
         }
@@ -344,13 +439,29 @@ async fn publisher(
 /// Handle the acks in a publisher's read buffer: PUBACK and PUBCOMP free their packet id,
 /// PUBREC is answered with PUBREL.
 fn take_acks(c: &mut Conn, ctx: &Ctx, state: &mut [u8], inflight: &mut usize) -> io::Result<()> {
-    let (mut done, mut bad) = (0u64, 0u64);
+    let (mut done, mut bad, mut refused) = (0u64, 0u64, 0u64);
     c.drain(|p, w| {
         let pid = p.pid().unwrap_or(0) as usize;
+        // MQTT 5's reason code; always 0 (success) for MQTT 3.1.1's 2-byte acks.
+        let reason = p.reason();
         match (p.kind, ctx.qos, state[pid]) {
-            (mqtt::PUBACK, 1, 1) | (mqtt::PUBCOMP, 2, 2) => {
+            (mqtt::PUBACK, 1, 1) => {
                 state[pid] = 0;
                 done += 1;
+                // 0x10 (no matching subscribers) is a success; 0x80 and above a refusal.
+                refused += u64::from(reason >= 0x80);
+            }
+            (mqtt::PUBCOMP, 2, 2) => {
+                state[pid] = 0;
+                done += 1;
+                // 0x92: the broker had lost the packet id.
+                bad += u64::from(reason != 0);
+            }
+            // MQTT 5: a refused QoS 2 PUBLISH ends at its PUBREC.
+            (mqtt::PUBREC, 2, 1) if reason >= 0x80 => {
+                state[pid] = 0;
+                done += 1;
+                refused += 1;
             }
             (mqtt::PUBREC, 2, 1) => {
                 state[pid] = 2;
@@ -359,6 +470,7 @@ fn take_acks(c: &mut Conn, ctx: &Ctx, state: &mut [u8], inflight: &mut usize) ->
             // A PUBREC again (the broker re-sent it): PUBREL again.
             (mqtt::PUBREC, 2, 2) => mqtt::ack(w, mqtt::PUBREL, pid as u16),
             (mqtt::PINGRESP, _, _) => {}
+            (mqtt::DISCONNECT, _, _) => return Err(disconnected(p)),
             _ => bad += 1,
         }
         Ok(())
@@ -368,7 +480,18 @@ fn take_acks(c: &mut Conn, ctx: &Ctx, state: &mut [u8], inflight: &mut usize) ->
     if bad > 0 {
         ctx.st.protocol_errors.fetch_add(bad, Relaxed);
     }
+    if refused > 0 {
+        ctx.st.refused.fetch_add(refused, Relaxed);
+    }
     Ok(())
+}
+
+/// The error for a DISCONNECT from the broker (MQTT 5 says why).
+fn disconnected(p: &mqtt::Packet<'_>) -> io::Error {
+    other(format!(
+        "the broker sent DISCONNECT (reason code {:#04x})",
+        p.reason()
+    ))
 }
 
 /// Receive what the publishers of `topics` send (`count` each) until every message arrived, or
@@ -389,6 +512,12 @@ async fn subscriber(
     let mut waiting_rel = vec![false; 65536];
     let mut pending_rel = 0usize;
     let deliver_qos = ctx.qos.min(granted);
+    let v5 = c.v5.is_some();
+    // MQTT 5: the topics of the aliases the broker set (alias n is slot n - 1), within the
+    // Topic Alias Maximum this client announced.
+    let alias_max = ctx.login.v5.map_or(0, |v| v.topic_alias_max);
+    let mut alias_topics: Vec<Option<Vec<u8>>> = vec![None; usize::from(alias_max)];
+    let mut aliased_total = 0u64;
     let ping_every = Duration::from_secs((u64::from(ctx.keepalive) / 2).max(1));
     let mut last_tx = Instant::now();
     let mut lat = Vec::new();
@@ -414,10 +543,11 @@ async fn subscriber(
             let now = ctx.ns();
             last_packet = now;
             let (mut n, mut dups, mut dup_flags, mut corrupt, mut bad) = (0u64, 0, 0, 0, 0);
+            let mut aliased = 0u64;
             c.drain(|p, w| {
                 match p.kind {
                     mqtt::PUBLISH => {
-                        let m = p.publish().map_err(other)?;
+                        let m = if v5 { p.publish_v5() } else { p.publish() }.map_err(other)?;
                         match m.qos {
                             1 => mqtt::ack(w, mqtt::PUBACK, m.pid),
                             2 => {
@@ -438,7 +568,33 @@ async fn subscriber(
                         }
                         let index = u32::from_be_bytes(pl[0..4].try_into().unwrap()) as usize;
                         let seq = u64::from(u32::from_be_bytes(pl[4..8].try_into().unwrap()));
-                        if index >= npubs || seq >= count || m.topic != topics[index].as_bytes() {
+                        // MQTT 5: an alias with a topic sets it, an alias alone stands for it.
+                        let topic = if m.alias == 0 {
+                            m.topic
+                        } else {
+                            let Some(slot) = alias_topics.get_mut(usize::from(m.alias) - 1) else {
+                                // Over the maximum this client announced.
+                                bad += 1;
+                                return Ok(());
+                            };
+                            if m.topic.is_empty() {
+                                aliased += 1;
+                                match slot {
+                                    Some(t) => t.as_slice(),
+                                    None => {
+                                        // An alias the broker never set.
+                                        bad += 1;
+                                        return Ok(());
+                                    }
+                                }
+                            } else {
+                                let t = slot.get_or_insert_with(Vec::new);
+                                t.clear();
+                                t.extend_from_slice(m.topic);
+                                m.topic
+                            }
+                        };
+                        if index >= npubs || seq >= count || topic != topics[index].as_bytes() {
                             corrupt += 1;
                             return Ok(());
                         }
@@ -457,6 +613,8 @@ async fn subscriber(
                     }
                     mqtt::PUBREL => {
                         let pid = p.pid().ok_or_else(|| other("PUBREL without packet id"))?;
+                        // MQTT 5: 0x92, the broker lost the packet id.
+                        bad += u64::from(p.reason() != 0);
                         mqtt::ack(w, mqtt::PUBCOMP, pid);
                         if waiting_rel[pid as usize] {
                             waiting_rel[pid as usize] = false;
@@ -464,10 +622,12 @@ async fn subscriber(
                         }
                     }
                     mqtt::PINGRESP | mqtt::SUBACK => {}
+                    mqtt::DISCONNECT => return Err(disconnected(p)),
                     _ => bad += 1,
                 }
                 Ok(())
             })?;
+            aliased_total += aliased;
             let st = &ctx.st;
             if n > 0 {
                 unique += n;
@@ -511,6 +671,9 @@ async fn subscriber(
             c.flush().await?;
             last_tx = Instant::now();
         }
+    }
+    if aliased_total > 0 {
+        ctx.st.aliased_received.fetch_add(aliased_total, Relaxed);
     }
     if pending_rel > 0 {
         ctx.st
@@ -608,7 +771,14 @@ async fn pubsub(ctx: &Arc<Ctx>, deadline: tokio::time::Instant, plan: Plan) -> R
         }
         for i in 0..plan.topics.len() {
             let id = format!("{}p{i}", ctx.id_prefix);
-            pubs.push(within(deadline, "connecting", Conn::open(&ctx.login, &id, BUSY)).await?);
+            let c = within(deadline, "connecting", Conn::open(&ctx.login, &id, BUSY)).await?;
+            if ctx.aliases && c.v5.is_none_or(|s| s.topic_alias_max == 0) {
+                return Err(other(
+                    "--aliases: the broker's CONNACK offers no topic aliases (Topic Alias \
+                     Maximum absent or 0)",
+                ));
+            }
+            pubs.push(c);
         }
         Ok::<_, io::Error>(())
     };
@@ -715,6 +885,7 @@ fn message_outcome(ctx: &Ctx, out: &mut Object, ran: &Ran, expected: u64) -> (bo
     let dups = st.duplicates.load(Relaxed);
     let corrupt = st.corrupt.load(Relaxed);
     let bad = st.protocol_errors.load(Relaxed);
+    let refused = st.refused.load(Relaxed);
     let last = st.last_rx_ns.load(Relaxed);
     let done = st.pubs_done_ns.load(Relaxed);
     let dur = last.saturating_sub(ran.start_ns) as f64 / 1e9;
@@ -732,6 +903,16 @@ fn message_outcome(ctx: &Ctx, out: &mut Object, ran: &Ran, expected: u64) -> (bo
     out.set("corrupt", corrupt);
     out.set("protocol_errors", bad);
     out.set("granted_qos", ran.granted);
+    let v5 = ctx.login.v5.is_some();
+    out.set("mqtt", if v5 { "5" } else { "3.1.1" });
+    if v5 {
+        out.set("aliases", ctx.aliases);
+        out.set("refused", refused);
+        out.set("aliased_sent", st.aliased_sent.load(Relaxed));
+        out.set("aliased_received", st.aliased_received.load(Relaxed));
+        let rm = st.receive_max.load(Relaxed);
+        out.set("receive_max_window", (rm != 0).then_some(rm));
+    }
     out.set("duration_s", round_to(dur, 4));
     let since_start =
         |ns: u64| (ns > 0).then(|| round_to(ns.saturating_sub(ran.start_ns) as f64 / 1e9, 4));
@@ -753,6 +934,9 @@ fn message_outcome(ctx: &Ctx, out: &mut Object, ran: &Ran, expected: u64) -> (bo
     if bad > 0 {
         problems.push(format!("{bad} protocol errors"));
     }
+    if refused > 0 {
+        problems.push(format!("{} refused", thousands(refused)));
+    }
     if ran.timed_out {
         problems.push("TIMED OUT".into());
     }
@@ -773,6 +957,19 @@ fn message_outcome(ctx: &Ctx, out: &mut Object, ran: &Ran, expected: u64) -> (bo
             ctx.drain.as_secs_f64()
         );
     }
+    if v5 {
+        let rm = st.receive_max.load(Relaxed);
+        if rm != 0 {
+            verdict += &format!("; window capped at the broker's Receive Maximum {rm}");
+        }
+        if ctx.aliases {
+            verdict += &format!(
+                "; alias-only PUBLISHes sent {}, received {}",
+                thousands(st.aliased_sent.load(Relaxed)),
+                thousands(st.aliased_received.load(Relaxed))
+            );
+        }
+    }
     let summary = format!(
         "{}/{} in {dur:.3} s = {} msg/s, {verdict}",
         thousands(rx),
@@ -783,7 +980,19 @@ fn message_outcome(ctx: &Ctx, out: &mut Object, ran: &Ran, expected: u64) -> (bo
 }
 
 fn new_ctx(cli: &Cli, addr: SocketAddr, load: Load, round: u32) -> Arc<Ctx> {
-    Arc::new(make_ctx(cli, addr, load, round))
+    new_ctx_in(cli, addr, load, Proto::default(), round)
+}
+
+/// A message run's context, in the MQTT `proto` says.
+fn new_ctx_in(cli: &Cli, addr: SocketAddr, load: Load, proto: Proto, round: u32) -> Arc<Ctx> {
+    let mut ctx = make_ctx(cli, addr, load, round);
+    if proto.v5 {
+        ctx.login.v5 = Some(V5 {
+            topic_alias_max: if proto.aliases { SUB_ALIAS_MAX } else { 0 },
+        });
+        ctx.aliases = proto.aliases;
+    }
+    Arc::new(ctx)
 }
 
 fn make_ctx(cli: &Cli, addr: SocketAddr, load: Load, round: u32) -> Ctx {
@@ -795,9 +1004,11 @@ fn make_ctx(cli: &Cli, addr: SocketAddr, load: Load, round: u32) -> Ctx {
             user: cli.username.clone(),
             pass: cli.password.clone(),
             clean: true,
+            v5: None,
         },
         persistent: load.persistent,
         retain: false,
+        aliases: false,
         qos: load.qos,
         size: load.size as usize,
         window: load.window as usize,
@@ -846,10 +1057,11 @@ async fn run_once(cli: &Cli, addr: SocketAddr, round: u32) -> Outcome {
         Scenario::Startup(args) => scale::startup(cli, addr, &args, &mut out),
         Scenario::Fanin {
             load,
+            proto,
             publishers,
             count,
         } => {
-            let ctx = new_ctx(cli, addr, load, round);
+            let ctx = new_ctx_in(cli, addr, load, proto, round);
             let plan = Plan {
                 filter: "bench/#".into(),
                 subs: 1,
@@ -865,7 +1077,8 @@ async fn run_once(cli: &Cli, addr: SocketAddr, round: u32) -> Outcome {
             out.set("publishers", publishers);
             out.set("count", count);
             let human = format!(
-                "fanin qos{}: {publishers} pubs x {} x {} B -> 1 sub on bench/#: received {summary}",
+                "fanin{} qos{}: {publishers} pubs x {} x {} B -> 1 sub on bench/#: received {summary}",
+                proto.tag(),
                 load.qos,
                 thousands(count),
                 load.size
@@ -874,10 +1087,11 @@ async fn run_once(cli: &Cli, addr: SocketAddr, round: u32) -> Outcome {
         }
         Scenario::Fanout {
             load,
+            proto,
             subscribers,
             count,
         } => {
-            let ctx = new_ctx(cli, addr, load, round);
+            let ctx = new_ctx_in(cli, addr, load, proto, round);
             let plan = Plan {
                 filter: "bench/fanout".into(),
                 subs: subscribers,
@@ -893,15 +1107,21 @@ async fn run_once(cli: &Cli, addr: SocketAddr, round: u32) -> Outcome {
             out.set("subscribers", subscribers);
             out.set("count", count);
             let human = format!(
-                "fanout qos{}: 1 pub x {} x {} B -> {subscribers} subs: delivered {summary}",
+                "fanout{} qos{}: 1 pub x {} x {} B -> {subscribers} subs: delivered {summary}",
+                proto.tag(),
                 load.qos,
                 thousands(count),
                 load.size
             );
             (ok, human, json_num(&out, "msgs_per_s"), ran.timed_out)
         }
-        Scenario::Latency { load, rate, count } => {
-            let ctx = new_ctx(cli, addr, load, round);
+        Scenario::Latency {
+            load,
+            proto,
+            rate,
+            count,
+        } => {
+            let ctx = new_ctx_in(cli, addr, load, proto, round);
             let plan = Plan {
                 filter: "bench/latency".into(),
                 subs: 1,
@@ -932,7 +1152,8 @@ async fn run_once(cli: &Cli, addr: SocketAddr, round: u32) -> Outcome {
             out.set("mean_us", mean);
             let us = |p| percentile_us(&l, p).map_or("-".into(), |v| format!("{v:.0}"));
             let human = format!(
-                "latency qos{}: {} msgs at {rate}/s x {} B: p50 {} us, p99 {} us, max {} us; received {summary}",
+                "latency{} qos{}: {} msgs at {rate}/s x {} B: p50 {} us, p99 {} us, max {} us; received {summary}",
+                proto.tag(),
                 load.qos,
                 thousands(count),
                 load.size,
@@ -956,6 +1177,7 @@ async fn run_once(cli: &Cli, addr: SocketAddr, round: u32) -> Outcome {
                 user: cli.username.clone(),
                 pass: cli.password.clone(),
                 clean: true,
+                v5: None,
             };
             let prefix = format!("b{}r{round}i", std::process::id());
             let (ok, human, timed_out) = conns(
@@ -1170,6 +1392,7 @@ fn suite(pid: Option<u32>) -> Vec<(String, Scenario)> {
         let title = format!("fan-in QoS {qos}: 8 pubs x 10,000 x 64 B -> 1 sub (msg/s)");
         let s = Scenario::Fanin {
             load: load(qos),
+            proto: Proto::default(),
             publishers: 8,
             count: 10_000,
         };
@@ -1179,6 +1402,7 @@ fn suite(pid: Option<u32>) -> Vec<(String, Scenario)> {
         "fan-out QoS 0: 1 pub x 10,000 -> 32 subs (deliveries/s)".into(),
         Scenario::Fanout {
             load: load(0),
+            proto: Proto::default(),
             subscribers: 32,
             count: 10_000,
         },
@@ -1188,6 +1412,7 @@ fn suite(pid: Option<u32>) -> Vec<(String, Scenario)> {
             format!("latency QoS {qos}: 5,000 at 1,000 msg/s (p50 us)"),
             Scenario::Latency {
                 load: load(qos),
+                proto: Proto::default(),
                 rate: 1000.0,
                 count: 5000,
             },

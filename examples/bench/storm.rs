@@ -176,6 +176,7 @@ pub async fn run(
             user: cli.username.clone(),
             pass: cli.password.clone(),
             clean: true,
+            v5: None,
         };
         let id = format!("good{}r{round}", std::process::id());
         tokio::spawn(async move {
