@@ -814,3 +814,81 @@ async fn mqtt_5_sessions_and_properties_survive_a_restart() {
     assert!(gp.message_expiry_interval.is_some_and(|l| l > 3500));
     broker.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keep_alive_size_and_shutdown_are_said_with_their_reasons() {
+    let broker = start_with(mqtt_lab::broker::Config {
+        max_packet_size: 64,
+        ..common::config()
+    })
+    .await;
+    let addr = broker.local_addr();
+    // Over the broker's Maximum Packet Size: 0x95.
+    let mut raw = connected5(addr, "big", &[]).await;
+    let mut body = vec![0, 5];
+    body.extend_from_slice(b"lab/a");
+    body.push(0);
+    body.extend_from_slice(&[b'x'; 100]);
+    raw.send(&packet(0x30, &body)).await;
+    assert_eq!(disconnect_reason(&mut raw).await, 0x95);
+    // Silent past 1.5 x a keep alive of 1 s: 0x8D.
+    let mut raw = Raw::open(addr).await;
+    let mut connect = vec![0, 4, b'M', b'Q', b'T', b'T', 5, 0x02, 0, 1, 0, 0, 5];
+    connect.extend_from_slice(b"quiet");
+    raw.send(&packet(0x10, &connect)).await;
+    assert_eq!(raw.read().await.unwrap().kind(), 2);
+    assert_eq!(disconnect_reason(&mut raw).await, 0x8D);
+    // A DISCONNECT that gives a session expiry after CONNECT's 0: a Protocol Error.
+    let mut raw = connected5(addr, "zero", &[]).await;
+    raw.send(&[0xe0, 7, 0, 5, 0x11, 0, 0, 0, 9]).await;
+    assert_eq!(disconnect_reason(&mut raw).await, 0x82);
+    // The broker stopping: 0x8B.
+    let mut raw = connected5(addr, "last", &[]).await;
+    broker.shutdown().await;
+    assert_eq!(disconnect_reason(&mut raw).await, 0x8B);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shared_subscriptions_and_quiet_clients() {
+    let broker = start().await;
+    let addr = broker.local_addr();
+    // Two MQTT 5 members of one group, one with an identifier: each message to one of them.
+    let mut a = Client5::connect(options5(addr, "member-a")).await;
+    let mut b = Client5::connect(options5(addr, "member-b")).await;
+    subscribe_with(
+        &mut a,
+        vec![filter("$share/g/lab/a", QoS::AtLeastOnce)],
+        Some(5),
+    )
+    .await;
+    subscribe_with(
+        &mut b,
+        vec![filter("$share/g/lab/a", QoS::AtLeastOnce)],
+        None,
+    )
+    .await;
+    let p = Client::connect(options(addr, "pub")).await;
+    for i in 0..4u8 {
+        p.publish("lab/a", rumqttc::QoS::AtLeastOnce, false, &[b'0' + i])
+            .await;
+    }
+    let (mut got_a, mut got_b) = (Vec::new(), Vec::new());
+    for _ in 0..2 {
+        let m = a.publish_received().await;
+        assert_eq!(m.properties.unwrap().subscription_identifiers, [5]);
+        got_a.push(m.payload[0]);
+        got_b.push(b.publish_received().await.payload[0]);
+    }
+    let mut all: Vec<u8> = got_a.iter().chain(&got_b).copied().collect();
+    all.sort();
+    assert_eq!(all, b"0123");
+    // A client that turned problem information off gets the reason code without the words.
+    let mut raw = connected5(addr, "quiet", &[0x17, 0]).await;
+    let mut body = vec![0, 7];
+    body.extend_from_slice(b"nowhere");
+    body.extend_from_slice(&[0, 1, 0, b'x']);
+    raw.send(&packet(0x32, &body)).await;
+    let ack = raw.read().await.unwrap();
+    assert_eq!((ack.kind(), &ack.body[..]), (4, &[0, 1, 0x90, 0][..]));
+    broker.shutdown().await;
+}
