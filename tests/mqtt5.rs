@@ -892,3 +892,98 @@ async fn shared_subscriptions_and_quiet_clients() {
     assert_eq!((ack.kind(), &ack.body[..]), (4, &[0, 1, 0x90, 0][..]));
     broker.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn review_cases_acks_expiry_windows_and_sizes() {
+    let broker = start().await;
+    let addr = broker.local_addr();
+    // PUBREC for an id never sent: PUBREL 0x92.
+    let mut raw = connected5(addr, "q2", &[]).await;
+    raw.send(&ack_packet(0x50, 9)).await;
+    let pubrel = raw.read().await.unwrap();
+    assert_eq!((pubrel.byte1, &pubrel.body[..3]), (0x62, &[0, 9, 0x92][..]));
+    // A QoS 1 PUBLISH and DISCONNECT 0x04 in one write: the PUBACK still comes.
+    let mut body = vec![0, 5];
+    body.extend_from_slice(b"lab/a");
+    body.extend_from_slice(&[0, 3, 0, b'x']);
+    let mut both = packet(0x32, &body);
+    both.extend_from_slice(&[0xe0, 1, 0x04]);
+    raw.send(&both).await;
+    let ack = raw.read().await.unwrap();
+    assert_eq!((ack.kind(), &ack.body[..2]), (4, &[0, 3][..]));
+
+    // A refused change of expiry from 0 is not taken: no session is kept.
+    let mut raw = connected5(addr, "zero", &[]).await;
+    raw.send(&subscribe5(1, "lab/b")).await;
+    assert_eq!(raw.read().await.unwrap().kind(), 9);
+    raw.send(&[0xe0, 7, 0, 5, 0x11, 0, 0, 0, 99]).await;
+    assert_eq!(disconnect_reason(&mut raw).await, 0x82);
+    let mut again = Raw::open(addr).await;
+    let mut connect = vec![0, 4, b'M', b'Q', b'T', b'T', 5, 0x00, 0, 30, 0, 0, 4];
+    connect.extend_from_slice(b"zero");
+    again.send(&packet(0x10, &connect)).await;
+    let connack = again.read().await.unwrap();
+    assert_eq!(&connack.body[..2], &[0, 0], "no session present");
+
+    // Back with a smaller Receive Maximum: its in-flight messages a window at a time.
+    let persistent = |receive: u8| {
+        let mut body = vec![0, 4, b'M', b'Q', b'T', b'T', 5, 0x00, 0, 30];
+        body.extend_from_slice(&[8, 0x11, 0, 0, 1, 0, 0x21, 0, receive]);
+        body.extend_from_slice(&[0, 4]);
+        body.extend_from_slice(b"slow");
+        packet(0x10, &body)
+    };
+    let mut raw = Raw::open(addr).await;
+    raw.send(&persistent(10)).await;
+    assert_eq!(raw.read().await.unwrap().kind(), 2);
+    let mut sub = vec![0, 1, 0, 0, 5];
+    sub.extend_from_slice(b"lab/c/d");
+    sub[4] = 7;
+    sub.push(1);
+    raw.send(&packet(0x82, &sub)).await;
+    assert_eq!(raw.read().await.unwrap().kind(), 9);
+    let p = Client::connect(options(addr, "pub")).await;
+    for i in 0..5u8 {
+        p.publish("lab/c/d", rumqttc::QoS::AtLeastOnce, false, &[b'0' + i])
+            .await;
+    }
+    for _ in 0..5 {
+        assert_eq!(raw.read().await.unwrap().kind(), 3); // not acknowledged
+    }
+    drop(raw);
+    tokio::time::sleep(QUIET).await;
+    let mut raw = Raw::open(addr).await;
+    raw.send(&persistent(2)).await;
+    assert_eq!(raw.read().await.unwrap().kind(), 2);
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        let m = raw.read().await.unwrap();
+        assert!(m.dup(), "{m:?}");
+        ids.push(u16::from_be_bytes([m.body[9], m.body[10]]));
+    }
+    assert!(
+        raw.read_quiet().await.is_none(),
+        "more than Receive Maximum in flight"
+    );
+    raw.send(&ack_packet(0x40, ids[0])).await;
+    assert!(
+        raw.read().await.unwrap().dup(),
+        "the third, once there is room"
+    );
+    broker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reason_strings_never_take_a_packet_past_the_client_s_maximum() {
+    let broker = start().await;
+    let addr = broker.local_addr();
+    // Maximum Packet Size 10: PUBACK 0x90 comes without its words.
+    let mut raw = connected5(addr, "tiny", &[0x27, 0, 0, 0, 10]).await;
+    let mut body = vec![0, 7];
+    body.extend_from_slice(b"nowhere");
+    body.extend_from_slice(&[0, 1, 0, b'x']);
+    raw.send(&packet(0x32, &body)).await;
+    let ack = raw.read().await.unwrap();
+    assert_eq!((ack.kind(), &ack.body[..]), (4, &[0, 1, 0x90, 0][..]));
+    broker.shutdown().await;
+}

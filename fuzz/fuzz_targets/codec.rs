@@ -34,6 +34,7 @@ const SMALL_MAX: usize = 16;
 const V5: Dialect = Dialect {
     level: 5,
     problem_info: true,
+    max_packet: u32::MAX,
 };
 
 fuzz_target!(|data: &[u8]| {
@@ -394,6 +395,8 @@ fn publish_round_trip_v5(p: &Publish) {
             retain: p.retain,
             dup: p.dup,
             props: p.props.as_deref(),
+            alias: p.alias,
+            alias_only: false,
         },
         V5,
     );
@@ -480,6 +483,8 @@ fn outgoing_publish(p: &Publish) -> Outgoing<'_> {
         retain: p.retain,
         dup: p.dup,
         props: p.props.as_deref(),
+        alias: 0,
+        alias_only: false,
     }
 }
 
@@ -543,6 +548,8 @@ fn broker_round_trip(p: &FromBroker) {
                 retain: *retain,
                 dup: *dup,
                 props: None,
+                alias: 0,
+                alias_only: false,
             }
         }
         FromBroker::PubAck(id) => Outgoing::PubAck(*id),
@@ -676,6 +683,8 @@ fn broker_to_client(packets: &[ToClient]) {
                         retain: *retain,
                         dup: *dup,
                         props: None,
+                        alias: 0,
+                        alias_only: false,
                     },
                     FromBroker::Publish {
                         topic: topic.clone(),
@@ -733,6 +742,8 @@ fn broker_to_client(packets: &[ToClient]) {
                 retain,
                 dup,
                 props: None,
+                alias: 0,
+                alias_only: false,
             } if !(dup && qos == QoS::AtMostOnce) => Some(Packet::Publish(Publish {
                 topic: topic.to_owned(),
                 payload: Bytes::copy_from_slice(payload),
@@ -741,6 +752,7 @@ fn broker_to_client(packets: &[ToClient]) {
                 retain,
                 dup,
                 props: None,
+                alias: 0,
             })),
             Outgoing::PubAck(id) if id != 0 => Some(Packet::PubAck(id)),
             Outgoing::PubRec(id) if id != 0 => Some(Packet::PubRec(id)),
@@ -896,6 +908,7 @@ fn client_to_broker(packets: &[ToBroker]) {
                         retain: *retain,
                         dup: *dup,
                         props: None,
+                        alias: 0,
                     })
                 })
             }

@@ -85,7 +85,10 @@ fn publish(byte1: u8, b: &mut Bytes) -> Result<Publish, DecodeError> {
     let props = properties::read(b, properties::PUBLISH, "PUBLISH")?;
     let alias = props.topic_alias.unwrap_or(0);
     // An empty topic stands for the one its alias was set to (the connection knows it).
-    if !(topic.is_empty() && alias != 0) {
+    if topic.is_empty() && alias == 0 {
+        return Err(protocol("PUBLISH with neither a topic nor a Topic Alias"));
+    }
+    if !topic.is_empty() {
         topics::validate_name(&topic).map_err(|e| malformed(format!("PUBLISH topic {e}")))?;
     }
     let payload = b.split_off(0);
@@ -288,10 +291,24 @@ fn put_reason_string(buf: &mut BytesMut, text: Option<&str>) {
     }
 }
 
+/// The whole size of a packet whose remaining length is `rest` plus a property block of
+/// `props` bytes.
+fn packet_len(rest: usize, props: usize) -> usize {
+    let remaining = rest + varint_len(props) + props;
+    1 + varint_len(remaining) + remaining
+}
+
 /// Appends a packet for an MQTT 5 client.
 pub fn encode(buf: &mut BytesMut, packet: Outgoing<'_>, dialect: Dialect) {
     // Reason strings on CONNACK and DISCONNECT always; elsewhere only if the client wants them.
     let text = |r: Reason, always: bool| explain(r).filter(|_| always || dialect.problem_info);
+    // ... and never one that would take the packet past what the client takes (`rest`: the
+    // remaining length beside the properties; `other`: the other properties' bytes).
+    let fits = |t: Option<&'static str>, rest: usize, other: usize| {
+        t.filter(|t| {
+            packet_len(rest, other + reason_string_len(Some(t))) <= dialect.max_packet as usize
+        })
+    };
     match packet {
         Outgoing::ConnAck {
             session_present,
@@ -310,7 +327,8 @@ pub fn encode(buf: &mut BytesMut, packet: Outgoing<'_>, dialect: Dialect) {
                 props.put_u8(properties::TOPIC_ALIAS_MAXIMUM);
                 props.put_u16(v5.topic_alias_maximum);
             }
-            put_reason_string(&mut props, text(reason, true));
+            let why = fits(text(reason, true), 2, props.len());
+            put_reason_string(&mut props, why);
             buf.put_u8(0x20);
             put_remaining_length(buf, 2 + varint_len(props.len()) + props.len());
             buf.put_slice(&[session_present as u8, reason.0]);
@@ -336,7 +354,7 @@ pub fn encode(buf: &mut BytesMut, packet: Outgoing<'_>, dialect: Dialect) {
         Outgoing::PubRel(id) => ack_out(buf, AckKind::PubRel, id, Reason::SUCCESS, None),
         Outgoing::PubComp(id) => ack_out(buf, AckKind::PubComp, id, Reason::SUCCESS, None),
         Outgoing::AckWith { kind, pkid, reason } => {
-            ack_out(buf, kind, pkid, reason, text(reason, false))
+            ack_out(buf, kind, pkid, reason, fits(text(reason, false), 3, 0))
         }
         Outgoing::SubAck { pkid, codes } => {
             // One Reason String for the packet: the first refusal's.
@@ -344,6 +362,7 @@ pub fn encode(buf: &mut BytesMut, packet: Outgoing<'_>, dialect: Dialect) {
                 super::protocol::SubscribeCode::Refused(r) => text(*r, false),
                 _ => None,
             });
+            let why = fits(why, 2 + codes.len(), 0);
             let props_len = reason_string_len(why);
             buf.put_u8(0x90);
             put_remaining_length(buf, 2 + varint_len(props_len) + props_len + codes.len());
@@ -361,7 +380,7 @@ pub fn encode(buf: &mut BytesMut, packet: Outgoing<'_>, dialect: Dialect) {
         }
         Outgoing::PingResp => buf.put_slice(&[0xd0, 0]),
         Outgoing::Disconnect(reason) => {
-            let why = text(reason, true);
+            let why = fits(text(reason, true), 1, 0);
             let props_len = reason_string_len(why);
             buf.put_u8(0xe0);
             put_remaining_length(buf, 1 + varint_len(props_len) + props_len);
@@ -541,6 +560,7 @@ mod tests {
             Dialect {
                 level: 5,
                 problem_info: true,
+                max_packet: u32::MAX,
             },
         );
         let Some(Packet::Publish(p)) = decode_as(&mut buf, 1 << 20, 5).unwrap() else {
@@ -567,7 +587,7 @@ mod tests {
         assert_eq!((p.topic.as_str(), p.alias), ("", 2));
         assert!(matches!(
             decode5(&[0x30, 3, 0, 0, 0]),
-            Err(DecodeError::Malformed(_))
+            Err(DecodeError::Protocol(_))
         ));
         // Says UTF-8, is not.
         let r = decode5(&[0x30, 7, 0, 1, b'a', 2, 0x01, 1, 0xff]);
@@ -602,6 +622,7 @@ mod tests {
         let d = Dialect {
             level: 5,
             problem_info: true,
+            max_packet: u32::MAX,
         };
         let mut b = BytesMut::new();
         encode(&mut b, Outgoing::PubAck(5), d);
@@ -620,6 +641,7 @@ mod tests {
         let d_quiet = Dialect {
             level: 5,
             problem_info: false,
+            max_packet: u32::MAX,
         };
         encode(
             &mut b,

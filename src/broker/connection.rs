@@ -19,6 +19,7 @@ use tracing::{debug, info, warn};
 
 use super::auth::LoginGate;
 use super::codec::{self, DecodeError};
+use super::codec_v5;
 use super::link::{
     CloseReason, ConnId, ConnectRequest, Inbound, Outbound, Refusal, ToRouter, Violation,
 };
@@ -84,12 +85,23 @@ struct Wire {
     tap: trace::Tap,
     /// The client's protocol level (3.1.1 until its CONNECT says otherwise) and wishes.
     dialect: Dialect,
+    /// MQTT 5: the topic aliases the client set (only once it sets one), resolved here so
+    /// that the trace and the router see the topic.
+    aliases_in: Option<Box<topic_alias::Inbound>>,
+    /// MQTT 5: the Topic Alias Maximum the broker offered.
+    max_alias: u16,
 }
 
 impl Wire {
     /// The next whole packet in the read buffer, if there is one.
     fn decode(&mut self, max_packet_size: usize) -> Result<Option<Packet>, DecodeError> {
-        let packet = codec::decode_as(&mut self.rbuf, max_packet_size, self.dialect.level)?;
+        let mut packet = codec::decode_as(&mut self.rbuf, max_packet_size, self.dialect.level)?;
+        if let Some(Packet::Publish(p)) = &mut packet
+            && p.alias != 0
+        {
+            let aliases = self.aliases_in.get_or_insert_default();
+            aliases.resolve(p, self.max_alias)?;
+        }
         if let Some(p) = &packet {
             self.tap.packet_in(p);
         }
@@ -154,6 +166,8 @@ where
         flushes: peer.transport != Transport::Tcp,
         tap: trace::Tap::new(shared.trace.clone(), conn, Arc::new(peer)),
         dialect: Dialect::V4,
+        aliases_in: None,
+        max_alias: shared.max_topic_alias,
     };
     // One deadline from accept: a TLS handshake or WebSocket upgrade used some of it already.
     let first = tokio::time::timeout_at(
@@ -167,6 +181,11 @@ where
             wire.dialect = Dialect {
                 level: c.level,
                 problem_info: c.v5.as_ref().is_some_and(|v| v.request_problem_information),
+                max_packet: c
+                    .v5
+                    .as_ref()
+                    .and_then(|v| v.max_packet_size)
+                    .unwrap_or(u32::MAX),
             };
             c
         }
@@ -256,11 +275,13 @@ where
         durable: shared.durable.clone(),
         waiting: None,
         durable_wait: None,
-        codes: None,
-        expiry_was_zero: session_expiry == Some(0),
-        disconnect_expiry: None,
-        aliases_in: None,
-        aliases_out: (alias_max > 0).then(|| Box::new(topic_alias::Outbound::new(alias_max))),
+        v5: session_expiry.map(|expiry| {
+            Box::new(LinkV5 {
+                expiry_was_zero: expiry == 0,
+                aliases_out: (alias_max > 0).then(|| topic_alias::Outbound::new(alias_max)),
+                ..LinkV5::default()
+            })
+        }),
     };
     Some(link)
 }
@@ -502,16 +523,22 @@ struct Link<R, W> {
     waiting: Option<(u64, bool)>,
     /// The wait for `waiting`'s epoch, while `run` waits for it.
     durable_wait: Option<DurableWait>,
-    /// MQTT 5: the reasons of the acknowledgements `waiting` releases, where not a success.
+    /// What an MQTT 5 connection keeps beyond a 3.1.1 one: boxed, so that 3.1.1 connections
+    /// (most idle ones) pay one pointer for it.
+    v5: Option<Box<LinkV5>>,
+}
+
+/// An MQTT 5 connection's own state.
+#[derive(Debug, Default)]
+struct LinkV5 {
+    /// The reasons of the acknowledgements `waiting` releases, where not a success.
     codes: Option<Box<[(AckKind, u16, Reason)]>>,
-    /// MQTT 5: the CONNECT's Session Expiry Interval was 0, which DISCONNECT may not change.
+    /// The CONNECT's Session Expiry Interval was 0, which DISCONNECT may not change.
     expiry_was_zero: bool,
-    /// MQTT 5: the Session Expiry Interval the client's DISCONNECT set.
+    /// The Session Expiry Interval the client's DISCONNECT set.
     disconnect_expiry: Option<u32>,
-    /// MQTT 5: the topic aliases the client set, and those the broker set for it (only when
-    /// used: most clients use none).
-    aliases_in: Option<Box<topic_alias::Inbound>>,
-    aliases_out: Option<Box<topic_alias::Outbound>>,
+    /// The topic aliases the broker sets for the client.
+    aliases_out: Option<topic_alias::Outbound>,
 }
 
 /// What reading a batch of packets led to.
@@ -683,16 +710,7 @@ where
             };
             received += 1;
             match packet {
-                Packet::Publish(mut p) => {
-                    if p.alias != 0 {
-                        let max = self.shared.max_topic_alias;
-                        let aliases = self.aliases_in.get_or_insert_default();
-                        if let Err(e) = aliases.resolve(&mut p, max) {
-                            let violation = Violation::Decode(e);
-                            outcome = ReadOutcome::Close(CloseReason::ProtocolError(violation));
-                            break;
-                        }
-                    }
+                Packet::Publish(p) => {
                     publishes += 1;
                     if p.qos != QoS::AtMostOnce {
                         hold_acks(self, &mut acks_open);
@@ -730,18 +748,24 @@ where
                 }
                 Packet::PingReq => self.answer(Outgoing::PingResp),
                 Packet::Disconnect(d) => {
-                    let reason = if d.session_expiry.is_some_and(|e| e > 0) && self.expiry_was_zero
+                    let reason = if d.session_expiry.is_some_and(|e| e > 0)
+                        && self.v5.as_ref().is_some_and(|v| v.expiry_was_zero)
                     {
                         let e = DecodeError::Protocol(
                             "DISCONNECT sets a Session Expiry Interval after CONNECT's 0".into(),
                         );
                         CloseReason::ProtocolError(Violation::Decode(e))
-                    } else if d.reason == Reason::DISCONNECT_WITH_WILL {
-                        CloseReason::ClientDisconnectedWithWill
                     } else {
-                        CloseReason::ClientDisconnected
+                        // Refused above, a change of expiry is not taken.
+                        if let Some(v5) = self.v5.as_mut() {
+                            v5.disconnect_expiry = d.session_expiry;
+                        }
+                        if d.reason == Reason::DISCONNECT_WITH_WILL {
+                            CloseReason::ClientDisconnectedWithWill
+                        } else {
+                            CloseReason::ClientDisconnected
+                        }
                     };
-                    self.disconnect_expiry = d.session_expiry;
                     outcome = ReadOutcome::Close(reason);
                     break;
                 }
@@ -795,7 +819,7 @@ where
     fn router_answered(&mut self) {
         self.answered += 1;
         // MQTT 5: the acknowledgements this answer releases get the router's reasons.
-        if let Some(codes) = self.codes.take() {
+        if let Some(codes) = self.v5.as_mut().and_then(|v| v.codes.take()) {
             for (after, packet) in self.deferred.iter_mut() {
                 if *after != self.answered {
                     continue;
@@ -803,6 +827,7 @@ where
                 let (kind, id) = match *packet {
                     Outgoing::PubAck(id) => (AckKind::PubAck, id),
                     Outgoing::PubRec(id) => (AckKind::PubRec, id),
+                    Outgoing::PubRel(id) => (AckKind::PubRel, id),
                     Outgoing::PubComp(id) => (AckKind::PubComp, id),
                     _ => continue,
                 };
@@ -837,8 +862,19 @@ where
             match out {
                 Outbound::Publish(p) => {
                     publishes += 1;
-                    let (alias, alias_only) = match &mut self.aliases_out {
-                        Some(a) => a.alias_for(&p.msg.topic),
+                    let aliases = self.v5.as_mut().and_then(|v| v.aliases_out.as_mut());
+                    let (alias, alias_only) = match aliases {
+                        Some(a) => {
+                            let max = self.wire.dialect.max_packet as usize;
+                            let (topic, payload) = (&p.msg.topic, p.msg.payload.len());
+                            let props = p.msg.props.as_deref();
+                            let plain = codec_v5::publish_len(topic, payload, p.qos, props);
+                            a.alias_for(topic, |alias_only| {
+                                let topic_bytes = if alias_only { topic.len() } else { 0 };
+                                // 3 for the alias, 1 more if the length field grows.
+                                plain + 4 - topic_bytes <= max
+                            })
+                        }
                         None => (0, false),
                     };
                     self.wire.encode(Outgoing::Publish {
@@ -892,7 +928,7 @@ where
                     sent -= 1;
                     let answers = !matches!(out, Outbound::After(_));
                     if let Outbound::AcksWith(_, codes) = out {
-                        self.codes = Some(codes);
+                        self.v5.get_or_insert_default().codes = Some(codes);
                     }
                     if epoch == 0 || self.durable.as_ref().is_none_or(|d| *d.borrow() >= epoch) {
                         if answers {
@@ -958,7 +994,9 @@ where
         // answering gets those answers first; one whose socket is gone has no use for them.
         let answer = matches!(
             reason,
-            CloseReason::ClientDisconnected | CloseReason::ProtocolError(_)
+            CloseReason::ClientDisconnected
+                | CloseReason::ClientDisconnectedWithWill
+                | CloseReason::ProtocolError(_)
         );
         // The trace's close mark goes after the last answers the client is still sent.
         let mark = reason.to_string();
@@ -966,7 +1004,7 @@ where
         let goodbye = reason
             .disconnect_reason()
             .filter(|_| self.wire.dialect.is_v5());
-        let session_expiry = self.disconnect_expiry;
+        let session_expiry = self.v5.as_ref().and_then(|v| v.disconnect_expiry);
         let _ = self
             .shared
             .router

@@ -297,14 +297,22 @@ pub fn read(b: &mut Bytes, allowed: &[u8], what: &str) -> Result<Props, DecodeEr
                     .map_err(|e| protocol(format!("{field} {e}")))?;
                 props.response_topic = Some(topic);
             }
-            CORRELATION_DATA => props.correlation_data = Some(read_binary(&mut p, field)?),
+            // Copied: a slice would keep the connection's whole read buffer alive for as long
+            // as the message is retained, queued or in history.
+            CORRELATION_DATA => {
+                let data = read_binary(&mut p, field)?;
+                props.correlation_data = Some(Bytes::copy_from_slice(&data));
+            }
             SUBSCRIPTION_ID => {
                 let id = read_varint(&mut p, field)?;
                 props.subscription_ids.push(not_zero(id)?);
             }
             SESSION_EXPIRY => props.session_expiry = Some(four(&mut p)?),
             AUTH_METHOD => props.auth_method = Some(read_string(&mut p, field)?),
-            AUTH_DATA => props.auth_data = Some(read_binary(&mut p, field)?),
+            AUTH_DATA => {
+                let data = read_binary(&mut p, field)?;
+                props.auth_data = Some(Bytes::copy_from_slice(&data));
+            }
             REQUEST_PROBLEM_INFO => props.request_problem_info = Some(zero_or_one(byte(&mut p)?)?),
             WILL_DELAY => props.will_delay = Some(four(&mut p)?),
             REQUEST_RESPONSE_INFO => {

@@ -324,6 +324,9 @@ pub struct ConnAckV5<'a> {
 pub struct Dialect {
     pub level: u8,
     pub problem_info: bool,
+    /// MQTT 5: the largest packet the client takes (`u32::MAX`: no limit of its own); a
+    /// Reason String that would take a packet past it is left out.
+    pub max_packet: u32,
 }
 
 impl Dialect {
@@ -331,6 +334,7 @@ impl Dialect {
     pub const V4: Dialect = Dialect {
         level: 4,
         problem_info: false,
+        max_packet: u32::MAX,
     };
 
     pub fn is_v5(self) -> bool {

@@ -123,6 +123,10 @@ pub(crate) struct Session {
     /// MQTT 5: seconds a session that is not clean outlives its connection (`u32::MAX`, and
     /// before MQTT 5: for ever).
     pub expiry: u32,
+    /// In-flight messages at the back of `inflight` not yet sent again on this connection: a
+    /// client back with a smaller Receive Maximum gets its in-flight messages a window at a
+    /// time.
+    unsent: u32,
     /// The limits in force: the last connection's (the broker's while it never had one).
     limits: Limits,
     pub online: Option<Online>,
@@ -165,6 +169,7 @@ impl Session {
             client_id,
             clean,
             expiry: u32::MAX,
+            unsent: 0,
             limits,
             online: None,
             filters: Vec::new(),
@@ -404,6 +409,10 @@ impl Session {
                 }
             }
         }
+        if self.unsent > 0 && !self.resend() {
+            return;
+        }
+        let Some(online) = &self.online else { return };
         while let Some(front) = self.queue.front() {
             if front.qos != QoS::AtMostOnce && self.inflight.len() >= limits.max_inflight {
                 return; // an acknowledgement will call pump again
@@ -493,6 +502,10 @@ impl Session {
         else {
             return false;
         };
+        // A client that acknowledges what it was not sent again yet (it had it before).
+        if at >= self.inflight.len() - self.unsent as usize {
+            self.unsent -= 1;
+        }
         if let Some(m) = self.inflight.remove(at)
             && m.seq != 0
         {
@@ -554,7 +567,50 @@ impl Session {
 
     pub fn attach(&mut self, online: Online, limits: Limits) {
         self.limits = limits;
-        for m in &self.inflight {
+        // MQTT 5: what the new connection does not take (its Maximum Packet Size) is dropped
+        // as done, as a message too large for it would have been.
+        if limits.max_packet_out != usize::MAX {
+            let too_large = |m: &InFlight| {
+                !m.released
+                    && super::codec_v5::publish_len(
+                        &m.msg.topic,
+                        m.msg.payload.len(),
+                        m.qos,
+                        m.msg.props.as_deref(),
+                    ) > limits.max_packet_out
+            };
+            let gone: Vec<u64> = self
+                .inflight
+                .iter()
+                .filter(|m| too_large(m))
+                .map(|m| m.seq)
+                .collect();
+            if !gone.is_empty() {
+                self.inflight.retain(|m| !too_large(m));
+                self.dropped += gone.len() as u64;
+                for seq in gone.into_iter().filter(|&s| s != 0) {
+                    self.record(|client_id| Change::Done { client_id, seq });
+                }
+            }
+        }
+        // Sent again a window at a time, the window this connection's client takes.
+        self.unsent = self.inflight.len() as u32;
+        self.online = Some(online);
+        self.pump();
+    }
+
+    /// Sends again, with their packet ids, the in-flight messages this connection has not been
+    /// sent yet, while its window has room. False when the channel is full.
+    fn resend(&mut self) -> bool {
+        let Some(online) = &self.online else {
+            return true;
+        };
+        while self.unsent > 0 {
+            let at = self.inflight.len() - self.unsent as usize;
+            if at >= self.limits.max_inflight {
+                return true;
+            }
+            let m = &self.inflight[at];
             let out = if m.released {
                 Outbound::PubRel(m.pkid)
             } else {
@@ -566,10 +622,21 @@ impl Session {
                     dup: true,
                 })
             };
-            let _ = online.tx.try_send(out);
+            // Answers keep a reserve of their own in the channel, as in `pump`.
+            if online.tx.capacity() <= CONTROL_RESERVE && !has_room(online, CONTROL_RESERVE) {
+                return false;
+            }
+            match online.tx.try_send(out) {
+                Ok(()) => self.unsent -= 1,
+                Err(TrySendError::Full(_)) => {
+                    if !has_room(online, 0) {
+                        return false;
+                    }
+                }
+                Err(TrySendError::Closed(_)) => return false,
+            }
         }
-        self.online = Some(online);
-        self.pump();
+        true
     }
 
     /// Detaches the connection, returning it.

@@ -174,7 +174,9 @@ fn gather(
         while i < marked.len() {
             let session = marked[i].0;
             let run = marked[i..].iter().take_while(|m| m.0 == session).count();
-            let matches = subscribers.iter().filter(|m| m.0 == session).count();
+            // `subscribers` is sorted by session: its run for this one, by two searches.
+            let matches = subscribers.partition_point(|m| m.0 <= session)
+                - subscribers.partition_point(|m| m.0 < session);
             let group = &marked[i..i + run];
             let mut ids: Vec<u32> = group.iter().map(|m| m.3).filter(|&id| id != 0).collect();
             ids.sort_unstable();

@@ -70,23 +70,36 @@ impl Outbound {
         }
     }
 
-    /// The alias to send `topic` with (0: none), and whether the client has it already (then
-    /// the topic is left out). A topic's name is shared by all its messages, so the pointer
-    /// nearly always settles it.
-    pub fn alias_for(&mut self, topic: &Arc<str>) -> (u16, bool) {
-        let found = self
-            .topics
+    /// The alias the client has for `topic`, if any. A topic's name is shared by all its
+    /// messages, so the pointer nearly always settles it.
+    pub fn find(&self, topic: &Arc<str>) -> Option<u16> {
+        self.topics
             .iter()
             .position(|t| Arc::ptr_eq(t, topic))
-            .or_else(|| self.topics.iter().position(|t| t == topic));
-        if let Some(i) = found {
-            return (i as u16 + 1, true);
-        }
+            .or_else(|| self.topics.iter().position(|t| t == topic))
+            .map(|i| i as u16 + 1)
+    }
+
+    /// A new alias for `topic`, while there are any left.
+    pub fn assign(&mut self, topic: &Arc<str>) -> Option<u16> {
         if self.topics.len() >= self.max as usize {
-            return (0, false);
+            return None;
         }
         self.topics.push(topic.clone());
-        (self.topics.len() as u16, false)
+        Some(self.topics.len() as u16)
+    }
+
+    /// The alias to send `topic` with (0: none), and whether the client has it already (then
+    /// the topic is left out): `fits(alias_only)` says whether the packet, 3 bytes larger for
+    /// the alias and without the topic when the client has it, stays within what the client
+    /// takes.
+    pub fn alias_for(&mut self, topic: &Arc<str>, fits: impl Fn(bool) -> bool) -> (u16, bool) {
+        match self.find(topic) {
+            Some(alias) if fits(true) => (alias, true),
+            Some(_) => (0, false),
+            None if fits(false) => self.assign(topic).map_or((0, false), |a| (a, false)),
+            None => (0, false),
+        }
     }
 }
 
@@ -135,10 +148,13 @@ mod tests {
     fn the_broker_aliases_the_first_topics_it_sends() {
         let mut a = Outbound::new(2);
         let (t1, t2, t3): (Arc<str>, Arc<str>, Arc<str>) = ("a".into(), "b".into(), "c".into());
-        assert_eq!(a.alias_for(&t1), (1, false));
-        assert_eq!(a.alias_for(&t1), (1, true));
-        assert_eq!(a.alias_for(&t2), (2, false));
-        assert_eq!(a.alias_for(&t3), (0, false));
-        assert_eq!(a.alias_for(&t2), (2, true));
+        let yes = |_| true;
+        assert_eq!(a.alias_for(&t1, yes), (1, false));
+        assert_eq!(a.alias_for(&t1, yes), (1, true));
+        // Too large with the alias: sent whole, and no alias taken up.
+        assert_eq!(a.alias_for(&t2, |_| false), (0, false));
+        assert_eq!(a.alias_for(&t2, yes), (2, false));
+        assert_eq!(a.alias_for(&t3, yes), (0, false));
+        assert_eq!(a.alias_for(&t2, yes), (2, true));
     }
 }

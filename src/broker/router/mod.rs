@@ -577,6 +577,7 @@ impl Router {
         info!(client_id = %client_id, peer = %online.peer, %reason, "client disconnected");
         let kind = match reason {
             CloseReason::ClientDisconnected
+            | CloseReason::ClientDisconnectedWithWill
             | CloseReason::SocketClosed
             | CloseReason::TakenOver
             | CloseReason::ServerShutdown => EventKind::Disconnected,
