@@ -345,9 +345,11 @@ pub fn encode(buf: &mut BytesMut, packet: Outgoing<'_>, dialect: Dialect) {
             props,
             alias,
             alias_only,
+            sub_ids,
         } => {
             let topic = if alias_only { "" } else { topic };
-            publish_out(buf, topic, payload, qos, pkid, retain, dup, props, alias)
+            let extra = Extra { alias, sub_ids };
+            publish_out(buf, topic, payload, qos, pkid, retain, dup, props, extra)
         }
         Outgoing::PubAck(id) => ack_out(buf, AckKind::PubAck, id, Reason::SUCCESS, None),
         Outgoing::PubRec(id) => ack_out(buf, AckKind::PubRec, id, Reason::SUCCESS, None),
@@ -417,16 +419,19 @@ fn publish_out(
     retain: bool,
     dup: bool,
     props: Option<&MessageProps>,
-    alias: u16,
+    extra: Extra<'_>,
 ) {
     debug_assert!(qos == QoS::AtMostOnce || pkid != 0);
+    let Extra { alias, sub_ids } = extra;
     // The time left, never 0: a message that ran out is dropped before it gets here, and one
     // that runs out on the way is still sent as the last second of its life.
     let expiry_left = props
         .and_then(|p| p.expiry)
         .map(|e| e.left(std::time::Instant::now()).unwrap_or(1));
     let alias_len = if alias != 0 { 3 } else { 0 };
-    let props_len = props.map_or(0, |p| properties::message_len(p, expiry_left)) + alias_len;
+    let props_len = props.map_or(0, |p| properties::message_len(p, expiry_left))
+        + alias_len
+        + properties::ids_len(sub_ids);
     buf.put_u8(0x30 | (dup as u8) << 3 | (qos as u8) << 1 | retain as u8);
     let id_len = if qos == QoS::AtMostOnce { 0 } else { 2 };
     let remaining = 2 + topic.len() + id_len + varint_len(props_len) + props_len + payload.len();
@@ -444,14 +449,28 @@ fn publish_out(
     if let Some(p) = props {
         properties::put_message(buf, p, expiry_left);
     }
+    properties::put_ids(buf, sub_ids);
     buf.put_slice(payload);
+}
+
+/// What a PUBLISH carries for one connection beside the message's own properties.
+struct Extra<'a> {
+    alias: u16,
+    sub_ids: &'a [u32],
 }
 
 /// The bytes a PUBLISH of this message takes for an MQTT 5 client, whole, without a topic
 /// alias: what a client's Maximum Packet Size is held against.
-pub fn publish_len(topic: &str, payload: usize, qos: QoS, props: Option<&MessageProps>) -> usize {
+pub fn publish_len(
+    topic: &str,
+    payload: usize,
+    qos: QoS,
+    props: Option<&MessageProps>,
+    sub_ids: &[u32],
+) -> usize {
     let expiry = props.and_then(|p| p.expiry).map(|_| 0);
-    let props_len = props.map_or(0, |p| properties::message_len(p, expiry));
+    let props_len =
+        props.map_or(0, |p| properties::message_len(p, expiry)) + properties::ids_len(sub_ids);
     let id_len = if qos == QoS::AtMostOnce { 0 } else { 2 };
     let remaining = 2 + topic.len() + id_len + varint_len(props_len) + props_len + payload;
     1 + varint_len(remaining) + remaining
@@ -556,6 +575,7 @@ mod tests {
                 props: Some(&props),
                 alias: 0,
                 alias_only: false,
+                sub_ids: &[],
             },
             Dialect {
                 level: 5,

@@ -868,7 +868,8 @@ where
                             let max = self.wire.dialect.max_packet as usize;
                             let (topic, payload) = (&p.msg.topic, p.msg.payload.len());
                             let props = p.msg.props.as_deref();
-                            let plain = codec_v5::publish_len(topic, payload, p.qos, props);
+                            let ids = &p.msg.sub_ids;
+                            let plain = codec_v5::publish_len(topic, payload, p.qos, props, ids);
                             a.alias_for(topic, |alias_only| {
                                 let topic_bytes = if alias_only { topic.len() } else { 0 };
                                 // 3 for the alias, 1 more if the length field grows.
@@ -887,6 +888,7 @@ where
                         props: p.msg.props.as_deref(),
                         alias,
                         alias_only,
+                        sub_ids: &p.msg.sub_ids,
                     });
                 }
                 Outbound::ConnAck {

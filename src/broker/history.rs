@@ -57,12 +57,37 @@ impl History {
             qos,
             retain,
             from,
-            props: props.map(|p| Box::new(p.clone())),
+            props: props.map(|p| Box::new(cut(p))),
         });
     }
 
     pub fn items(&self) -> impl DoubleEndedIterator<Item = &HistoryItem> + ExactSizeIterator {
         self.items.iter()
+    }
+}
+
+/// What history keeps of a message's properties: enough to show, bounded however large they
+/// are (as the payload is cut to `HISTORY_PAYLOAD_LIMIT`).
+fn cut(p: &MessageProps) -> MessageProps {
+    const TEXT: usize = 64;
+    const USER: usize = 8;
+    let text = |s: &String| s.chars().take(TEXT).collect::<String>();
+    MessageProps {
+        payload_utf8: p.payload_utf8,
+        expiry: p.expiry,
+        content_type: p.content_type.as_ref().map(text),
+        response_topic: p.response_topic.as_ref().map(text),
+        correlation_data: p
+            .correlation_data
+            .as_ref()
+            .map(|d| Bytes::copy_from_slice(&d[..d.len().min(TEXT)])),
+        user: p
+            .user
+            .iter()
+            .take(USER)
+            .map(|(k, v)| (text(k), text(v)))
+            .collect(),
+        subscription_ids: Vec::new(),
     }
 }
 

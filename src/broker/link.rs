@@ -117,8 +117,11 @@ pub(crate) enum Inbound {
 pub(crate) struct Message {
     pub topic: Arc<str>,
     pub payload: Bytes,
-    /// MQTT 5 properties, passed on to MQTT 5 subscribers.
-    pub props: Option<Box<MessageProps>>,
+    /// MQTT 5 properties, passed on to MQTT 5 subscribers: shared by every copy of the
+    /// message, the copies made for subscribers with identifiers included.
+    pub props: Option<Arc<MessageProps>>,
+    /// MQTT 5: the Subscription Identifiers of the one subscriber this copy is for.
+    pub sub_ids: Box<[u32]>,
 }
 
 impl Message {
@@ -134,18 +137,22 @@ impl Message {
     /// The same message with the Subscription Identifiers of one subscriber's matching
     /// subscriptions (a copy of the properties only: the payload stays shared).
     pub fn with_ids(&self, ids: &[u32]) -> Arc<Message> {
-        let mut props = self.props.clone().unwrap_or_default();
-        props.subscription_ids = ids.to_vec();
         Arc::new(Message {
             topic: self.topic.clone(),
             payload: self.payload.clone(),
-            props: Some(props),
+            props: self.props.clone(),
+            sub_ids: ids.into(),
         })
     }
 
-    /// What the message weighs in a queue's byte limit.
+    /// What the message weighs in a queue's byte limit: its properties too, which may be
+    /// larger than the payload.
     pub fn size(&self) -> usize {
-        self.topic.len() + self.payload.len()
+        let props = self
+            .props
+            .as_deref()
+            .map_or(0, |p| super::properties::message_len(p, None));
+        self.topic.len() + self.payload.len() + props + 5 * self.sub_ids.len()
     }
 }
 
@@ -423,4 +430,30 @@ pub enum Command {
     },
     /// Close every connection and stop.
     Shutdown,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_message_weighs_its_properties_and_copies_share_them() {
+        let props = MessageProps {
+            user: vec![("k".into(), "v".repeat(10_000))],
+            ..Default::default()
+        };
+        let m = Message {
+            topic: Arc::from("lab/a"),
+            payload: Bytes::from_static(b"x"),
+            props: Some(Arc::new(props)),
+            sub_ids: Box::new([]),
+        };
+        assert!(m.size() > 10_000, "{}", m.size());
+        let copy = m.with_ids(&[7]);
+        assert!(Arc::ptr_eq(
+            m.props.as_ref().unwrap(),
+            copy.props.as_ref().unwrap()
+        ));
+        assert_eq!(&*copy.sub_ids, &[7]);
+    }
 }

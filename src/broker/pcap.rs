@@ -320,10 +320,13 @@ pub fn mqtt_bytes(s: &Summary, client_id: &str, v5: bool) -> Vec<u8> {
             }
             0xA2
         }
-        Summary::UnsubAck(id) => {
-            // MQTT 5's UNSUBACK has a reason per filter, which the summary does not keep.
+        Summary::UnsubAck(id, codes) => {
+            body.extend_from_slice(&id.to_be_bytes());
             no_props(&mut body);
-            id_only(&mut body, *id, 0xB0)
+            if v5 {
+                body.extend(codes.iter().map(|r| r.0));
+            }
+            0xB0
         }
         Summary::PingReq => 0xC0,
         Summary::PingResp => 0xD0,

@@ -403,6 +403,18 @@ pub fn message_len(m: &MessageProps, expiry_left: Option<u32>) -> usize {
     n
 }
 
+/// The bytes Subscription Identifiers take as properties.
+pub fn ids_len(ids: &[u32]) -> usize {
+    ids.iter().map(|&id| 1 + varint_len(id as usize)).sum()
+}
+
+pub fn put_ids(buf: &mut BytesMut, ids: &[u32]) {
+    for &id in ids {
+        buf.put_u8(SUBSCRIPTION_ID);
+        put_varint(buf, id as usize);
+    }
+}
+
 pub fn put_string(buf: &mut BytesMut, s: &str) {
     buf.put_u16(s.len() as u16);
     buf.put_slice(s.as_bytes());

@@ -272,6 +272,8 @@ pub enum Outgoing<'a> {
         /// client has the alias already) and `topic` is there for the trace.
         alias: u16,
         alias_only: bool,
+        /// MQTT 5: the Subscription Identifiers of the subscriptions it is sent for.
+        sub_ids: &'a [u32],
     },
     PubAck(u16),
     PubRec(u16),

@@ -95,7 +95,8 @@ impl RetainedIndex {
                 let msg = Arc::new(Message {
                     topic: topic.clone(),
                     payload,
-                    props,
+                    props: props.map(Arc::from),
+                    sub_ids: Box::new([]),
                 });
                 self.by_key.insert(key.clone(), (msg, qos));
             }

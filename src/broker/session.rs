@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering, fence};
 use std::time::{Instant, SystemTime};
 
 use super::outbox::{self, TrySendError};
-use super::protocol::{QoS, SubOptions};
+use super::protocol::{MessageProps, QoS, SubOptions};
 use super::topics;
 
 use super::link::{ConnId, Message, OutPublish, Outbound};
@@ -245,10 +245,20 @@ impl Session {
                     shared
                 }
             };
+            // The identifiers a stored copy was for travel apart from the shared properties.
+            let (props, sub_ids) = match m.props {
+                Some(mut p) => {
+                    let ids = std::mem::take(&mut p.subscription_ids);
+                    let rest = (*p != MessageProps::default()).then(|| Arc::from(p));
+                    (rest, ids.into_boxed_slice())
+                }
+                None => (None, Box::new([]) as Box<[u32]>),
+            };
             let msg = Arc::new(Message {
                 topic: name,
                 payload: m.payload,
-                props: m.props,
+                props,
+                sub_ids,
             });
             match m.pkid {
                 Some(pkid) => s.inflight.push_back(InFlight {
@@ -352,6 +362,7 @@ impl Session {
                 msg.payload.len(),
                 qos,
                 msg.props.as_deref(),
+                &msg.sub_ids,
             ) > self.limits.max_packet_out;
         if too_large
             || msg.expired()
@@ -577,6 +588,7 @@ impl Session {
                         m.msg.payload.len(),
                         m.qos,
                         m.msg.props.as_deref(),
+                        &m.msg.sub_ids,
                     ) > limits.max_packet_out
             };
             let gone: Vec<u64> = self
@@ -756,6 +768,7 @@ mod tests {
             topic: Arc::from("t"),
             payload: Bytes::from(text),
             props: None,
+            sub_ids: Box::new([]),
         });
         s.deliver(&msg, qos, false)
     }

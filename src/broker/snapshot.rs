@@ -55,6 +55,8 @@ pub struct Snapshot {
 pub struct ClientInfo {
     pub client_id: String,
     pub clean_session: bool,
+    /// MQTT 5: seconds the session outlives its connection, when that is finite.
+    pub session_expiry: Option<u32>,
     /// Present while connected.
     pub connection: Option<ConnectionInfo>,
     pub subscriptions: Vec<(String, QoS)>,

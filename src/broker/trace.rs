@@ -114,7 +114,8 @@ pub enum Summary {
         pkid: u16,
         filters: Vec<String>,
     },
-    UnsubAck(u16),
+    /// With MQTT 5's reason per filter (none before).
+    UnsubAck(u16, Vec<Reason>),
     PingReq,
     PingResp,
     /// MQTT 5 gives it a reason (0 before).
@@ -143,7 +144,7 @@ impl Summary {
             Summary::Subscribe { .. } => "SUBSCRIBE",
             Summary::SubAck { .. } => "SUBACK",
             Summary::Unsubscribe { .. } => "UNSUBSCRIBE",
-            Summary::UnsubAck(_) => "UNSUBACK",
+            Summary::UnsubAck(..) => "UNSUBACK",
             Summary::PingReq => "PINGREQ",
             Summary::PingResp => "PINGRESP",
             Summary::Disconnect(_) => "DISCONNECT",
@@ -165,8 +166,8 @@ impl Summary {
             | Summary::PubRec(id)
             | Summary::PubRel(id)
             | Summary::PubComp(id)
-            | Summary::UnsubAck(id)
             | Summary::AckWith { pkid: id, .. } => Some(id),
+            Summary::UnsubAck(id, _) => Some(id),
             Summary::Subscribe { pkid, .. }
             | Summary::SubAck { pkid, .. }
             | Summary::Unsubscribe { pkid, .. } => Some(pkid),
@@ -276,7 +277,14 @@ impl Summary {
                 AckKind::PubRel => Summary::PubRel(pkid),
                 AckKind::PubComp => Summary::PubComp(pkid),
             },
-            Outgoing::UnsubAck { pkid, .. } => Summary::UnsubAck(pkid),
+            Outgoing::UnsubAck { pkid, codes } => {
+                let codes = if level >= 5 {
+                    codes.to_vec()
+                } else {
+                    Vec::new()
+                };
+                Summary::UnsubAck(pkid, codes)
+            }
             Outgoing::PingResp => Summary::PingResp,
             Outgoing::Disconnect(reason) => Summary::Disconnect(reason),
         }

@@ -125,10 +125,15 @@ impl ClientsPanel {
                 }
             }
         }
-        let session = match c.connection.as_ref().and_then(|conn| conn.v5) {
-            Some(v) => format::session_expiry(v.session_expiry),
-            None if c.clean_session => "clean".into(),
-            None => "persistent".into(),
+        let session = match (
+            c.connection.as_ref().and_then(|conn| conn.v5),
+            c.session_expiry,
+        ) {
+            (Some(v), _) => format::session_expiry(v.session_expiry),
+            // Offline, an MQTT 5 session says how long it is kept.
+            (None, Some(expiry)) => format::session_expiry(expiry),
+            (None, None) if c.clean_session => "clean".into(),
+            (None, None) => "persistent".into(),
         };
         text(row, &session);
         let since = match &c.connection {

@@ -236,7 +236,7 @@ fn color_of(what: &What, dark: bool) -> Color32 {
             Summary::Subscribe { .. }
             | Summary::SubAck { .. }
             | Summary::Unsubscribe { .. }
-            | Summary::UnsubAck(_) => (
+            | Summary::UnsubAck(..) => (
                 Color32::from_rgb(200, 150, 255),
                 Color32::from_rgb(110, 40, 170),
             ),

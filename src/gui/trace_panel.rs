@@ -68,7 +68,7 @@ impl Kinds {
                 Summary::Subscribe { .. }
                 | Summary::SubAck { .. }
                 | Summary::Unsubscribe { .. }
-                | Summary::UnsubAck(_) => self.subscribe,
+                | Summary::UnsubAck(..) => self.subscribe,
                 Summary::PingReq | Summary::PingResp => self.ping,
             },
         }
@@ -475,7 +475,15 @@ pub fn describe(what: &What) -> String {
         | Summary::PubRec(id)
         | Summary::PubRel(id)
         | Summary::PubComp(id)
-        | Summary::UnsubAck(id) => format!("id={id}"),
+        | Summary::UnsubAck(id, _) => {
+            let mut d = format!("id={id}");
+            if let Summary::UnsubAck(_, codes) = s {
+                for c in codes {
+                    d += &format!(" {c}");
+                }
+            }
+            d
+        }
         Summary::Subscribe { pkid, filters } => {
             let f: Vec<String> = filters
                 .iter()

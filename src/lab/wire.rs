@@ -277,6 +277,7 @@ mod tests {
                 props: None,
                 alias: 0,
                 alias_only: false,
+                sub_ids: &[],
             },
         );
         let codes = [

@@ -528,6 +528,7 @@ impl Router {
             .map(|s| ClientInfo {
                 client_id: s.client_id.to_string(),
                 clean_session: s.clean,
+                session_expiry: (s.expiry != u32::MAX).then_some(s.expiry),
                 connection: s.online.as_ref().map(|o| ConnectionInfo {
                     peer: o.peer.addr,
                     transport: o.peer.transport,

@@ -967,7 +967,8 @@ impl Router {
         let msg = Arc::new(Message {
             topic: t.name.clone(),
             payload,
-            props,
+            props: props.map(Arc::from),
+            sub_ids: Box::new([]),
         });
         // Each shared subscription: the next member whose client is online takes it (an
         // offline one only when none is, for its queue). No allocation without groups.

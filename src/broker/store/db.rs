@@ -289,7 +289,7 @@ impl Db {
             match c {
                 Change::Retained { topic, value } => match value {
                     Some((q, payload, props)) => {
-                        let (blob, expires_at) = props_to_row(props.as_deref());
+                        let (blob, expires_at) = props_to_row(props.as_deref(), &[]);
                         tx.prepare_cached(
                             "INSERT OR REPLACE INTO retained (topic, qos, payload, props, expires_at)
                              VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -335,7 +335,7 @@ impl Db {
                     qos,
                     retain,
                 } => {
-                    let (blob, expires_at) = props_to_row(msg.props.as_deref());
+                    let (blob, expires_at) = props_to_row(msg.props.as_deref(), &msg.sub_ids);
                     tx.prepare_cached(
                         "INSERT OR REPLACE INTO messages
                          (client_id, seq, topic, payload, qos, retain, props, expires_at)
@@ -462,9 +462,19 @@ fn unix_ms_now() -> i64 {
 
 /// A message's MQTT 5 properties as columns: the rest as a PUBLISH carries them, and when it
 /// expires as a time of day.
-fn props_to_row(props: Option<&MessageProps>) -> (Option<Vec<u8>>, Option<i64>) {
-    let Some(p) = props else {
-        return (None, None);
+fn props_to_row(props: Option<&MessageProps>, sub_ids: &[u32]) -> (Option<Vec<u8>>, Option<i64>) {
+    // A queued copy's Subscription Identifiers are kept with its properties.
+    let merged;
+    let p = match props {
+        Some(p) if sub_ids.is_empty() => p,
+        None if sub_ids.is_empty() => return (None, None),
+        p => {
+            merged = MessageProps {
+                subscription_ids: sub_ids.to_vec(),
+                ..p.cloned().unwrap_or_default()
+            };
+            &merged
+        }
     };
     let expires_at = p.expiry.map(|e| {
         let left = e.left(std::time::Instant::now()).unwrap_or(0);
@@ -550,6 +560,7 @@ mod tests {
             topic: Arc::from("lab/a"),
             payload: Bytes::from(text),
             props: None,
+            sub_ids: Box::new([]),
         })
     }
 
@@ -601,7 +612,11 @@ mod tests {
         let msg = Arc::new(Message {
             topic: Arc::from("lab/a"),
             payload: Bytes::from("x"),
-            props: Some(Box::new(props.clone())),
+            props: Some(Arc::new(MessageProps {
+                subscription_ids: Vec::new(),
+                ..props.clone()
+            })),
+            sub_ids: Box::new([4, 9]),
         });
         db.apply(&[
             Change::Session {
