@@ -34,6 +34,7 @@ const SMALL_MAX: usize = 16;
 const V5: Dialect = Dialect {
     level: 5,
     problem_info: true,
+    max_alias: 10,
     max_packet: u32::MAX,
 };
 

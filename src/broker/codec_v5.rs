@@ -580,6 +580,7 @@ mod tests {
             Dialect {
                 level: 5,
                 problem_info: true,
+                max_alias: 10,
                 max_packet: u32::MAX,
             },
         );
@@ -642,6 +643,7 @@ mod tests {
         let d = Dialect {
             level: 5,
             problem_info: true,
+            max_alias: 10,
             max_packet: u32::MAX,
         };
         let mut b = BytesMut::new();
@@ -661,6 +663,7 @@ mod tests {
         let d_quiet = Dialect {
             level: 5,
             problem_info: false,
+            max_alias: 10,
             max_packet: u32::MAX,
         };
         encode(

@@ -88,8 +88,6 @@ struct Wire {
     /// MQTT 5: the topic aliases the client set (only once it sets one), resolved here so
     /// that the trace and the router see the topic.
     aliases_in: Option<Box<topic_alias::Inbound>>,
-    /// MQTT 5: the Topic Alias Maximum the broker offered.
-    max_alias: u16,
 }
 
 impl Wire {
@@ -100,7 +98,7 @@ impl Wire {
             && p.alias != 0
         {
             let aliases = self.aliases_in.get_or_insert_default();
-            aliases.resolve(p, self.max_alias)?;
+            aliases.resolve(p, self.dialect.max_alias)?;
         }
         if let Some(p) = &packet {
             self.tap.packet_in(p);
@@ -167,7 +165,6 @@ where
         tap: trace::Tap::new(shared.trace.clone(), conn, Arc::new(peer)),
         dialect: Dialect::V4,
         aliases_in: None,
-        max_alias: shared.max_topic_alias,
     };
     // One deadline from accept: a TLS handshake or WebSocket upgrade used some of it already.
     let first = tokio::time::timeout_at(
@@ -181,6 +178,7 @@ where
             wire.dialect = Dialect {
                 level: c.level,
                 problem_info: c.v5.as_ref().is_some_and(|v| v.request_problem_information),
+                max_alias: shared.max_topic_alias,
                 max_packet: c
                     .v5
                     .as_ref()
@@ -239,11 +237,13 @@ where
         peer: wire.tap.peer().clone(),
         level: connect.level,
         session_expiry,
-        v5: connect.v5.as_ref().map(|v| V5Settings {
-            session_expiry: v.session_expiry,
-            receive_maximum: v.receive_maximum,
-            topic_alias_maximum: v.topic_alias_maximum,
-            max_packet_size: v.max_packet_size,
+        v5: connect.v5.as_ref().map(|v| {
+            Box::new(V5Settings {
+                session_expiry: v.session_expiry,
+                receive_maximum: v.receive_maximum,
+                topic_alias_maximum: v.topic_alias_maximum,
+                max_packet_size: v.max_packet_size,
+            })
         }),
         tx,
         room_wanted: room_wanted.clone(),

@@ -84,7 +84,7 @@ pub(crate) struct ConnectRequest {
     /// MQTT 5's Session Expiry Interval; None before MQTT 5 (where `clean_session` says it).
     pub session_expiry: Option<u32>,
     /// MQTT 5's other settings, for the window (the expiry there is the session's).
-    pub v5: Option<super::snapshot::V5Settings>,
+    pub v5: Option<Box<super::snapshot::V5Settings>>,
     pub tx: super::outbox::Sender<Outbound>,
     /// Set by the router when `tx` was full; the connection clears it and sends `Writable`
     /// once it has drained the channel to half.

@@ -326,6 +326,8 @@ pub struct ConnAckV5<'a> {
 pub struct Dialect {
     pub level: u8,
     pub problem_info: bool,
+    /// MQTT 5: the Topic Alias Maximum the broker offered the client.
+    pub max_alias: u16,
     /// MQTT 5: the largest packet the client takes (`u32::MAX`: no limit of its own); a
     /// Reason String that would take a packet past it is left out.
     pub max_packet: u32,
@@ -336,6 +338,7 @@ impl Dialect {
     pub const V4: Dialect = Dialect {
         level: 4,
         problem_info: false,
+        max_alias: 0,
         max_packet: u32::MAX,
     };
 

@@ -63,8 +63,8 @@ pub(crate) struct Online {
     /// What it may publish and subscribe to, from its user's rules; `None`: no limit.
     pub grant: Option<crate::broker::acl::Grant>,
     pub level: u8,
-    /// MQTT 5's settings, for the window.
-    pub v5: Option<super::snapshot::V5Settings>,
+    /// MQTT 5's settings, for the window (boxed: most clients are not MQTT 5).
+    pub v5: Option<Box<super::snapshot::V5Settings>>,
     pub keep_alive: u16,
     pub since: SystemTime,
     /// Shared with the connection task: see `ConnectRequest::room_wanted`.

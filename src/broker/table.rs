@@ -53,7 +53,7 @@ pub(crate) struct Topic {
     /// MQTT 5's options of those subscribers that have any (No Local, Retain As Published, a
     /// Subscription Identifier), sorted by session: empty for 3.1.1 clients, so that routing
     /// to them costs nothing more.
-    pub extras: Vec<(SessionIdx, Extra)>,
+    pub extras: Box<[(SessionIdx, Extra)]>,
     /// Shared subscriptions that match it: each message goes to one member of each.
     pub shared: Vec<SharedGroup>,
     seen: u64,
@@ -87,14 +87,16 @@ impl Topic {
     fn fill(&mut self, subscriptions: &FilterTrie<Subscription>, generation: u64) {
         let old = std::mem::take(&mut self.shared);
         self.subscribers.clear();
-        self.extras.clear();
+        let mut extras = Vec::new();
         gather(
             subscriptions,
             &self.name,
             &mut self.subscribers,
-            &mut self.extras,
+            &mut extras,
             &mut self.shared,
         );
+        // A boxed slice: 8 bytes less in every topic than a Vec, and no allocation when empty.
+        self.extras = extras.into_boxed_slice();
         // Members come in the order they subscribed (a group is one filter, one node of the
         // trie). The turn stays with the member whose turn it was; if that one left, with the
         // member after it.
@@ -536,7 +538,7 @@ impl TopicTable {
             system,
             listed,
             subscribers: Vec::new(),
-            extras: Vec::new(),
+            extras: Box::new([]),
             shared: Vec::new(),
             seen: 0,
             retained: None,

@@ -536,9 +536,9 @@ impl Router {
                     protocol_level: o.level,
                     keep_alive: o.keep_alive,
                     since: o.since,
-                    v5: o.v5.map(|v| V5Settings {
+                    v5: o.v5.as_deref().map(|v| V5Settings {
                         session_expiry: s.expiry,
-                        ..v
+                        ..*v
                     }),
                 }),
                 subscriptions: s.filters.iter().map(|(f, o)| (f.clone(), o.qos)).collect(),
