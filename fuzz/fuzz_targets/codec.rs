@@ -398,6 +398,7 @@ fn publish_round_trip_v5(p: &Publish) {
             props: p.props.as_deref(),
             alias: p.alias,
             alias_only: false,
+            sub_ids: &[],
         },
         V5,
     );
@@ -486,6 +487,7 @@ fn outgoing_publish(p: &Publish) -> Outgoing<'_> {
         props: p.props.as_deref(),
         alias: 0,
         alias_only: false,
+        sub_ids: &[],
     }
 }
 
@@ -551,6 +553,7 @@ fn broker_round_trip(p: &FromBroker) {
                 props: None,
                 alias: 0,
                 alias_only: false,
+                sub_ids: &[],
             }
         }
         FromBroker::PubAck(id) => Outgoing::PubAck(*id),
@@ -686,6 +689,7 @@ fn broker_to_client(packets: &[ToClient]) {
                         props: None,
                         alias: 0,
                         alias_only: false,
+                        sub_ids: &[],
                     },
                     FromBroker::Publish {
                         topic: topic.clone(),
@@ -745,6 +749,7 @@ fn broker_to_client(packets: &[ToClient]) {
                 props: None,
                 alias: 0,
                 alias_only: false,
+                sub_ids: &[],
             } if !(dup && qos == QoS::AtMostOnce) => Some(Packet::Publish(Publish {
                 topic: topic.to_owned(),
                 payload: Bytes::copy_from_slice(payload),
