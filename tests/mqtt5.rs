@@ -987,3 +987,55 @@ async fn reason_strings_never_take_a_packet_past_the_client_s_maximum() {
     assert_eq!((ack.kind(), &ack.body[..]), (4, &[0, 1, 0x90, 0][..]));
     broker.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_waited_offline_is_held_to_the_maximum_packet_size_of_the_return() {
+    let broker = start().await;
+    let addr = broker.local_addr();
+    let persistent = |max: Option<u8>| {
+        let mut props = vec![0x11, 0, 0, 1, 0];
+        if let Some(m) = max {
+            props.extend_from_slice(&[0x27, 0, 0, 0, m]);
+        }
+        let mut body = vec![
+            0,
+            4,
+            b'M',
+            b'Q',
+            b'T',
+            b'T',
+            5,
+            0x00,
+            0,
+            30,
+            props.len() as u8,
+        ];
+        body.extend_from_slice(&props);
+        body.extend_from_slice(&[0, 5]);
+        body.extend_from_slice(b"later");
+        packet(0x10, &body)
+    };
+    let mut raw = Raw::open(addr).await;
+    raw.send(&persistent(None)).await;
+    assert_eq!(raw.read().await.unwrap().kind(), 2);
+    let mut sub = vec![0, 1, 0, 0, 5];
+    sub.extend_from_slice(b"lab/a");
+    sub.push(1);
+    raw.send(&packet(0x82, &sub)).await;
+    assert_eq!(raw.read().await.unwrap().kind(), 9);
+    drop(raw);
+    tokio::time::sleep(QUIET).await;
+    let p = Client::connect(options(addr, "pub")).await;
+    p.publish("lab/a", rumqttc::QoS::AtLeastOnce, false, &[b'x'; 1000])
+        .await;
+    p.publish("lab/a", rumqttc::QoS::AtLeastOnce, false, b"small")
+        .await;
+    tokio::time::sleep(QUIET).await;
+    // Back, taking packets of 100 bytes at most: the large one is dropped, the small comes.
+    let mut raw = Raw::open(addr).await;
+    raw.send(&persistent(Some(100))).await;
+    assert_eq!(raw.read().await.unwrap().kind(), 2);
+    let m = raw.read().await.unwrap();
+    assert!(m.body.ends_with(b"small"), "{m:?}");
+    broker.shutdown().await;
+}

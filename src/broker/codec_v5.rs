@@ -468,9 +468,23 @@ pub fn publish_len(
     props: Option<&MessageProps>,
     sub_ids: &[u32],
 ) -> usize {
+    publish_len_aliased(topic, payload, qos, props, sub_ids, false)
+}
+
+/// `publish_len` as sent: `topic` is what goes on the wire (empty when the client has the
+/// alias), with a Topic Alias property when `alias`.
+pub fn publish_len_aliased(
+    topic: &str,
+    payload: usize,
+    qos: QoS,
+    props: Option<&MessageProps>,
+    sub_ids: &[u32],
+    alias: bool,
+) -> usize {
     let expiry = props.and_then(|p| p.expiry).map(|_| 0);
-    let props_len =
-        props.map_or(0, |p| properties::message_len(p, expiry)) + properties::ids_len(sub_ids);
+    let props_len = props.map_or(0, |p| properties::message_len(p, expiry))
+        + properties::ids_len(sub_ids)
+        + if alias { 3 } else { 0 };
     let id_len = if qos == QoS::AtMostOnce { 0 } else { 2 };
     let remaining = 2 + topic.len() + id_len + varint_len(props_len) + props_len + payload;
     1 + varint_len(remaining) + remaining
@@ -636,6 +650,56 @@ mod tests {
                 session_expiry: Some(9)
             }))
         );
+    }
+
+    #[test]
+    fn the_size_of_a_publish_is_known_exactly_before_it_is_written() {
+        // Around the lengths where a length field grows by a byte.
+        for topic_len in [1usize, 3, 100, 120, 125] {
+            for payload in [0usize, 1, 100, 16_240, 16_260, 2_097_000] {
+                for (alias, alias_only) in [(0u16, false), (7, false), (7, true)] {
+                    let topic = "t".repeat(topic_len);
+                    let props = MessageProps {
+                        user: vec![("k".into(), "v".repeat(120))],
+                        ..Default::default()
+                    };
+                    let body = vec![0u8; payload];
+                    let mut buf = BytesMut::new();
+                    let d = Dialect {
+                        level: 5,
+                        problem_info: true,
+                        max_alias: 10,
+                        max_packet: u32::MAX,
+                    };
+                    encode(
+                        &mut buf,
+                        Outgoing::Publish {
+                            topic: &topic,
+                            payload: &body,
+                            qos: QoS::AtLeastOnce,
+                            pkid: 1,
+                            retain: false,
+                            dup: false,
+                            props: Some(&props),
+                            alias,
+                            alias_only,
+                            sub_ids: &[3],
+                        },
+                        d,
+                    );
+                    let sent = if alias_only { "" } else { topic.as_str() };
+                    let expected = publish_len_aliased(
+                        sent,
+                        payload,
+                        QoS::AtLeastOnce,
+                        Some(&props),
+                        &[3],
+                        alias != 0,
+                    );
+                    assert_eq!(buf.len(), expected, "{topic_len} {payload} {alias}");
+                }
+            }
+        }
     }
 
     #[test]

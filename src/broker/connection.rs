@@ -869,11 +869,12 @@ where
                             let (topic, payload) = (&p.msg.topic, p.msg.payload.len());
                             let props = p.msg.props.as_deref();
                             let ids = &p.msg.sub_ids;
-                            let plain = codec_v5::publish_len(topic, payload, p.qos, props, ids);
                             a.alias_for(topic, |alias_only| {
-                                let topic_bytes = if alias_only { topic.len() } else { 0 };
-                                // 3 for the alias, 1 more if the length field grows.
-                                plain + 4 - topic_bytes <= max
+                                let sent = if alias_only { "" } else { &**topic };
+                                let len = codec_v5::publish_len_aliased(
+                                    sent, payload, p.qos, props, ids, true,
+                                );
+                                len <= max
                             })
                         }
                         None => (0, false),

@@ -356,15 +356,7 @@ impl Session {
     /// client.
     pub fn deliver(&mut self, msg: &Arc<Message>, qos: QoS, retain: bool) -> Delivery {
         let size = msg.size();
-        let too_large = self.limits.max_packet_out != usize::MAX
-            && super::codec_v5::publish_len(
-                &msg.topic,
-                msg.payload.len(),
-                qos,
-                msg.props.as_deref(),
-                &msg.sub_ids,
-            ) > self.limits.max_packet_out;
-        if too_large
+        if too_large(msg, qos, &self.limits)
             || msg.expired()
             || (qos == QoS::AtMostOnce && self.online.is_none())
             || self.queue.len() >= self.limits.max_queued
@@ -452,8 +444,9 @@ impl Session {
                 return;
             };
             self.queued_bytes -= q.msg.size();
-            // MQTT 5: a message whose expiry ran out while it waited goes, as done.
-            if q.msg.expired() {
+            // MQTT 5: a message whose expiry ran out while it waited goes, as done, and so
+            // does one larger than the client now connected takes.
+            if q.msg.expired() || too_large(&q.msg, q.qos, &limits) {
                 self.dropped += 1;
                 if q.seq != 0 {
                     let seq = q.seq;
@@ -580,29 +573,29 @@ impl Session {
         self.limits = limits;
         // MQTT 5: what the new connection does not take (its Maximum Packet Size) is dropped
         // as done, as a message too large for it would have been.
+        // A QoS 1 one goes as done; a QoS 2 one is released instead (PUBREL): the client may
+        // hold its packet id from the last connection, and PUBREL frees it on both sides.
         if limits.max_packet_out != usize::MAX {
-            let too_large = |m: &InFlight| {
-                !m.released
-                    && super::codec_v5::publish_len(
-                        &m.msg.topic,
-                        m.msg.payload.len(),
-                        m.qos,
-                        m.msg.props.as_deref(),
-                        &m.msg.sub_ids,
-                    ) > limits.max_packet_out
-            };
-            let gone: Vec<u64> = self
-                .inflight
-                .iter()
-                .filter(|m| too_large(m))
-                .map(|m| m.seq)
-                .collect();
-            if !gone.is_empty() {
-                self.inflight.retain(|m| !too_large(m));
-                self.dropped += gone.len() as u64;
-                for seq in gone.into_iter().filter(|&s| s != 0) {
-                    self.record(|client_id| Change::Done { client_id, seq });
+            let oversized = |m: &InFlight| !m.released && too_large(&m.msg, m.qos, &limits);
+            let mut gone = Vec::new();
+            let mut released = Vec::new();
+            for m in self.inflight.iter_mut().filter(|m| oversized(m)) {
+                if m.qos == QoS::ExactlyOnce {
+                    m.released = true;
+                    released.push(m.seq);
+                } else {
+                    gone.push(m.seq);
                 }
+            }
+            self.inflight.retain(|m| {
+                !(m.qos == QoS::AtLeastOnce && !m.released && too_large(&m.msg, m.qos, &limits))
+            });
+            self.dropped += (gone.len() + released.len()) as u64;
+            for seq in gone.into_iter().filter(|&s| s != 0) {
+                self.record(|client_id| Change::Done { client_id, seq });
+            }
+            for seq in released.into_iter().filter(|&s| s != 0) {
+                self.record(|client_id| Change::Released { client_id, seq });
             }
         }
         // Sent again a window at a time, the window this connection's client takes.
@@ -682,6 +675,18 @@ impl Session {
 /// Whether the channel has more than `reserve` free slots, after asking the connection to say
 /// when it has drained if it has not. The connection may drain between the first look and the
 /// flag, so look again after setting it: one of the two sides always sees the other.
+/// MQTT 5: a PUBLISH of `msg` at `qos` would be larger than the client takes.
+fn too_large(msg: &Message, qos: QoS, limits: &Limits) -> bool {
+    limits.max_packet_out != usize::MAX
+        && super::codec_v5::publish_len(
+            &msg.topic,
+            msg.payload.len(),
+            qos,
+            msg.props.as_deref(),
+            &msg.sub_ids,
+        ) > limits.max_packet_out
+}
+
 fn has_room(online: &Online, reserve: usize) -> bool {
     online.room_wanted.store(true, Ordering::SeqCst);
     fence(Ordering::SeqCst);
