@@ -18,7 +18,7 @@ use mqttbytes::FixedHeader;
 use mqttbytes::v4;
 
 use super::codec_v5;
-use super::properties;
+use super::properties::{self, put_varint};
 use super::protocol::{
     Connect, ConnectV5, Dialect, Disconnect, Outgoing, Packet, Publish, QoS, Reason, SubOptions,
     Will,
@@ -57,8 +57,12 @@ impl DecodeError {
     }
 }
 
-fn malformed(what: impl Into<String>) -> DecodeError {
+pub(crate) fn malformed(what: impl Into<String>) -> DecodeError {
     DecodeError::Malformed(what.into())
+}
+
+pub(crate) fn protocol(what: impl Into<String>) -> DecodeError {
+    DecodeError::Protocol(what.into())
 }
 
 /// mqttbytes errors do not implement `std::error::Error`; this turns them into ours.
@@ -274,28 +278,39 @@ fn parse_unsubscribe(header: FixedHeader, frame: Bytes) -> Result<Packet, Decode
     })
 }
 
+// The fields of a packet's body, for CONNECT and for MQTT 5 (its packets and properties):
+// `what` names the field in the error.
+
 pub(crate) fn read_u8(b: &mut Bytes, what: &str) -> Result<u8, DecodeError> {
     if b.is_empty() {
-        return Err(malformed(format!("CONNECT ends before {what}")));
+        return Err(malformed(format!("the packet ends before {what}")));
     }
     Ok(b.get_u8())
 }
 
 pub(crate) fn read_u16(b: &mut Bytes, what: &str) -> Result<u16, DecodeError> {
     if b.len() < 2 {
-        return Err(malformed(format!("CONNECT ends before {what}")));
+        return Err(malformed(format!("the packet ends before {what}")));
     }
     Ok(b.get_u16())
+}
+
+pub(crate) fn read_u32(b: &mut Bytes, what: &str) -> Result<u32, DecodeError> {
+    if b.len() < 4 {
+        return Err(malformed(format!("the packet ends before {what}")));
+    }
+    Ok(b.get_u32())
 }
 
 pub(crate) fn read_binary(b: &mut Bytes, what: &str) -> Result<Bytes, DecodeError> {
     let len = read_u16(b, what)? as usize;
     if b.len() < len {
-        return Err(malformed(format!("CONNECT ends inside {what}")));
+        return Err(malformed(format!("the packet ends inside {what}")));
     }
     Ok(b.split_to(len))
 }
 
+/// A UTF-8 string as MQTT defines one: valid, and without U+0000 (MQTT 5 section 1.5.4).
 pub(crate) fn read_string(b: &mut Bytes, what: &str) -> Result<String, DecodeError> {
     let raw = read_binary(b, what)?;
     let s = String::from_utf8(raw.to_vec())
@@ -419,20 +434,6 @@ pub fn parse_connect(mut b: Bytes) -> Result<Connect, DecodeError> {
 
 // ---- encoding ---------------------------------------------------------------------------------
 
-pub(crate) fn put_remaining_length(buf: &mut BytesMut, mut len: usize) {
-    loop {
-        let mut byte = (len % 128) as u8;
-        len /= 128;
-        if len > 0 {
-            byte |= 0x80;
-        }
-        buf.put_u8(byte);
-        if len == 0 {
-            return;
-        }
-    }
-}
-
 /// Appends a packet the broker sends to a 3.1.1 client to `buf`.
 pub fn encode(buf: &mut BytesMut, packet: Outgoing<'_>) {
     encode_as(buf, packet, Dialect::V4)
@@ -479,7 +480,7 @@ pub fn encode_as(buf: &mut BytesMut, packet: Outgoing<'_>, dialect: Dialect) {
         Outgoing::AckWith { kind, pkid, .. } => ack(buf, ack_byte1(kind), pkid),
         Outgoing::SubAck { pkid, codes } => {
             buf.put_u8(0x90);
-            put_remaining_length(buf, 2 + codes.len());
+            put_varint(buf, 2 + codes.len());
             buf.put_u16(pkid);
             buf.extend(codes.iter().map(|c| c.byte(dialect.level)));
         }
@@ -519,7 +520,7 @@ fn publish(
     let id_len = if qos == QoS::AtMostOnce { 0 } else { 2 };
     let remaining = 2 + topic.len() + id_len + payload.len();
     buf.reserve(4 + remaining);
-    put_remaining_length(buf, remaining);
+    put_varint(buf, remaining);
     buf.put_u16(topic.len() as u16);
     buf.put_slice(topic.as_bytes());
     if id_len != 0 {

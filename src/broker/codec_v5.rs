@@ -9,7 +9,7 @@
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 use super::codec::{
-    DecodeError, ack_byte1, check_flags, parse_connect, put_remaining_length, read_string,
+    DecodeError, ack_byte1, check_flags, malformed, parse_connect, protocol, read_string,
 };
 use super::properties::{self, put_string, put_varint, varint_len};
 use super::protocol::{
@@ -20,14 +20,6 @@ use super::topics;
 
 /// The largest Subscription Identifier, a Variable Byte Integer (MQTT 5 section 3.8.2.1.2).
 const MAX_SUBSCRIPTION_ID: u32 = 268_435_455;
-
-fn malformed(what: impl Into<String>) -> DecodeError {
-    DecodeError::Malformed(what.into())
-}
-
-fn protocol(what: impl Into<String>) -> DecodeError {
-    DecodeError::Protocol(what.into())
-}
 
 /// One whole MQTT 5 packet from a client (`frame` starts with its fixed header).
 pub fn decode_frame(byte1: u8, header_len: usize, frame: Bytes) -> Result<Packet, DecodeError> {
@@ -330,7 +322,7 @@ pub fn encode(buf: &mut BytesMut, packet: Outgoing<'_>, dialect: Dialect) {
             let why = fits(text(reason, true), 2, props.len());
             put_reason_string(&mut props, why);
             buf.put_u8(0x20);
-            put_remaining_length(buf, 2 + varint_len(props.len()) + props.len());
+            put_varint(buf, 2 + varint_len(props.len()) + props.len());
             buf.put_slice(&[session_present as u8, reason.0]);
             put_varint(buf, props.len());
             buf.put_slice(&props);
@@ -367,7 +359,7 @@ pub fn encode(buf: &mut BytesMut, packet: Outgoing<'_>, dialect: Dialect) {
             let why = fits(why, 2 + codes.len(), 0);
             let props_len = reason_string_len(why);
             buf.put_u8(0x90);
-            put_remaining_length(buf, 2 + varint_len(props_len) + props_len + codes.len());
+            put_varint(buf, 2 + varint_len(props_len) + props_len + codes.len());
             buf.put_u16(pkid);
             put_varint(buf, props_len);
             put_reason_string(buf, why);
@@ -375,7 +367,7 @@ pub fn encode(buf: &mut BytesMut, packet: Outgoing<'_>, dialect: Dialect) {
         }
         Outgoing::UnsubAck { pkid, codes } => {
             buf.put_u8(0xb0);
-            put_remaining_length(buf, 3 + codes.len());
+            put_varint(buf, 3 + codes.len());
             buf.put_u16(pkid);
             buf.put_u8(0);
             buf.extend(codes.iter().map(|r| r.0));
@@ -385,7 +377,7 @@ pub fn encode(buf: &mut BytesMut, packet: Outgoing<'_>, dialect: Dialect) {
             let why = fits(text(reason, true), 1, 0);
             let props_len = reason_string_len(why);
             buf.put_u8(0xe0);
-            put_remaining_length(buf, 1 + varint_len(props_len) + props_len);
+            put_varint(buf, 1 + varint_len(props_len) + props_len);
             buf.put_u8(reason.0);
             put_varint(buf, props_len);
             put_reason_string(buf, why);
@@ -402,7 +394,7 @@ fn ack_out(buf: &mut BytesMut, kind: AckKind, pkid: u16, reason: Reason, text: O
         return;
     }
     let props_len = reason_string_len(text);
-    put_remaining_length(buf, 3 + varint_len(props_len) + props_len);
+    put_varint(buf, 3 + varint_len(props_len) + props_len);
     buf.put_u16(pkid);
     buf.put_u8(reason.0);
     put_varint(buf, props_len);
@@ -436,7 +428,7 @@ fn publish_out(
     let id_len = if qos == QoS::AtMostOnce { 0 } else { 2 };
     let remaining = 2 + topic.len() + id_len + varint_len(props_len) + props_len + payload.len();
     buf.reserve(5 + remaining);
-    put_remaining_length(buf, remaining);
+    put_varint(buf, remaining);
     put_string(buf, topic);
     if id_len != 0 {
         buf.put_u16(pkid);

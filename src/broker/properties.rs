@@ -7,7 +7,9 @@
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
-use super::codec::DecodeError;
+use super::codec::{
+    DecodeError, malformed, protocol, read_binary, read_string, read_u8, read_u16, read_u32,
+};
 use super::protocol::{Expiry, MessageProps, Reason};
 
 pub const PAYLOAD_FORMAT: u8 = 0x01;
@@ -120,22 +122,11 @@ impl Props {
     }
 }
 
-fn malformed(what: impl Into<String>) -> DecodeError {
-    DecodeError::Malformed(what.into())
-}
-
-fn protocol(what: impl Into<String>) -> DecodeError {
-    DecodeError::Protocol(what.into())
-}
-
 /// A Variable Byte Integer (at most four bytes).
 pub fn read_varint(b: &mut Bytes, what: &str) -> Result<u32, DecodeError> {
     let mut value = 0u32;
     for i in 0..4 {
-        if b.is_empty() {
-            return Err(malformed(format!("{what} ends early")));
-        }
-        let byte = b.get_u8();
+        let byte = read_u8(b, what)?;
         value |= ((byte & 0x7f) as u32) << (7 * i);
         if byte & 0x80 == 0 {
             return Ok(value);
@@ -165,32 +156,6 @@ pub fn varint_len(value: usize) -> usize {
         16_384..=2_097_151 => 3,
         _ => 4,
     }
-}
-
-fn need(b: &Bytes, n: usize, what: &str) -> Result<(), DecodeError> {
-    if b.len() < n {
-        Err(malformed(format!("{what} ends early")))
-    } else {
-        Ok(())
-    }
-}
-
-fn read_binary(b: &mut Bytes, what: &str) -> Result<Bytes, DecodeError> {
-    need(b, 2, what)?;
-    let len = b.get_u16() as usize;
-    need(b, len, what)?;
-    Ok(b.split_to(len))
-}
-
-/// A UTF-8 string as MQTT defines one: valid, and without U+0000 (section 1.5.4).
-pub fn read_string(b: &mut Bytes, what: &str) -> Result<String, DecodeError> {
-    let raw = read_binary(b, what)?;
-    let s = String::from_utf8(raw.to_vec())
-        .map_err(|_| malformed(format!("{what} is not valid UTF-8")))?;
-    if s.contains('\0') {
-        return Err(malformed(format!("{what} contains U+0000")));
-    }
-    Ok(s)
 }
 
 /// The name of a property, for errors.
@@ -260,18 +225,6 @@ pub fn read(b: &mut Bytes, allowed: &[u8], what: &str) -> Result<Props, DecodeEr
             seen |= bit;
         }
         let field = name(id);
-        let byte = |p: &mut Bytes| -> Result<u8, DecodeError> {
-            need(p, 1, field)?;
-            Ok(p.get_u8())
-        };
-        let two = |p: &mut Bytes| -> Result<u16, DecodeError> {
-            need(p, 2, field)?;
-            Ok(p.get_u16())
-        };
-        let four = |p: &mut Bytes| -> Result<u32, DecodeError> {
-            need(p, 4, field)?;
-            Ok(p.get_u32())
-        };
         let zero_or_one = |v: u8| {
             if v > 1 {
                 Err(protocol(format!("{field} of {v} (0 or 1 only)")))
@@ -287,8 +240,8 @@ pub fn read(b: &mut Bytes, allowed: &[u8], what: &str) -> Result<Props, DecodeEr
             }
         };
         match id {
-            PAYLOAD_FORMAT => props.payload_format = Some(zero_or_one(byte(&mut p)?)?),
-            MESSAGE_EXPIRY => props.message_expiry = Some(four(&mut p)?),
+            PAYLOAD_FORMAT => props.payload_format = Some(zero_or_one(read_u8(&mut p, field)?)?),
+            MESSAGE_EXPIRY => props.message_expiry = Some(read_u32(&mut p, field)?),
             CONTENT_TYPE => props.content_type = Some(read_string(&mut p, field)?),
             RESPONSE_TOPIC => {
                 let topic = read_string(&mut p, field)?;
@@ -307,22 +260,26 @@ pub fn read(b: &mut Bytes, allowed: &[u8], what: &str) -> Result<Props, DecodeEr
                 let id = read_varint(&mut p, field)?;
                 props.subscription_ids.push(not_zero(id)?);
             }
-            SESSION_EXPIRY => props.session_expiry = Some(four(&mut p)?),
+            SESSION_EXPIRY => props.session_expiry = Some(read_u32(&mut p, field)?),
             AUTH_METHOD => props.auth_method = Some(read_string(&mut p, field)?),
             AUTH_DATA => {
                 let data = read_binary(&mut p, field)?;
                 props.auth_data = Some(Bytes::copy_from_slice(&data));
             }
-            REQUEST_PROBLEM_INFO => props.request_problem_info = Some(zero_or_one(byte(&mut p)?)?),
-            WILL_DELAY => props.will_delay = Some(four(&mut p)?),
+            REQUEST_PROBLEM_INFO => {
+                props.request_problem_info = Some(zero_or_one(read_u8(&mut p, field)?)?)
+            }
+            WILL_DELAY => props.will_delay = Some(read_u32(&mut p, field)?),
             REQUEST_RESPONSE_INFO => {
-                props.request_response_info = Some(zero_or_one(byte(&mut p)?)?)
+                props.request_response_info = Some(zero_or_one(read_u8(&mut p, field)?)?)
             }
             SERVER_REFERENCE => props.server_reference = Some(read_string(&mut p, field)?),
             REASON_STRING => props.reason_string = Some(read_string(&mut p, field)?),
-            RECEIVE_MAXIMUM => props.receive_maximum = Some(not_zero(two(&mut p)? as u32)? as u16),
-            TOPIC_ALIAS_MAXIMUM => props.topic_alias_maximum = Some(two(&mut p)?),
-            TOPIC_ALIAS => match two(&mut p)? {
+            RECEIVE_MAXIMUM => {
+                props.receive_maximum = Some(not_zero(read_u16(&mut p, field)? as u32)? as u16)
+            }
+            TOPIC_ALIAS_MAXIMUM => props.topic_alias_maximum = Some(read_u16(&mut p, field)?),
+            TOPIC_ALIAS => match read_u16(&mut p, field)? {
                 0 => {
                     return Err(DecodeError::WithReason(
                         Reason::TOPIC_ALIAS_INVALID,
@@ -331,7 +288,9 @@ pub fn read(b: &mut Bytes, allowed: &[u8], what: &str) -> Result<Props, DecodeEr
                 }
                 alias => props.topic_alias = Some(alias),
             },
-            MAXIMUM_PACKET_SIZE => props.max_packet_size = Some(not_zero(four(&mut p)?)?),
+            MAXIMUM_PACKET_SIZE => {
+                props.max_packet_size = Some(not_zero(read_u32(&mut p, field)?)?)
+            }
             USER_PROPERTY => {
                 let key = read_string(&mut p, "a User Property's name")?;
                 let value = read_string(&mut p, "a User Property's value")?;
