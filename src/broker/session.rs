@@ -576,19 +576,21 @@ impl Session {
         // A QoS 1 one goes as done; a QoS 2 one is released instead (PUBREL): the client may
         // hold its packet id from the last connection, and PUBREL frees it on both sides.
         if limits.max_packet_out != usize::MAX {
-            let oversized = |m: &InFlight| !m.released && too_large(&m.msg, m.qos, &limits);
             let mut gone = Vec::new();
             let mut released = Vec::new();
-            for m in self.inflight.iter_mut().filter(|m| oversized(m)) {
+            // One pass: each message is sized once.
+            self.inflight.retain_mut(|m| {
+                if m.released || !too_large(&m.msg, m.qos, &limits) {
+                    return true;
+                }
                 if m.qos == QoS::ExactlyOnce {
                     m.released = true;
                     released.push(m.seq);
+                    true
                 } else {
                     gone.push(m.seq);
+                    false
                 }
-            }
-            self.inflight.retain(|m| {
-                !(m.qos == QoS::AtLeastOnce && !m.released && too_large(&m.msg, m.qos, &limits))
             });
             self.dropped += (gone.len() + released.len()) as u64;
             for seq in gone.into_iter().filter(|&s| s != 0) {

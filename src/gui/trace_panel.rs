@@ -471,16 +471,13 @@ pub fn describe(what: &What) -> String {
             }
             d
         }
-        Summary::PubAck(id)
-        | Summary::PubRec(id)
-        | Summary::PubRel(id)
-        | Summary::PubComp(id)
-        | Summary::UnsubAck(id, _) => {
+        Summary::PubAck(id) | Summary::PubRec(id) | Summary::PubRel(id) | Summary::PubComp(id) => {
+            format!("id={id}")
+        }
+        Summary::UnsubAck(id, codes) => {
             let mut d = format!("id={id}");
-            if let Summary::UnsubAck(_, codes) = s {
-                for c in codes {
-                    d += &format!(" {c}");
-                }
+            for c in codes {
+                d += &format!(" {c}");
             }
             d
         }
