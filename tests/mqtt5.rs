@@ -322,14 +322,11 @@ async fn disconnect_with_will_publishes_it() {
         .await;
     // Raw: DISCONNECT with reason 0x04.
     let mut raw = Raw::open(addr).await;
-    let mut body = Vec::new();
-    body.extend_from_slice(&[0, 4, b'M', b'Q', b'T', b'T', 5, 0x06, 0, 30, 0]);
-    body.extend_from_slice(&[0, 1, b'w']); // client id
-    body.push(0); // will properties
-    body.extend_from_slice(&[
-        0, 5, b'l', b'a', b'b', b'/', b'b', 0, 4, b'g', b'o', b'n', b'e',
-    ]);
-    raw.send(&packet(0x10, &body)).await;
+    // A will with no properties, on lab/b, saying "gone".
+    let will = [
+        0, 0, 5, b'l', b'a', b'b', b'/', b'b', 0, 4, b'g', b'o', b'n', b'e',
+    ];
+    raw.send(&connect5_full(0x06, 30, &[], "w", &will)).await;
     let connack = raw.read().await.expect("CONNACK");
     assert_eq!((connack.kind(), connack.body[1]), (2, 0));
     raw.send(&[0xe0, 1, 0x04]).await;
@@ -337,13 +334,27 @@ async fn disconnect_with_will_publishes_it() {
     broker.shutdown().await;
 }
 
-/// A raw MQTT 5 CONNECT with these CONNECT properties.
+/// A raw MQTT 5 CONNECT with Clean Start, a keep alive of 30 s and these CONNECT properties.
 fn connect5(client_id: &str, props: &[u8]) -> Vec<u8> {
-    let mut body = vec![0, 4, b'M', b'Q', b'T', b'T', 5, 0x02, 0, 30];
+    connect5_full(0x02, 30, props, client_id, &[])
+}
+
+/// A raw MQTT 5 CONNECT: its flags, keep alive and properties, the client id, and what
+/// follows it (a will's properties, topic and message).
+fn connect5_full(
+    flags: u8,
+    keep_alive: u16,
+    props: &[u8],
+    client_id: &str,
+    rest: &[u8],
+) -> Vec<u8> {
+    let mut body = vec![0, 4, b'M', b'Q', b'T', b'T', 5, flags];
+    body.extend_from_slice(&keep_alive.to_be_bytes());
     encode_len(props.len(), &mut body);
     body.extend_from_slice(props);
     body.extend_from_slice(&(client_id.len() as u16).to_be_bytes());
     body.extend_from_slice(client_id.as_bytes());
+    body.extend_from_slice(rest);
     packet(0x10, &body)
 }
 
@@ -739,16 +750,12 @@ async fn will_delay_waits_and_a_client_back_in_time_cancels_it() {
         .await;
     // A CONNECT with Session Expiry 60, Clean Start 0, and a will delayed by 1 s.
     let connect = |id: &str| {
-        let mut body = vec![0, 4, b'M', b'Q', b'T', b'T', 5, 0x04, 0, 30];
-        body.extend_from_slice(&[5, 0x11, 0, 0, 0, 60]);
-        body.extend_from_slice(&(id.len() as u16).to_be_bytes());
-        body.extend_from_slice(id.as_bytes());
-        body.extend_from_slice(&[5, 0x18, 0, 0, 0, 1]); // will properties: delay 1 s
-        body.extend_from_slice(&[0, 5]);
-        body.extend_from_slice(b"lab/b");
-        body.extend_from_slice(&[0, 4]);
-        body.extend_from_slice(b"gone");
-        packet(0x10, &body)
+        let mut will = vec![5, 0x18, 0, 0, 0, 1]; // will properties: delay 1 s
+        will.extend_from_slice(&[0, 5]);
+        will.extend_from_slice(b"lab/b");
+        will.extend_from_slice(&[0, 4]);
+        will.extend_from_slice(b"gone");
+        connect5_full(0x04, 30, &[0x11, 0, 0, 0, 60], id, &will)
     };
     let open = |id: &'static str| async move {
         let mut raw = Raw::open(addr).await;
@@ -833,9 +840,7 @@ async fn keep_alive_size_and_shutdown_are_said_with_their_reasons() {
     assert_eq!(disconnect_reason(&mut raw).await, 0x95);
     // Silent past 1.5 x a keep alive of 1 s: 0x8D.
     let mut raw = Raw::open(addr).await;
-    let mut connect = vec![0, 4, b'M', b'Q', b'T', b'T', 5, 0x02, 0, 1, 0, 0, 5];
-    connect.extend_from_slice(b"quiet");
-    raw.send(&packet(0x10, &connect)).await;
+    raw.send(&connect5_full(0x02, 1, &[], "quiet", &[])).await;
     assert_eq!(raw.read().await.unwrap().kind(), 2);
     assert_eq!(disconnect_reason(&mut raw).await, 0x8D);
     // A DISCONNECT that gives a session expiry after CONNECT's 0: a Protocol Error.
@@ -919,20 +924,13 @@ async fn review_cases_acks_expiry_windows_and_sizes() {
     raw.send(&[0xe0, 7, 0, 5, 0x11, 0, 0, 0, 99]).await;
     assert_eq!(disconnect_reason(&mut raw).await, 0x82);
     let mut again = Raw::open(addr).await;
-    let mut connect = vec![0, 4, b'M', b'Q', b'T', b'T', 5, 0x00, 0, 30, 0, 0, 4];
-    connect.extend_from_slice(b"zero");
-    again.send(&packet(0x10, &connect)).await;
+    again.send(&connect5_full(0x00, 30, &[], "zero", &[])).await;
     let connack = again.read().await.unwrap();
     assert_eq!(&connack.body[..2], &[0, 0], "no session present");
 
     // Back with a smaller Receive Maximum: its in-flight messages a window at a time.
-    let persistent = |receive: u8| {
-        let mut body = vec![0, 4, b'M', b'Q', b'T', b'T', 5, 0x00, 0, 30];
-        body.extend_from_slice(&[8, 0x11, 0, 0, 1, 0, 0x21, 0, receive]);
-        body.extend_from_slice(&[0, 4]);
-        body.extend_from_slice(b"slow");
-        packet(0x10, &body)
-    };
+    let persistent =
+        |receive: u8| connect5_full(0x00, 30, &[0x11, 0, 0, 1, 0, 0x21, 0, receive], "slow", &[]);
     let mut raw = Raw::open(addr).await;
     raw.send(&persistent(10)).await;
     assert_eq!(raw.read().await.unwrap().kind(), 2);
@@ -997,23 +995,7 @@ async fn what_waited_offline_is_held_to_the_maximum_packet_size_of_the_return() 
         if let Some(m) = max {
             props.extend_from_slice(&[0x27, 0, 0, 0, m]);
         }
-        let mut body = vec![
-            0,
-            4,
-            b'M',
-            b'Q',
-            b'T',
-            b'T',
-            5,
-            0x00,
-            0,
-            30,
-            props.len() as u8,
-        ];
-        body.extend_from_slice(&props);
-        body.extend_from_slice(&[0, 5]);
-        body.extend_from_slice(b"later");
-        packet(0x10, &body)
+        connect5_full(0x00, 30, &props, "later", &[])
     };
     let mut raw = Raw::open(addr).await;
     raw.send(&persistent(None)).await;
