@@ -249,49 +249,19 @@ pub struct Publish<'a> {
 
 impl<'a> Packet<'a> {
     pub fn publish(&self) -> Result<Publish<'a>, &'static str> {
-        let qos = (self.flags >> 1) & 3;
-        if qos == 3 {
-            return Err("PUBLISH with QoS 3");
-        }
-        let b = self.body;
-        let short = "PUBLISH shorter than its header";
-        let tlen = u16::from_be_bytes([*b.first().ok_or(short)?, *b.get(1).ok_or(short)?]) as usize;
-        let topic = b.get(2..2 + tlen).ok_or(short)?;
-        let mut off = 2 + tlen;
-        let mut pid = 0;
-        if qos > 0 {
-            pid = u16::from_be_bytes([*b.get(off).ok_or(short)?, *b.get(off + 1).ok_or(short)?]);
-            off += 2;
-        }
+        let (p, off) = self.publish_header()?;
         Ok(Publish {
-            qos,
-            dup: self.flags & 0x08 != 0,
-            retain: self.flags & 0x01 != 0,
-            pid,
-            topic,
-            alias: 0,
-            payload: &b[off..],
+            payload: &self.body[off..],
+            ..p
         })
     }
 
     /// An MQTT 5 PUBLISH: as `publish`, with the properties after the packet id, of which the
     /// Topic Alias is kept.
     pub fn publish_v5(&self) -> Result<Publish<'a>, &'static str> {
-        let qos = (self.flags >> 1) & 3;
-        if qos == 3 {
-            return Err("PUBLISH with QoS 3");
-        }
-        let b = self.body;
+        let (mut p, mut off) = self.publish_header()?;
         let short = "PUBLISH shorter than its header";
-        let tlen = u16::from_be_bytes([*b.first().ok_or(short)?, *b.get(1).ok_or(short)?]) as usize;
-        let topic = b.get(2..2 + tlen).ok_or(short)?;
-        let mut off = 2 + tlen;
-        let mut pid = 0;
-        if qos > 0 {
-            pid = u16::from_be_bytes([*b.get(off).ok_or(short)?, *b.get(off + 1).ok_or(short)?]);
-            off += 2;
-        }
-        let mut alias = 0;
+        let b = self.body;
         // The common case first: no properties.
         if *b.get(off).ok_or(short)? == 0 {
             off += 1;
@@ -302,20 +272,42 @@ impl<'a> Packet<'a> {
                     if value == 0 {
                         return Err("Topic Alias 0");
                     }
-                    alias = value as u16;
+                    p.alias = value as u16;
                 }
             }
             off += used;
         }
-        Ok(Publish {
+        p.payload = &b[off..];
+        Ok(p)
+    }
+
+    /// The part of a PUBLISH both versions share (flags, topic, packet id), with no payload
+    /// yet, and where the rest starts: the payload in 3.1.1, the properties in MQTT 5.
+    fn publish_header(&self) -> Result<(Publish<'a>, usize), &'static str> {
+        let qos = (self.flags >> 1) & 3;
+        if qos == 3 {
+            return Err("PUBLISH with QoS 3");
+        }
+        let b = self.body;
+        let short = "PUBLISH shorter than its header";
+        let tlen = u16::from_be_bytes([*b.first().ok_or(short)?, *b.get(1).ok_or(short)?]) as usize;
+        let topic = b.get(2..2 + tlen).ok_or(short)?;
+        let mut off = 2 + tlen;
+        let mut pid = 0;
+        if qos > 0 {
+            pid = u16::from_be_bytes([*b.get(off).ok_or(short)?, *b.get(off + 1).ok_or(short)?]);
+            off += 2;
+        }
+        let p = Publish {
             qos,
             dup: self.flags & 0x08 != 0,
             retain: self.flags & 0x01 != 0,
             pid,
             topic,
-            alias,
-            payload: &b[off..],
-        })
+            alias: 0,
+            payload: &[],
+        };
+        Ok((p, off))
     }
 }
 
