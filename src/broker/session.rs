@@ -197,6 +197,23 @@ impl Session {
         self.record_filters();
     }
 
+    /// How long the session outlives its connection: `clean`, not at all; else `expiry`
+    /// seconds (MQTT 5; `u32::MAX`, for ever). A change is recorded, and a session that is now
+    /// kept goes on disk from here on (when the broker persists).
+    pub fn set_lifetime(&mut self, clean: bool, expiry: u32, journal: Option<Arc<Journal>>) {
+        self.clean = clean;
+        if self.expiry != expiry {
+            self.expiry = expiry;
+            self.record_filters();
+        }
+        if !self.clean
+            && !self.persisted()
+            && let Some(j) = journal
+        {
+            self.persist(j);
+        }
+    }
+
     /// Whether the session is persisted.
     pub fn persisted(&self) -> bool {
         self.journal.is_some()

@@ -471,18 +471,7 @@ impl Router {
             info!(client_id = %client_id, "client back before its will's delay: will cancelled");
         }
         let session = self.session(idx);
-        session.clean = clean;
-        let expiry = req.session_expiry.unwrap_or(u32::MAX);
-        if session.expiry != expiry {
-            session.expiry = expiry;
-            session.record_filters();
-        }
-        if !session.clean
-            && !session.persisted()
-            && let Some(j) = journal
-        {
-            session.persist(j);
-        }
+        session.set_lifetime(clean, req.session_expiry.unwrap_or(u32::MAX), journal);
         session.attach(online, req.limits);
         self.by_conn.insert(req.conn, idx);
         self.counters.maximum_connected = self.counters.maximum_connected.max(self.connected());
@@ -495,16 +484,7 @@ impl Router {
             // connection refused a change from 0).
             if let Some(expiry) = session_expiry {
                 let journal = self.journal.clone();
-                let s = self.session(idx);
-                s.expiry = expiry;
-                s.clean = expiry == 0;
-                s.record_filters();
-                if !s.clean
-                    && !s.persisted()
-                    && let Some(j) = journal
-                {
-                    s.persist(j);
-                }
+                self.session(idx).set_lifetime(expiry == 0, expiry, journal);
             }
             self.detach(idx, reason);
         }
