@@ -94,6 +94,9 @@ struct RunArgs {
     /// The users file [default: users.ron in the config folder]
     #[arg(long, value_name = "FILE")]
     users: Option<PathBuf>,
+    /// The bridges to other brokers [default: bridges.ron in the config folder]
+    #[arg(long, value_name = "FILE")]
+    bridges: Option<PathBuf>,
     /// Seconds between $SYS updates; 0 turns them off.
     #[arg(long, value_name = "SECS", default_value_t = 10)]
     sys_interval: u64,
@@ -211,6 +214,8 @@ fn broker_config(args: &RunArgs, topics: Option<&Path>) -> anyhow::Result<Config
     let users_path = paths::users_file(args.users.as_deref())?;
     let topics = topic_list::load(&topics_path)?;
     let users = Users::load(&users_path)?;
+    let bridges_path = paths::bridges_file(args.bridges.as_deref())?;
+    let bridges = mqtt_lab::broker::bridge::config::load(&bridges_path)?;
     let (tls, tls_ca) = if args.tls_port.is_some() || args.wss_port.is_some() {
         let (config, ca) = tls_config(args)?;
         (Some(config), ca)
@@ -219,6 +224,7 @@ fn broker_config(args: &RunArgs, topics: Option<&Path>) -> anyhow::Result<Config
     };
     tracing::info!(topics = %topics_path.display(), count = topics.len(), "topic list loaded");
     tracing::info!(users = %users_path.display(), count = users.users.len(), "users loaded");
+    tracing::info!(bridges = %bridges_path.display(), count = bridges.len(), "bridges loaded");
     Ok(Config {
         listen: SocketAddr::new(args.bind, args.port),
         ws_listen: args.ws_port.map(|p| SocketAddr::new(args.bind, p)),
@@ -247,6 +253,8 @@ fn broker_config(args: &RunArgs, topics: Option<&Path>) -> anyhow::Result<Config
         users,
         users_path: Some(users_path),
         topics_path: Some(topics_path),
+        bridges,
+        bridges_path: Some(bridges_path),
         sys_interval: (args.sys_interval > 0).then(|| Duration::from_secs(args.sys_interval)),
         max_packet_size: args.max_packet_size,
         max_topic_alias: args.max_topic_alias,

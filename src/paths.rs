@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::broker::bridge::config::DEFAULT_BRIDGES;
 use crate::broker::files::{self, FileError};
 use crate::broker::topic_list::DEFAULT_TOPICS;
 use crate::broker::users::DEFAULT_USERS;
@@ -50,4 +51,9 @@ pub fn topics_file(given: Option<&Path>) -> Result<PathBuf, FileError> {
 /// The users file to use.
 pub fn users_file(given: Option<&Path>) -> Result<PathBuf, FileError> {
     resolve(given, "users.ron", DEFAULT_USERS, true)
+}
+
+/// The bridges file to use (private: it holds the passwords of remote brokers).
+pub fn bridges_file(given: Option<&Path>) -> Result<PathBuf, FileError> {
+    resolve(given, "bridges.ron", DEFAULT_BRIDGES, true)
 }

@@ -44,6 +44,9 @@ pub struct Config {
     pub users_path: Option<PathBuf>,
     /// Where the topic list lives, so that changes made while running can be saved there.
     pub topics_path: Option<PathBuf>,
+    /// The bridges to other brokers, and the file they are saved to.
+    pub bridges: Vec<super::bridge::BridgeConfig>,
+    pub bridges_path: Option<PathBuf>,
     /// How often `$SYS` topics are published; `None` turns them off.
     pub sys_interval: Option<Duration>,
     /// Largest packet a client may send, in bytes, fixed header included.
@@ -99,6 +102,8 @@ impl Default for Config {
             users: Users::default(),
             users_path: None,
             topics_path: None,
+            bridges: Vec::new(),
+            bridges_path: None,
             sys_interval: Some(Duration::from_secs(10)),
             max_packet_size: 16 * 1024 * 1024,
             max_topic_alias: 10,

@@ -319,7 +319,10 @@ pub(crate) async fn report_refusal(
     reason: Refusal,
 ) {
     match &reason {
-        Refusal::NoConnect(_) | Refusal::UnsupportedLevel(_) | Refusal::IdentifierRejected => {
+        Refusal::NoConnect(_)
+        | Refusal::UnsupportedLevel(_)
+        | Refusal::IdentifierRejected
+        | Refusal::ReservedId(_) => {
             info!(%peer, %reason, "closing")
         }
         Refusal::BadCredentials { .. } | Refusal::NotAuthorized | Refusal::BadAuthMethod(_) => {
@@ -386,6 +389,9 @@ async fn check_connect(
     // MQTT 5 lets a client with no id keep a session too: it is told the id it was given.
     if c.client_id.is_empty() && (c.level == 3 || (c.level == 4 && !c.clean_session)) {
         return Err(Refusal::IdentifierRejected);
+    }
+    if c.client_id.starts_with(super::bridge::config::LOCAL_ID_PREFIX) {
+        return Err(Refusal::ReservedId(c.client_id.clone()));
     }
     if let Some(method) = c.v5.as_ref().and_then(|v| v.auth_method.as_ref()) {
         return Err(Refusal::BadAuthMethod(method.clone()));

@@ -25,6 +25,8 @@ pub enum EventKind {
     Persistence,
     Topics,
     Users,
+    /// A bridge's configuration changed, or it went up or down.
+    Bridges,
 }
 
 /// One line of the log.

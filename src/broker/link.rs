@@ -48,6 +48,13 @@ pub(crate) enum ToRouter {
         reason: Refusal,
     },
     Command(Command),
+    /// A bridge's state and counters changed (`conn`: which run of it, so that a stopped
+    /// run's last word does not overwrite its successor's).
+    BridgeStatus {
+        name: String,
+        conn: ConnId,
+        status: super::bridge::BridgeStatus,
+    },
     /// The users file changed on disk: what it now holds, or why it could not be read.
     UsersFile {
         stamp: super::files::FileStamp,
@@ -55,6 +62,12 @@ pub(crate) enum ToRouter {
     },
     /// The saver wrote the users file (`Some`, with the version it wrote) or failed to.
     UsersSaved(Option<super::files::FileStamp>),
+    /// The file of an `OpenBridgesFile`, read and parsed off the router.
+    BridgesFileRead {
+        path: PathBuf,
+        list: Result<Vec<super::bridge::BridgeConfig>, String>,
+        reply: Option<oneshot::Sender<Result<(), String>>>,
+    },
     /// The file of an `OpenTopicsFile`, read and parsed off the router.
     TopicsFileRead {
         path: PathBuf,
@@ -221,6 +234,8 @@ pub enum CloseReason {
     /// Its queue did not move for the stall deadline (`OnStuck::Disconnect`).
     Stuck(std::time::Duration),
     ServerShutdown,
+    /// A bridge's local side, closed because its connection to the other broker ended.
+    BridgeRemoteLost(String),
 }
 
 impl CloseReason {
@@ -238,7 +253,8 @@ impl CloseReason {
             CloseReason::ClientDisconnected
             | CloseReason::ClientDisconnectedWithWill
             | CloseReason::SocketClosed
-            | CloseReason::SocketError(_) => return None,
+            | CloseReason::SocketError(_)
+            | CloseReason::BridgeRemoteLost(_) => return None,
         })
     }
 
@@ -268,6 +284,7 @@ impl std::fmt::Display for CloseReason {
                 write!(f, "stuck: its queue did not move for {} s", d.as_secs_f32())
             }
             CloseReason::ServerShutdown => f.write_str("broker shutting down"),
+            CloseReason::BridgeRemoteLost(e) => write!(f, "bridge: {e}"),
         }
     }
 }
@@ -302,6 +319,8 @@ pub enum Refusal {
     UnsupportedLevel(u8),
     #[error("empty client id without clean session: CONNACK 0x02")]
     IdentifierRejected,
+    #[error("client id {0:?} is reserved for the broker's bridges: CONNACK 0x02")]
+    ReservedId(String),
     #[error(
         "{waiting} logins already waiting to be checked: CONNACK 0x03 (server unavailable), try again"
     )]
@@ -323,7 +342,9 @@ impl Refusal {
             | Refusal::Upgrade(_)
             | Refusal::Tls(_) => None,
             Refusal::UnsupportedLevel(_) => Some(ConnectCode::UnacceptableProtocol),
-            Refusal::IdentifierRejected => Some(ConnectCode::IdentifierRejected),
+            Refusal::IdentifierRejected | Refusal::ReservedId(_) => {
+                Some(ConnectCode::IdentifierRejected)
+            }
             Refusal::Busy { .. } => Some(ConnectCode::ServerUnavailable),
             Refusal::BadCredentials { .. } => Some(ConnectCode::BadCredentials),
             Refusal::NotAuthorized => Some(ConnectCode::NotAuthorized),
@@ -422,6 +443,18 @@ pub enum Command {
     /// New users for new logins; saved to the users file in use, if any.
     SetUsers {
         users: Users,
+        reply: Option<oneshot::Sender<Result<(), String>>>,
+    },
+    /// Replace the bridges (all or none: a list that does not check out changes nothing).
+    /// With a path, that file becomes the bridges file in use; the file in use is written.
+    SetBridges {
+        bridges: Vec<super::bridge::BridgeConfig>,
+        path: Option<PathBuf>,
+        reply: Option<oneshot::Sender<Result<(), String>>>,
+    },
+    /// Read a bridges file and make it the bridges (and the file) in use, all or nothing.
+    OpenBridgesFile {
+        path: PathBuf,
         reply: Option<oneshot::Sender<Result<(), String>>>,
     },
     /// A copy of the broker's state.

@@ -86,6 +86,7 @@ fn serve(
                 websocket(tls, peer, shared, permit).await;
             }
         })),
+        Transport::Bridge => unreachable!("bridges are not accepted on a door"),
     }
 }
 

@@ -7,6 +7,7 @@
 
 pub mod acl;
 pub mod auth;
+pub mod bridge;
 pub mod codec;
 pub mod codec_v5;
 pub mod config;
@@ -211,6 +212,13 @@ impl Broker {
             }
             None => (None, None),
         };
+        let bridges = bridge::Bridges::new(bridge::Context {
+            router: tx.downgrade(),
+            trace: sink.clone(),
+            limits,
+            broker_id: bridge::new_broker_id(),
+            local_addr,
+        });
         let router = Router::new(
             &config,
             limits,
@@ -219,6 +227,7 @@ impl Broker {
             saver_tx,
             tx.downgrade(),
             store_link.map(|s| (s, loaded)),
+            bridges,
         );
         let router = tokio::spawn(router.run(rx));
         let watcher = config
@@ -298,6 +307,7 @@ impl Broker {
                 Transport::WebSocket => format!("ws://{addr}/mqtt"),
                 Transport::Tls => format!("mqtts://{addr}"),
                 Transport::SecureWebSocket => format!("wss://{addr}/mqtt"),
+                Transport::Bridge => continue,
             });
         }
         urls

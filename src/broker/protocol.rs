@@ -358,6 +358,8 @@ pub enum Transport {
     Tls,
     /// MQTT in WebSocket frames over TLS (`wss://`).
     SecureWebSocket,
+    /// Not a door: the local side of a bridge to another broker (`broker/bridge/`).
+    Bridge,
 }
 
 impl std::fmt::Display for Transport {
@@ -367,6 +369,7 @@ impl std::fmt::Display for Transport {
             Transport::WebSocket => "WebSocket",
             Transport::Tls => "TLS",
             Transport::SecureWebSocket => "WebSocket/TLS",
+            Transport::Bridge => "bridge",
         })
     }
 }

@@ -16,13 +16,28 @@ const QUEUE: usize = 64;
 pub(crate) struct SaveJob {
     pub path: PathBuf,
     pub contents: Result<String, FileError>,
-    /// Only its owner may read it (the users file).
-    pub private: bool,
+    pub kind: FileKind,
     pub reply: Option<oneshot::Sender<Result<(), String>>>,
 }
 
+/// Which of the broker's files a job writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum FileKind {
+    Topics,
+    /// Only its owner may read it (password hashes), and the router hears when it is written.
+    Users,
+    /// Only its owner may read it: it holds the passwords of remote brokers.
+    Bridges,
+}
+
+impl FileKind {
+    fn private(self) -> bool {
+        matches!(self, FileKind::Users | FileKind::Bridges)
+    }
+}
+
 /// Starts the saver task; it ends when every sender is gone, after the last job.
-/// The router hears of every users file written (`private` jobs), to tell its own writes from
+/// The router hears of every users file written, to tell its own writes from
 /// others' (see `users_watch`).
 pub(crate) fn start(
     router: mpsc::WeakSender<ToRouter>,
@@ -33,9 +48,10 @@ pub(crate) fn start(
             let SaveJob {
                 path,
                 contents,
-                private,
+                kind,
                 reply,
             } = job;
+            let private = kind.private();
             let result = tokio::task::spawn_blocking(move || {
                 let text = contents?;
                 // Taken like `mqtt-lab user add` takes it: neither writes over the other.
@@ -50,7 +66,9 @@ pub(crate) fn start(
             .await
             .map_err(|e| e.to_string())
             .and_then(|r| r.map_err(|e| e.to_string()));
-            if private && let Some(router) = router.upgrade() {
+            if kind == FileKind::Users
+                && let Some(router) = router.upgrade()
+            {
                 let written = result.as_ref().ok().copied().flatten();
                 let _ = router.send(ToRouter::UsersSaved(written)).await;
             }

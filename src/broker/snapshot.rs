@@ -48,6 +48,22 @@ pub struct Snapshot {
     pub stored_messages: usize,
     /// Topics with a retained message.
     pub retained: usize,
+    /// The bridges, in their file's order.
+    pub bridges: Vec<BridgeInfo>,
+    pub bridges_path: Option<PathBuf>,
+    /// Messages dropped on arrival because they had been bridged out of this broker before.
+    pub bridge_loops: u64,
+}
+
+/// A bridge: its configuration, what it is doing, and what waits for its remote.
+#[derive(Debug, Clone)]
+pub struct BridgeInfo {
+    pub config: super::bridge::BridgeConfig,
+    pub status: super::bridge::BridgeStatus,
+    /// Messages for the remote held by the bridge's session here (queued or in flight).
+    pub queued: usize,
+    /// Messages for the remote dropped because its queue was full.
+    pub dropped: u64,
 }
 
 /// A session, online or offline.

@@ -101,6 +101,37 @@ pub fn server_config(files: &TlsFiles) -> Result<Arc<ServerConfig>, TlsError> {
     Ok(Arc::new(config))
 }
 
+/// The client side of TLS (a bridge to an `mqtts://` or `wss://` broker): the remote's
+/// certificate must chain to `ca` (PEM), or, without one, to the system's trusted roots.
+pub fn client_config(ca: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, TlsError> {
+    let mut roots = RootCertStore::empty();
+    match ca {
+        Some(ca) => {
+            for cert in read_certs(ca)? {
+                roots
+                    .add(cert)
+                    .map_err(|e| file_error(ca, format!("not a usable CA certificate: {e}")))?;
+            }
+        }
+        None => {
+            let found = rustls_native_certs::load_native_certs();
+            let (added, _) = roots.add_parsable_certificates(found.certs);
+            if added == 0 {
+                return Err(file_error(
+                    Path::new("system trust store"),
+                    "no trusted root certificates found: give the bridge a ca_file",
+                ));
+            }
+        }
+    }
+    let config = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| file_error(ca.unwrap_or(Path::new("TLS")), e))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
 /// The local CA and server certificate the app makes when none is given.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LocalCa {

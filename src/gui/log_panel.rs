@@ -44,6 +44,7 @@ pub fn ui(ui: &mut egui::Ui, live: &Live) {
                     EventKind::Persistence => ("saved state", false),
                     EventKind::Topics => ("topics", false),
                     EventKind::Users => ("users", false),
+                    EventKind::Bridges => ("bridges", false),
                 };
                 row.col(|ui| {
                     if bad {

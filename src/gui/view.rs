@@ -147,6 +147,7 @@ impl MainView {
                         Transport::WebSocket => config.ws_listen.as_mut(),
                         Transport::Tls => config.tls_listen.as_mut(),
                         Transport::SecureWebSocket => config.wss_listen.as_mut(),
+                        Transport::Bridge => None,
                     };
                     if let Some(addr) = addr {
                         addr.set_port(port);
@@ -275,6 +276,7 @@ impl MainView {
                     Transport::WebSocket => "WebSocket port",
                     Transport::Tls => "TLS port",
                     Transport::SecureWebSocket => "Secure WebSocket port",
+                    Transport::Bridge => "bridge",
                 });
                 ui.add(
                     egui::TextEdit::singleline(&mut self.port_field)

@@ -12,7 +12,7 @@ use crate::broker::acl::Rules;
 use crate::broker::events::EventKind;
 use crate::broker::files::{FileError, FileStamp};
 use crate::broker::link::{CloseReason, Command, ToRouter};
-use crate::broker::saver::SaveJob;
+use crate::broker::saver::{FileKind, SaveJob};
 use crate::broker::snapshot::{
     ClientInfo, ConnectionInfo, Flow, PatternInfo, Snapshot, TopicInfo, V5Settings,
 };
@@ -206,6 +206,12 @@ impl Router {
             Command::Snapshot { reply } => {
                 let _ = reply.send(self.snapshot());
             }
+            Command::SetBridges {
+                bridges,
+                path,
+                reply,
+            } => self.set_bridges(bridges, path, reply),
+            Command::OpenBridgesFile { path, reply } => self.open_bridges_file(path, reply),
             Command::Shutdown => unreachable!("handled in `handle`"),
         }
     }
@@ -226,7 +232,7 @@ impl Router {
 
     /// Runs slow work (a file read, a password hash) off the router's thread and hands its
     /// result back to the router as a message; a broker stopping meanwhile drops it.
-    fn off_router(&self, work: impl FnOnce() -> ToRouter + Send + 'static) {
+    pub(super) fn off_router(&self, work: impl FnOnce() -> ToRouter + Send + 'static) {
         let me = self.me.clone();
         tokio::task::spawn_blocking(move || {
             let done = work();
@@ -476,7 +482,7 @@ impl Router {
         self.regrant();
         match self.users_path.clone() {
             Some(path) => {
-                if self.save(path, contents, true, reply) {
+                if self.save(path, contents, FileKind::Users, reply) {
                     self.users_saves_pending += 1;
                 }
             }
@@ -491,7 +497,7 @@ impl Router {
         };
         let names = self.list();
         let contents = topic_list::to_ron(&path, &names);
-        self.save(path, contents, false, reply);
+        self.save(path, contents, FileKind::Topics, reply);
     }
 
     /// Hands a file to the saver: writing and fsyncing is no work for the router's thread.
@@ -499,13 +505,13 @@ impl Router {
         &mut self,
         path: PathBuf,
         contents: Result<String, FileError>,
-        private: bool,
+        kind: FileKind,
         reply: Option<oneshot::Sender<Result<(), String>>>,
     ) -> bool {
         if let Err(e) = self.saver.try_send(SaveJob {
             path,
             contents,
-            private,
+            kind,
             reply,
         }) {
             let job = match e {
@@ -620,6 +626,9 @@ impl Router {
                 .map(|s| s.status.lock().expect("status lock").clone()),
             persistent_sessions,
             stored_messages,
+            bridges: self.bridge_infos(),
+            bridges_path: self.bridges.path.clone(),
+            bridge_loops: self.bridges.loops,
             retained: self
                 .topics
                 .iter()
@@ -652,7 +661,7 @@ fn check_batch(users: &mut Users, batch: &[(String, String)]) -> Result<(), Stri
     Ok(())
 }
 
-fn reply_to(reply: Option<oneshot::Sender<Result<(), String>>>, result: Result<(), String>) {
+pub(super) fn reply_to(reply: Option<oneshot::Sender<Result<(), String>>>, result: Result<(), String>) {
     if let Some(reply) = reply {
         let _ = reply.send(result);
     }

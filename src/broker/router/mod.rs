@@ -13,6 +13,7 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, info};
 
+mod bridges;
 mod commands;
 mod flow;
 
@@ -92,6 +93,7 @@ pub(crate) struct Router {
     expiring: HashMap<SessionIdx, Instant>,
     /// MQTT 5 wills waiting for their Will Delay Interval, by session: when, what, whose.
     delayed_wills: HashMap<SessionIdx, (Instant, Box<Will>, Arc<str>)>,
+    bridges: bridges::BridgeBook,
 }
 
 impl Router {
@@ -103,6 +105,7 @@ impl Router {
         saver: mpsc::Sender<SaveJob>,
         me: mpsc::WeakSender<ToRouter>,
         store: Option<(Store, Loaded)>,
+        bridges: super::bridge::Bridges,
     ) -> Self {
         let sys_interval = config.sys_interval.filter(|d| !d.is_zero());
         let mut table = TopicTable::new(config.topics_mode, config.max_unlisted_topics);
@@ -146,6 +149,11 @@ impl Router {
             retained: RetainedIndex::default(),
             expiring: HashMap::new(),
             delayed_wills: HashMap::new(),
+            bridges: bridges::BridgeBook::new(
+                config.bridges.clone(),
+                config.bridges_path.clone(),
+                bridges,
+            ),
         };
         if let Some(loaded) = loaded {
             router.restore(loaded);
@@ -263,6 +271,7 @@ impl Router {
         sys_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut stall_tick = tokio::time::interval(self.stall_timeout / 4);
         stall_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        self.bridges.apply();
         let mut expiry_tick = tokio::time::interval(EXPIRY_TICK);
         expiry_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -335,6 +344,12 @@ impl Router {
                 }
             }
             ToRouter::UsersHashed { users, new, reply } => self.on_users_hashed(users, new, reply),
+            ToRouter::BridgeStatus { name, conn, status } => {
+                self.on_bridge_status(name, conn, status)
+            }
+            ToRouter::BridgesFileRead { path, list, reply } => {
+                self.on_bridges_file_read(path, list, reply)
+            }
             ToRouter::TopicsFileRead { path, list, reply } => {
                 self.on_topics_file_read(path, list, reply)
             }
@@ -441,10 +456,7 @@ impl Router {
             session_present: session_present && req.level >= 4,
             assigned_id,
         });
-        let grant = self
-            .users
-            .borrow()
-            .grant(req.username.as_deref(), &client_id);
+        let grant = grant_for(&self.users.borrow(), &req.peer, req.username.as_deref(), &client_id);
         // A resumed session keeps only what its client's rules allow, before anything queued
         // is sent.
         if session_present && let Some(grant) = &grant {
@@ -747,6 +759,21 @@ impl Router {
             return Reason::SUCCESS;
         }
         let from = session.client_id.clone();
+        // Bridged out of this broker before and back again: it was delivered here already.
+        // (A bridge's own local side brings messages in marked as having been here.)
+        let from_bridge = session
+            .online
+            .as_ref()
+            .is_some_and(|o| o.peer.transport == super::protocol::Transport::Bridge);
+        if !from_bridge
+            && let Some(props) = &p.props
+            && super::bridge::has_been_in(&props.user, self.bridges.running.broker_id())
+        {
+            self.bridges.loops += 1;
+            debug!(client_id = %from, topic = %p.topic, "bridged message back at its origin: dropped");
+            return Reason::SUCCESS;
+        }
+        let session = self.session(idx);
         // Acknowledged (the connection does that) but not delivered, as for an unlisted topic.
         let grant = session.online.as_ref().and_then(|o| o.grant.as_ref());
         let reason = if grant.is_some_and(|g| !g.may_publish(&p.topic)) {
@@ -798,7 +825,12 @@ impl Router {
             let Some(online) = session.online.as_mut() else {
                 continue;
             };
-            online.grant = users.grant(online.username.as_deref(), &session.client_id);
+            online.grant = grant_for(
+                &users,
+                &online.peer,
+                online.username.as_deref(),
+                &session.client_id,
+            );
             if let Some(grant) = online.grant.clone() {
                 self.keep_to_rules(idx, &grant, "its new rules");
             }
@@ -1143,6 +1175,8 @@ impl Router {
     }
 
     fn shutdown(&mut self) {
+        // First, so that no bridge takes its local side's closing for its remote's.
+        self.bridges.running.stop_all();
         info!(clients = self.connected(), "closing every connection");
         let conns: Vec<SessionIdx> = self.by_conn.values().copied().collect();
         for idx in conns {
@@ -1178,6 +1212,20 @@ impl Router {
 
 /// A refusal's code as the client was sent it, for the log: 0x80 before MQTT 5, the reason by
 /// name in it.
+/// What a client may publish and subscribe to (None: anything). A bridge's local side is the
+/// broker's own and answers to no user's rules; what it brings in still meets the topic list.
+fn grant_for(
+    users: &Users,
+    peer: &super::protocol::Peer,
+    username: Option<&str>,
+    client_id: &str,
+) -> Option<Grant> {
+    if peer.transport == super::protocol::Transport::Bridge {
+        return None;
+    }
+    users.grant(username, client_id)
+}
+
 fn code_text(reason: Reason, level: u8) -> String {
     if level >= 5 {
         reason.to_string()

@@ -1,0 +1,447 @@
+//! Bridges, against a real Mosquitto (Debian's `mosquitto`, which the test set-up installs) as
+//! the remote broker: out, in, both, prefixes, the remote going away and coming back, and a
+//! bridge back from Mosquitto.
+
+mod common;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command as Process, Stdio};
+use std::time::Duration;
+
+use common::*;
+use mqtt_lab::broker::bridge::{BridgeConfig, BridgeState, Direction, TopicRule};
+use mqtt_lab::broker::snapshot::BridgeInfo;
+use mqtt_lab::broker::{Broker, Command};
+use rumqttc::{Packet, QoS};
+use tokio::time::{Instant, sleep, timeout};
+
+/// A Mosquitto of its own for one test, on a port found free, in a folder of its own (its
+/// persistence file there).
+struct Mosquitto {
+    child: Option<Child>,
+    port: u16,
+    dir: PathBuf,
+    extra: String,
+}
+
+impl Mosquitto {
+    fn start(extra: &str) -> Mosquitto {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let dir = data_dir();
+        let mut m = Mosquitto {
+            child: None,
+            port,
+            dir,
+            extra: extra.to_owned(),
+        };
+        m.run();
+        m
+    }
+
+    fn run(&mut self) {
+        let conf = self.dir.join("mosquitto.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "listener {port} 127.0.0.1\nallow_anonymous true\nuser {user}\npersistence true\npersistence_location {dir}/\nmax_queued_messages 10000\n{extra}\n",
+                port = self.port,
+                // Started as root, Mosquitto becomes user `mosquitto`, who may not write here.
+                user = if unsafe { libc::geteuid() } == 0 { "root" } else { "mosquitto" },
+                dir = self.dir.display(),
+                extra = self.extra,
+            ),
+        )
+        .unwrap();
+        let child = Process::new("mosquitto")
+            .arg("-c")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("mosquitto is installed (scripts/install-test-deps.sh)");
+        self.child = Some(child);
+        // Listening once a connection is taken.
+        let deadline = std::time::Instant::now() + WAIT;
+        while std::net::TcpStream::connect(self.addr()).is_err() {
+            assert!(std::time::Instant::now() < deadline, "mosquitto did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGTERM (Mosquitto saves its sessions then) and wait.
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+            let _ = child.wait();
+        }
+    }
+
+    fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    fn url(&self) -> String {
+        format!("mqtt://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn rule(pattern: &str, direction: Direction, local: &str, remote: &str) -> TopicRule {
+    TopicRule {
+        pattern: pattern.into(),
+        direction,
+        qos: 1,
+        local_prefix: local.into(),
+        remote_prefix: remote.into(),
+    }
+}
+
+fn bridge(name: &str, address: String, topics: Vec<TopicRule>) -> BridgeConfig {
+    BridgeConfig {
+        name: name.into(),
+        address,
+        ca_file: None,
+        client_id: None,
+        username: None,
+        password: None,
+        clean_session: false,
+        keepalive: 30,
+        enabled: true,
+        topics,
+    }
+}
+
+async fn start_bridged(bridges: Vec<BridgeConfig>) -> Broker {
+    start_with(mqtt_lab::broker::Config {
+        bridges,
+        ..config()
+    })
+    .await
+}
+
+async fn bridge_info(broker: &Broker, name: &str) -> BridgeInfo {
+    snapshot(broker)
+        .await
+        .bridges
+        .into_iter()
+        .find(|b| b.config.name == name)
+        .expect("the bridge in the snapshot")
+}
+
+/// Waits until the bridge is up (its subscriptions made on both sides).
+async fn bridge_up(broker: &Broker, name: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let info = bridge_info(broker, name).await;
+        if matches!(info.status.state, BridgeState::Up { .. }) {
+            // The subscriptions are asked for before it says so; give the remote's SUBACK a
+            // moment.
+            sleep(Duration::from_millis(200)).await;
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "bridge {name} not up: {:?}",
+            info.status
+        );
+        sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn mosquitto_client(m: &Mosquitto, id: &str) -> rumqttc::MqttOptions {
+    options(m.addr(), id)
+}
+
+/// Every PUBLISH that arrives within `wait`, as (topic, payload).
+async fn gather(c: &mut Client, wait: Duration) -> Vec<(String, String)> {
+    let mut got = Vec::new();
+    let deadline = Instant::now() + wait;
+    while let Ok(Some(ev)) = tokio::time::timeout_at(deadline, c.events.recv()).await {
+        if let Ok(Packet::Publish(p)) = ev {
+            got.push((p.topic, String::from_utf8_lossy(&p.payload).into_owned()));
+        }
+    }
+    got
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn topics_cross_out_in_and_both_ways_renamed_by_their_prefixes() {
+    let m = Mosquitto::start("");
+    let broker = start_bridged(vec![bridge(
+        "dept",
+        m.url(),
+        vec![
+            rule("lab/a", Direction::Out, "", "labs/one/"),
+            rule("+", Direction::In, "", "dept/"),
+            rule("b", Direction::Both, "lab/", "shared/"),
+        ],
+    )])
+    .await;
+    bridge_up(&broker, "dept").await;
+    let mut remote = Client::connect(mosquitto_client(&m, "remote")).await;
+    remote
+        .subscribe(&[("labs/#", QoS::AtLeastOnce), ("shared/#", QoS::AtLeastOnce)])
+        .await;
+    let mut local = Client::connect(options(broker.local_addr(), "local")).await;
+    local
+        .subscribe(&[("lab/#", QoS::AtLeastOnce), ("other", QoS::AtLeastOnce)])
+        .await;
+
+    // Out, renamed.
+    local.publish("lab/a", QoS::AtLeastOnce, false, b"out").await;
+    let p = remote.next_publish().await;
+    assert_eq!((p.topic.as_str(), &p.payload[..]), ("labs/one/lab/a", &b"out"[..]));
+    assert_eq!(p.qos, QoS::AtLeastOnce);
+    let _ = gather(&mut local, QUIET).await; // the local subscriber's own copy
+
+    // In, renamed, and held to the topic list: `dept/other` is `other` here, which is listed;
+    // `dept/nowhere` is not.
+    remote.publish("dept/nowhere", QoS::AtLeastOnce, false, b"x").await;
+    remote.publish("dept/other", QoS::AtLeastOnce, false, b"in").await;
+    let got = gather(&mut local, Duration::from_secs(1)).await;
+    assert_eq!(got, [("other".to_owned(), "in".to_owned())]);
+
+    // Both: each side's message arrives once on the other, and does not come back.
+    remote.publish("shared/b", QoS::AtLeastOnce, false, b"from there").await;
+    local.publish("lab/b", QoS::AtLeastOnce, false, b"from here").await;
+    let here = gather(&mut local, Duration::from_secs(1)).await;
+    let there = gather(&mut remote, QUIET).await;
+    let count = |v: &[(String, String)], t: &str, p: &str| {
+        v.iter().filter(|(a, b)| a == t && b == p).count()
+    };
+    assert_eq!(count(&here, "lab/b", "from there"), 1, "{here:?}");
+    assert_eq!(count(&here, "lab/b", "from here"), 1, "{here:?}");
+    assert_eq!(count(&there, "shared/b", "from here"), 1, "{there:?}");
+    assert_eq!(count(&there, "shared/b", "from there"), 1, "{there:?}");
+    assert_eq!(here.len() + there.len(), 4, "{here:?} {there:?}");
+
+    let info = bridge_info(&broker, "dept").await;
+    assert_eq!(info.status.counters.sent, 2, "{:?}", info.status);
+    assert_eq!(info.status.counters.received, 2, "{:?}", info.status);
+    assert_eq!(info.status.counters.refused, 1, "{:?}", info.status);
+    // The bridge is a client here, shown as such.
+    let snap = snapshot(&broker).await;
+    let c = client(&snap, "$bridge/dept");
+    assert_eq!(
+        c.connection.as_ref().map(|c| c.transport.to_string()),
+        Some("bridge".into())
+    );
+    broker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_remote_going_away_and_back_loses_nothing_at_qos_1() {
+    let mut m = Mosquitto::start("");
+    let broker = start_bridged(vec![bridge(
+        "dept",
+        m.url(),
+        vec![rule("lab/#", Direction::Out, "", "")],
+    )])
+    .await;
+    bridge_up(&broker, "dept").await;
+    // A persistent subscriber on the remote, which Mosquitto keeps across its restart.
+    let mut opts = mosquitto_client(&m, "keeper");
+    opts.set_clean_session(false);
+    let mut keeper = Client::connect(opts.clone()).await;
+    keeper.subscribe(&[("lab/#", QoS::AtLeastOnce)]).await;
+    keeper.client.disconnect().await.unwrap();
+    let _ = keeper.closed().await;
+
+    m.stop();
+    let publisher = Client::connect(options(broker.local_addr(), "pub")).await;
+    let n = 200;
+    for i in 0..n {
+        publisher
+            .publish("lab/a", QoS::AtLeastOnce, false, i.to_string().as_bytes())
+            .await;
+    }
+    // Held here, in the bridge's session, while the remote is away.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let info = bridge_info(&broker, "dept").await;
+        if info.queued == n && !matches!(info.status.state, BridgeState::Up { .. }) {
+            assert!(info.status.last_error.is_some());
+            break;
+        }
+        assert!(Instant::now() < deadline, "{} queued, {:?}", info.queued, info.status);
+        sleep(Duration::from_millis(50)).await;
+    }
+    m.run();
+    let mut keeper = Client::connect(opts).await;
+    let mut seen = HashMap::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while seen.len() < n {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match timeout(left, keeper.events.recv()).await {
+            Ok(Some(Ok(Packet::Publish(p)))) => {
+                *seen
+                    .entry(String::from_utf8_lossy(&p.payload).into_owned())
+                    .or_insert(0) += 1;
+            }
+            Ok(Some(Ok(_))) => {}
+            other => panic!(
+                "{} of {n} arrived, then {other:?}; {:?}",
+                seen.len(),
+                bridge_info(&broker, "dept").await
+            ),
+        }
+    }
+    assert!((0..n).all(|i| seen.contains_key(&i.to_string())));
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let info = bridge_info(&broker, "dept").await;
+        assert_eq!(info.dropped, 0);
+        if info.queued == 0 && info.status.counters.sent >= n as u64 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{} still queued, {:?}", info.queued, info.status);
+        sleep(Duration::from_millis(50)).await;
+    }
+    broker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bridge_back_from_mosquitto_makes_no_loop() {
+    // Our broker first, so that Mosquitto's bridge has somewhere to connect.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut m = Mosquitto::start("");
+    m.stop();
+    m.extra = format!(
+        "connection back\naddress 127.0.0.1:{port}\nbridge_protocol_version mqttv50\nrestart_timeout 1\ntopic lab/# both 1\n"
+    );
+    let broker = start_with(mqtt_lab::broker::Config {
+        listen: SocketAddr::from(([127, 0, 0, 1], port)),
+        bridges: vec![bridge(
+            "dept",
+            m.url(),
+            vec![rule("lab/#", Direction::Both, "", "")],
+        )],
+        ..config()
+    })
+    .await;
+    m.run();
+    bridge_up(&broker, "dept").await;
+    // Mosquitto's bridge is connected here too.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !snapshot(&broker)
+        .await
+        .clients
+        .iter()
+        .any(|c| c.connection.is_some() && !c.client_id.starts_with("$bridge/"))
+    {
+        assert!(Instant::now() < deadline, "mosquitto's bridge did not connect");
+        sleep(Duration::from_millis(50)).await;
+    }
+    sleep(Duration::from_millis(300)).await;
+    let mut remote = Client::connect(mosquitto_client(&m, "remote")).await;
+    remote.subscribe(&[("lab/#", QoS::AtLeastOnce)]).await;
+    let mut local = Client::connect(options(broker.local_addr(), "local")).await;
+    local.subscribe(&[("lab/#", QoS::AtLeastOnce)]).await;
+
+    local.publish("lab/a", QoS::AtLeastOnce, false, b"here").await;
+    remote.publish("lab/b", QoS::AtLeastOnce, false, b"there").await;
+    let here = gather(&mut local, Duration::from_secs(2)).await;
+    let there = gather(&mut remote, Duration::from_millis(200)).await;
+    // Two bridges between the same brokers carry a message both ways; it may arrive more than
+    // once, but it stops.
+    for (side, got) in [("here", &here), ("there", &there)] {
+        for (topic, payload) in [("lab/a", "here"), ("lab/b", "there")] {
+            let n = got.iter().filter(|(t, p)| t == topic && p == payload).count();
+            assert!((1..=3).contains(&n), "{side}: {topic} {n} times: {got:?}");
+        }
+    }
+    // Nothing more: the loop was cut.
+    assert!(gather(&mut local, Duration::from_secs(1)).await.is_empty());
+    assert!(gather(&mut remote, QUIET).await.is_empty());
+    let snap = snapshot(&broker).await;
+    let info = &snap.bridges[0];
+    assert!(
+        info.status.counters.loops + snap.bridge_loops > 0,
+        "{:?} {}",
+        info.status,
+        snap.bridge_loops
+    );
+    broker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bridges_change_while_running_and_a_bad_list_changes_nothing() {
+    let m = Mosquitto::start("");
+    let broker = start().await;
+    let good = bridge("dept", m.url(), vec![rule("lab/#", Direction::Out, "", "x/")]);
+    ask(&broker, |reply| Command::SetBridges {
+        bridges: vec![good.clone()],
+        path: None,
+        reply: Some(reply),
+    })
+    .await
+    .unwrap();
+    bridge_up(&broker, "dept").await;
+    let mut bad = good.clone();
+    bad.address = "gopher://h".into();
+    let e = ask(&broker, |reply| Command::SetBridges {
+        bridges: vec![bad],
+        path: None,
+        reply: Some(reply),
+    })
+    .await
+    .unwrap_err();
+    assert!(e.contains("gopher"), "{e}");
+    assert!(matches!(
+        bridge_info(&broker, "dept").await.status.state,
+        BridgeState::Up { .. }
+    ));
+    // Disabled: its local side goes offline, its session stays.
+    let mut off = good.clone();
+    off.enabled = false;
+    ask(&broker, |reply| Command::SetBridges {
+        bridges: vec![off],
+        path: None,
+        reply: Some(reply),
+    })
+    .await
+    .unwrap();
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let snap = snapshot(&broker).await;
+        let offline = client(&snap, "$bridge/dept").connection.is_none();
+        if offline && snap.bridges[0].status.state == BridgeState::Disabled {
+            break;
+        }
+        assert!(Instant::now() < deadline);
+        sleep(Duration::from_millis(50)).await;
+    }
+    // A network client may not take a bridge's id.
+    let (_, _, code) = Raw::connect(
+        broker.local_addr(),
+        &ConnectOpts {
+            client_id: "$bridge/dept",
+            persistent: false,
+            keep_alive: 30,
+            will: None,
+            user: None,
+            password: None,
+        },
+    )
+    .await;
+    assert_eq!(code, 2);
+    broker.shutdown().await;
+}
