@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs what the test suite needs beyond Rust: mosquitto's command-line clients, an X server
+# Installs what the test suite needs beyond Rust: Mosquitto and its command-line clients, an X server
 # with software OpenGL for the real-window smoke test, Chromium, certutil and npm for the browser
 # test (Debian packages), the Python packages of the interop suite and the browser test's npm
 # packages (tests/browser). Does nothing for what is already there.
@@ -11,6 +11,8 @@ SUDO=""
 
 missing=()
 command -v mosquitto_pub >/dev/null || missing+=(mosquitto-clients)
+# The bridge tests' remote broker.
+[[ -x /usr/sbin/mosquitto ]] || command -v mosquitto >/dev/null || missing+=(mosquitto)
 command -v python3 >/dev/null || missing+=(python3 python3-pip)
 command -v Xvfb >/dev/null || missing+=(xvfb)
 command -v import >/dev/null || missing+=(imagemagick)

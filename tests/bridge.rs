@@ -58,7 +58,12 @@ impl Mosquitto {
             ),
         )
         .unwrap();
-        let child = Process::new("mosquitto")
+        // Debian puts it in /usr/sbin, which a user's PATH may not have.
+        let bin = ["/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto"]
+            .into_iter()
+            .find(|p| std::path::Path::new(p).exists())
+            .unwrap_or("mosquitto");
+        let child = Process::new(bin)
             .arg("-c")
             .arg(&conf)
             .stdout(Stdio::null())
@@ -69,7 +74,10 @@ impl Mosquitto {
         // Listening once a connection is taken.
         let deadline = std::time::Instant::now() + WAIT;
         while std::net::TcpStream::connect(self.addr()).is_err() {
-            assert!(std::time::Instant::now() < deadline, "mosquitto did not start");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "mosquitto did not start"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -202,22 +210,35 @@ async fn topics_cross_out_in_and_both_ways_renamed_by_their_prefixes() {
         .await;
 
     // Out, renamed.
-    local.publish("lab/a", QoS::AtLeastOnce, false, b"out").await;
+    local
+        .publish("lab/a", QoS::AtLeastOnce, false, b"out")
+        .await;
     let p = remote.next_publish().await;
-    assert_eq!((p.topic.as_str(), &p.payload[..]), ("labs/one/lab/a", &b"out"[..]));
+    assert_eq!(
+        (p.topic.as_str(), &p.payload[..]),
+        ("labs/one/lab/a", &b"out"[..])
+    );
     assert_eq!(p.qos, QoS::AtLeastOnce);
     let _ = gather(&mut local, QUIET).await; // the local subscriber's own copy
 
     // In, renamed, and held to the topic list: `dept/other` is `other` here, which is listed;
     // `dept/nowhere` is not.
-    remote.publish("dept/nowhere", QoS::AtLeastOnce, false, b"x").await;
-    remote.publish("dept/other", QoS::AtLeastOnce, false, b"in").await;
+    remote
+        .publish("dept/nowhere", QoS::AtLeastOnce, false, b"x")
+        .await;
+    remote
+        .publish("dept/other", QoS::AtLeastOnce, false, b"in")
+        .await;
     let got = gather(&mut local, Duration::from_secs(1)).await;
     assert_eq!(got, [("other".to_owned(), "in".to_owned())]);
 
     // Both: each side's message arrives once on the other, and does not come back.
-    remote.publish("shared/b", QoS::AtLeastOnce, false, b"from there").await;
-    local.publish("lab/b", QoS::AtLeastOnce, false, b"from here").await;
+    remote
+        .publish("shared/b", QoS::AtLeastOnce, false, b"from there")
+        .await;
+    local
+        .publish("lab/b", QoS::AtLeastOnce, false, b"from here")
+        .await;
     let here = gather(&mut local, Duration::from_secs(1)).await;
     let there = gather(&mut remote, QUIET).await;
     let count = |v: &[(String, String)], t: &str, p: &str| {
@@ -277,7 +298,12 @@ async fn the_remote_going_away_and_back_loses_nothing_at_qos_1() {
             assert!(info.status.last_error.is_some());
             break;
         }
-        assert!(Instant::now() < deadline, "{} queued, {:?}", info.queued, info.status);
+        assert!(
+            Instant::now() < deadline,
+            "{} queued, {:?}",
+            info.queued,
+            info.status
+        );
         sleep(Duration::from_millis(50)).await;
     }
     m.run();
@@ -308,7 +334,12 @@ async fn the_remote_going_away_and_back_loses_nothing_at_qos_1() {
         if info.queued == 0 && info.status.counters.sent >= n as u64 {
             break;
         }
-        assert!(Instant::now() < deadline, "{} still queued, {:?}", info.queued, info.status);
+        assert!(
+            Instant::now() < deadline,
+            "{} still queued, {:?}",
+            info.queued,
+            info.status
+        );
         sleep(Duration::from_millis(50)).await;
     }
     broker.shutdown().await;
@@ -347,7 +378,10 @@ async fn a_bridge_back_from_mosquitto_makes_no_loop() {
         .iter()
         .any(|c| c.connection.is_some() && !c.client_id.starts_with("$bridge/"))
     {
-        assert!(Instant::now() < deadline, "mosquitto's bridge did not connect");
+        assert!(
+            Instant::now() < deadline,
+            "mosquitto's bridge did not connect"
+        );
         sleep(Duration::from_millis(50)).await;
     }
     sleep(Duration::from_millis(300)).await;
@@ -356,15 +390,22 @@ async fn a_bridge_back_from_mosquitto_makes_no_loop() {
     let mut local = Client::connect(options(broker.local_addr(), "local")).await;
     local.subscribe(&[("lab/#", QoS::AtLeastOnce)]).await;
 
-    local.publish("lab/a", QoS::AtLeastOnce, false, b"here").await;
-    remote.publish("lab/b", QoS::AtLeastOnce, false, b"there").await;
+    local
+        .publish("lab/a", QoS::AtLeastOnce, false, b"here")
+        .await;
+    remote
+        .publish("lab/b", QoS::AtLeastOnce, false, b"there")
+        .await;
     let here = gather(&mut local, Duration::from_secs(2)).await;
     let there = gather(&mut remote, Duration::from_millis(200)).await;
     // Two bridges between the same brokers carry a message both ways; it may arrive more than
     // once, but it stops.
     for (side, got) in [("here", &here), ("there", &there)] {
         for (topic, payload) in [("lab/a", "here"), ("lab/b", "there")] {
-            let n = got.iter().filter(|(t, p)| t == topic && p == payload).count();
+            let n = got
+                .iter()
+                .filter(|(t, p)| t == topic && p == payload)
+                .count();
             assert!((1..=3).contains(&n), "{side}: {topic} {n} times: {got:?}");
         }
     }
@@ -386,7 +427,11 @@ async fn a_bridge_back_from_mosquitto_makes_no_loop() {
 async fn bridges_change_while_running_and_a_bad_list_changes_nothing() {
     let m = Mosquitto::start("");
     let broker = start().await;
-    let good = bridge("dept", m.url(), vec![rule("lab/#", Direction::Out, "", "x/")]);
+    let good = bridge(
+        "dept",
+        m.url(),
+        vec![rule("lab/#", Direction::Out, "", "x/")],
+    );
     ask(&broker, |reply| Command::SetBridges {
         bridges: vec![good.clone()],
         path: None,
@@ -444,4 +489,127 @@ async fn bridges_change_while_running_and_a_bad_list_changes_nothing() {
     .await;
     assert_eq!(code, 2);
     broker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_mqtt_labs_bridged_both_ways_pass_each_message_once_and_trace_it() {
+    let remote = start().await;
+    let broker = start_bridged(vec![bridge(
+        "peer",
+        format!("mqtt://{}", remote.local_addr()),
+        vec![rule("lab/#", Direction::Both, "", "")],
+    )])
+    .await;
+    let trace = broker.trace();
+    trace.watch(true);
+    bridge_up(&broker, "peer").await;
+    let mut there = Client::connect(options(remote.local_addr(), "there")).await;
+    there.subscribe(&[("lab/#", QoS::AtLeastOnce)]).await;
+    let mut here = Client::connect(options(broker.local_addr(), "here")).await;
+    here.subscribe(&[("lab/#", QoS::AtLeastOnce)]).await;
+    here.publish("lab/a", QoS::AtLeastOnce, false, b"here")
+        .await;
+    there
+        .publish("lab/b", QoS::AtLeastOnce, false, b"there")
+        .await;
+    let got_here = gather(&mut here, Duration::from_secs(1)).await;
+    let got_there = gather(&mut there, QUIET).await;
+    let both = [
+        ("lab/a".to_owned(), "here".to_owned()),
+        ("lab/b".to_owned(), "there".to_owned()),
+    ];
+    for got in [got_here, got_there] {
+        let mut got = got;
+        got.sort();
+        assert_eq!(got, both);
+    }
+    // The bridge's local side is in the trace like any client: its CONNECT, the PUBLISH it
+    // brought in and the one it was sent.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let events = trace.since(0).await.unwrap();
+        let mine: Vec<_> = events
+            .iter()
+            .filter(|e| &*e.client_id == "$bridge/peer")
+            .collect();
+        use mqtt_lab::broker::trace::{Direction as D, Summary, What};
+        let has = |d: D, topic: &str| {
+            mine.iter().any(|e| {
+                e.direction == d
+                    && matches!(&e.what, What::Packet(Summary::Publish { topic: t, .. }) if t == topic)
+            })
+        };
+        if mine
+            .iter()
+            .any(|e| matches!(e.what, What::Packet(Summary::Connect { .. })))
+            && has(D::In, "lab/b")
+            && has(D::Out, "lab/a")
+        {
+            assert!(mine.iter().all(|e| e.transport.to_string() == "bridge"));
+            break;
+        }
+        assert!(Instant::now() < deadline, "{mine:#?}");
+        sleep(Duration::from_millis(50)).await;
+    }
+    broker.shutdown().await;
+    remote.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bridges_over_mqtts_with_a_ca_file_and_over_websocket() {
+    use mqtt_lab::broker::Transport;
+    use mqtt_lab::broker::tls::{self, LocalCa};
+    let dir = tempfile::tempdir().unwrap();
+    let LocalCa { ca, files, .. } = tls::local_ca(dir.path()).unwrap();
+    let remote = start_with(mqtt_lab::broker::Config {
+        tls_listen: Some("127.0.0.1:0".parse().unwrap()),
+        ws_listen: Some("127.0.0.1:0".parse().unwrap()),
+        tls: Some(tls::server_config(&files).unwrap()),
+        ..config()
+    })
+    .await;
+    let tls_addr = remote.door_addr(Transport::Tls).unwrap();
+    let ws_addr = remote.ws_addr().unwrap();
+    let mut over_tls = bridge(
+        "tls",
+        format!("mqtts://localhost:{}", tls_addr.port()),
+        vec![rule("lab/a", Direction::Out, "", "")],
+    );
+    over_tls.ca_file = Some(ca.clone());
+    let over_ws = bridge(
+        "ws",
+        format!("ws://127.0.0.1:{}/mqtt", ws_addr.port()),
+        vec![rule("lab/b", Direction::Out, "", "")],
+    );
+    // Without the CA, the remote's certificate is not trusted: the bridge says so and waits.
+    let mut untrusted = over_tls.clone();
+    untrusted.name = "untrusted".into();
+    untrusted.ca_file = Some(files.cert.clone());
+    let broker = start_bridged(vec![over_tls, over_ws, untrusted]).await;
+    bridge_up(&broker, "tls").await;
+    bridge_up(&broker, "ws").await;
+    let mut there = Client::connect(options(remote.local_addr(), "there")).await;
+    there.subscribe(&[("lab/#", QoS::AtLeastOnce)]).await;
+    let here = Client::connect(options(broker.local_addr(), "here")).await;
+    here.publish("lab/a", QoS::AtLeastOnce, false, b"tls").await;
+    here.publish("lab/b", QoS::AtLeastOnce, false, b"ws").await;
+    let mut got = gather(&mut there, Duration::from_secs(1)).await;
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            ("lab/a".to_owned(), "tls".to_owned()),
+            ("lab/b".to_owned(), "ws".to_owned())
+        ]
+    );
+    let info = bridge_info(&broker, "untrusted").await;
+    assert!(
+        !matches!(info.status.state, BridgeState::Up { .. }),
+        "{:?}",
+        info.status
+    );
+    let error = info.status.last_error.unwrap_or_default();
+    assert!(error.to_lowercase().contains("certificate"), "{error}");
+    broker.shutdown().await;
+    remote.shutdown().await;
 }

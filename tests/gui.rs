@@ -804,3 +804,69 @@ fn an_mqtt_5_client_shows_its_settings_and_its_messages_their_properties() {
     h.get_by_label("content type text/plain · unit=C");
     h.state_mut().shutdown();
 }
+
+#[test]
+fn a_bridge_made_in_the_bridges_panel_forwards_and_shows_its_state() {
+    let rt = runtime();
+    // The remote: another mqtt-lab with the same topics.
+    let remote = rt.block_on(start());
+    let dir = tempfile::tempdir().unwrap();
+    let bridges_path = dir.path().join("bridges.ron");
+    let mut h = harness(view(Config {
+        bridges_path: Some(bridges_path.clone()),
+        ..config()
+    }));
+    wait_for(&mut h, "first snapshot", |_| true);
+    h.state_mut().tab = Tab::Bridges;
+    h.run();
+    h.get_by_label("Add bridge").click();
+    h.run();
+    type_into(&mut h, "Name", "dept");
+    // Not an address: refused, and the form stays for the fix.
+    type_into(&mut h, "Remote address", "gopher://nowhere");
+    h.get_by_label("Save bridge").click();
+    wait_for_label(&mut h, "is not mqtt, mqtts, ws or wss");
+    assert!(h.state().live().unwrap().snapshot.bridges.is_empty());
+    h.get_by_label("Name");
+    h.get_by_label("Cancel").click();
+    h.run();
+    h.get_by_label("Add bridge").click();
+    h.run();
+    type_into(&mut h, "Name", "dept");
+    let url = format!("mqtt://{}", remote.local_addr());
+    type_into(&mut h, "Remote address", &url);
+    h.get_by_label("Save bridge").click();
+    wait_for(&mut h, "the bridge up", |l| {
+        l.snapshot.bridges.first().is_some_and(|b| {
+            matches!(
+                b.status.state,
+                mqtt_lab::broker::bridge::BridgeState::Up { .. }
+            )
+        })
+    });
+    wait_for_label(&mut h, "up since");
+    assert!(h.query_by_label("Save bridge").is_none(), "the form closed");
+    let saved = std::fs::read_to_string(&bridges_path).unwrap();
+    assert!(saved.contains(&url) && saved.contains("lab/#"), "{saved}");
+
+    // The default rule sends lab/# out.
+    let mut there = rt.block_on(Client::connect(options(remote.local_addr(), "there")));
+    rt.block_on(there.subscribe(&[("lab/a", QoS::AtLeastOnce)]));
+    let here = rt.block_on(Client::connect(options(addr(&h), "here")));
+    rt.block_on(here.publish("lab/a", QoS::AtLeastOnce, false, b"21.5"));
+    let p = rt.block_on(there.next_publish());
+    assert_eq!(&p.payload[..], b"21.5");
+    wait_for(&mut h, "the count", |l| {
+        l.snapshot.bridges[0].status.counters.sent == 1
+    });
+
+    // Disabled from its row: its local side goes, and the table says so.
+    h.get_by_label("Disable dept").click();
+    wait_for(&mut h, "disabled", |l| {
+        l.snapshot.bridges[0].status.state == mqtt_lab::broker::bridge::BridgeState::Disabled
+    });
+    h.get_by_label("disabled");
+    h.get_by_label("Bridge \"dept\" disabled");
+    h.state_mut().shutdown();
+    rt.block_on(remote.shutdown());
+}

@@ -219,15 +219,18 @@ impl Broker {
             broker_id: bridge::new_broker_id(),
             local_addr,
         });
+        let helpers = router::Helpers {
+            saver: saver_tx,
+            me: tx.downgrade(),
+            bridges,
+        };
         let router = Router::new(
             &config,
             limits,
             users_tx,
             stats.clone(),
-            saver_tx,
-            tx.downgrade(),
+            helpers,
             store_link.map(|s| (s, loaded)),
-            bridges,
         );
         let router = tokio::spawn(router.run(rx));
         let watcher = config

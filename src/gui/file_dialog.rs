@@ -4,7 +4,7 @@
 //! An answer that fast is taken to mean no dialog could be shown, and the window says so (the
 //! path field next to the buttons always works).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -114,4 +114,15 @@ impl FileDialog {
         self.pending = None;
         Some(answer)
     }
+}
+
+/// Where a dialog for a file opens: the folder of the file in use.
+pub fn start_dir(current: Option<&Path>) -> Option<PathBuf> {
+    current.and_then(Path::parent).map(Path::to_owned)
+}
+
+/// Wakes the window when a dialog closes.
+pub fn wake(ui: &egui::Ui) -> impl Fn() + Send + 'static {
+    let ctx = ui.ctx().clone();
+    move || ctx.request_repaint()
 }

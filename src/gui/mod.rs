@@ -2,6 +2,7 @@
 //! snapshots (see [`runner`]). The broker module knows nothing of this one.
 
 mod app;
+mod bridges_panel;
 mod class_accounts;
 mod clients_panel;
 mod file_dialog;

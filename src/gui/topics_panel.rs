@@ -2,7 +2,7 @@
 //! with their subscribers and retained values; add, delete, open and save as; and the
 //! subscriptions that were refused.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use crate::broker::config::TopicsMode;
 use crate::broker::events::EventKind;
@@ -10,7 +10,7 @@ use crate::broker::{BrokerHandle, Command, topics};
 
 use egui_extras::{Column, TableBuilder};
 
-use super::file_dialog::{Answer, FileDialog, Purpose};
+use super::file_dialog::{Answer, FileDialog, Purpose, start_dir, wake};
 use super::format;
 use super::numbers;
 use super::reply::{self, Notice, Pending};
@@ -434,15 +434,6 @@ impl TopicsPanel {
             Some(Answer::Cancelled) | None => {}
         }
     }
-}
-
-fn start_dir(current: Option<&Path>) -> Option<PathBuf> {
-    current.and_then(Path::parent).map(Path::to_owned)
-}
-
-fn wake(ui: &egui::Ui) -> impl Fn() + Send + 'static {
-    let ctx = ui.ctx().clone();
-    move || ctx.request_repaint()
 }
 
 /// The topic's last numeric values as a small line (the first series when a JSON payload has

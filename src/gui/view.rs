@@ -8,6 +8,7 @@ use std::sync::Arc;
 use crate::broker::mdns::Advertiser;
 use crate::broker::{Config, Transport};
 
+use super::bridges_panel::BridgesPanel;
 use super::clients_panel::ClientsPanel;
 use super::format;
 use super::history_panel::{HistoryPanel, Rates};
@@ -36,6 +37,7 @@ pub enum Tab {
     History,
     Trace,
     Users,
+    Bridges,
     Log,
 }
 
@@ -62,6 +64,7 @@ pub struct MainView {
     clients: ClientsPanel,
     history: HistoryPanel,
     users: UsersPanel,
+    bridges: BridgesPanel,
     network_name: NetworkName,
     saved_state: SavedState,
     pub trace: TracePanel,
@@ -86,6 +89,7 @@ impl MainView {
             clients: ClientsPanel::default(),
             history: HistoryPanel::default(),
             users: UsersPanel::default(),
+            bridges: BridgesPanel::default(),
             network_name: NetworkName::default(),
             saved_state: SavedState::default(),
             trace: TracePanel::default(),
@@ -222,6 +226,7 @@ impl MainView {
                     (Tab::History, "History"),
                     (Tab::Trace, "Trace"),
                     (Tab::Users, "Users"),
+                    (Tab::Bridges, "Bridges"),
                     (Tab::Log, "Log"),
                 ] {
                     ui.selectable_value(&mut self.tab, tab, name);
@@ -258,6 +263,7 @@ impl MainView {
                 .ui(ui, &live, &handle, &mut self.lab, &self.trace),
             Tab::Trace => self.trace.ui(ui, &trace),
             Tab::Users => self.users.ui(ui, &live, &handle),
+            Tab::Bridges => self.bridges.ui(ui, &live, &handle),
             Tab::Log => log_panel::ui(ui, &live),
         });
     }

@@ -257,10 +257,7 @@ impl BridgeConfig {
     /// Everything that can be checked without connecting.
     pub fn check(&self) -> Result<(), String> {
         if self.name.is_empty() || self.name.len() > 64 || self.name.contains(['/', '\0']) {
-            return Err(format!(
-                "name {:?}: 1 to 64 characters, no `/`",
-                self.name
-            ));
+            return Err(format!("name {:?}: 1 to 64 characters, no `/`", self.name));
         }
         let remote = Remote::parse(&self.address)?;
         if self.ca_file.is_some() && !remote.scheme.is_tls() {
@@ -396,14 +393,24 @@ mod tests {
     #[test]
     fn addresses_of_every_scheme() {
         let r = Remote::parse("mqtt://broker.example").unwrap();
-        assert_eq!((r.scheme, r.host.as_str(), r.port), (Scheme::Mqtt, "broker.example", 1883));
+        assert_eq!(
+            (r.scheme, r.host.as_str(), r.port),
+            (Scheme::Mqtt, "broker.example", 1883)
+        );
         let r = Remote::parse("mqtts://10.0.0.1:8884").unwrap();
         assert_eq!((r.scheme, r.port), (Scheme::Mqtts, 8884));
         let r = Remote::parse("ws://h:8080").unwrap();
         assert_eq!(r.ws_url(), "ws://h:8080/mqtt");
         let r = Remote::parse("wss://[::1]:9001/x").unwrap();
         assert_eq!(r.ws_url(), "wss://[::1]:9001/x");
-        for bad in ["broker:1883", "http://h", "mqtt://h:0", "mqtt://h:x", "mqtt://h/p", "mqtt://:1"] {
+        for bad in [
+            "broker:1883",
+            "http://h",
+            "mqtt://h:0",
+            "mqtt://h:x",
+            "mqtt://h/p",
+            "mqtt://:1",
+        ] {
             assert!(Remote::parse(bad).is_err(), "{bad}");
         }
     }
@@ -411,7 +418,9 @@ mod tests {
     #[test]
     fn a_bad_bridge_is_named_with_its_line_and_column() {
         let text = "(bridges: [\n  (name: \"a\", address: \"mqtt://h\", topics: [(pattern: \"x/#\", direction: Out)]),\n  (name: \"b\", address: \"gopher://h\", topics: [(pattern: \"x/#\", direction: In)]),\n])\n";
-        let e = parse(Path::new("bridges.ron"), text).unwrap_err().to_string();
+        let e = parse(Path::new("bridges.ron"), text)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("bridges.ron:3:10"), "{e}");
         assert!(e.contains("gopher"), "{e}");
         let list = parse(Path::new("b.ron"), &text.replace("gopher", "ws")).unwrap();
@@ -457,6 +466,10 @@ mod tests {
 
     #[test]
     fn the_shipped_file_parses() {
-        assert!(parse(Path::new("bridges.ron"), DEFAULT_BRIDGES).unwrap().is_empty());
+        assert!(
+            parse(Path::new("bridges.ron"), DEFAULT_BRIDGES)
+                .unwrap()
+                .is_empty()
+        );
     }
 }

@@ -171,13 +171,9 @@ impl LocalSide {
         }
         match &out {
             Outbound::PubRel(id) => self.tap.packet_out(&Outgoing::PubRel(*id), 5),
-            Outbound::SubAck { pkid, codes } => self.tap.packet_out(
-                &Outgoing::SubAck {
-                    pkid: *pkid,
-                    codes,
-                },
-                5,
-            ),
+            Outbound::SubAck { pkid, codes } => self
+                .tap
+                .packet_out(&Outgoing::SubAck { pkid: *pkid, codes }, 5),
             Outbound::Publish(p) => self.tap.packet_out(
                 &Outgoing::Publish {
                     topic: &p.msg.topic,

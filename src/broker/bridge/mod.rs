@@ -162,12 +162,7 @@ impl Bridges {
             let (stop, stopped) = watch::channel(false);
             let conn = self.next_conn;
             self.next_conn += 1;
-            let task = tokio::spawn(run::run(
-                config.clone(),
-                self.ctx.clone(),
-                conn,
-                stopped,
-            ));
+            let task = tokio::spawn(run::run(config.clone(), self.ctx.clone(), conn, stopped));
             self.running.insert(
                 name.to_owned(),
                 Running {

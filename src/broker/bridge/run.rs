@@ -31,7 +31,10 @@ const REPORT_EVERY: Duration = Duration::from_millis(250);
 enum Ended {
     /// Told to stop (the bridge was removed, changed or disabled), or the broker stops.
     Stopped,
-    Failed { error: String, was_up: bool },
+    Failed {
+        error: String,
+        was_up: bool,
+    },
 }
 
 pub(crate) async fn run(
@@ -274,15 +277,13 @@ impl Pump<'_> {
     /// What the remote's event loop reports.
     async fn on_remote(&mut self, ev: Event) -> Result<(), Stopping> {
         match ev {
-            Event::Outgoing(ROut::Publish(remote_pkid)) => {
-                match self.sent.pop_front() {
-                    Some((_, QoS::AtMostOnce)) => self.reporter.counters().sent += 1,
-                    Some(local) => {
-                        self.in_flight.insert(remote_pkid, local);
-                    }
-                    None => {}
+            Event::Outgoing(ROut::Publish(remote_pkid)) => match self.sent.pop_front() {
+                Some((_, QoS::AtMostOnce)) => self.reporter.counters().sent += 1,
+                Some(local) => {
+                    self.in_flight.insert(remote_pkid, local);
                 }
-            }
+                None => {}
+            },
             Event::Incoming(RPacket::PubAck(ack)) => {
                 if let Some((local_pkid, _)) = self.in_flight.remove(&ack.pkid) {
                     self.reporter.counters().sent += 1;
@@ -293,7 +294,7 @@ impl Pump<'_> {
             Event::Incoming(RPacket::PubRec(rec)) if (rec.reason as u8) < 0x80 => {}
             Event::Incoming(RPacket::PubRec(rec)) => self.qos2_done(rec.pkid).await?,
             Event::Incoming(RPacket::PubComp(comp)) => self.qos2_done(comp.pkid).await?,
-            Event::Incoming(RPacket::Publish(p)) => self.from_remote(p).await?,
+            Event::Incoming(RPacket::Publish(p)) => self.bring_in(p).await?,
             _ => {}
         }
         Ok(())
@@ -309,15 +310,14 @@ impl Pump<'_> {
 
     /// A message from the remote: published here under its local name, or dropped (and
     /// acknowledged) if it has been here before or no rule brings it in.
-    async fn from_remote(&mut self, p: RPublish) -> Result<(), Stopping> {
+    async fn bring_in(&mut self, p: RPublish) -> Result<(), Stopping> {
         let topic = String::from_utf8_lossy(&p.topic).into_owned();
-        let user = p.properties.as_ref().map_or(&[][..], |pr| &pr.user_properties);
+        let user = p
+            .properties
+            .as_ref()
+            .map_or(&[][..], |pr| &pr.user_properties);
         let looped = super::has_been_in(user, self.broker_id);
-        let local_topic = self
-            .config
-            .topics
-            .iter()
-            .find_map(|r| r.to_local(&topic));
+        let local_topic = self.config.topics.iter().find_map(|r| r.to_local(&topic));
         let Some(local_topic) = local_topic.filter(|_| !looped) else {
             if looped {
                 self.reporter.counters().loops += 1;
@@ -355,7 +355,7 @@ impl Pump<'_> {
     /// What the router sends the bridge's local side.
     async fn on_local(&mut self, out: Outbound) -> Result<(), Option<String>> {
         match out {
-            Outbound::Publish(p) => self.to_remote(p).await.map_err(|Stopping| None)?,
+            Outbound::Publish(p) => self.send_out(p).await.map_err(|Stopping| None)?,
             Outbound::PubRel(id) => self
                 .local
                 .send(Packet::PubComp(id))
@@ -364,7 +364,10 @@ impl Pump<'_> {
             Outbound::Acks(_) => self.answered(&[]),
             Outbound::AcksWith(_, codes) => self.answered(&codes),
             Outbound::SubAck { codes, .. } => {
-                if let Some(refused) = codes.iter().position(|c| matches!(c, SubscribeCode::Refused(_))) {
+                if let Some(refused) = codes
+                    .iter()
+                    .position(|c| matches!(c, SubscribeCode::Refused(_)))
+                {
                     let filter = self
                         .config
                         .topics
@@ -402,7 +405,7 @@ impl Pump<'_> {
     }
 
     /// A message for the remote, from the local session.
-    async fn to_remote(&mut self, p: OutPublish) -> Result<(), Stopping> {
+    async fn send_out(&mut self, p: OutPublish) -> Result<(), Stopping> {
         let local = (p.pkid, p.qos);
         let remote_topic = self
             .config
@@ -542,14 +545,26 @@ mod tests {
         assert!(out.subscription_identifiers.is_empty());
         assert!(super::super::has_been_in(&out.user_properties, "other"));
         assert!(super::super::has_been_in(&out.user_properties, "me"));
-        assert_eq!(props_out(Some(&props_in(Some(&out), "me")), "me").user_properties.len(), 3, "once on the path");
+        assert_eq!(
+            props_out(Some(&props_in(Some(&out), "me")), "me")
+                .user_properties
+                .len(),
+            3,
+            "once on the path"
+        );
         let back = props_in(Some(&out), "you");
         assert_eq!(back.content_type.as_deref(), Some("text/plain"));
         assert_eq!(back.user.len(), 4);
         assert!(super::super::has_been_in(&back.user, "you"));
         assert!(back.subscription_ids.is_empty());
         let bare = props_out(None, "me");
-        assert_eq!(bare.user_properties, [(PATH_KEY.to_owned(), "me".to_owned())]);
-        assert_eq!(props_in(None, "me").user, [(PATH_KEY.to_owned(), "me".to_owned())]);
+        assert_eq!(
+            bare.user_properties,
+            [(PATH_KEY.to_owned(), "me".to_owned())]
+        );
+        assert_eq!(
+            props_in(None, "me").user,
+            [(PATH_KEY.to_owned(), "me".to_owned())]
+        );
     }
 }

@@ -661,7 +661,10 @@ fn check_batch(users: &mut Users, batch: &[(String, String)]) -> Result<(), Stri
     Ok(())
 }
 
-pub(super) fn reply_to(reply: Option<oneshot::Sender<Result<(), String>>>, result: Result<(), String>) {
+pub(super) fn reply_to(
+    reply: Option<oneshot::Sender<Result<(), String>>>,
+    result: Result<(), String>,
+) {
     if let Some(reply) = reply {
         let _ = reply.send(result);
     }

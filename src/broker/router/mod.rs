@@ -96,17 +96,24 @@ pub(crate) struct Router {
     bridges: bridges::BridgeBook,
 }
 
+/// Where the router hands work off: files to save, its own queue (for work done off its
+/// thread), and the bridges' tasks.
+pub(crate) struct Helpers {
+    pub saver: mpsc::Sender<SaveJob>,
+    pub me: mpsc::WeakSender<ToRouter>,
+    pub bridges: super::bridge::Bridges,
+}
+
 impl Router {
     pub fn new(
         config: &Config,
         limits: Limits,
         users: watch::Sender<Arc<Users>>,
         stats: Arc<Stats>,
-        saver: mpsc::Sender<SaveJob>,
-        me: mpsc::WeakSender<ToRouter>,
+        helpers: Helpers,
         store: Option<(Store, Loaded)>,
-        bridges: super::bridge::Bridges,
     ) -> Self {
+        let Helpers { saver, me, bridges } = helpers;
         let sys_interval = config.sys_interval.filter(|d| !d.is_zero());
         let mut table = TopicTable::new(config.topics_mode, config.max_unlisted_topics);
         for t in &config.topics {
@@ -456,7 +463,12 @@ impl Router {
             session_present: session_present && req.level >= 4,
             assigned_id,
         });
-        let grant = grant_for(&self.users.borrow(), &req.peer, req.username.as_deref(), &client_id);
+        let grant = grant_for(
+            &self.users.borrow(),
+            &req.peer,
+            req.username.as_deref(),
+            &client_id,
+        );
         // A resumed session keeps only what its client's rules allow, before anything queued
         // is sent.
         if session_present && let Some(grant) = &grant {
