@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs the real window under Xvfb against live clients (mosquitto_pub/sub) and saves
 # screenshots of the Topics, Clients, History (a chart), Scenarios (the QoS scenario run to its
-# end), Lab clients, Trace and Users panels, Clients under flow control and the saved-state window in
+# end), Lab clients, Trace, Users and Bridges panels, Clients under flow control and the saved-state window in
 # OUT_DIR (default target/gui-smoke).
 # Fails if the window does not come up, the broker does not serve, a screenshot is blank, or
 # the window does not stop cleanly when closed.
@@ -33,8 +33,25 @@ rules = 'rules: (publish: ["students/%u/#"], subscribe: ["students/#"]),'
 text = re.sub(r'(password_hash: "[^"]*",)', r'\1 ' + rules, text)
 open(path, "w").write(text)
 EOF
+# A department's Mosquitto that the lab bridges its readings to (and takes the LED's commands
+# from), and a bridge to a broker that is not there.
+MPORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+printf 'listener %s 127.0.0.1\nallow_anonymous true\n' "$MPORT" >"$WORK/mosquitto.conf"
+MOSQUITTO=$(command -v mosquitto || echo /usr/sbin/mosquitto)
+"$MOSQUITTO" -c "$WORK/mosquitto.conf" >"$WORK/mosquitto.log" 2>&1 &
+pids+=($!)
+cat >"$WORK/bridges.ron" <<RON
+(bridges: [
+    (name: "department", address: "mqtt://127.0.0.1:$MPORT", topics: [
+        (pattern: "lab/#", direction: Out, qos: 1, remote_prefix: "labs/lab-2/"),
+        (pattern: "lab/led", direction: In, qos: 1, remote_prefix: "commands/lab-2/"),
+    ]),
+    (name: "cloud", address: "mqtt://127.0.0.1:1", topics: [(pattern: "lab/temperature", direction: Out)]),
+])
+RON
 HOME=$WORK DISPLAY=$DISPLAY_NUM WAYLAND_DISPLAY= LIBGL_ALWAYS_SOFTWARE=1 \
-    "$BIN" --port 0 --ws-port 0 --topics "$WORK/topics.ron" --users "$WORK/users.ron" >"$WORK/out" 2>"$WORK/log" &
+    "$BIN" --port 0 --ws-port 0 --topics "$WORK/topics.ron" --users "$WORK/users.ron" \
+    --bridges "$WORK/bridges.ron" >"$WORK/out" 2>"$WORK/log" &
 pids+=($!)
 app=$!
 port=
@@ -48,6 +65,8 @@ done
 echo "window up, broker on port $port" >&2
 
 P=(-h 127.0.0.1 -p "$port")
+mosquitto_sub -h 127.0.0.1 -p "$MPORT" -i department-dashboard -t 'labs/#' -v -q 1 >"$WORK/remote.out" &
+pids+=($!)
 mosquitto_sub "${P[@]}" -i dashboard -t 'lab/#' -q 1 >"$WORK/sub.out" &
 pids+=($!)
 mosquitto_sub "${P[@]}" -i esp32-door -t lab/door -t lab/led -c -q 1 --will-topic lab/door --will-payload offline >/dev/null &
@@ -72,6 +91,8 @@ for v in 48 51 47 53 50; do
     sleep 0.2
 done
 mosquitto_sub "${P[@]}" -i curious -t 'secret/#' -C 1 -W 1 >/dev/null 2>&1 || true
+# A command from the department, over the bridge to the lab's LED.
+mosquitto_pub -h 127.0.0.1 -p "$MPORT" -i department-console -t commands/lab-2/lab/led -m on -q 1
 # A device on the pattern devices/+/temperature: its topic appears, marked as not on the list.
 mosquitto_pub "${P[@]}" -i esp32-7 -t devices/7/temperature -m 22.5 -q 1 -r
 # A student within its rules, and one outside them (acknowledged, not delivered, logged).
@@ -80,6 +101,8 @@ mosquitto_pub "${P[@]}" -i bob-laptop -u bob -P pw-bob -t students/ada/hello -m 
 sleep 1.5
 grep -q 'hello from the lab' "$WORK/sub.out" || { echo "the subscriber got nothing" >&2; exit 1; }
 grep -q 'room:lab-2' "$WORK/sub5.out" || { echo "the MQTT 5 subscriber got no properties" >&2; exit 1; }
+grep -q 'labs/lab-2/lab/temperature 21.4' "$WORK/remote.out" || { echo "the bridge forwarded nothing" >&2; exit 1; }
+grep -qx 'on' "$WORK/sub.out" || { echo "the bridge brought nothing in" >&2; exit 1; }
 
 export DISPLAY=$DISPLAY_NUM
 shot() {
@@ -91,7 +114,7 @@ shot() {
     ((colors > 16)) || { echo "the screenshot is blank" >&2; exit 1; }
 }
 # The tabs sit in the top bar; click them where egui lays them out at the default font size:
-# Lab clients, Scenarios, Topics, Clients, History, Trace, Users, Log.
+# Lab clients, Scenarios, Topics, Clients, History, Trace, Users, Bridges, Log.
 tab() { xdotool mousemove "$1" 12 click 1; }
 tab 289
 shot topics
@@ -118,6 +141,8 @@ tab 475
 shot trace
 tab 530
 shot users
+tab 585
+shot bridges
 kill -0 "$app" || { echo "the app died" >&2; exit 1; }
 
 # Flow control on screen: a subscriber that reads nothing and a publisher flooding its topic;

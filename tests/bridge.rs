@@ -613,3 +613,44 @@ async fn bridges_over_mqtts_with_a_ca_file_and_over_websocket() {
     broker.shutdown().await;
     remote.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_the_remote_kept_for_an_absent_bridge_comes_in_when_it_is_back() {
+    let m = Mosquitto::start("");
+    let config = bridge("dept", m.url(), vec![rule("lab/#", Direction::In, "", "")]);
+    let broker = start_bridged(vec![config.clone()]).await;
+    bridge_up(&broker, "dept").await;
+    let mut here = Client::connect(options(broker.local_addr(), "here")).await;
+    here.subscribe(&[("lab/#", QoS::AtLeastOnce)]).await;
+    let set = |enabled: bool| {
+        let mut b = config.clone();
+        b.enabled = enabled;
+        ask(&broker, move |reply| Command::SetBridges {
+            bridges: vec![b],
+            path: None,
+            reply: Some(reply),
+        })
+    };
+    set(false).await.unwrap();
+    // Gone from Mosquitto (its session kept there), then 100 messages for it.
+    let deadline = Instant::now() + WAIT;
+    while bridge_info(&broker, "dept").await.status.state != BridgeState::Disabled {
+        assert!(Instant::now() < deadline);
+        sleep(Duration::from_millis(20)).await;
+    }
+    sleep(Duration::from_millis(300)).await;
+    let there = Client::connect(mosquitto_client(&m, "there")).await;
+    for i in 0..100 {
+        there
+            .publish("lab/a", QoS::AtLeastOnce, false, i.to_string().as_bytes())
+            .await;
+    }
+    sleep(Duration::from_millis(300)).await;
+    assert!(gather(&mut here, QUIET).await.is_empty());
+    set(true).await.unwrap();
+    let got = gather(&mut here, Duration::from_secs(3)).await;
+    let payloads: Vec<String> = got.into_iter().map(|(_, p)| p).collect();
+    let expected: Vec<String> = (0..100).map(|i| i.to_string()).collect();
+    assert_eq!(payloads, expected, "all, in order, once");
+    broker.shutdown().await;
+}

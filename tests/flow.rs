@@ -87,7 +87,9 @@ async fn slow_subscriber(
         let Ok(event) = timeout(Duration::from_secs(20), eventloop.poll()).await else {
             panic!("nothing for 20 s after {total} messages: {seen:?}");
         };
-        let event = event.expect("subscriber connected");
+        let event = event.unwrap_or_else(|e| {
+            panic!("the subscriber's connection ended after {total} messages: {e}")
+        });
         match event {
             Event::Incoming(Packet::SubAck(_)) => {
                 if let Some(r) = ready.take() {

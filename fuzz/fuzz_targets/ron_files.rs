@@ -1,5 +1,6 @@
-//! The broker's RON files: any bytes read as `topics.ron` and as `users.ron`, the way the broker
-//! loads them (`files::text_from_bytes`, then `topic_list::parse` / `Users::parse`).
+//! The broker's RON files: any bytes read as `topics.ron`, `users.ron` and `bridges.ron`, the
+//! way the broker loads them (`files::text_from_bytes`, then `topic_list::parse` /
+//! `Users::parse` / `bridge::config::parse`).
 //!
 //! No panic; an error that names a line and column (`FileError::Parse`) names one that is in
 //! the text; what parses is valid and writes back to text that parses to the same.
@@ -9,6 +10,7 @@
 use std::path::Path;
 
 use libfuzzer_sys::fuzz_target;
+use mqtt_lab::broker::bridge::config as bridges;
 use mqtt_lab::broker::files::{self, FileError};
 use mqtt_lab::broker::topic_list;
 use mqtt_lab::broker::topics;
@@ -31,7 +33,22 @@ fuzz_target!(|data: &[u8]| {
     };
     topics_file(&text);
     users_file(&text);
+    bridges_file(&text);
 });
+
+fn bridges_file(text: &str) {
+    let path = Path::new("bridges.ron");
+    match bridges::parse(path, text) {
+        Ok(list) => {
+            assert_eq!(bridges::check_all(&list), Ok(()));
+            let again = bridges::to_ron(path, &list).expect("parsed bridges write");
+            let reread = bridges::parse(path, &again)
+                .unwrap_or_else(|e| panic!("written bridges do not parse: {e}\n{again}"));
+            assert_eq!(reread, list);
+        }
+        Err(e) => check_error(&e, text, "bridges.ron"),
+    }
+}
 
 fn topics_file(text: &str) {
     let path = Path::new("topics.ron");

@@ -218,6 +218,7 @@ impl Broker {
             limits,
             broker_id: bridge::new_broker_id(),
             local_addr,
+            durable: durable.clone(),
         });
         let helpers = router::Helpers {
             saver: saver_tx,

@@ -108,6 +108,9 @@ pub(crate) struct Context {
     pub broker_id: Arc<str>,
     /// The broker's own address, shown as where the bridge's local side "connected".
     pub local_addr: SocketAddr,
+    /// With persistence: the store's last durable epoch. A message from the remote is
+    /// acknowledged to it only once what it changed here is on disk.
+    pub durable: Option<watch::Receiver<u64>>,
 }
 
 /// Connection ids of bridges' local sides: far above any a listener hands out.

@@ -79,6 +79,18 @@ pub(crate) async fn run(
     info!(bridge = %config.name, "bridge stopped");
 }
 
+/// Resolves when the store's durable epoch moves (never without persistence, or once the
+/// store is gone).
+async fn durable_moved(durable: &mut Option<watch::Receiver<u64>>) {
+    let moved = match durable {
+        Some(d) => d.changed().await.is_ok(),
+        None => false,
+    };
+    if !moved {
+        std::future::pending::<()>().await;
+    }
+}
+
 /// Resolves once the bridge is told to stop (or its owner is gone).
 async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
@@ -187,6 +199,8 @@ async fn connection(
         sent: VecDeque::new(),
         in_flight: HashMap::new(),
         acks_owed: VecDeque::new(),
+        acks_durable: VecDeque::new(),
+        durable: ctx.durable.clone(),
         pending: VecDeque::new(),
         reporter,
     };
@@ -241,8 +255,11 @@ struct Pump<'a> {
     /// Remote packet id -> the local packet id and QoS it acknowledges when the remote does.
     in_flight: HashMap<u16, (u16, QoS)>,
     /// Messages from the remote published here at QoS 1, in order, each acknowledged to the
-    /// remote when the router has taken it (its `Acks`).
+    /// remote when the router has taken it (its `Acks`)...
     acks_owed: VecDeque<RPublish>,
+    /// ... and, with persistence, once the epoch it names is on disk.
+    acks_durable: VecDeque<(u64, RPublish)>,
+    durable: Option<watch::Receiver<u64>>,
     pending: VecDeque<Pending>,
     reporter: &'a mut Reporter,
 }
@@ -268,6 +285,10 @@ impl Pump<'_> {
                 out = self.local.recv(), if self.pending.is_empty() => {
                     let Some(out) = out else { return Err(None) };
                     self.on_local(out).await?;
+                }
+                _ = durable_moved(&mut self.durable), if !self.acks_durable.is_empty() => {
+                    self.release_durable();
+                    self.flush_pending()?;
                 }
                 _ = tick.tick() => self.reporter.tick().await,
             }
@@ -361,8 +382,8 @@ impl Pump<'_> {
                 .send(Packet::PubComp(id))
                 .await
                 .map_err(|Stopping| None)?,
-            Outbound::Acks(_) => self.answered(&[]),
-            Outbound::AcksWith(_, codes) => self.answered(&codes),
+            Outbound::Acks(epoch) => self.answered(epoch, &[]),
+            Outbound::AcksWith(epoch, codes) => self.answered(epoch, &codes),
             Outbound::SubAck { codes, .. } => {
                 if let Some(refused) = codes
                     .iter()
@@ -392,8 +413,9 @@ impl Pump<'_> {
         self.flush_pending()
     }
 
-    /// The router took the next message the bridge published here: the remote may be told.
-    fn answered(&mut self, codes: &[(AckKind, u16, Reason)]) {
+    /// The router took the next message the bridge published here: the remote may be told
+    /// once `epoch` is on disk (0: at once).
+    fn answered(&mut self, epoch: u64, codes: &[(AckKind, u16, Reason)]) {
         let Some(p) = self.acks_owed.pop_front() else {
             return;
         };
@@ -401,7 +423,19 @@ impl Pump<'_> {
             self.reporter.counters().refused += 1;
             self.reporter.counters().received -= 1;
         }
-        self.pending.push_back(Pending::Ack(p));
+        self.acks_durable.push_back((epoch, p));
+        self.release_durable();
+    }
+
+    /// Acknowledges to the remote, in order, what is on disk here.
+    fn release_durable(&mut self) {
+        let on_disk = self.durable.as_ref().map_or(u64::MAX, |d| *d.borrow());
+        while let Some((epoch, _)) = self.acks_durable.front()
+            && (*epoch == 0 || *epoch <= on_disk)
+        {
+            let (_, p) = self.acks_durable.pop_front().expect("a front");
+            self.pending.push_back(Pending::Ack(p));
+        }
     }
 
     /// A message for the remote, from the local session.
@@ -502,7 +536,9 @@ fn props_in(p: Option<&PublishProperties>, broker_id: &str) -> MessageProps {
             subscription_ids: Vec::new(),
         };
     }
-    props.user.push((PATH_KEY.to_owned(), broker_id.to_owned()));
+    if !super::has_been_in(&props.user, broker_id) {
+        props.user.push((PATH_KEY.to_owned(), broker_id.to_owned()));
+    }
     props
 }
 
