@@ -142,6 +142,9 @@ shot trace
 tab 530
 shot users
 tab 585
+sleep 0.3
+# The department bridge's Edit button: its form under the table.
+xdotool mousemove 938 125 click 1
 shot bridges
 kill -0 "$app" || { echo "the app died" >&2; exit 1; }
 

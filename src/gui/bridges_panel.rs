@@ -229,14 +229,16 @@ impl BridgesPanel {
             .max_scroll_height(height)
             .column(Column::auto().at_least(90.0))
             .column(Column::auto().at_least(160.0))
+            .column(Column::initial(150.0).clip(true))
             .column(Column::auto().at_least(150.0))
             .columns(Column::auto(), 4)
-            .column(Column::auto().at_least(160.0).clip(true))
+            .column(Column::initial(150.0).clip(true))
             .column(Column::remainder())
             .header(row_height, |mut header| {
                 for (h, hover) in [
                     ("Bridge", ""),
                     ("Remote", ""),
+                    ("Topics", "Each rule's pattern and direction; hover for how names are renamed"),
                     ("State", ""),
                     ("Out", "Messages sent to the remote (and acknowledged, at QoS 1 and 2)"),
                     ("In", "Messages from the remote published here"),
@@ -261,7 +263,18 @@ impl BridgesPanel {
                         ui.strong(&b.config.name);
                     });
                     row.col(|ui| {
+                        ui.style_mut().wrap_mode = Some(egui::TextWrapMode::Extend);
                         ui.monospace(&b.config.address);
+                    });
+                    row.col(|ui| {
+                        ui.style_mut().wrap_mode = Some(egui::TextWrapMode::Truncate);
+                        let short: Vec<String> = b
+                            .config
+                            .topics
+                            .iter()
+                            .map(|r| format!("{} {}", r.pattern, r.direction.name()))
+                            .collect();
+                        ui.label(short.join(", ")).on_hover_text(rules_text(&b.config.topics));
                     });
                     row.col(|ui| state_ui(ui, &b.status.state));
                     row.col(|ui| {
@@ -277,12 +290,15 @@ impl BridgesPanel {
                         ui.label(format!("{} / {}", b.dropped, c.refused));
                     });
                     row.col(|ui| {
+                        ui.style_mut().wrap_mode = Some(egui::TextWrapMode::Truncate);
                         if let Some(e) = &b.status.last_error {
                             ui.colored_label(ui.visuals().warn_fg_color, e)
                                 .on_hover_text(e);
                         }
                     });
                     row.col(|ui| {
+                        ui.style_mut().wrap_mode = Some(egui::TextWrapMode::Extend);
+                        ui.horizontal(|ui| {
                         let name = &b.config.name;
                         if reply::row_button(ui, "Edit", &format!("Edit {name}")).clicked() {
                             action = Some(RowAction::Edit(b.config.clone()));
@@ -294,6 +310,7 @@ impl BridgesPanel {
                         if reply::row_button(ui, "Delete", &format!("Delete {name}")).clicked() {
                             action = Some(RowAction::Delete(name.clone()));
                         }
+                        });
                     });
                 });
             });
@@ -392,6 +409,23 @@ impl BridgesPanel {
             Some(Answer::Cancelled) | None => {}
         }
     }
+}
+
+/// A bridge's rules as a person reads them: which local names go where.
+fn rules_text(rules: &[TopicRule]) -> String {
+    rules
+        .iter()
+        .map(|r| {
+            let (here, there) = (r.local_filter(), r.remote_filter());
+            let arrow = match r.direction {
+                Direction::Out => "→",
+                Direction::In => "←",
+                Direction::Both => "↔",
+            };
+            format!("{here} {arrow} {there} (QoS {})", r.qos)
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 enum RowAction {
@@ -512,10 +546,11 @@ fn form_ui(ui: &mut egui::Ui, f: &mut Form) -> FormAction {
             .into();
             ui.end_row();
             for (i, r) in f.rules.iter_mut().enumerate() {
-                ui.add(
-                    egui::TextEdit::singleline(&mut r.pattern)
-                        .desired_width(140.0)
-                        .hint_text("lab/#"),
+                // Sized: a grid's cell is as wide as its column was last frame.
+                let h = ui.spacing().interact_size.y;
+                ui.add_sized(
+                    [160.0, h],
+                    egui::TextEdit::singleline(&mut r.pattern).hint_text("lab/#"),
                 )
                 .labelled_by(heads[0]);
                 egui::ComboBox::from_id_salt(("direction", i))
@@ -537,9 +572,9 @@ fn form_ui(ui: &mut egui::Ui, f: &mut Form) -> FormAction {
                     })
                     .response
                     .labelled_by(heads[2]);
-                ui.add(egui::TextEdit::singleline(&mut r.local_prefix).desired_width(110.0))
+                ui.add_sized([130.0, h], egui::TextEdit::singleline(&mut r.local_prefix))
                     .labelled_by(heads[3]);
-                ui.add(egui::TextEdit::singleline(&mut r.remote_prefix).desired_width(110.0))
+                ui.add_sized([130.0, h], egui::TextEdit::singleline(&mut r.remote_prefix))
                     .labelled_by(heads[4]);
                 if reply::row_button(ui, "Remove", &format!("Remove rule {}", i + 1)).clicked() {
                     remove = Some(i);

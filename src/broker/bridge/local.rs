@@ -35,16 +35,18 @@ pub(crate) struct Stopping;
 impl LocalSide {
     /// Registers the bridge's session (never clean: what waits for the remote is kept while
     /// it is away) and waits for the router's CONNACK.
+    /// `remote`: the other broker's address, shown as the client's address here.
     pub async fn connect(
         ctx: &Context,
         config: &BridgeConfig,
         conn: ConnId,
+        remote: Option<std::net::SocketAddr>,
     ) -> Result<LocalSide, Stopping> {
         let router = ctx.router.upgrade().ok_or(Stopping)?;
         let (tx, rx) = outbox::channel(ctx.limits.channel_capacity());
         let room_wanted = Arc::new(AtomicBool::new(false));
         let peer = Arc::new(Peer {
-            addr: ctx.local_addr,
+            addr: remote.unwrap_or(ctx.local_addr),
             local: ctx.local_addr,
             transport: Transport::Bridge,
             accepted: Instant::now(),

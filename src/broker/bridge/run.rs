@@ -173,7 +173,15 @@ async fn connection(
     if !incoming.is_empty() && client.try_subscribe_many(incoming).is_err() {
         return failed("the remote's client did not take the subscription".into());
     }
-    let Ok(mut local) = LocalSide::connect(ctx, config, conn).await else {
+    // Where the remote is, for the Clients panel (rumqttc does not say which address it used).
+    let remote_addr = match super::config::Remote::parse(&config.address) {
+        Ok(r) => tokio::net::lookup_host((r.host.as_str(), r.port))
+            .await
+            .ok()
+            .and_then(|mut a| a.next()),
+        Err(_) => None,
+    };
+    let Ok(mut local) = LocalSide::connect(ctx, config, conn, remote_addr).await else {
         return Ended::Stopped;
     };
     let outgoing: Vec<(String, u8)> = config
