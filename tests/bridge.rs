@@ -497,7 +497,11 @@ async fn two_mqtt_labs_bridged_both_ways_pass_each_message_once_and_trace_it() {
     let broker = start_bridged(vec![bridge(
         "peer",
         format!("mqtt://{}", remote.local_addr()),
-        vec![rule("lab/#", Direction::Both, "", "")],
+        vec![
+            rule("lab/#", Direction::Both, "", ""),
+            // Not on the remote's list: its SUBACK refuses it, and the panel says so.
+            rule("nowhere/#", Direction::In, "", ""),
+        ],
     )])
     .await;
     let trace = broker.trace();
@@ -549,6 +553,15 @@ async fn two_mqtt_labs_bridged_both_ways_pass_each_message_once_and_trace_it() {
             break;
         }
         assert!(Instant::now() < deadline, "{mine:#?}");
+        sleep(Duration::from_millis(50)).await;
+    }
+    loop {
+        let error = bridge_info(&broker, "peer").await.status.last_error;
+        if let Some(e) = error {
+            assert!(e.contains("the remote refused \"nowhere/#\""), "{e}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "no error shown");
         sleep(Duration::from_millis(50)).await;
     }
     broker.shutdown().await;

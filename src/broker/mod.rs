@@ -20,6 +20,7 @@ pub mod pcap;
 pub mod properties;
 pub mod protocol;
 pub mod reason;
+pub mod sn;
 pub mod snapshot;
 pub mod stats;
 pub mod store;
@@ -31,6 +32,7 @@ pub mod users;
 
 mod connection;
 mod filter_trie;
+mod inproc;
 mod listener;
 mod outbox;
 mod retain_order;
@@ -212,13 +214,16 @@ impl Broker {
             }
             None => (None, None),
         };
-        let bridges = bridge::Bridges::new(bridge::Context {
+        let inproc = inproc::Broker {
             router: tx.downgrade(),
             trace: sink.clone(),
             limits,
+            durable: durable.clone(),
+        };
+        let bridges = bridge::Bridges::new(bridge::Context {
+            broker: inproc.clone(),
             broker_id: bridge::new_broker_id(),
             local_addr,
-            durable: durable.clone(),
         });
         let helpers = router::Helpers {
             saver: saver_tx,

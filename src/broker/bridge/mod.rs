@@ -14,7 +14,6 @@
 //! already has this broker's id: a message that goes round comes back at most once.
 
 pub mod config;
-mod local;
 mod remote;
 mod run;
 
@@ -23,14 +22,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 pub use config::{BridgeConfig, Direction, TopicRule};
-
-use super::link::ToRouter;
-use super::session::Limits;
-use super::trace::Sink;
 
 /// The user property a bridged message carries, once per broker it was bridged out of.
 pub const PATH_KEY: &str = "mqtt-lab/bridged-by";
@@ -101,20 +96,12 @@ impl Default for BridgeStatus {
 
 /// What every bridge task needs of the broker.
 pub(crate) struct Context {
-    pub router: mpsc::WeakSender<ToRouter>,
-    pub trace: Arc<Sink>,
-    pub limits: Limits,
+    pub broker: crate::broker::inproc::Broker,
     /// This broker's id in bridged messages' path.
     pub broker_id: Arc<str>,
-    /// The broker's own address, shown as where the bridge's local side "connected".
+    /// The broker's own address, shown as the bridge's when the remote's cannot be resolved.
     pub local_addr: SocketAddr,
-    /// With persistence: the store's last durable epoch. A message from the remote is
-    /// acknowledged to it only once what it changed here is on disk.
-    pub durable: Option<watch::Receiver<u64>>,
 }
-
-/// Connection ids of bridges' local sides: far above any a listener hands out.
-const FIRST_CONN: u64 = 1 << 62;
 
 struct Running {
     config: BridgeConfig,
@@ -127,7 +114,6 @@ struct Running {
 pub(crate) struct Bridges {
     ctx: Arc<Context>,
     running: HashMap<String, Running>,
-    next_conn: u64,
 }
 
 impl Bridges {
@@ -135,7 +121,6 @@ impl Bridges {
         Bridges {
             ctx: Arc::new(ctx),
             running: HashMap::new(),
-            next_conn: FIRST_CONN,
         }
     }
 
@@ -163,8 +148,7 @@ impl Bridges {
                 continue;
             }
             let (stop, stopped) = watch::channel(false);
-            let conn = self.next_conn;
-            self.next_conn += 1;
+            let conn = crate::broker::inproc::next_conn();
             let task = tokio::spawn(run::run(config.clone(), self.ctx.clone(), conn, stopped));
             self.running.insert(
                 name.to_owned(),

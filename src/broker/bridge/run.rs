@@ -7,17 +7,20 @@ use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use rumqttc::Outgoing as ROut;
-use rumqttc::v5::mqttbytes::v5::{Packet as RPacket, Publish as RPublish, PublishProperties};
+use rumqttc::v5::mqttbytes::v5::{
+    Packet as RPacket, Publish as RPublish, PublishProperties, SubscribeReasonCode,
+};
 use rumqttc::v5::{AsyncClient, ClientError, Event, EventLoop};
 use tokio::sync::watch;
 use tracing::{info, warn};
 
 use super::config::BridgeConfig;
-use super::local::{LocalSide, Stopping};
 use super::{BridgeCounters, BridgeState, BridgeStatus, Context, MAX_HOPS, PATH_KEY, remote};
+use crate::broker::inproc::{DurableAcks, LocalSide, Registration, Stopping};
 use crate::broker::link::{CloseReason, ConnId, OutPublish, Outbound, ToRouter};
 use crate::broker::protocol::{
-    AckKind, Expiry, MessageProps, Packet, Publish, QoS, Reason, SubscribeCode,
+    AckKind, Expiry, MessageProps, Packet, Peer, Publish, QoS, Reason, SubOptions, SubscribeCode,
+    Transport,
 };
 
 /// Requests the remote's event loop has not taken yet, at most; past that the remote sends
@@ -79,18 +82,6 @@ pub(crate) async fn run(
     info!(bridge = %config.name, "bridge stopped");
 }
 
-/// Resolves when the store's durable epoch moves (never without persistence, or once the
-/// store is gone).
-async fn durable_moved(durable: &mut Option<watch::Receiver<u64>>) {
-    let moved = match durable {
-        Some(d) => d.changed().await.is_ok(),
-        None => false,
-    };
-    if !moved {
-        std::future::pending::<()>().await;
-    }
-}
-
 /// Resolves once the bridge is told to stop (or its owner is gone).
 async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
@@ -112,7 +103,7 @@ impl Reporter {
         if self.reported.as_ref() == Some(&self.status) {
             return;
         }
-        let Some(router) = self.ctx.router.upgrade() else {
+        let Some(router) = self.ctx.broker.router.upgrade() else {
             return;
         };
         self.reported = Some(self.status.clone());
@@ -181,16 +172,41 @@ async fn connection(
             .and_then(|mut a| a.next()),
         Err(_) => None,
     };
-    let Ok(mut local) = LocalSide::connect(ctx, config, conn, remote_addr).await else {
+    // Never clean, and never expiring: what waits for the remote is kept while it is away.
+    let registration = Registration {
+        client_id: Arc::from(config.local_client_id()),
+        clean_session: false,
+        keep_alive: 0,
+        will: None,
+        level: 5,
+        session_expiry: Some(u32::MAX),
+        peer: Arc::new(Peer {
+            addr: remote_addr.unwrap_or(ctx.local_addr),
+            local: ctx.local_addr,
+            transport: Transport::Bridge,
+            accepted: Instant::now(),
+        }),
+    };
+    let Ok((mut local, _)) = LocalSide::connect(&ctx.broker, conn, registration).await else {
         return Ended::Stopped;
     };
-    let outgoing: Vec<(String, u8)> = config
+    // Not sent back what the bridge publishes here; retained messages stay retained.
+    let outgoing: Vec<(String, SubOptions)> = config
         .topics
         .iter()
         .filter(|r| r.direction.goes_out())
-        .map(|r| (r.local_filter(), r.qos))
+        .map(|r| {
+            let options = SubOptions {
+                qos: QoS::from_bits(r.qos.min(2)).unwrap_or(QoS::AtLeastOnce),
+                no_local: true,
+                retain_as_published: true,
+                retain_handling: 0,
+                id: 0,
+            };
+            (r.local_filter(), options)
+        })
         .collect();
-    if !outgoing.is_empty() && local.subscribe(outgoing).await.is_err() {
+    if !outgoing.is_empty() && local.subscribe(1, outgoing).await.is_err() {
         return Ended::Stopped;
     }
     info!(bridge = %config.name, remote = %config.address, "bridge up");
@@ -207,8 +223,7 @@ async fn connection(
         sent: VecDeque::new(),
         in_flight: HashMap::new(),
         acks_owed: VecDeque::new(),
-        acks_durable: VecDeque::new(),
-        durable: ctx.durable.clone(),
+        acks_durable: DurableAcks::new(ctx.broker.durable.clone()),
         pending: VecDeque::new(),
         reporter,
     };
@@ -266,8 +281,7 @@ struct Pump<'a> {
     /// remote when the router has taken it (its `Acks`)...
     acks_owed: VecDeque<RPublish>,
     /// ... and, with persistence, once the epoch it names is on disk.
-    acks_durable: VecDeque<(u64, RPublish)>,
-    durable: Option<watch::Receiver<u64>>,
+    acks_durable: DurableAcks<RPublish>,
     pending: VecDeque<Pending>,
     reporter: &'a mut Reporter,
 }
@@ -294,7 +308,7 @@ impl Pump<'_> {
                     let Some(out) = out else { return Err(None) };
                     self.on_local(out).await?;
                 }
-                _ = durable_moved(&mut self.durable), if !self.acks_durable.is_empty() => {
+                _ = self.acks_durable.moved(), if !self.acks_durable.is_empty() => {
                     self.release_durable();
                     self.flush_pending()?;
                 }
@@ -324,6 +338,20 @@ impl Pump<'_> {
             Event::Incoming(RPacket::PubRec(rec)) => self.qos2_done(rec.pkid).await?,
             Event::Incoming(RPacket::PubComp(comp)) => self.qos2_done(comp.pkid).await?,
             Event::Incoming(RPacket::Publish(p)) => self.bring_in(p).await?,
+            Event::Incoming(RPacket::SubAck(ack)) => {
+                let refused: Vec<String> = ack
+                    .return_codes
+                    .iter()
+                    .zip(self.config.topics.iter().filter(|r| r.direction.comes_in()))
+                    .filter(|(code, _)| !matches!(code, SubscribeReasonCode::Success(_)))
+                    .map(|(code, rule)| format!("{:?} ({code:?})", rule.remote_filter()))
+                    .collect();
+                if !refused.is_empty() {
+                    let error = format!("the remote refused {}", refused.join(", "));
+                    warn!(bridge = %self.config.name, %error);
+                    self.reporter.status.last_error = Some(error);
+                }
+            }
             _ => {}
         }
         Ok(())
@@ -431,17 +459,13 @@ impl Pump<'_> {
             self.reporter.counters().refused += 1;
             self.reporter.counters().received -= 1;
         }
-        self.acks_durable.push_back((epoch, p));
+        self.acks_durable.push(epoch, p);
         self.release_durable();
     }
 
     /// Acknowledges to the remote, in order, what is on disk here.
     fn release_durable(&mut self) {
-        let on_disk = self.durable.as_ref().map_or(u64::MAX, |d| *d.borrow());
-        while let Some((epoch, _)) = self.acks_durable.front()
-            && (*epoch == 0 || *epoch <= on_disk)
-        {
-            let (_, p) = self.acks_durable.pop_front().expect("a front");
+        for p in self.acks_durable.ready() {
             self.pending.push_back(Pending::Ack(p));
         }
     }
