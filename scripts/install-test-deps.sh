@@ -38,7 +38,7 @@ if ((${#missing[@]})); then
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}" >&2
 fi
 
-if ! python3 -c 'import paho.mqtt, pytest, zeroconf, sys; sys.exit(int(paho.mqtt.__version__.split(".")[0]) < 2)' 2>/dev/null; then
+if ! python3 -c 'import paho.mqtt, pytest, zeroconf, mqttsn12, sys; sys.exit(int(paho.mqtt.__version__.split(".")[0]) < 2)' 2>/dev/null; then
     echo "installing Python packages from tests/interop/requirements.txt" >&2
     python3 -m pip install -q -r tests/interop/requirements.txt 2>/dev/null ||
         python3 -m pip install -q --break-system-packages -r tests/interop/requirements.txt

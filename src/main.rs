@@ -97,6 +97,22 @@ struct RunArgs {
     /// The bridges to other brokers [default: bridges.ron in the config folder]
     #[arg(long, value_name = "FILE")]
     bridges: Option<PathBuf>,
+    /// Serve MQTT-SN 1.2 on this UDP port (sensor nodes without TCP) [default: 1883 in the
+    /// window, off with --headless]; 0 picks a free port
+    #[arg(long, value_name = "PORT")]
+    sn_port: Option<u16>,
+    /// No MQTT-SN gateway in the window either
+    #[arg(long, conflicts_with = "sn_port")]
+    no_sn: bool,
+    /// MQTT-SN predefined topic ids, as RON: (topics: {1: "lab/temperature"})
+    #[arg(long, value_name = "FILE")]
+    sn_predefined: Option<PathBuf>,
+    /// Send MQTT-SN ADVERTISE to this address (a broadcast or multicast ADDR:PORT) every 60 s
+    #[arg(long, value_name = "ADDR:PORT")]
+    sn_advertise: Option<SocketAddr>,
+    /// MQTT-SN clients connected at once, at most
+    #[arg(long, value_name = "N", default_value_t = 1000)]
+    sn_max_clients: usize,
     /// Seconds between $SYS updates; 0 turns them off.
     #[arg(long, value_name = "SECS", default_value_t = 10)]
     sys_interval: u64,
@@ -216,6 +232,22 @@ fn broker_config(args: &RunArgs, topics: Option<&Path>) -> anyhow::Result<Config
     let users = Users::load(&users_path)?;
     let bridges_path = paths::bridges_file(args.bridges.as_deref())?;
     let bridges = mqtt_lab::broker::bridge::config::load(&bridges_path)?;
+    let sn_port = args
+        .sn_port
+        .or((!args.headless && !args.no_sn).then_some(1883));
+    let sn = match sn_port {
+        Some(port) => Some(mqtt_lab::broker::sn::SnConfig {
+            listen: SocketAddr::new(args.bind, port),
+            predefined: match &args.sn_predefined {
+                Some(p) => mqtt_lab::broker::sn::predefined::load(p)?,
+                None => Default::default(),
+            },
+            advertise: args.sn_advertise.map(|a| (a, Duration::from_secs(60))),
+            max_clients: args.sn_max_clients.max(1),
+            retry: Duration::from_secs(10),
+        }),
+        None => None,
+    };
     let (tls, tls_ca) = if args.tls_port.is_some() || args.wss_port.is_some() {
         let (config, ca) = tls_config(args)?;
         (Some(config), ca)
@@ -255,6 +287,7 @@ fn broker_config(args: &RunArgs, topics: Option<&Path>) -> anyhow::Result<Config
         topics_path: Some(topics_path),
         bridges,
         bridges_path: Some(bridges_path),
+        sn,
         sys_interval: (args.sys_interval > 0).then(|| Duration::from_secs(args.sys_interval)),
         max_packet_size: args.max_packet_size,
         max_topic_alias: args.max_topic_alias,

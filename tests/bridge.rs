@@ -667,3 +667,44 @@ async fn what_the_remote_kept_for_an_absent_bridge_comes_in_when_it_is_back() {
     assert_eq!(payloads, expected, "all, in order, once");
     broker.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn qos_2_goes_out_at_qos_2_and_each_exchange_completes() {
+    let m = Mosquitto::start("");
+    let mut out = rule("lab/#", Direction::Out, "", "");
+    out.qos = 2;
+    let broker = start_bridged(vec![bridge("dept", m.url(), vec![out])]).await;
+    bridge_up(&broker, "dept").await;
+    let mut there = Client::connect(mosquitto_client(&m, "there")).await;
+    there.subscribe(&[("lab/#", QoS::ExactlyOnce)]).await;
+    let mut here = Client::connect(options(broker.local_addr(), "here")).await;
+    for i in 0..30 {
+        here.publish("lab/a", QoS::ExactlyOnce, false, i.to_string().as_bytes())
+            .await;
+    }
+    let mut got = Vec::new();
+    while got.len() < 30 {
+        let p = there.next_publish().await;
+        assert_eq!(p.qos, QoS::ExactlyOnce);
+        got.push(String::from_utf8_lossy(&p.payload).into_owned());
+    }
+    assert_eq!(got, (0..30).map(|i| i.to_string()).collect::<Vec<_>>());
+    assert!(gather(&mut there, QUIET).await.is_empty(), "exactly once");
+    // Every exchange ran to its PUBCOMP: nothing in flight or queued for the bridge here.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let snap = snapshot(&broker).await;
+        let c = client(&snap, "$bridge/dept");
+        if c.inflight == 0 && c.queued == 0 && snap.bridges[0].status.counters.sent == 30 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} in flight, {} queued",
+            c.inflight,
+            c.queued
+        );
+        sleep(Duration::from_millis(50)).await;
+    }
+    broker.shutdown().await;
+}

@@ -47,6 +47,8 @@ pub struct Config {
     /// The bridges to other brokers, and the file they are saved to.
     pub bridges: Vec<super::bridge::BridgeConfig>,
     pub bridges_path: Option<PathBuf>,
+    /// The MQTT-SN gateway (UDP), when on.
+    pub sn: Option<super::sn::SnConfig>,
     /// How often `$SYS` topics are published; `None` turns them off.
     pub sys_interval: Option<Duration>,
     /// Largest packet a client may send, in bytes, fixed header included.
@@ -104,6 +106,7 @@ impl Default for Config {
             topics_path: None,
             bridges: Vec::new(),
             bridges_path: None,
+            sn: None,
             sys_interval: Some(Duration::from_secs(10)),
             max_packet_size: 16 * 1024 * 1024,
             max_topic_alias: 10,

@@ -86,7 +86,9 @@ fn serve(
                 websocket(tls, peer, shared, permit).await;
             }
         })),
-        Transport::Bridge => unreachable!("bridges are not accepted on a door"),
+        Transport::Bridge | Transport::MqttSn => {
+            unreachable!("bridges and MQTT-SN are not accepted on a TCP door")
+        }
     }
 }
 

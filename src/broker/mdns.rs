@@ -101,7 +101,7 @@ pub fn service_type(door: Transport) -> &'static str {
         Transport::Tls => "_secure-mqtt._tcp.local.",
         Transport::WebSocket => "_mqtt-ws._tcp.local.",
         Transport::SecureWebSocket => "_mqtt-wss._tcp.local.",
-        Transport::Bridge => unreachable!("a bridge is not a listener"),
+        Transport::Bridge | Transport::MqttSn => unreachable!("not advertised (see `advertise`)"),
     }
 }
 
@@ -300,7 +300,7 @@ impl State {
     ) -> Result<ServiceInfo, mdns_sd::Error> {
         let path: &[(&str, &str)] = match door {
             Transport::WebSocket | Transport::SecureWebSocket => &[("path", "/mqtt")],
-            Transport::Tcp | Transport::Tls | Transport::Bridge => &[],
+            Transport::Tcp | Transport::Tls | Transport::Bridge | Transport::MqttSn => &[],
         };
         let addrs: Vec<IpAddr> = match self.scope {
             Scope::Everywhere => Vec::new(),

@@ -169,6 +169,20 @@ impl Broker {
             let a = l.local_addr().map_err(bind)?;
             doors.push((door, l, a));
         }
+        // MQTT-SN's UDP port, bound with the others so that one in use stops the start by name.
+        let sn_socket = match &config.sn {
+            Some(sn) => {
+                let bind = |source| StartError::BindDoor {
+                    door: Transport::MqttSn,
+                    addr: sn.listen,
+                    source,
+                };
+                let socket = tokio::net::UdpSocket::bind(sn.listen).await.map_err(bind)?;
+                let addr = socket.local_addr().map_err(bind)?;
+                Some((socket, addr))
+            }
+            None => None,
+        };
         // After the ports (a port in use fails first, and the data folder is not opened for
         // nothing) and before anything is served: a data folder that cannot be used stops the
         // start before anyone is accepted.
@@ -180,8 +194,11 @@ impl Broker {
             }
             None => (None, store::Loaded::default()),
         };
-        let door_addrs: Vec<(Transport, SocketAddr)> =
+        let mut door_addrs: Vec<(Transport, SocketAddr)> =
             doors.iter().map(|(d, _, a)| (*d, *a)).collect();
+        if let Some((_, addr)) = &sn_socket {
+            door_addrs.push((Transport::MqttSn, *addr));
+        }
         if !config.listen.ip().is_loopback() && config.users.allow_anonymous {
             warn!(%local_addr, "listening beyond loopback with anonymous logins allowed: anyone on the network can connect");
         }
@@ -225,10 +242,12 @@ impl Broker {
             broker_id: bridge::new_broker_id(),
             local_addr,
         });
+        let sn_stats = sn_socket.as_ref().map(|_| Arc::new(sn::SnStats::default()));
         let helpers = router::Helpers {
             saver: saver_tx,
             me: tx.downgrade(),
             bridges,
+            sn_stats: sn_stats.clone(),
         };
         let router = Router::new(
             &config,
@@ -273,6 +292,11 @@ impl Broker {
                 permits.clone(),
             )));
         }
+        if let (Some((socket, addr)), Some(sn), Some(stats)) = (sn_socket, &config.sn, sn_stats) {
+            let shared = sn::Shared::new(sn, inproc.clone(), addr, stats);
+            listeners.push(tokio::spawn(sn::gateway::run(socket, Arc::new(shared))));
+            tracing::info!(%addr, "MQTT-SN gateway listening (UDP)");
+        }
         let advertiser = advertise(&config, local_addr, &door_addrs);
         Ok(Broker {
             local_addr,
@@ -316,6 +340,7 @@ impl Broker {
                 Transport::WebSocket => format!("ws://{addr}/mqtt"),
                 Transport::Tls => format!("mqtts://{addr}"),
                 Transport::SecureWebSocket => format!("wss://{addr}/mqtt"),
+                Transport::MqttSn => format!("mqtt-sn://{addr} (UDP)"),
                 Transport::Bridge => continue,
             });
         }
@@ -400,7 +425,8 @@ fn advertise(
         return None;
     };
     let mut all = vec![(Transport::Tcp, local_addr)];
-    all.extend_from_slice(doors);
+    // DNS-SD has no service type for MQTT-SN: its clients find the gateway with SEARCHGW.
+    all.extend(doors.iter().filter(|(d, _)| *d != Transport::MqttSn));
     match mdns::Advertiser::start(mdns, scope, &all) {
         Ok(a) => Some(a),
         Err(e) => {

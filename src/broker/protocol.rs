@@ -360,6 +360,8 @@ pub enum Transport {
     SecureWebSocket,
     /// Not a door: the local side of a bridge to another broker (`broker/bridge/`).
     Bridge,
+    /// MQTT-SN 1.2 over UDP, through the gateway (`broker/sn/`).
+    MqttSn,
 }
 
 impl std::fmt::Display for Transport {
@@ -370,6 +372,7 @@ impl std::fmt::Display for Transport {
             Transport::Tls => "TLS",
             Transport::SecureWebSocket => "WebSocket/TLS",
             Transport::Bridge => "bridge",
+            Transport::MqttSn => "MQTT-SN/UDP",
         })
     }
 }

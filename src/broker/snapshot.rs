@@ -53,6 +53,9 @@ pub struct Snapshot {
     pub bridges_path: Option<PathBuf>,
     /// Messages dropped on arrival because they had been bridged out of this broker before.
     pub bridge_loops: u64,
+    /// The MQTT-SN gateway's datagrams, when it runs: taken, and dropped (malformed, from no
+    /// client, out of place, over a client's queue).
+    pub sn: Option<(u64, u64)>,
 }
 
 /// A bridge: its configuration, what it is doing, and what waits for its remote.

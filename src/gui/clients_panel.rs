@@ -101,8 +101,13 @@ impl ClientsPanel {
                     5 => "5",
                     _ => "3.1.1",
                 };
-                // Which door it came in by, beside the protocol version: "3.1.1/TCP".
-                text(row, &format!("{version}/{}", conn.transport));
+                // Which door it came in by, beside the protocol version: "3.1.1/TCP"; an
+                // MQTT-SN node is "MQTT-SN/UDP" (1.2, the one version there is).
+                if conn.transport == crate::broker::Transport::MqttSn {
+                    text(row, &conn.transport.to_string());
+                } else {
+                    text(row, &format!("{version}/{}", conn.transport));
+                }
                 text(row, &format!("{} s", conn.keep_alive));
                 let limits = conn.v5.map(|v| {
                     let mut s = format!(

@@ -151,6 +151,7 @@ impl MainView {
                         Transport::WebSocket => config.ws_listen.as_mut(),
                         Transport::Tls => config.tls_listen.as_mut(),
                         Transport::SecureWebSocket => config.wss_listen.as_mut(),
+                        Transport::MqttSn => config.sn.as_mut().map(|sn| &mut sn.listen),
                         Transport::Bridge => None,
                     };
                     if let Some(addr) = addr {
@@ -282,6 +283,7 @@ impl MainView {
                     Transport::WebSocket => "WebSocket port",
                     Transport::Tls => "TLS port",
                     Transport::SecureWebSocket => "Secure WebSocket port",
+                    Transport::MqttSn => "MQTT-SN port (UDP)",
                     Transport::Bridge => "bridge",
                 });
                 ui.add(

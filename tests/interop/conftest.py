@@ -33,7 +33,8 @@ DEFAULT_BIN = HERE / ".." / ".." / "target" / "debug" / "mqtt-lab"
 
 LISTEN_TIMEOUT = 20.0
 STOP_TIMEOUT = 10.0
-LISTEN_RE = re.compile(r"^mqtt-lab: listening on (?:mqtts?|wss?)://[0-9.]+:(\d+)(?:/mqtt)?$")
+LISTEN_RE = re.compile(
+    r"^mqtt-lab: listening on (?:mqtts?|wss?|mqtt-sn)://[0-9.]+:(\d+)(?:/mqtt| \(UDP\))?$")
 
 DEFAULT_TOPICS = (
     "lab/a",
@@ -74,6 +75,7 @@ class Broker:
     ws_port: Optional[int] = None
     tls_port: Optional[int] = None
     wss_port: Optional[int] = None
+    sn_port: Optional[int] = None
 
     @property
     def url(self) -> str:
@@ -197,14 +199,14 @@ def broker_factory(tmp_path, request):
                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err,
                 env={**os.environ, "NO_COLOR": "1", **(env or {})},
             )
-        doors = [a for a in ("--ws-port", "--tls-port", "--wss-port") if a in extra_args]
+        order = ("--ws-port", "--tls-port", "--wss-port", "--sn-port")
+        doors = [a for a in order if a in extra_args]
         ports = _wait_listening(proc, stderr_file, 1 + len(doors))
-        # The lines come in this order: mqtt, ws, mqtts, wss (those asked for).
-        by_door = dict(zip([a for a in ("--ws-port", "--tls-port", "--wss-port") if a in doors],
-                           ports[1:]))
+        # The lines come in this order: mqtt, ws, mqtts, wss, mqtt-sn (those asked for).
+        by_door = dict(zip(doors, ports[1:]))
         b = Broker(bind, ports[0], topics_file, users_file, stderr_file, proc,
                    ws_port=by_door.get("--ws-port"), tls_port=by_door.get("--tls-port"),
-                   wss_port=by_door.get("--wss-port"))
+                   wss_port=by_door.get("--wss-port"), sn_port=by_door.get("--sn-port"))
         started.append(b)
         return b
 

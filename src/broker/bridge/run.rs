@@ -253,6 +253,14 @@ async fn connection(
     }
 }
 
+/// What one of the router's `Acks` answers, in the order the bridge sent them.
+enum Answered {
+    /// A message from the remote, published here: acknowledge it to the remote.
+    FromRemote(RPublish),
+    /// The PUBREC of a QoS 2 message from here: PUBCOMP follows.
+    Released(u16),
+}
+
 /// A request for the remote's event loop that did not fit in its channel yet.
 enum Pending {
     Publish {
@@ -279,7 +287,7 @@ struct Pump<'a> {
     in_flight: HashMap<u16, (u16, QoS)>,
     /// Messages from the remote published here at QoS 1, in order, each acknowledged to the
     /// remote when the router has taken it (its `Acks`)...
-    acks_owed: VecDeque<RPublish>,
+    acks_owed: VecDeque<Answered>,
     /// ... and, with persistence, once the epoch it names is on disk.
     acks_durable: DurableAcks<RPublish>,
     pending: VecDeque<Pending>,
@@ -360,7 +368,10 @@ impl Pump<'_> {
     async fn qos2_done(&mut self, remote_pkid: u16) -> Result<(), Stopping> {
         if let Some((local_pkid, _)) = self.in_flight.remove(&remote_pkid) {
             self.reporter.counters().sent += 1;
+            // PUBREC here; the PUBREL a connection would write back to its client once the
+            // router answers is the bridge's to take as read: it then sends PUBCOMP.
             self.local.send(Packet::PubRec(local_pkid)).await?;
+            self.acks_owed.push_back(Answered::Released(local_pkid));
         }
         Ok(())
     }
@@ -404,7 +415,7 @@ impl Pump<'_> {
         self.local.send(Packet::Publish(publish)).await?;
         self.reporter.counters().received += 1;
         if qos != QoS::AtMostOnce {
-            self.acks_owed.push_back(p);
+            self.acks_owed.push_back(Answered::FromRemote(p));
         }
         Ok(())
     }
@@ -418,8 +429,11 @@ impl Pump<'_> {
                 .send(Packet::PubComp(id))
                 .await
                 .map_err(|Stopping| None)?,
-            Outbound::Acks(epoch) => self.answered(epoch, &[]),
-            Outbound::AcksWith(epoch, codes) => self.answered(epoch, &codes),
+            Outbound::Acks(epoch) => self.answered(epoch, &[]).await.map_err(|Stopping| None)?,
+            Outbound::AcksWith(epoch, codes) => self
+                .answered(epoch, &codes)
+                .await
+                .map_err(|Stopping| None)?,
             Outbound::SubAck { codes, .. } => {
                 if let Some(refused) = codes
                     .iter()
@@ -449,11 +463,18 @@ impl Pump<'_> {
         self.flush_pending()
     }
 
-    /// The router took the next message the bridge published here: the remote may be told
-    /// once `epoch` is on disk (0: at once).
-    fn answered(&mut self, epoch: u64, codes: &[(AckKind, u16, Reason)]) {
-        let Some(p) = self.acks_owed.pop_front() else {
-            return;
+    /// The router answered the next packet that waited for it: a message the bridge
+    /// published here (the remote may be told once `epoch` is on disk, 0: at once), or a
+    /// PUBREC (the exchange ends with PUBCOMP).
+    async fn answered(
+        &mut self,
+        epoch: u64,
+        codes: &[(AckKind, u16, Reason)],
+    ) -> Result<(), Stopping> {
+        let p = match self.acks_owed.pop_front() {
+            Some(Answered::FromRemote(p)) => p,
+            Some(Answered::Released(id)) => return self.local.send(Packet::PubComp(id)).await,
+            None => return Ok(()),
         };
         if codes.iter().any(|(_, _, r)| r.is_error()) {
             self.reporter.counters().refused += 1;
@@ -461,6 +482,7 @@ impl Pump<'_> {
         }
         self.acks_durable.push(epoch, p);
         self.release_durable();
+        Ok(())
     }
 
     /// Acknowledges to the remote, in order, what is on disk here.

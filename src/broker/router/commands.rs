@@ -629,6 +629,12 @@ impl Router {
             bridges: self.bridge_infos(),
             bridges_path: self.bridges.path.clone(),
             bridge_loops: self.bridges.loops,
+            sn: self.sn_stats.as_ref().map(|s| {
+                (
+                    s.datagrams.load(std::sync::atomic::Ordering::Relaxed),
+                    s.dropped(),
+                )
+            }),
             retained: self
                 .topics
                 .iter()

@@ -94,6 +94,7 @@ pub(crate) struct Router {
     /// MQTT 5 wills waiting for their Will Delay Interval, by session: when, what, whose.
     delayed_wills: HashMap<SessionIdx, (Instant, Box<Will>, Arc<str>)>,
     bridges: bridges::BridgeBook,
+    sn_stats: Option<Arc<super::sn::SnStats>>,
 }
 
 /// Where the router hands work off: files to save, its own queue (for work done off its
@@ -102,6 +103,8 @@ pub(crate) struct Helpers {
     pub saver: mpsc::Sender<SaveJob>,
     pub me: mpsc::WeakSender<ToRouter>,
     pub bridges: super::bridge::Bridges,
+    /// The MQTT-SN gateway's counters, when it runs (for the snapshot).
+    pub sn_stats: Option<Arc<super::sn::SnStats>>,
 }
 
 impl Router {
@@ -113,7 +116,12 @@ impl Router {
         helpers: Helpers,
         store: Option<(Store, Loaded)>,
     ) -> Self {
-        let Helpers { saver, me, bridges } = helpers;
+        let Helpers {
+            saver,
+            me,
+            bridges,
+            sn_stats,
+        } = helpers;
         let sys_interval = config.sys_interval.filter(|d| !d.is_zero());
         let mut table = TopicTable::new(config.topics_mode, config.max_unlisted_topics);
         for t in &config.topics {
@@ -161,6 +169,7 @@ impl Router {
                 config.bridges_path.clone(),
                 bridges,
             ),
+            sn_stats,
         };
         if let Some(loaded) = loaded {
             router.restore(loaded);
