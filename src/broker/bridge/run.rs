@@ -256,7 +256,7 @@ async fn connection(
 /// What one of the router's `Acks` answers, in the order the bridge sent them.
 enum Answered {
     /// A message from the remote, published here: acknowledge it to the remote.
-    FromRemote(RPublish),
+    FromRemote(Box<RPublish>),
     /// The PUBREC of a QoS 2 message from here: PUBCOMP follows.
     Released(u16),
 }
@@ -415,7 +415,7 @@ impl Pump<'_> {
         self.local.send(Packet::Publish(publish)).await?;
         self.reporter.counters().received += 1;
         if qos != QoS::AtMostOnce {
-            self.acks_owed.push_back(Answered::FromRemote(p));
+            self.acks_owed.push_back(Answered::FromRemote(Box::new(p)));
         }
         Ok(())
     }
@@ -472,7 +472,7 @@ impl Pump<'_> {
         codes: &[(AckKind, u16, Reason)],
     ) -> Result<(), Stopping> {
         let p = match self.acks_owed.pop_front() {
-            Some(Answered::FromRemote(p)) => p,
+            Some(Answered::FromRemote(p)) => *p,
             Some(Answered::Released(id)) => return self.local.send(Packet::PubComp(id)).await,
             None => return Ok(()),
         };
