@@ -677,7 +677,7 @@ async fn qos_2_goes_out_at_qos_2_and_each_exchange_completes() {
     bridge_up(&broker, "dept").await;
     let mut there = Client::connect(mosquitto_client(&m, "there")).await;
     there.subscribe(&[("lab/#", QoS::ExactlyOnce)]).await;
-    let mut here = Client::connect(options(broker.local_addr(), "here")).await;
+    let here = Client::connect(options(broker.local_addr(), "here")).await;
     for i in 0..30 {
         here.publish("lab/a", QoS::ExactlyOnce, false, i.to_string().as_bytes())
             .await;
