@@ -21,7 +21,7 @@ pids+=($!)
 for _ in $(seq 50); do [[ -e /tmp/.X11-unix/X${DISPLAY_NUM#:} ]] && break; sleep 0.1; done
 
 cat >"$WORK/topics.ron" <<'RON'
-(topics: ["lab/temperature", "lab/humidity", "lab/door", "lab/led", "lab/chat", "devices/+/temperature", "students/#"])
+(topics: ["lab/temperature", "lab/humidity", "lab/door", "lab/led", "lab/chat", "lab/light", "devices/+/temperature", "students/#"])
 RON
 # Two students who may publish only under their own branch, and open anonymous logins.
 for s in ada bob; do "$BIN" user add "$s" --password "pw-$s" --users "$WORK/users.ron" 2>/dev/null; done
@@ -51,7 +51,7 @@ cat >"$WORK/bridges.ron" <<RON
 RON
 HOME=$WORK DISPLAY=$DISPLAY_NUM WAYLAND_DISPLAY= LIBGL_ALWAYS_SOFTWARE=1 \
     "$BIN" --port 0 --ws-port 0 --topics "$WORK/topics.ron" --users "$WORK/users.ron" \
-    --bridges "$WORK/bridges.ron" >"$WORK/out" 2>"$WORK/log" &
+    --bridges "$WORK/bridges.ron" --sn-port 0 >"$WORK/out" 2>"$WORK/log" &
 pids+=($!)
 app=$!
 port=
@@ -91,6 +91,23 @@ for v in 48 51 47 53 50; do
     sleep 0.2
 done
 mosquitto_sub "${P[@]}" -i curious -t 'secret/#' -C 1 -W 1 >/dev/null 2>&1 || true
+# A sensor node over MQTT-SN (UDP): CONNECT, REGISTER lab/light, PUBLISH at QoS 1.
+snport=$(sed -n 's|^mqtt-lab: listening on mqtt-sn://127.0.0.1:\([0-9]*\) (UDP)|\1|p' "$WORK/out")
+python3 - "$snport" <<'PY'
+import socket, struct, sys
+gw = ("127.0.0.1", int(sys.argv[1]))
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(5)
+def send(kind, body):
+    s.sendto(bytes([len(body) + 2, kind]) + body, gw)
+    return s.recv(1024)
+cid = b"sn-light-sensor"
+assert send(0x04, bytes([0x04, 0x01]) + struct.pack(">H", 120) + cid)[2] == 0    # CONNACK
+regack = send(0x0A, struct.pack(">HH", 0, 1) + b"lab/light")                       # REGACK
+topic_id = struct.unpack(">H", regack[2:4])[0]
+for lux in (310, 295, 320):
+    send(0x0C, bytes([0x20]) + struct.pack(">HH", topic_id, lux) + str(lux).encode())  # PUBACK
+PY
 # A command from the department, over the bridge to the lab's LED.
 mosquitto_pub -h 127.0.0.1 -p "$MPORT" -i department-console -t commands/lab-2/lab/led -m on -q 1
 # A device on the pattern devices/+/temperature: its topic appears, marked as not on the list.
@@ -121,9 +138,9 @@ shot topics
 tab 350
 shot clients
 tab 415
-# The humidity readings (MQTT 5, with properties), third in the list of recent topics: their
-# chart and properties.
-xdotool mousemove 60 290 click 1
+# The humidity readings (MQTT 5, with properties), fifth in the list of recent topics (those
+# published after them come first): their chart and properties.
+xdotool mousemove 60 336 click 1
 shot history
 # The QoS scenario (the first Run button), caught after its QoS 2 exchange, then its lab
 # clients and the Trace.

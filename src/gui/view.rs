@@ -423,6 +423,13 @@ fn status_bar(
         } else {
             ui.label(dropped);
         }
+        if let Some((datagrams, bad)) = snap.sn.filter(|(_, bad)| *bad > 0) {
+            ui.separator();
+            ui.colored_label(ui.visuals().warn_fg_color, format!("MQTT-SN: {bad} dropped"))
+                .on_hover_text(format!(
+                    "Of {datagrams} datagrams: not MQTT-SN (cut short, a wrong length, an unknown type), from no connected node, out of place, or over a node's queue"
+                ));
+        }
         ui.separator();
         let mode = snap.topics_mode;
         let appeared = snap.topics.iter().filter(|t| !t.listed).count();
