@@ -870,3 +870,59 @@ fn a_bridge_made_in_the_bridges_panel_forwards_and_shows_its_state() {
     h.state_mut().shutdown();
     rt.block_on(remote.shutdown());
 }
+
+#[test]
+fn an_mqtt_sn_node_is_a_client_in_the_clients_panel() {
+    let mut h = harness(view(Config {
+        sn: Some(mqtt_lab::broker::sn::SnConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            predefined: Default::default(),
+            advertise: None,
+            max_clients: 10,
+            retry: Duration::from_secs(10),
+        }),
+        ..config()
+    }));
+    wait_for(&mut h, "first snapshot", |_| true);
+    // The gateway's port, from the listeners the status bar shows.
+    let url = wait_for_sn_url(&mut h);
+    let gw: std::net::SocketAddr = url
+        .trim_start_matches("mqtt-sn://")
+        .trim_end_matches(" (UDP)")
+        .parse()
+        .unwrap();
+    let node = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    node.set_read_timeout(Some(WAIT)).unwrap();
+    // CONNECT, clean session, keepalive 60, "soil-probe".
+    let mut connect = vec![0, 0x04, 0x04, 0x01, 0, 60];
+    connect.extend_from_slice(b"soil-probe");
+    connect[0] = connect.len() as u8;
+    node.send_to(&connect, gw).unwrap();
+    let mut buf = [0u8; 16];
+    let n = node.recv(&mut buf).unwrap();
+    assert_eq!(&buf[..n], &[0x03, 0x05, 0x00], "CONNACK accepted");
+    h.state_mut().tab = Tab::Clients;
+    wait_for(&mut h, "the node", |l| {
+        l.snapshot
+            .clients
+            .iter()
+            .any(|c| c.client_id == "soil-probe")
+    });
+    h.get_by_label("soil-probe");
+    h.get_by_label("MQTT-SN/UDP");
+    h.state_mut().shutdown();
+}
+
+/// The MQTT-SN listener's URL, once the window knows it.
+fn wait_for_sn_url(h: &mut Harness<'static, MainView>) -> String {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        h.step();
+        if let Some(n) = h.query_by_label_contains("mqtt-sn://") {
+            use egui_kittest::kittest::NodeT as _;
+            return n.accesskit_node().label().unwrap_or_default();
+        }
+        assert!(Instant::now() < deadline, "no MQTT-SN listener shown");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

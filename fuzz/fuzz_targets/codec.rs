@@ -10,7 +10,8 @@
 //! 2. as bytes from a broker, through the lab client's decoder: no panic;
 //! 3. as a list of packets (`arbitrary`): those the broker sends, encoded by the broker and
 //!    decoded by the lab client, and those a client sends, encoded by the lab client and
-//!    decoded by the broker. Each side must read back what the other wrote.
+//!    decoded by the broker. Each side must read back what the other wrote;
+//! 4. as one MQTT-SN datagram (`sn::codec`): no panic, and what decodes re-encodes to the same.
 
 #![no_main]
 
@@ -22,6 +23,7 @@ use mqtt_lab::broker::protocol::{
     Connect, ConnectCode, Dialect, Disconnect, MessageProps, Outgoing, Packet, Publish, QoS,
     Reason, SubOptions, SubscribeCode, Will,
 };
+use mqtt_lab::broker::sn::codec as sn;
 use mqtt_lab::broker::topics;
 use mqtt_lab::lab::wire::{self, ConnectFields, FromBroker};
 
@@ -42,6 +44,7 @@ fuzz_target!(|data: &[u8]| {
     from_a_client(data, 4);
     from_a_client(data, 5);
     from_a_broker(data);
+    mqtt_sn_datagram(data);
     let mut u = Unstructured::new(data);
     if let Ok(packets) = Vec::<ToClient>::arbitrary(&mut u) {
         broker_to_client(&packets);
@@ -978,4 +981,19 @@ fn client_to_broker(packets: &[ToBroker]) {
         }
     }
     assert!(buf.is_empty());
+}
+
+/// Any bytes as one MQTT-SN datagram: no panic, and what decodes encodes to bytes that decode
+/// to the same message (its length field the datagram's).
+fn mqtt_sn_datagram(data: &[u8]) {
+    if let Ok(msg) = sn::decode(data) {
+        let again = sn::encode(&msg);
+        let len = if again[0] == 0x01 {
+            u16::from_be_bytes([again[1], again[2]]) as usize
+        } else {
+            again[0] as usize
+        };
+        assert_eq!(len, again.len(), "{msg:?}");
+        assert_eq!(sn::decode(&again).as_ref(), Ok(&msg), "{again:02x?}");
+    }
 }
