@@ -226,8 +226,10 @@ impl Client {
             let takes = matches!(self.awake, Awake::Yes | Awake::Waking) && self.held.is_none();
             tokio::select! {
                 msg = rx.recv() => {
+                    // The gateway let go of this node: it sent CONNECT again (a new start),
+                    // or the broker is stopping.
                     let Some(msg) = msg else {
-                        return Some(CloseReason::ServerShutdown);
+                        return Some(CloseReason::TakenOver);
                     };
                     self.last_heard = Instant::now();
                     match self.on_client(msg).await {
