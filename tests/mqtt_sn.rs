@@ -581,3 +581,35 @@ async fn the_gateway_advertises_itself() {
     );
     broker.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_anonymous_logins_nodes_are_refused() {
+    let mut users = mqtt_lab::broker::users::Users::default();
+    users.allow_anonymous = false;
+    let broker = start_with(mqtt_lab::broker::Config {
+        sn: Some(sn_config()),
+        users,
+        ..config()
+    })
+    .await;
+    let gw = broker.door_addr(Transport::MqttSn).unwrap();
+    let node = Node::new(gw).await;
+    node.send(&Message::Connect {
+        flags: Flags::default(),
+        duration: 30,
+        client_id: "n".into(),
+    })
+    .await;
+    assert_eq!(
+        node.recv().await,
+        Message::ConnAck {
+            code: codec::NOT_SUPPORTED
+        }
+    );
+    // QoS -1 neither.
+    node.publish(TopicRef::Predefined(1), -1, 0, b"x").await;
+    let snap = snapshot(&broker).await;
+    assert!(snap.clients.is_empty());
+    assert_eq!(snap.refused_connections, 1, "logged as a refused login");
+    broker.shutdown().await;
+}

@@ -220,6 +220,7 @@ impl Broker {
             trace::start(config.trace_file.clone()).map_err(StartError::Trace)?;
         let stats = Arc::new(Stats::default());
         let (users_tx, users_rx) = watch::channel(Arc::new(config.users.clone()));
+        let users_watch = users_rx.clone();
         let (tx, rx) = mpsc::channel(ROUTER_QUEUE);
         let logins = auth::LoginGate::start(config.logins, stats.clone());
         let (saver_tx, saver) = saver::start(tx.downgrade());
@@ -293,7 +294,7 @@ impl Broker {
             )));
         }
         if let (Some((socket, addr)), Some(sn), Some(stats)) = (sn_socket, &config.sn, sn_stats) {
-            let shared = sn::Shared::new(sn, inproc.clone(), addr, stats);
+            let shared = sn::Shared::new(sn, inproc.clone(), addr, stats, users_watch.clone());
             listeners.push(tokio::spawn(sn::gateway::run(socket, Arc::new(shared))));
             tracing::info!(%addr, "MQTT-SN gateway listening (UDP)");
         }

@@ -15,7 +15,7 @@ use tracing::{debug, info};
 use super::Shared;
 use super::codec::{self, Flags, Message, TopicRef};
 use crate::broker::inproc::{DurableAcks, LocalSide, Registration, Stopping};
-use crate::broker::link::{CloseReason, OutPublish, Outbound};
+use crate::broker::link::{CloseReason, OutPublish, Outbound, Refusal, ToRouter};
 use crate::broker::protocol::{
     Packet, Peer, Publish, QoS, SubOptions, SubscribeCode, Transport, Will,
 };
@@ -122,6 +122,33 @@ pub(super) async fn run(
             let _ = socket.send_to(&codec::encode(&m), addr).await;
         }
     };
+    // No login in MQTT-SN: a node is an anonymous client, refused while those are.
+    if !shared.anonymous_allowed() {
+        shared
+            .stats
+            .refused
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        send(Message::ConnAck {
+            code: codec::NOT_SUPPORTED,
+        })
+        .await;
+        if let Some(router) = shared.broker.router.upgrade() {
+            let peer = Peer {
+                addr,
+                local: shared.local_addr,
+                transport: Transport::MqttSn,
+                accepted: Instant::now(),
+            };
+            let _ = router
+                .send(ToRouter::Refused {
+                    peer,
+                    client_id: Some(client_id.clone()),
+                    reason: Refusal::NotAuthorized,
+                })
+                .await;
+        }
+        return;
+    }
     let will = if flags.will {
         match will_exchange(&mut rx, &send).await {
             Some(w) => w,

@@ -118,7 +118,8 @@ async fn publish_connectionless(
         TopicRef::Short(s) => std::str::from_utf8(s).ok().map(str::to_owned),
         _ => None,
     };
-    let Some(name) = name else {
+    // Not a predefined or short topic, or anonymous clients refused (QoS -1 is anonymous).
+    let Some(name) = name.filter(|_| shared.anonymous_allowed()) else {
         shared.stats.out_of_place.fetch_add(1, Relaxed);
         return;
     };

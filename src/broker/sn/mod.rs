@@ -89,14 +89,21 @@ pub(crate) struct Shared {
     pub max_clients: usize,
     pub advertise: Option<(SocketAddr, Duration)>,
     pub retry: Duration,
+    /// MQTT-SN has no login: nodes are anonymous clients, served only while those are.
+    pub users: tokio::sync::watch::Receiver<Arc<crate::broker::users::Users>>,
 }
 
 impl Shared {
+    pub fn anonymous_allowed(&self) -> bool {
+        self.users.borrow().allow_anonymous
+    }
+
     pub fn new(
         config: &SnConfig,
         broker: crate::broker::inproc::Broker,
         local_addr: SocketAddr,
         stats: Arc<SnStats>,
+        users: tokio::sync::watch::Receiver<Arc<crate::broker::users::Users>>,
     ) -> Shared {
         let predefined: HashMap<u16, Arc<str>> = config
             .predefined
@@ -116,6 +123,7 @@ impl Shared {
             max_clients: config.max_clients,
             advertise: config.advertise,
             retry: config.retry,
+            users,
         }
     }
 }
