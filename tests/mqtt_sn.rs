@@ -584,8 +584,10 @@ async fn the_gateway_advertises_itself() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_anonymous_logins_nodes_are_refused() {
-    let mut users = mqtt_lab::broker::users::Users::default();
-    users.allow_anonymous = false;
+    let users = mqtt_lab::broker::users::Users {
+        allow_anonymous: false,
+        ..Default::default()
+    };
     let broker = start_with(mqtt_lab::broker::Config {
         sn: Some(sn_config()),
         users,
