@@ -212,6 +212,11 @@ impl LocalSide {
         Some(out)
     }
 
+    /// The router is gone (the broker is stopping).
+    pub fn broker_stopping(&self) -> bool {
+        self.router.is_closed()
+    }
+
     /// Ends the connection; a persistent session stays, queueing.
     pub async fn close(mut self, reason: CloseReason) {
         self.closed = true;

@@ -566,7 +566,7 @@ fn form_ui(ui: &mut egui::Ui, f: &mut Form) -> FormAction {
                     .selected_text(r.qos.to_string())
                     .width(40.0)
                     .show_ui(ui, |ui| {
-                        for q in 0..=2u8 {
+                        for q in 0..=1u8 {
                             ui.selectable_value(&mut r.qos, q, q.to_string());
                         }
                     })

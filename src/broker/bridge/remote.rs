@@ -54,14 +54,19 @@ pub fn client(config: &BridgeConfig) -> Result<(AsyncClient, EventLoop), String>
 }
 
 /// The remote subscription of an `in` rule: not sent back what the bridge itself publishes,
-/// and retained messages arrive retained.
-pub fn filter(path: String, qos: u8) -> Filter {
+/// retained messages arrive retained, and (with a session the remote keeps) only for a new
+/// subscription, not again at every reconnect.
+pub fn filter(path: String, qos: u8, clean_session: bool) -> Filter {
     Filter {
         path,
         qos: to_remote_qos(qos),
         nolocal: true,
         preserve_retain: true,
-        retain_forward_rule: RetainForwardRule::OnEverySubscribe,
+        retain_forward_rule: if clean_session {
+            RetainForwardRule::OnEverySubscribe
+        } else {
+            RetainForwardRule::OnNewSubscribe
+        },
     }
 }
 

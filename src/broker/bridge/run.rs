@@ -159,7 +159,7 @@ async fn connection(
         .topics
         .iter()
         .filter(|r| r.direction.comes_in())
-        .map(|r| remote::filter(r.remote_filter(), r.qos))
+        .map(|r| remote::filter(r.remote_filter(), r.qos, config.clean_session))
         .collect();
     if !incoming.is_empty() && client.try_subscribe_many(incoming).is_err() {
         return failed("the remote's client did not take the subscription".into());
@@ -197,10 +197,12 @@ async fn connection(
         .filter(|r| r.direction.goes_out())
         .map(|r| {
             let options = SubOptions {
-                qos: QoS::from_bits(r.qos.min(2)).unwrap_or(QoS::AtLeastOnce),
+                qos: QoS::from_bits(r.qos.min(1)).unwrap_or(QoS::AtLeastOnce),
                 no_local: true,
                 retain_as_published: true,
-                retain_handling: 0,
+                // The session is kept: retained messages only for a subscription that is
+                // new, not again at every reconnect.
+                retain_handling: 1,
                 id: 0,
             };
             (r.local_filter(), options)
@@ -257,7 +259,7 @@ async fn connection(
 enum Answered {
     /// A message from the remote, published here: acknowledge it to the remote.
     FromRemote(Box<RPublish>),
-    /// The PUBREC of a QoS 2 message from here: PUBCOMP follows.
+    /// The PUBREC of a QoS 2 message from here: PUBCOMP follows (`ack_local`).
     Released(u16),
 }
 
@@ -313,7 +315,12 @@ impl Pump<'_> {
                     self.flush_pending()?;
                 }
                 out = self.local.recv(), if self.pending.is_empty() => {
-                    let Some(out) = out else { return Err(None) };
+                    // The router dropped this side: a Kick, or a stuck queue, whose Close did
+                    // not fit in the channel; or the broker is stopping.
+                    let Some(out) = out else {
+                        return Err(Some("this broker closed the bridge's connection".into())
+                            .filter(|_| !self.local.broker_stopping()));
+                    };
                     self.on_local(out).await?;
                 }
                 _ = self.acks_durable.moved(), if !self.acks_durable.is_empty() => {
@@ -335,16 +342,13 @@ impl Pump<'_> {
                 }
                 None => {}
             },
+            // The remote has it (a refusing PUBACK too: it will not take it, ever).
             Event::Incoming(RPacket::PubAck(ack)) => {
-                if let Some((local_pkid, _)) = self.in_flight.remove(&ack.pkid) {
+                if let Some(local) = self.in_flight.remove(&ack.pkid) {
                     self.reporter.counters().sent += 1;
-                    self.local.send(Packet::PubAck(local_pkid)).await?;
+                    self.ack_local(local).await?;
                 }
             }
-            // QoS 2 is done here at PUBCOMP, or at a PUBREC that refuses it.
-            Event::Incoming(RPacket::PubRec(rec)) if (rec.reason as u8) < 0x80 => {}
-            Event::Incoming(RPacket::PubRec(rec)) => self.qos2_done(rec.pkid).await?,
-            Event::Incoming(RPacket::PubComp(comp)) => self.qos2_done(comp.pkid).await?,
             Event::Incoming(RPacket::Publish(p)) => self.bring_in(p).await?,
             Event::Incoming(RPacket::SubAck(ack)) => {
                 let refused: Vec<String> = ack
@@ -361,17 +365,6 @@ impl Pump<'_> {
                 }
             }
             _ => {}
-        }
-        Ok(())
-    }
-
-    async fn qos2_done(&mut self, remote_pkid: u16) -> Result<(), Stopping> {
-        if let Some((local_pkid, _)) = self.in_flight.remove(&remote_pkid) {
-            self.reporter.counters().sent += 1;
-            // PUBREC here; the PUBREL a connection would write back to its client once the
-            // router answers is the bridge's to take as read: it then sends PUBCOMP.
-            self.local.send(Packet::PubRec(local_pkid)).await?;
-            self.acks_owed.push_back(Answered::Released(local_pkid));
         }
         Ok(())
     }
@@ -477,8 +470,9 @@ impl Pump<'_> {
             None => return Ok(()),
         };
         if codes.iter().any(|(_, _, r)| r.is_error()) {
-            self.reporter.counters().refused += 1;
-            self.reporter.counters().received -= 1;
+            let c = self.reporter.counters();
+            c.refused += 1;
+            c.received = c.received.saturating_sub(1);
         }
         self.acks_durable.push(epoch, p);
         self.release_durable();
@@ -513,9 +507,10 @@ impl Pump<'_> {
             return self.ack_local(local).await;
         };
         let props = props_out(p.msg.props.as_deref(), self.broker_id);
+        // At most QoS 1 to the remote (see `config::TopicRule::check`).
         self.pending.push_back(Pending::Publish {
             topic,
-            qos: p.qos,
+            qos: p.qos.min(QoS::AtLeastOnce),
             retain: p.retain,
             payload: p.msg.payload.clone(),
             props,
@@ -524,11 +519,18 @@ impl Pump<'_> {
         Ok(())
     }
 
+    /// Tells the router a message it sent the bridge is done with. A QoS 2 one (from a
+    /// subscription an older configuration made) takes PUBREC, the router's `Acks` for it,
+    /// then PUBCOMP, as a connection's client would go.
     async fn ack_local(&mut self, (pkid, qos): (u16, QoS)) -> Result<(), Stopping> {
         match qos {
             QoS::AtMostOnce => Ok(()),
             QoS::AtLeastOnce => self.local.send(Packet::PubAck(pkid)).await,
-            QoS::ExactlyOnce => self.local.send(Packet::PubRec(pkid)).await,
+            QoS::ExactlyOnce => {
+                self.local.send(Packet::PubRec(pkid)).await?;
+                self.acks_owed.push_back(Answered::Released(pkid));
+                Ok(())
+            }
         }
     }
 
