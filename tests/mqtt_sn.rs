@@ -615,3 +615,137 @@ async fn without_anonymous_logins_nodes_are_refused() {
     assert_eq!(snap.refused_connections, 1, "logged as a refused login");
     broker.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_again_is_a_lost_connack_or_a_wake_up_not_a_new_client() {
+    let (broker, gw) = start_sn(sn_config()).await;
+    let mut watcher = Client::connect(options(broker.local_addr(), "watcher")).await;
+    watcher.subscribe(&[("lab/b", QoS::AtLeastOnce)]).await;
+    let node = Node::new(gw).await;
+    // With a will, and persistent.
+    node.send(&Message::Connect {
+        flags: Flags {
+            will: true,
+            ..Flags::default()
+        },
+        duration: 30,
+        client_id: "valve".into(),
+    })
+    .await;
+    assert_eq!(node.recv().await, Message::WillTopicReq);
+    node.send(&Message::WillTopic {
+        flags: Flags::default(),
+        topic: Some("lab/b".into()),
+    })
+    .await;
+    assert_eq!(node.recv().await, Message::WillMsgReq);
+    node.send(&Message::WillMsg {
+        payload: Bytes::from_static(b"valve lost"),
+    })
+    .await;
+    assert_eq!(node.recv().await, Message::ConnAck { code: 0 });
+    let (id, _, _) = node.subscribe(1, TopicRef::Name("lab/a".into()), 1).await;
+    // CONNECT again (as if the CONNACK had been lost): CONNACK, same session, no will.
+    node.send(&Message::Connect {
+        flags: Flags::default(),
+        duration: 30,
+        client_id: "valve".into(),
+    })
+    .await;
+    assert_eq!(node.recv().await, Message::ConnAck { code: 0 });
+    watcher.no_publish().await;
+    // Asleep, a message waits; CONNECT wakes it to active, and it comes.
+    node.send(&Message::Disconnect { duration: Some(60) }).await;
+    assert_eq!(node.recv().await, Message::Disconnect { duration: None });
+    let tcp = Client::connect(options(broker.local_addr(), "tcp")).await;
+    tcp.publish("lab/a", QoS::AtLeastOnce, false, b"open").await;
+    assert_eq!(node.recv_within(Duration::from_millis(400)).await, None);
+    node.send(&Message::Connect {
+        flags: Flags::default(),
+        duration: 30,
+        client_id: "valve".into(),
+    })
+    .await;
+    assert_eq!(node.recv().await, Message::ConnAck { code: 0 });
+    let p = node.recv().await;
+    assert!(matches!(&p, Message::Publish { topic: TopicRef::Id(t), .. } if *t == id));
+    assert_eq!(payload_of(&p), b"open");
+    watcher.no_publish().await;
+    // Another id from that address is a new node: the old one goes without its will.
+    node.send(&Message::Connect {
+        flags: Flags {
+            clean_session: true,
+            ..Flags::default()
+        },
+        duration: 30,
+        client_id: "valve-2".into(),
+    })
+    .await;
+    assert_eq!(node.recv().await, Message::ConnAck { code: 0 });
+    watcher.no_publish().await;
+    // The broker's own ids are not a node's to take.
+    let other = Node::new(gw).await;
+    other
+        .send(&Message::Connect {
+            flags: Flags::default(),
+            duration: 30,
+            client_id: "$bridge/x".into(),
+        })
+        .await;
+    assert_eq!(
+        other.recv().await,
+        Message::ConnAck {
+            code: codec::NOT_SUPPORTED
+        }
+    );
+    broker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nodes_will_is_not_published_when_the_broker_stops() {
+    let data = data_dir();
+    let sn_broker = || async {
+        let broker = start_with(mqtt_lab::broker::Config {
+            sn: Some(sn_config()),
+            data_dir: Some(data.clone()),
+            ..config()
+        })
+        .await;
+        let gw = broker.door_addr(Transport::MqttSn).unwrap();
+        (broker, gw)
+    };
+    let (broker, gw) = sn_broker().await;
+    let node = Node::new(gw).await;
+    node.send(&Message::Connect {
+        flags: Flags {
+            will: true,
+            clean_session: true,
+            ..Flags::default()
+        },
+        duration: 30,
+        client_id: "pump".into(),
+    })
+    .await;
+    assert_eq!(node.recv().await, Message::WillTopicReq);
+    node.send(&Message::WillTopic {
+        flags: Flags {
+            retain: true,
+            ..Flags::default()
+        },
+        topic: Some("lab/b".into()),
+    })
+    .await;
+    assert_eq!(node.recv().await, Message::WillMsgReq);
+    node.send(&Message::WillMsg {
+        payload: Bytes::from_static(b"pump lost"),
+    })
+    .await;
+    assert_eq!(node.recv().await, Message::ConnAck { code: 0 });
+    broker.shutdown().await;
+    // A retained will would be there after a restart.
+    let (broker, _) = sn_broker().await;
+    let mut c = Client::connect(options(broker.local_addr(), "c")).await;
+    c.subscribe(&[("lab/b", QoS::AtMostOnce)]).await;
+    c.no_publish().await;
+    broker.shutdown().await;
+}

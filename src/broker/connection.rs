@@ -390,9 +390,7 @@ async fn check_connect(
     if c.client_id.is_empty() && (c.level == 3 || (c.level == 4 && !c.clean_session)) {
         return Err(Refusal::IdentifierRejected);
     }
-    if c.client_id
-        .starts_with(super::bridge::config::LOCAL_ID_PREFIX)
-    {
+    if super::inproc::reserved_client_id(&c.client_id) {
         return Err(Refusal::ReservedId(c.client_id.clone()));
     }
     if let Some(method) = c.v5.as_ref().and_then(|v| v.auth_method.as_ref()) {

@@ -21,6 +21,12 @@ pub(crate) fn next_conn() -> ConnId {
     NEXT_CONN.fetch_add(1, Ordering::Relaxed)
 }
 
+/// Client ids of the broker's own clients without a socket (bridges' local sides, the MQTT-SN
+/// gateway's QoS -1 publisher): no client may take them, on any transport.
+pub(crate) fn reserved_client_id(id: &str) -> bool {
+    id.starts_with(super::bridge::config::LOCAL_ID_PREFIX) || id.starts_with("$sn/")
+}
+
 /// What the broker gives every client without a socket.
 #[derive(Clone)]
 pub(crate) struct Broker {

@@ -236,6 +236,9 @@ pub enum CloseReason {
     ServerShutdown,
     /// A bridge's local side, closed because its connection to the other broker ended.
     BridgeRemoteLost(String),
+    /// An MQTT-SN node the gateway let go: a new CONNECT from its address, or the gateway
+    /// stopping. Not lost, so no will.
+    Superseded,
 }
 
 impl CloseReason {
@@ -254,7 +257,8 @@ impl CloseReason {
             | CloseReason::ClientDisconnectedWithWill
             | CloseReason::SocketClosed
             | CloseReason::SocketError(_)
-            | CloseReason::BridgeRemoteLost(_) => return None,
+            | CloseReason::BridgeRemoteLost(_)
+            | CloseReason::Superseded => return None,
         })
     }
 
@@ -262,7 +266,7 @@ impl CloseReason {
     pub fn fires_will(&self) -> bool {
         !matches!(
             self,
-            CloseReason::ClientDisconnected | CloseReason::ServerShutdown
+            CloseReason::ClientDisconnected | CloseReason::ServerShutdown | CloseReason::Superseded
         )
     }
 }
@@ -285,6 +289,9 @@ impl std::fmt::Display for CloseReason {
             }
             CloseReason::ServerShutdown => f.write_str("broker shutting down"),
             CloseReason::BridgeRemoteLost(e) => write!(f, "bridge: {e}"),
+            CloseReason::Superseded => {
+                f.write_str("MQTT-SN: a new CONNECT from its address, or the gateway stopping")
+            }
         }
     }
 }
@@ -319,7 +326,7 @@ pub enum Refusal {
     UnsupportedLevel(u8),
     #[error("empty client id without clean session: CONNACK 0x02")]
     IdentifierRejected,
-    #[error("client id {0:?} is reserved for the broker's bridges: CONNACK 0x02")]
+    #[error("client id {0:?} is reserved for the broker's own clients: CONNACK 0x02")]
     ReservedId(String),
     #[error(
         "{waiting} logins already waiting to be checked: CONNACK 0x03 (server unavailable), try again"

@@ -29,6 +29,20 @@ const WILL_WAIT: Duration = Duration::from_secs(10);
 /// Topic ids one client may have registered at once. Below 0x8000: some clients read ids as
 /// signed.
 const MAX_TOPIC_IDS: usize = 1000;
+/// The largest UDP payload over IPv4.
+const MAX_DATAGRAM: usize = 65_507;
+/// A node that asks for no keepalive (0) is still taken as gone after this long without a
+/// word: over UDP nothing else would ever tell.
+const MAX_SILENCE: Duration = Duration::from_secs(3600);
+
+/// The keepalive a CONNECT's (or sleep's) duration gives.
+fn keep_alive(duration: u16) -> Duration {
+    match duration {
+        0 => MAX_SILENCE,
+        secs => Duration::from_secs(secs.into()),
+    }
+}
+
 /// After a sleeping client's wake-up PINGREQ, the gateway answers PINGRESP once no message
 /// came for it for this long (and none waits for an acknowledgement).
 const WAKE_QUIET: Duration = Duration::from_millis(100);
@@ -48,6 +62,10 @@ enum Owed {
     /// PUBREL of a QoS 2 message to the client, after its PUBREC.
     Rel {
         msg_id: u16,
+    },
+    /// Not the client's: PUBCOMP to the router for a QoS 2 message the client will not get.
+    RouterComp {
+        pkid: u16,
     },
 }
 
@@ -101,13 +119,19 @@ pub(super) struct Client {
 
 /// Starts a client from its CONNECT: the will exchange if it has one, the router's CONNACK,
 /// then its task until it leaves or is lost.
+/// `previous`: the task of the node this one replaces at the same address; it leaves first,
+/// so that the router sees it go before the new one comes.
 pub(super) async fn run(
     shared: Arc<Shared>,
     socket: Arc<UdpSocket>,
     addr: SocketAddr,
     connect: Message,
     mut rx: mpsc::Receiver<Message>,
+    previous: Option<tokio::task::JoinHandle<()>>,
 ) {
+    if let Some(p) = previous {
+        let _ = p.await;
+    }
     let Message::Connect {
         flags,
         duration,
@@ -122,6 +146,18 @@ pub(super) async fn run(
             let _ = socket.send_to(&codec::encode(&m), addr).await;
         }
     };
+    // The broker's own clients' ids are not for nodes to take.
+    if crate::broker::inproc::reserved_client_id(&client_id) {
+        shared
+            .stats
+            .refused
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        send(Message::ConnAck {
+            code: codec::NOT_SUPPORTED,
+        })
+        .await;
+        return;
+    }
     // No login in MQTT-SN: a node is an anonymous client, refused while those are.
     if !shared.anonymous_allowed() {
         shared
@@ -191,7 +227,7 @@ pub(super) async fn run(
         addr,
         socket,
         local,
-        keep_alive: Duration::from_secs(duration.into()),
+        keep_alive: keep_alive(duration),
         last_heard: Instant::now(),
         awake: Awake::Yes,
         ids: HashMap::new(),
@@ -253,10 +289,10 @@ impl Client {
             let takes = matches!(self.awake, Awake::Yes | Awake::Waking) && self.held.is_none();
             tokio::select! {
                 msg = rx.recv() => {
-                    // The gateway let go of this node: it sent CONNECT again (a new start),
-                    // or the broker is stopping.
+                    // The gateway let go of this node: a new CONNECT from its address (a new
+                    // start), or the broker is stopping. Not lost: no will.
                     let Some(msg) = msg else {
-                        return Some(CloseReason::TakenOver);
+                        return Some(CloseReason::Superseded);
                     };
                     self.last_heard = Instant::now();
                     match self.on_client(msg).await {
@@ -302,7 +338,7 @@ impl Client {
     /// Keepalive (1.5 × the CONNECT's duration, or the sleep's), re-sending, and a woken
     /// client's PINGRESP.
     async fn on_tick(&mut self) -> Option<CloseReason> {
-        if !self.keep_alive.is_zero() && self.last_heard.elapsed() > self.keep_alive * 3 / 2 {
+        if self.last_heard.elapsed() > self.keep_alive * 3 / 2 {
             return Some(CloseReason::KeepaliveTimeout);
         }
         let now = Instant::now();
@@ -422,11 +458,26 @@ impl Client {
                 {
                     if code == codec::ACCEPTED {
                         self.deliver(p).await;
-                    } else if p.qos != QoS::AtMostOnce {
-                        // It will not take the topic: done with, as far as the router goes.
-                        self.local.send(ack_for(p.qos, p.pkid)).await?;
+                    } else {
+                        // It will not take the topic: the id is not its, and the message is
+                        // done with, as far as the router goes.
+                        if let Some(id) = self.by_name.remove(&p.msg.topic) {
+                            self.ids.remove(&id);
+                        }
+                        self.shared.stats.undeliverable();
+                        self.done_with(p.qos, p.pkid).await?;
                     }
                 }
+            }
+            // CONNECT again, from a node already here under the same id without a will (its
+            // CONNACK was lost, or it wakes from sleep to active): connected it is.
+            Message::Connect { duration, .. } => {
+                self.awake = Awake::Yes;
+                self.keep_alive = keep_alive(duration);
+                self.send(&Message::ConnAck {
+                    code: codec::ACCEPTED,
+                })
+                .await;
             }
             Message::Subscribe {
                 flags,
@@ -491,7 +542,7 @@ impl Client {
             } => {
                 self.send(&Message::Disconnect { duration: None }).await;
                 self.awake = Awake::Asleep;
-                self.keep_alive = Duration::from_secs(secs.into());
+                self.keep_alive = keep_alive(secs);
             }
             Message::WillTopicUpd { .. } => {
                 self.send(&Message::WillTopicResp {
@@ -571,8 +622,25 @@ impl Client {
         }
     }
 
+    /// Tells the router a message it sent is done with, though the node will not get it. QoS
+    /// 2 goes as a connection's client would: PUBREC, the router's answer, PUBCOMP.
+    async fn done_with(&mut self, qos: QoS, pkid: u16) -> Result<(), Stopping> {
+        match qos {
+            QoS::AtMostOnce => Ok(()),
+            QoS::AtLeastOnce => self.local.send(Packet::PubAck(pkid)).await,
+            QoS::ExactlyOnce => {
+                self.local.send(Packet::PubRec(pkid)).await?;
+                self.owe(Owed::RouterComp { pkid }).await;
+                Ok(())
+            }
+        }
+    }
+
     async fn give(&mut self, owed: Owed) {
         match owed {
+            Owed::RouterComp { pkid } => {
+                let _ = self.local.send(Packet::PubComp(pkid)).await;
+            }
             // PUBREL waits for PUBCOMP, and is sent again without it.
             Owed::Rel { msg_id } => {
                 self.send_reliably(Awaited::Packet(msg_id), Message::PubRel { msg_id })
@@ -629,6 +697,12 @@ impl Client {
 
     /// A message for the client, under a topic id it knows: registered first if it has none.
     async fn deliver(&mut self, p: OutPublish) {
+        // More than a datagram holds (with PUBLISH's 7 bytes of header): not deliverable.
+        if p.msg.payload.len() + 7 > MAX_DATAGRAM {
+            self.shared.stats.undeliverable();
+            let _ = self.done_with(p.qos, p.pkid).await;
+            return;
+        }
         let name = p.msg.topic.clone();
         // The id the client was given for it (by SUBACK or REGISTER) first.
         let topic = if let Some(&id) = self.by_name.get(&name) {
@@ -656,9 +730,7 @@ impl Client {
                 None => {
                     // No room for another id: not deliverable to this client.
                     self.shared.stats.undeliverable();
-                    if p.qos != QoS::AtMostOnce {
-                        let _ = self.local.send(ack_for(p.qos, p.pkid)).await;
-                    }
+                    let _ = self.done_with(p.qos, p.pkid).await;
                     return;
                 }
             }
@@ -693,16 +765,7 @@ impl Owed {
             Owed::Rec { msg_id } => Message::PubRec { msg_id },
             Owed::Comp { msg_id } => Message::PubComp { msg_id },
             Owed::Rel { msg_id } => Message::PubRel { msg_id },
+            Owed::RouterComp { .. } => unreachable!("given to the router, not the client"),
         }
-    }
-}
-
-/// What tells the router a message it sent is done with.
-fn ack_for(qos: QoS, pkid: u16) -> Packet {
-    if qos == QoS::ExactlyOnce {
-        // PUBREC then (after its PUBREL) PUBCOMP: the router's exchange runs its course.
-        Packet::PubRec(pkid)
-    } else {
-        Packet::PubAck(pkid)
     }
 }

@@ -23,7 +23,7 @@ const CLIENT_QUEUE: usize = 64;
 /// tasks then see their queues close and leave the router).
 pub(crate) async fn run(socket: UdpSocket, shared: Arc<Shared>) {
     let socket = Arc::new(socket);
-    let mut clients: HashMap<SocketAddr, mpsc::Sender<Message>> = HashMap::new();
+    let mut clients: HashMap<SocketAddr, Node> = HashMap::new();
     let mut buf = vec![0u8; 65_536];
     let mut prune = tokio::time::interval(Duration::from_secs(5));
     let (advertise_to, every) = match shared.advertise {
@@ -54,11 +54,22 @@ pub(crate) async fn run(socket: UdpSocket, shared: Arc<Shared>) {
                     Message::Publish { flags, topic, payload, .. } if flags.qos == -1 => {
                         publish_connectionless(&shared, &mut connectionless, topic, flags.retain, payload).await;
                     }
-                    Message::Connect { .. } => {
-                        // A CONNECT from a known address starts that client afresh (a sleeping
-                        // client returning to active, or a node that rebooted).
-                        clients.remove(&from);
-                        clients.retain(|_, tx| !tx.is_closed());
+                    Message::Connect { flags, ref client_id, .. } => {
+                        // The same node again, without a will to ask for: its CONNACK was lost,
+                        // or it wakes from sleep to active. Its task answers.
+                        if let Some(node) = clients.get(&from)
+                            && !node.tx.is_closed()
+                            && node.client_id == *client_id
+                            && !flags.will
+                        {
+                            if node.tx.try_send(msg).is_err() {
+                                shared.stats.overrun.fetch_add(1, Relaxed);
+                            }
+                            continue;
+                        }
+                        // Otherwise a new start: the node there before leaves first (no will).
+                        let previous = clients.remove(&from).map(|n| n.task);
+                        clients.retain(|_, n| !n.tx.is_closed());
                         if clients.len() >= shared.max_clients {
                             shared.stats.refused.fetch_add(1, Relaxed);
                             warn!(%from, max = shared.max_clients, "MQTT-SN client refused: gateway full");
@@ -67,10 +78,11 @@ pub(crate) async fn run(socket: UdpSocket, shared: Arc<Shared>) {
                             continue;
                         }
                         let (tx, rx) = mpsc::channel(CLIENT_QUEUE);
-                        clients.insert(from, tx);
-                        tokio::spawn(client::run(shared.clone(), socket.clone(), from, msg, rx));
+                        let client_id = client_id.clone();
+                        let run = client::run(shared.clone(), socket.clone(), from, msg, rx, previous);
+                        clients.insert(from, Node { tx, task: tokio::spawn(run), client_id });
                     }
-                    other => match clients.get(&from) {
+                    other => match clients.get(&from).map(|n| &n.tx) {
                         Some(tx) => match tx.try_send(other) {
                             Ok(()) => {}
                             Err(mpsc::error::TrySendError::Full(_)) => {
@@ -99,9 +111,16 @@ pub(crate) async fn run(socket: UdpSocket, shared: Arc<Shared>) {
                 let adv = Message::Advertise { gw_id: GATEWAY_ID, duration };
                 let _ = socket.send_to(&codec::encode(&adv), advertise_to.expect("checked")).await;
             }
-            _ = prune.tick() => clients.retain(|_, tx| !tx.is_closed()),
+            _ = prune.tick() => clients.retain(|_, n| !n.tx.is_closed()),
         }
     }
+}
+
+/// A node's task, as the gateway knows it.
+struct Node {
+    tx: mpsc::Sender<Message>,
+    task: tokio::task::JoinHandle<()>,
+    client_id: String,
 }
 
 /// A QoS -1 PUBLISH: to a predefined id or a short name (nothing else can be known without a
