@@ -764,3 +764,56 @@ async fn a_kicked_bridge_comes_back() {
     assert_eq!(&there.next_publish().await.payload[..], b"after");
     broker.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changed_rules_drop_old_subscriptions_and_a_removed_bridge_its_session() {
+    let m = Mosquitto::start("");
+    let first = bridge("dept", m.url(), vec![rule("lab/#", Direction::Out, "", "")]);
+    let broker = start_bridged(vec![first.clone()]).await;
+    bridge_up(&broker, "dept").await;
+    let subs = |snap: &mqtt_lab::broker::Snapshot| {
+        client(snap, "$bridge/dept")
+            .subscriptions
+            .iter()
+            .map(|(f, _)| f.clone())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(subs(&snapshot(&broker).await), ["lab/#"]);
+    // Now only lab/a goes out: lab/# is not kept beside it.
+    let mut second = first.clone();
+    second.topics = vec![rule("lab/a", Direction::Out, "", "")];
+    let set = |list: Vec<BridgeConfig>| {
+        ask(&broker, move |reply| Command::SetBridges {
+            bridges: list,
+            path: None,
+            reply: Some(reply),
+        })
+    };
+    set(vec![second]).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let snap = snapshot(&broker).await;
+        let up = matches!(snap.bridges[0].status.state, BridgeState::Up { .. });
+        if up && subs(&snap) == ["lab/a"] {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{:?}", subs(&snap));
+        sleep(Duration::from_millis(50)).await;
+    }
+    // Removed: its session goes too.
+    set(vec![]).await.unwrap();
+    let deadline = Instant::now() + WAIT;
+    while snapshot(&broker)
+        .await
+        .clients
+        .iter()
+        .any(|c| c.client_id == "$bridge/dept")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the removed bridge's session stays"
+        );
+        sleep(Duration::from_millis(50)).await;
+    }
+    broker.shutdown().await;
+}

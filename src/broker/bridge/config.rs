@@ -256,7 +256,11 @@ impl BridgeConfig {
 
     /// The client id the bridge has on this broker (reserved: no network client may take it).
     pub fn local_client_id(&self) -> String {
-        format!("{LOCAL_ID_PREFIX}{}", self.name)
+        Self::local_id_of(&self.name)
+    }
+
+    pub fn local_id_of(name: &str) -> String {
+        format!("{LOCAL_ID_PREFIX}{name}")
     }
 
     /// Everything that can be checked without connecting.

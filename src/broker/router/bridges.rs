@@ -23,6 +23,9 @@ pub(crate) struct BridgeBook {
     pub running: Bridges,
     /// Messages that arrived carrying this broker's own id in their bridge path.
     pub loops: u64,
+    /// Local client ids of bridges taken out of the list while connected: their sessions go
+    /// when they close.
+    pub discard: std::collections::HashSet<String>,
 }
 
 impl BridgeBook {
@@ -33,6 +36,7 @@ impl BridgeBook {
             status: HashMap::new(),
             running,
             loops: 0,
+            discard: Default::default(),
         }
     }
 
@@ -59,7 +63,48 @@ impl BridgeBook {
     }
 }
 
+impl BridgeBook {
+    /// What the bridge of this local client id may subscribe to here: the filters its rules
+    /// send out (None: not a bridge of the list).
+    pub fn grant_of(&self, local_client_id: &str) -> Option<crate::broker::acl::Grant> {
+        let b = self
+            .list
+            .iter()
+            .find(|b| b.local_client_id() == local_client_id)?;
+        let filters = b
+            .topics
+            .iter()
+            .filter(|r| r.direction.goes_out())
+            .map(|r| r.local_filter())
+            .collect();
+        let rules = crate::broker::acl::Rules {
+            publish: None,
+            subscribe: Some(filters),
+        };
+        crate::broker::acl::Grant::of(&rules, None, local_client_id)
+    }
+}
+
 impl Router {
+    /// The sessions of bridges no longer in the list go: at once if offline, else when their
+    /// task closes them.
+    fn forget_removed_bridges(&mut self, before: Vec<String>) {
+        for name in before {
+            if self.bridges.list.iter().any(|b| b.name == name) {
+                continue;
+            }
+            let id = crate::broker::bridge::config::BridgeConfig::local_id_of(&name);
+            let Some(&idx) = self.by_client.get(id.as_str()) else {
+                continue;
+            };
+            if self.session(idx).online.is_some() {
+                self.bridges.discard.insert(id);
+            } else {
+                self.remove_session(idx);
+            }
+        }
+    }
+
     pub(super) fn on_bridge_status(&mut self, name: String, conn: ConnId, status: BridgeStatus) {
         if self.bridges.running.is_current(&name, conn) {
             self.bridges.status.insert(name, status);
@@ -85,8 +130,10 @@ impl Router {
             );
             self.bridges.path = Some(p);
         }
+        let before = self.bridge_names();
         self.bridges.list = list;
         self.bridges.apply();
+        self.forget_removed_bridges(before);
         info!(count = self.bridges.list.len(), "bridges changed");
         self.events
             .push(EventKind::Bridges, "", "bridges changed".to_string());
@@ -126,8 +173,10 @@ impl Router {
                     format!("bridges file is now {}", path.display()),
                 );
                 self.bridges.path = Some(path);
+                let before = self.bridge_names();
                 self.bridges.list = list;
                 self.bridges.apply();
+                self.forget_removed_bridges(before);
                 reply_to(reply, Ok(()));
             }
             Err(e) => reply_to(
@@ -135,6 +184,10 @@ impl Router {
                 Err(format!("Not opened, the bridges are unchanged: {e}")),
             ),
         }
+    }
+
+    fn bridge_names(&self) -> Vec<String> {
+        self.bridges.list.iter().map(|b| b.name.clone()).collect()
     }
 
     /// The bridges for a snapshot, in the file's order, with their local sessions' queues.

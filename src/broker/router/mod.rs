@@ -483,6 +483,14 @@ impl Router {
         if session_present && let Some(grant) = &grant {
             self.keep_to_rules(idx, grant, "its rules");
         }
+        // A bridge back after its rules changed: its session keeps only the subscriptions its
+        // rules now make.
+        if session_present
+            && req.peer.transport == super::protocol::Transport::Bridge
+            && let Some(grant) = self.bridges.grant_of(&client_id)
+        {
+            self.keep_to_rules(idx, &grant, "the bridge's rules");
+        }
         let online = Online {
             conn: req.conn,
             tx: req.tx,
@@ -520,6 +528,16 @@ impl Router {
                 self.session(idx).set_lifetime(expiry == 0, expiry, journal);
             }
             self.detach(idx, reason);
+            // A bridge taken out of the list: its session goes with its last connection.
+            // (A clean session is gone already.)
+            let discard = self.sessions[idx].as_ref().is_some_and(|s| {
+                s.online.is_none() && self.bridges.discard.contains(&*s.client_id)
+            });
+            if discard {
+                let client_id = self.session(idx).client_id.to_string();
+                self.bridges.discard.remove(&client_id);
+                self.remove_session(idx);
+            }
         }
     }
 
