@@ -267,17 +267,24 @@ async fn wildcards_register_topics_before_publishing_them() {
         panic!()
     };
     assert_eq!(topic, "lab/c/d");
-    // Until REGACK, nothing under it.
+    // Until REGACK, nothing under it; but the router's other answers still come (a SUBACK).
     assert_eq!(node.recv_within(QUIET).await, None);
+    tcp.publish("lab/c/d", QoS::AtMostOnce, false, b"1b").await;
+    assert_eq!(
+        node.subscribe(9, TopicRef::Name("other".into()), 0).await.1,
+        0
+    );
     node.send(&Message::RegAck {
         topic_id,
         msg_id,
         code: 0,
     })
     .await;
+    // Then the held messages, in order.
     let p = node.recv().await;
     assert!(matches!(&p, Message::Publish { topic: TopicRef::Id(t), .. } if *t == topic_id));
     assert_eq!(payload_of(&p), b"1");
+    assert_eq!(payload_of(&node.recv().await), b"1b");
     // The next one on that topic needs no REGISTER.
     tcp.publish("lab/c/d", QoS::AtMostOnce, false, b"2").await;
     assert_eq!(payload_of(&node.recv().await), b"2");

@@ -29,6 +29,8 @@ const WILL_WAIT: Duration = Duration::from_secs(10);
 /// Topic ids one client may have registered at once. Below 0x8000: some clients read ids as
 /// signed.
 const MAX_TOPIC_IDS: usize = 1000;
+/// Messages held behind a REGISTER, at most; beyond, the router's channel waits.
+const MAX_HELD: usize = 64;
 /// The largest UDP payload over IPv4.
 const MAX_DATAGRAM: usize = 65_507;
 /// A node that asks for no keepalive (0) is still taken as gone after this long without a
@@ -100,8 +102,10 @@ pub(super) struct Client {
     ids: HashMap<u16, Arc<str>>,
     by_name: HashMap<Arc<str>, u16>,
     next_id: u16,
-    /// A message for the client held while the topic id it needs is being registered.
-    held: Option<OutPublish>,
+    /// Messages for the client held, in order, while a topic id one of them needs is being
+    /// registered (the first); the router's other answers go on meanwhile.
+    held: VecDeque<OutPublish>,
+    registering: bool,
     /// Datagrams waiting for the client's answer, by what answers them: sent again after
     /// `RETRY`.
     unacked: HashMap<Awaited, (Bytes, Instant, u32)>,
@@ -233,7 +237,8 @@ pub(super) async fn run(
         ids: HashMap::new(),
         by_name: HashMap::new(),
         next_id: 1,
-        held: None,
+        held: VecDeque::new(),
+        registering: false,
         unacked: HashMap::new(),
         subscribing: HashMap::new(),
         acks_owed: VecDeque::new(),
@@ -286,7 +291,8 @@ impl Client {
     async fn serve(&mut self, rx: &mut mpsc::Receiver<Message>) -> Option<CloseReason> {
         let mut tick = tokio::time::interval(Duration::from_millis(250));
         loop {
-            let takes = matches!(self.awake, Awake::Yes | Awake::Waking) && self.held.is_none();
+            let takes =
+                matches!(self.awake, Awake::Yes | Awake::Waking) && self.held.len() < MAX_HELD;
             tokio::select! {
                 msg = rx.recv() => {
                     // The gateway let go of this node: a new CONNECT from its address (a new
@@ -366,7 +372,7 @@ impl Client {
             return Some(CloseReason::KeepaliveTimeout);
         }
         if self.awake == Awake::Waking
-            && self.held.is_none()
+            && self.held.is_empty()
             && self.unacked.is_empty()
             && self.quiet_since.elapsed() >= WAKE_QUIET
         {
@@ -454,8 +460,9 @@ impl Client {
             }
             Message::RegAck { msg_id, code, .. } => {
                 if self.unacked.remove(&Awaited::RegAck(msg_id)).is_some()
-                    && let Some(p) = self.held.take()
+                    && let Some(p) = self.held.pop_front()
                 {
+                    self.registering = false;
                     if code == codec::ACCEPTED {
                         self.deliver(p).await;
                     } else {
@@ -466,6 +473,12 @@ impl Client {
                         }
                         self.shared.stats.undeliverable();
                         self.done_with(p.qos, p.pkid).await?;
+                    }
+                    // Those held behind it, until one needs a REGISTER of its own.
+                    while !self.registering
+                        && let Some(next) = self.held.pop_front()
+                    {
+                        self.deliver(next).await;
                     }
                 }
             }
@@ -653,6 +666,8 @@ impl Client {
     /// What the router sends this client.
     async fn on_router(&mut self, out: Outbound) -> Result<Option<CloseReason>, Stopping> {
         match out {
+            // Behind a REGISTER, in order.
+            Outbound::Publish(p) if self.registering => self.held.push_back(p),
             Outbound::Publish(p) => self.deliver(p).await,
             Outbound::PubRel(id) => {
                 self.send_reliably(Awaited::Packet(id), Message::PubRel { msg_id: id })
@@ -724,7 +739,8 @@ impl Client {
                         topic: name.to_string(),
                     };
                     self.send_reliably(Awaited::RegAck(msg_id), reg).await;
-                    self.held = Some(p);
+                    self.held.push_front(p);
+                    self.registering = true;
                     return;
                 }
                 None => {
