@@ -240,7 +240,10 @@ impl Broker {
         };
         let bridges = bridge::Bridges::new(bridge::Context {
             broker: inproc.clone(),
-            broker_id: bridge::new_broker_id(),
+            broker_id: match &config.data_dir {
+                Some(dir) => bridge::broker_id_in(dir),
+                None => bridge::new_broker_id(),
+            },
             local_addr,
         });
         let sn_stats = sn_socket.as_ref().map(|_| Arc::new(sn::SnStats::default()));

@@ -47,6 +47,24 @@ pub fn new_broker_id() -> Arc<str> {
     Arc::from(format!("{n:016x}"))
 }
 
+/// This broker's id, kept in its data folder (`broker-id`) so that a message bridged out
+/// before a restart is known when it comes back after; made on first use. A folder that
+/// cannot keep it gives a new id each start (logged).
+pub fn broker_id_in(dir: &std::path::Path) -> Arc<str> {
+    let path = dir.join("broker-id");
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        let id = text.trim();
+        if id.len() == 16 && id.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Arc::from(id);
+        }
+    }
+    let id = new_broker_id();
+    if let Err(e) = crate::broker::files::write_atomic(&path, format!("{id}\n").as_bytes()) {
+        tracing::warn!(error = %e, "the broker's id for bridges is not kept across restarts");
+    }
+    id
+}
+
 /// What a bridge is doing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BridgeState {
@@ -185,6 +203,15 @@ pub fn backoff(failures: u32) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_broker_id_is_kept_in_the_data_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = broker_id_in(dir.path());
+        assert_eq!(a.len(), 16);
+        assert_eq!(broker_id_in(dir.path()), a);
+        assert_ne!(broker_id_in(tempfile::tempdir().unwrap().path()), a);
+    }
 
     #[test]
     fn backoff_doubles_up_to_a_minute() {
