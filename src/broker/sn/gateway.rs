@@ -55,12 +55,14 @@ pub(crate) async fn run(socket: UdpSocket, shared: Arc<Shared>) {
                         publish_connectionless(&shared, &mut connectionless, topic, flags.retain, payload).await;
                     }
                     Message::Connect { flags, ref client_id, .. } => {
-                        // The same node again, without a will to ask for: its CONNACK was lost,
-                        // or it wakes from sleep to active. Its task answers.
+                        // The same node again, keeping its session and without a will to ask
+                        // for: its CONNACK was lost, or it wakes from sleep to active. Its task
+                        // answers. (A clean session is a new start: a node that rebooted.)
                         if let Some(node) = clients.get(&from)
                             && !node.tx.is_closed()
                             && node.client_id == *client_id
                             && !flags.will
+                            && !flags.clean_session
                         {
                             if node.tx.try_send(msg).is_err() {
                                 shared.stats.overrun.fetch_add(1, Relaxed);
