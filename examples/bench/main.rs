@@ -66,6 +66,10 @@ struct Cli {
     /// Broker port (required)
     #[arg(long, global = true)]
     port: Option<u16>,
+    /// Subscribers connect to the broker on this port instead (fan-in and fan-out): a bridge
+    /// carries the messages there from the publishers' broker
+    #[arg(long, global = true)]
+    sub_port: Option<u16>,
     /// Free-form tag copied into the output (e.g. the broker's name)
     #[arg(long, global = true, default_value = "")]
     label: String,
@@ -305,6 +309,8 @@ struct Ctx {
     retain: bool,
     /// MQTT 5 publishers send topic aliases (`Proto::aliases`).
     aliases: bool,
+    /// Where the subscribers connect, when not to the publishers' broker (`--sub-port`).
+    sub_addr: Option<SocketAddr>,
     st: Stats,
 }
 
@@ -761,6 +767,7 @@ async fn pubsub(ctx: &Arc<Ctx>, deadline: tokio::time::Instant, plan: Plan) -> R
             let id = format!("{}s{i}", ctx.id_prefix);
             let login = Login {
                 clean: !ctx.persistent,
+                addr: ctx.sub_addr.unwrap_or(ctx.login.addr),
                 ..ctx.login.clone()
             };
             let mut c = within(deadline, "connecting", Conn::open(&login, &id, BUSY)).await?;
@@ -1009,6 +1016,7 @@ fn make_ctx(cli: &Cli, addr: SocketAddr, load: Load, round: u32) -> Ctx {
         persistent: load.persistent,
         retain: false,
         aliases: false,
+        sub_addr: cli.sub_port.map(|p| SocketAddr::new(addr.ip(), p)),
         qos: load.qos,
         size: load.size as usize,
         window: load.window as usize,

@@ -151,20 +151,32 @@ impl LocalSide {
 
     /// Sends the router one packet, as a connection sends what one read brought.
     pub async fn send(&mut self, packet: Packet) -> Result<(), Stopping> {
-        self.tap.packet_in(&packet);
-        let inbound = match packet {
-            Packet::Publish(p) => Inbound::Publish(p),
-            Packet::PubAck(id) => Inbound::PubAck(id),
-            Packet::PubRec(id) => Inbound::PubRec(id),
-            Packet::PubComp(id) => Inbound::PubComp(id),
-            Packet::PubRel(id) => Inbound::PubRel(id),
-            Packet::Subscribe { pkid, filters } => Inbound::Subscribe { pkid, filters },
-            Packet::Unsubscribe { pkid, filters } => Inbound::Unsubscribe { pkid, filters },
-            other => unreachable!("a client without a socket does not send {other:?}"),
-        };
+        self.send_all(vec![packet]).await
+    }
+
+    /// Sends several packets in one message, as one read would bring them. Only packets that
+    /// need no answer of the router's, or one run of them, may share a message: the router
+    /// answers each run with one `Acks`.
+    pub async fn send_all(&mut self, packets: Vec<Packet>) -> Result<(), Stopping> {
+        let packets = packets
+            .into_iter()
+            .map(|packet| {
+                self.tap.packet_in(&packet);
+                match packet {
+                    Packet::Publish(p) => Inbound::Publish(p),
+                    Packet::PubAck(id) => Inbound::PubAck(id),
+                    Packet::PubRec(id) => Inbound::PubRec(id),
+                    Packet::PubComp(id) => Inbound::PubComp(id),
+                    Packet::PubRel(id) => Inbound::PubRel(id),
+                    Packet::Subscribe { pkid, filters } => Inbound::Subscribe { pkid, filters },
+                    Packet::Unsubscribe { pkid, filters } => Inbound::Unsubscribe { pkid, filters },
+                    other => unreachable!("a client without a socket does not send {other:?}"),
+                }
+            })
+            .collect();
         let msg = ToRouter::Packets {
             conn: self.conn,
-            packets: vec![inbound],
+            packets,
         };
         self.router.send(msg).await.map_err(|_| Stopping)
     }

@@ -226,10 +226,12 @@ async fn connection(
         in_flight: HashMap::new(),
         acks_owed: VecDeque::new(),
         acks_durable: DurableAcks::new(ctx.broker.durable.clone()),
+        acks_out: Vec::new(),
         pending: VecDeque::new(),
         reporter,
     };
     let ended = pump.run(&mut events, stop).await;
+    let _ = pump.flush_acks().await;
     let Pump { local, client, .. } = pump;
     match ended {
         Ok(()) => {
@@ -292,6 +294,8 @@ struct Pump<'a> {
     acks_owed: VecDeque<Answered>,
     /// ... and, with persistence, once the epoch it names is on disk.
     acks_durable: DurableAcks<RPublish>,
+    /// PUBACKs for the router, gathered (`ack_local`).
+    acks_out: Vec<Packet>,
     pending: VecDeque<Pending>,
     reporter: &'a mut Reporter,
 }
@@ -328,6 +332,10 @@ impl Pump<'_> {
                     self.flush_pending()?;
                 }
                 _ = tick.tick() => self.reporter.tick().await,
+                // Last, so only when nothing else is ready: the acknowledgements gathered.
+                _ = std::future::ready(()), if !self.acks_out.is_empty() => {
+                    self.flush_acks().await.map_err(|Stopping| None)?;
+                }
             }
         }
     }
@@ -525,13 +533,27 @@ impl Pump<'_> {
     async fn ack_local(&mut self, (pkid, qos): (u16, QoS)) -> Result<(), Stopping> {
         match qos {
             QoS::AtMostOnce => Ok(()),
-            QoS::AtLeastOnce => self.local.send(Packet::PubAck(pkid)).await,
+            // Gathered, and sent to the router together when the bridge has nothing else to
+            // do: one message for a run of acknowledgements, not one each.
+            QoS::AtLeastOnce => {
+                self.acks_out.push(Packet::PubAck(pkid));
+                Ok(())
+            }
             QoS::ExactlyOnce => {
+                self.flush_acks().await?;
                 self.local.send(Packet::PubRec(pkid)).await?;
                 self.acks_owed.push_back(Answered::Released(pkid));
                 Ok(())
             }
         }
+    }
+
+    async fn flush_acks(&mut self) -> Result<(), Stopping> {
+        if self.acks_out.is_empty() {
+            return Ok(());
+        }
+        let acks = std::mem::take(&mut self.acks_out);
+        self.local.send_all(acks).await
     }
 
     /// Hands the remote's client what waits, in order, until its channel is full.
