@@ -756,3 +756,59 @@ async fn a_nodes_will_is_not_published_when_the_broker_stops() {
     c.no_publish().await;
     broker.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_forgot_a_topic_id_gets_it_registered_again() {
+    let (broker, gw) = start_sn(sn_config()).await;
+    let node = Node::connected(gw, "forgetful", 30).await;
+    let (id, _, _) = node.subscribe(1, TopicRef::Name("lab/b".into()), 1).await;
+    let tcp = Client::connect(options(broker.local_addr(), "tcp")).await;
+    tcp.publish("lab/b", QoS::AtLeastOnce, false, b"v").await;
+    let Message::Publish { msg_id, .. } = node.recv().await else {
+        panic!()
+    };
+    // "Invalid topic id" (as after a reboot): REGISTER anew, then the message again.
+    node.send(&Message::PubAck {
+        topic_id: id,
+        msg_id,
+        code: codec::INVALID_TOPIC_ID,
+    })
+    .await;
+    let Message::Register {
+        topic_id,
+        msg_id: reg,
+        topic,
+    } = node.recv().await
+    else {
+        panic!()
+    };
+    assert_eq!(topic, "lab/b");
+    node.send(&Message::RegAck {
+        topic_id,
+        msg_id: reg,
+        code: 0,
+    })
+    .await;
+    let Message::Publish {
+        flags,
+        topic,
+        msg_id: again,
+        payload,
+    } = node.recv().await
+    else {
+        panic!()
+    };
+    assert_eq!(
+        (topic, again, &payload[..]),
+        (TopicRef::Id(topic_id), msg_id, &b"v"[..])
+    );
+    assert!(flags.dup);
+    node.send(&Message::PubAck {
+        topic_id,
+        msg_id,
+        code: 0,
+    })
+    .await;
+    assert_eq!(node.recv_within(Duration::from_millis(500)).await, None);
+    broker.shutdown().await;
+}

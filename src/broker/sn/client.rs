@@ -106,6 +106,9 @@ pub(super) struct Client {
     /// registered (the first); the router's other answers go on meanwhile.
     held: VecDeque<OutPublish>,
     registering: bool,
+    /// QoS 1/2 messages sent and not yet acknowledged (the router's in-flight window bounds
+    /// them), kept to send again under a new topic id if the node has forgotten the old one.
+    in_flight: HashMap<u16, OutPublish>,
     /// Datagrams waiting for the client's answer, by what answers them: sent again after
     /// `RETRY`.
     unacked: HashMap<Awaited, (Bytes, Instant, u32)>,
@@ -240,6 +243,7 @@ pub(super) async fn run(
         held: VecDeque::new(),
         registering: false,
         unacked: HashMap::new(),
+        in_flight: HashMap::new(),
         subscribing: HashMap::new(),
         acks_owed: VecDeque::new(),
         quiet_since: Instant::now(),
@@ -436,12 +440,30 @@ impl Client {
                 msg_id,
                 payload,
             } => self.publish(flags, topic, msg_id, payload).await?,
+            // "Invalid topic id": the node forgot it (it rebooted, say). The gateway forgets
+            // it too, and sends the message again under a topic registered anew.
+            Message::PubAck {
+                msg_id,
+                code: codec::INVALID_TOPIC_ID,
+                ..
+            } => {
+                self.unacked.remove(&Awaited::Packet(msg_id));
+                if let Some(mut p) = self.in_flight.remove(&msg_id) {
+                    if let Some(id) = self.by_name.remove(&p.msg.topic) {
+                        self.ids.remove(&id);
+                    }
+                    p.dup = true;
+                    self.deliver(p).await;
+                }
+            }
             Message::PubAck { msg_id, .. } => {
+                self.in_flight.remove(&msg_id);
                 if self.unacked.remove(&Awaited::Packet(msg_id)).is_some() {
                     self.local.send(Packet::PubAck(msg_id)).await?;
                 }
             }
             Message::PubRec { msg_id } => {
+                self.in_flight.remove(&msg_id);
                 if self.unacked.remove(&Awaited::Packet(msg_id)).is_some() {
                     // The router takes PUBREC; PUBREL is ours to send (as a connection does),
                     // once the router has it.
@@ -766,6 +788,7 @@ impl Client {
             self.send(&m).await;
         } else {
             self.send_reliably(Awaited::Packet(p.pkid), m).await;
+            self.in_flight.insert(p.pkid, p);
         }
     }
 }
