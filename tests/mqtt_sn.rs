@@ -13,7 +13,7 @@ use mqtt_lab::broker::sn::codec::{self, Flags, Message, TopicRef};
 use mqtt_lab::broker::{Broker, Transport};
 use rumqttc::QoS;
 use tokio::net::UdpSocket;
-use tokio::time::timeout;
+use tokio::time::{sleep, timeout};
 
 fn sn_config() -> SnConfig {
     SnConfig {
@@ -810,5 +810,40 @@ async fn a_node_that_forgot_a_topic_id_gets_it_registered_again() {
     })
     .await;
     assert_eq!(node.recv_within(Duration::from_millis(500)).await, None);
+    broker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sleeping_node_holds_no_publisher_back() {
+    let broker = start_with(mqtt_lab::broker::Config {
+        sn: Some(sn_config()),
+        high_water: 10,
+        stall_timeout: Duration::from_secs(30),
+        ..config()
+    })
+    .await;
+    let gw = broker.door_addr(Transport::MqttSn).unwrap();
+    let node = Node::connected(gw, "dozy", 300).await;
+    node.subscribe(1, TopicRef::Name("lab/b".into()), 1).await;
+    node.send(&Message::Disconnect {
+        duration: Some(300),
+    })
+    .await;
+    assert_eq!(node.recv().await, Message::Disconnect { duration: None });
+    sleep(Duration::from_millis(200)).await;
+    // 50 messages for it, far past the high-water mark: the publisher is not held back (it
+    // would wait the 30 s stall deadline for its acknowledgements).
+    let mut tcp = Client::connect(options(broker.local_addr(), "tcp")).await;
+    for i in 0..50u32 {
+        tcp.publish("lab/b", QoS::AtLeastOnce, false, &i.to_be_bytes())
+            .await;
+    }
+    for _ in 0..50 {
+        tcp.acked().await;
+    }
+    let snap = snapshot(&broker).await;
+    let c = client(&snap, "dozy");
+    assert_eq!(c.flow, mqtt_lab::broker::snapshot::Flow::Flowing);
+    assert!(c.queued + c.inflight >= 50);
     broker.shutdown().await;
 }

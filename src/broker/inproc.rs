@@ -230,6 +230,15 @@ impl LocalSide {
         Some(out)
     }
 
+    /// Tells the router this client sleeps (an MQTT-SN node), or is awake again.
+    pub async fn set_asleep(&mut self, asleep: bool) -> Result<(), Stopping> {
+        let msg = ToRouter::Asleep {
+            conn: self.conn,
+            asleep,
+        };
+        self.router.send(msg).await.map_err(|_| Stopping)
+    }
+
     /// The router is gone (the broker is stopping).
     pub fn broker_stopping(&self) -> bool {
         self.router.is_closed()

@@ -48,6 +48,11 @@ pub(crate) enum ToRouter {
         reason: Refusal,
     },
     Command(Command),
+    /// An MQTT-SN node went to sleep (`true`) or woke: see `Online::asleep`.
+    Asleep {
+        conn: ConnId,
+        asleep: bool,
+    },
     /// A bridge's state and counters changed (`conn`: which run of it, so that a stopped
     /// run's last word does not overwrite its successor's).
     BridgeStatus {

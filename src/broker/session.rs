@@ -72,6 +72,9 @@ pub(crate) struct Online {
     /// Subscribers over their high-water mark that hold this connection's reading back; it
     /// reads again when none is left.
     pub held_by: u32,
+    /// An MQTT-SN node asleep: its queue grows by design, so it holds no publisher back (and
+    /// is never "stuck"); its queue's hard limit still holds.
+    pub asleep: bool,
 }
 
 /// A subscriber over its high-water mark holds back the publishers that feed it: the router
@@ -760,6 +763,7 @@ mod tests {
             since: SystemTime::now(),
             room_wanted: Arc::new(AtomicBool::new(false)),
             held_by: 0,
+            asleep: false,
         };
         (o, rx)
     }

@@ -360,6 +360,18 @@ impl Router {
                 }
             }
             ToRouter::UsersHashed { users, new, reply } => self.on_users_hashed(users, new, reply),
+            ToRouter::Asleep { conn, asleep } => {
+                if let Some(&idx) = self.by_conn.get(&conn) {
+                    if let Some(o) = self.session(idx).online.as_mut() {
+                        o.asleep = asleep;
+                    }
+                    // Its queue no longer holds anyone back.
+                    if asleep {
+                        self.release(idx);
+                        self.session(idx).stuck = false;
+                    }
+                }
+            }
             ToRouter::BridgeStatus { name, conn, status } => {
                 self.on_bridge_status(name, conn, status)
             }
@@ -504,6 +516,7 @@ impl Router {
             since: SystemTime::now(),
             room_wanted: req.room_wanted,
             held_by: 0,
+            asleep: false,
         };
         let journal = self.journal.clone();
         self.expiring.remove(&idx);
@@ -1071,7 +1084,7 @@ impl Router {
             // A publisher is never held by its own queue.
             if publisher.is_some_and(|p| p != sidx)
                 && !s.stuck
-                && s.online.is_some()
+                && s.online.as_ref().is_some_and(|o| !o.asleep)
                 && s.over_high_water()
             {
                 full.push(sidx);

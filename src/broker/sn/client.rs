@@ -507,6 +507,9 @@ impl Client {
             // CONNECT again, from a node already here under the same id without a will (its
             // CONNACK was lost, or it wakes from sleep to active): connected it is.
             Message::Connect { duration, .. } => {
+                if self.awake != Awake::Yes {
+                    self.local.set_asleep(false).await?;
+                }
                 self.awake = Awake::Yes;
                 self.keep_alive = keep_alive(duration);
                 self.send(&Message::ConnAck {
@@ -578,6 +581,7 @@ impl Client {
                 self.send(&Message::Disconnect { duration: None }).await;
                 self.awake = Awake::Asleep;
                 self.keep_alive = keep_alive(secs);
+                self.local.set_asleep(true).await?;
             }
             Message::WillTopicUpd { .. } => {
                 self.send(&Message::WillTopicResp {
