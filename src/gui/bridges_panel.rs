@@ -10,7 +10,7 @@ use crate::broker::bridge::{BridgeConfig, BridgeState, Direction, TopicRule};
 use crate::broker::snapshot::BridgeInfo;
 use crate::broker::{BrokerHandle, Command};
 
-use super::file_dialog::{Answer, Ask, FileDialog, Purpose, start_dir, wake};
+use super::file_dialog::{Ask, FileChooser, FileKind, Purpose};
 use super::format;
 use super::reply::{self, Notice, Pending};
 use super::runner::Live;
@@ -22,9 +22,7 @@ pub struct BridgesPanel {
     form: Option<Form>,
     notice: Option<Notice>,
     pending: Option<Pending>,
-    dialog: FileDialog,
-    dialog_unavailable: bool,
-    path_field: String,
+    file: FileChooser,
     /// The form was sent: it closes when the broker takes it, and stays (with the broker's
     /// objection shown) when not.
     form_sent: bool,
@@ -133,55 +131,17 @@ impl BridgesPanel {
                 self.form = Some(Form::new());
             }
             ui.separator();
-            let busy = self.dialog.is_open();
-            let dir = start_dir(snap.bridges_path.as_deref());
-            if ui.add_enabled(!busy, egui::Button::new("Open…")).clicked() {
-                let ask = Ask {
-                    title: "Open a bridges file",
-                    filter: ("Bridges (RON)", &["ron"]),
-                    file_name: None,
-                };
-                self.dialog.ask(Purpose::Open, ask, dir.clone(), wake(ui));
-            }
-            if ui
-                .add_enabled(!busy, egui::Button::new("Save as…"))
-                .clicked()
-            {
-                let ask = Ask {
-                    title: "Save the bridges as",
-                    filter: ("Bridges (RON)", &["ron"]),
-                    file_name: Some("bridges.ron"),
-                };
-                self.dialog.ask(Purpose::SaveAs, ask, dir, wake(ui));
-            }
-            let label = ui.label("File path");
-            ui.add(
-                egui::TextEdit::singleline(&mut self.path_field)
-                    .hint_text("or type the path of a bridges file")
-                    .desired_width(260.0),
-            )
-            .labelled_by(label.id);
-            let has_path = !self.path_field.trim().is_empty();
-            let path = PathBuf::from(self.path_field.trim());
-            if ui
-                .add_enabled(has_path, egui::Button::new("Open path"))
-                .clicked()
-            {
-                self.open(path.clone(), broker);
-            }
-            if ui
-                .add_enabled(has_path, egui::Button::new("Save to path"))
-                .clicked()
-            {
-                self.save_as(path, live, broker);
+            self.file
+                .dialog_buttons(ui, snap.bridges_path.as_deref(), bridges_file());
+            let hint = "or type the path of a bridges file";
+            if let Some(chosen) = self.file.path_row(ui, hint, 260.0) {
+                self.act_on(chosen, live, broker);
             }
         });
-        if self.dialog_unavailable {
-            ui.colored_label(
-                ui.visuals().warn_fg_color,
-                "No file dialog is available on this system: type a file path instead.",
-            );
-        }
+        self.file.unavailable_notice(
+            ui,
+            "No file dialog is available on this system: type a file path instead.",
+        );
         if snap.bridge_loops > 0 {
             ui.label(format!(
                 "{} messages came back after being bridged out of this broker, and were dropped",
@@ -396,18 +356,33 @@ impl BridgesPanel {
     }
 
     fn poll_dialog(&mut self, live: &Live, broker: &BrokerHandle) {
-        match self.dialog.poll() {
-            Some(Answer::Chosen(Purpose::Open, path)) => {
-                self.dialog_unavailable = false;
-                self.open(path, broker);
-            }
-            Some(Answer::Chosen(Purpose::SaveAs, path)) => {
-                self.dialog_unavailable = false;
-                self.save_as(path, live, broker);
-            }
-            Some(Answer::Unavailable) => self.dialog_unavailable = true,
-            Some(Answer::Cancelled) | None => {}
+        if let Some(chosen) = self.file.poll() {
+            self.act_on(chosen, live, broker);
         }
+    }
+
+    /// A file chosen, in the dialog or by its path.
+    fn act_on(&mut self, (purpose, path): (Purpose, PathBuf), live: &Live, broker: &BrokerHandle) {
+        match purpose {
+            Purpose::Open => self.open(path, broker),
+            Purpose::SaveAs => self.save_as(path, live, broker),
+        }
+    }
+}
+
+/// The bridges file in the platform's file dialogs.
+fn bridges_file() -> FileKind {
+    FileKind {
+        open: Ask {
+            title: "Open a bridges file",
+            filter: ("Bridges (RON)", &["ron"]),
+            file_name: None,
+        },
+        save: Ask {
+            title: "Save the bridges as",
+            filter: ("Bridges (RON)", &["ron"]),
+            file_name: Some("bridges.ron"),
+        },
     }
 }
 

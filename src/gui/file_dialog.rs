@@ -44,28 +44,6 @@ impl FileDialog {
         self.pending.is_some()
     }
 
-    /// Opens a dialog for a `.ron` file; `wake` is called when it closes.
-    pub fn open(
-        &mut self,
-        purpose: Purpose,
-        start_dir: Option<PathBuf>,
-        wake: impl Fn() + Send + 'static,
-    ) {
-        let what = match purpose {
-            Purpose::Open => Ask {
-                title: "Open a topic list",
-                filter: ("Topic list (RON)", &["ron"]),
-                file_name: None,
-            },
-            Purpose::SaveAs => Ask {
-                title: "Save the topic list as",
-                filter: ("Topic list (RON)", &["ron"]),
-                file_name: Some("topics.ron"),
-            },
-        };
-        self.ask(purpose, what, start_dir, wake);
-    }
-
     /// Opens a dialog for any kind of file.
     pub fn ask(
         &mut self,
@@ -117,12 +95,101 @@ impl FileDialog {
 }
 
 /// Where a dialog for a file opens: the folder of the file in use.
-pub fn start_dir(current: Option<&Path>) -> Option<PathBuf> {
+fn start_dir(current: Option<&Path>) -> Option<PathBuf> {
     current.and_then(Path::parent).map(Path::to_owned)
 }
 
 /// Wakes the window when a dialog closes.
-pub fn wake(ui: &egui::Ui) -> impl Fn() + Send + 'static {
+fn wake(ui: &egui::Ui) -> impl Fn() + Send + 'static {
     let ctx = ui.ctx().clone();
     move || ctx.request_repaint()
+}
+
+/// The controls of a panel's file (the topic list, the bridges): Open… and Save as… through
+/// the platform's dialog, and a path field with Open path and Save to path for where there is
+/// none. The panel acts on the file chosen either way.
+#[derive(Default)]
+pub struct FileChooser {
+    dialog: FileDialog,
+    /// The last dialog could not be shown: the path field is the way.
+    unavailable: bool,
+    path_field: String,
+}
+
+/// What the dialogs of one kind of file ask.
+pub struct FileKind {
+    pub open: Ask,
+    pub save: Ask,
+}
+
+impl FileChooser {
+    /// Open… and Save as…, starting in the folder of the file in use.
+    pub fn dialog_buttons(&mut self, ui: &mut egui::Ui, current: Option<&Path>, kind: FileKind) {
+        let busy = self.dialog.is_open();
+        let dir = start_dir(current);
+        if ui.add_enabled(!busy, egui::Button::new("Open…")).clicked() {
+            self.dialog
+                .ask(Purpose::Open, kind.open, dir.clone(), wake(ui));
+        }
+        if ui
+            .add_enabled(!busy, egui::Button::new("Save as…"))
+            .clicked()
+        {
+            self.dialog.ask(Purpose::SaveAs, kind.save, dir, wake(ui));
+        }
+    }
+
+    /// The path field and its buttons; what was asked for with them.
+    pub fn path_row(
+        &mut self,
+        ui: &mut egui::Ui,
+        hint: &str,
+        width: f32,
+    ) -> Option<(Purpose, PathBuf)> {
+        let label = ui.label("File path");
+        ui.add(
+            egui::TextEdit::singleline(&mut self.path_field)
+                .hint_text(hint)
+                .desired_width(width),
+        )
+        .labelled_by(label.id);
+        let has_path = !self.path_field.trim().is_empty();
+        let path = PathBuf::from(self.path_field.trim());
+        let mut chosen = None;
+        if ui
+            .add_enabled(has_path, egui::Button::new("Open path"))
+            .clicked()
+        {
+            chosen = Some((Purpose::Open, path.clone()));
+        }
+        if ui
+            .add_enabled(has_path, egui::Button::new("Save to path"))
+            .clicked()
+        {
+            chosen = Some((Purpose::SaveAs, path));
+        }
+        chosen
+    }
+
+    /// Says so when no dialog could be shown (`text`: where to type a path instead).
+    pub fn unavailable_notice(&self, ui: &mut egui::Ui, text: &str) {
+        if self.unavailable {
+            ui.colored_label(ui.visuals().warn_fg_color, text);
+        }
+    }
+
+    /// The file chosen in the dialog, once it has answered.
+    pub fn poll(&mut self) -> Option<(Purpose, PathBuf)> {
+        match self.dialog.poll()? {
+            Answer::Chosen(purpose, path) => {
+                self.unavailable = false;
+                Some((purpose, path))
+            }
+            Answer::Unavailable => {
+                self.unavailable = true;
+                None
+            }
+            Answer::Cancelled => None,
+        }
+    }
 }

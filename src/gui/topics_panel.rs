@@ -10,7 +10,7 @@ use crate::broker::{BrokerHandle, Command, topics};
 
 use egui_extras::{Column, TableBuilder};
 
-use super::file_dialog::{Answer, FileDialog, Purpose, start_dir, wake};
+use super::file_dialog::{Ask, FileChooser, FileKind, Purpose};
 use super::format;
 use super::numbers;
 use super::reply::{self, Notice, Pending};
@@ -20,13 +20,11 @@ use super::runner::Live;
 #[derive(Default)]
 pub struct TopicsPanel {
     new_topic: String,
-    path_field: String,
     notice: Option<Notice>,
     pending: Option<Pending>,
     /// A deletion the broker has not answered yet.
     deleting: Option<Pending>,
-    dialog: FileDialog,
-    dialog_unavailable: bool,
+    file: FileChooser,
     /// A file chosen for "Open" or "Save as" whose result is still owed by the broker; it is
     /// remembered once the broker has accepted it.
     chosen: Option<PathBuf>,
@@ -99,53 +97,19 @@ impl TopicsPanel {
                 self.add(broker);
             }
             ui.separator();
-            let busy = self.dialog.is_open();
-            if ui.add_enabled(!busy, egui::Button::new("Open…")).clicked() {
-                let wake = wake(ui);
-                self.dialog
-                    .open(Purpose::Open, start_dir(snap.topics_path.as_deref()), wake);
-            }
-            if ui
-                .add_enabled(!busy, egui::Button::new("Save as…"))
-                .clicked()
-            {
-                let wake = wake(ui);
-                self.dialog.open(
-                    Purpose::SaveAs,
-                    start_dir(snap.topics_path.as_deref()),
-                    wake,
-                );
-            }
+            self.file
+                .dialog_buttons(ui, snap.topics_path.as_deref(), topic_list_file());
         });
         ui.horizontal(|ui| {
-            let label = ui.label("File path");
-            ui.add(
-                egui::TextEdit::singleline(&mut self.path_field)
-                    .hint_text("or type the path of a topic list")
-                    .desired_width(360.0),
-            )
-            .labelled_by(label.id);
-            let path = PathBuf::from(self.path_field.trim());
-            let has_path = !self.path_field.trim().is_empty();
-            if ui
-                .add_enabled(has_path, egui::Button::new("Open path"))
-                .clicked()
-            {
-                self.open_file(path.clone(), broker);
-            }
-            if ui
-                .add_enabled(has_path, egui::Button::new("Save to path"))
-                .clicked()
-            {
-                self.save_as(path, live, broker);
+            let hint = "or type the path of a topic list";
+            if let Some(chosen) = self.file.path_row(ui, hint, 360.0) {
+                self.act_on(chosen, live, broker);
             }
         });
-        if self.dialog_unavailable {
-            ui.colored_label(
-                ui.visuals().warn_fg_color,
-                "No file dialog is available on this system: type a file path above instead.",
-            );
-        }
+        self.file.unavailable_notice(
+            ui,
+            "No file dialog is available on this system: type a file path above instead.",
+        );
         reply::show(ui, &self.notice);
         ui.separator();
 
@@ -421,18 +385,33 @@ impl TopicsPanel {
     }
 
     fn poll_dialog(&mut self, live: &Live, broker: &BrokerHandle) {
-        match self.dialog.poll() {
-            Some(Answer::Chosen(Purpose::Open, path)) => {
-                self.dialog_unavailable = false;
-                self.open_file(path, broker);
-            }
-            Some(Answer::Chosen(Purpose::SaveAs, path)) => {
-                self.dialog_unavailable = false;
-                self.save_as(path, live, broker);
-            }
-            Some(Answer::Unavailable) => self.dialog_unavailable = true,
-            Some(Answer::Cancelled) | None => {}
+        if let Some(chosen) = self.file.poll() {
+            self.act_on(chosen, live, broker);
         }
+    }
+
+    /// A file chosen, in the dialog or by its path.
+    fn act_on(&mut self, (purpose, path): (Purpose, PathBuf), live: &Live, broker: &BrokerHandle) {
+        match purpose {
+            Purpose::Open => self.open_file(path, broker),
+            Purpose::SaveAs => self.save_as(path, live, broker),
+        }
+    }
+}
+
+/// The topic list in the platform's file dialogs.
+fn topic_list_file() -> FileKind {
+    FileKind {
+        open: Ask {
+            title: "Open a topic list",
+            filter: ("Topic list (RON)", &["ron"]),
+            file_name: None,
+        },
+        save: Ask {
+            title: "Save the topic list as",
+            filter: ("Topic list (RON)", &["ron"]),
+            file_name: Some("topics.ron"),
+        },
     }
 }
 
