@@ -122,18 +122,7 @@ impl Router {
         if let Err(e) = bridge::config::check_all(&list) {
             return reply_to(reply, Err(e));
         }
-        if let Some(p) = path {
-            self.events.push(
-                EventKind::Bridges,
-                "",
-                format!("bridges file is now {}", p.display()),
-            );
-            self.bridges.path = Some(p);
-        }
-        let before = self.bridge_names();
-        self.bridges.list = list;
-        self.bridges.apply();
-        self.forget_removed_bridges(before);
+        self.use_bridges(list, path);
         info!(count = self.bridges.list.len(), "bridges changed");
         self.events
             .push(EventKind::Bridges, "", "bridges changed".to_string());
@@ -167,16 +156,7 @@ impl Router {
     ) {
         match list {
             Ok(list) => {
-                self.events.push(
-                    EventKind::Bridges,
-                    "",
-                    format!("bridges file is now {}", path.display()),
-                );
-                self.bridges.path = Some(path);
-                let before = self.bridge_names();
-                self.bridges.list = list;
-                self.bridges.apply();
-                self.forget_removed_bridges(before);
+                self.use_bridges(list, Some(path));
                 reply_to(reply, Ok(()));
             }
             Err(e) => reply_to(
@@ -186,8 +166,21 @@ impl Router {
         }
     }
 
-    fn bridge_names(&self) -> Vec<String> {
-        self.bridges.list.iter().map(|b| b.name.clone()).collect()
+    /// Makes `list` the bridges (and `path`, if given, their file): those whose configuration
+    /// changed start again, and the sessions of those gone go too.
+    fn use_bridges(&mut self, list: Vec<BridgeConfig>, path: Option<PathBuf>) {
+        if let Some(p) = path {
+            self.events.push(
+                EventKind::Bridges,
+                "",
+                format!("bridges file is now {}", p.display()),
+            );
+            self.bridges.path = Some(p);
+        }
+        let before: Vec<String> = self.bridges.list.iter().map(|b| b.name.clone()).collect();
+        self.bridges.list = list;
+        self.bridges.apply();
+        self.forget_removed_bridges(before);
     }
 
     /// The bridges for a snapshot, in the file's order, with their local sessions' queues.
