@@ -153,20 +153,17 @@ pub(super) async fn run(
             let _ = socket.send_to(&codec::encode(&m), addr).await;
         }
     };
-    // The broker's own clients' ids are not for nodes to take.
-    if crate::broker::inproc::reserved_client_id(&client_id) {
-        shared
-            .stats
-            .refused
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        send(Message::ConnAck {
-            code: codec::NOT_SUPPORTED,
-        })
-        .await;
-        return;
-    }
-    // No login in MQTT-SN: a node is an anonymous client, refused while those are.
-    if !shared.anonymous_allowed() {
+    // The broker's own clients' ids are not for nodes to take; and MQTT-SN has no login: a
+    // node is an anonymous client, refused while those are. Either is a refusal the Log shows,
+    // as for a TCP client.
+    let refusal = if crate::broker::inproc::reserved_client_id(&client_id) {
+        Some(Refusal::ReservedId(client_id.clone()))
+    } else if !shared.anonymous_allowed() {
+        Some(Refusal::NotAuthorized)
+    } else {
+        None
+    };
+    if let Some(reason) = refusal {
         shared
             .stats
             .refused
@@ -182,11 +179,12 @@ pub(super) async fn run(
                 transport: Transport::MqttSn,
                 accepted: Instant::now(),
             };
+            let client_id = Some(client_id);
             let _ = router
                 .send(ToRouter::Refused {
                     peer,
-                    client_id: Some(client_id.clone()),
-                    reason: Refusal::NotAuthorized,
+                    client_id,
+                    reason,
                 })
                 .await;
         }
