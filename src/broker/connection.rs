@@ -885,18 +885,7 @@ where
                         }
                         None => (0, false),
                     };
-                    self.wire.encode(Outgoing::Publish {
-                        topic: &p.msg.topic,
-                        payload: &p.msg.payload,
-                        qos: p.qos,
-                        pkid: p.pkid,
-                        retain: p.retain,
-                        dup: p.dup,
-                        props: p.msg.props.as_deref(),
-                        alias,
-                        alias_only,
-                        sub_ids: &p.msg.sub_ids,
-                    });
+                    self.wire.encode(p.outgoing(alias, alias_only));
                 }
                 Outbound::ConnAck {
                     session_present,

@@ -210,21 +210,7 @@ impl LocalSide {
             Outbound::SubAck { pkid, codes } => self
                 .tap
                 .packet_out(&Outgoing::SubAck { pkid: *pkid, codes }, 5),
-            Outbound::Publish(p) => self.tap.packet_out(
-                &Outgoing::Publish {
-                    topic: &p.msg.topic,
-                    payload: &p.msg.payload,
-                    qos: p.qos,
-                    pkid: p.pkid,
-                    retain: p.retain,
-                    dup: p.dup,
-                    props: p.msg.props.as_deref(),
-                    alias: 0,
-                    alias_only: false,
-                    sub_ids: &p.msg.sub_ids,
-                },
-                self.level,
-            ),
+            Outbound::Publish(p) => self.tap.packet_out(&p.outgoing(0, false), self.level),
             _ => {}
         }
         Some(out)

@@ -185,6 +185,25 @@ pub(crate) struct OutPublish {
     pub dup: bool,
 }
 
+impl OutPublish {
+    /// The PUBLISH to write for it, with an MQTT 5 topic alias (0: none; `alias_only`: the
+    /// topic left out, the client has the alias).
+    pub fn outgoing(&self, alias: u16, alias_only: bool) -> super::protocol::Outgoing<'_> {
+        super::protocol::Outgoing::Publish {
+            topic: &self.msg.topic,
+            payload: &self.msg.payload,
+            qos: self.qos,
+            pkid: self.pkid,
+            retain: self.retain,
+            dup: self.dup,
+            props: self.msg.props.as_deref(),
+            alias,
+            alias_only,
+            sub_ids: &self.msg.sub_ids,
+        }
+    }
+}
+
 /// What the router sends to a connection task, which encodes and writes it.
 #[derive(Debug)]
 pub(crate) enum Outbound {
