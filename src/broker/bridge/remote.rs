@@ -15,8 +15,8 @@ use crate::broker::protocol::QoS;
 const REQUESTS: usize = 64;
 
 /// The client and its event loop for one connection attempt (a fresh pair each time: what was
-/// in flight is re-sent from the local session, not by rumqttc).
-pub fn client(config: &BridgeConfig) -> Result<(AsyncClient, EventLoop), String> {
+/// in flight is re-sent from the local session, not by rumqttc), and where it connects.
+pub fn client(config: &BridgeConfig) -> Result<(AsyncClient, EventLoop, Remote), String> {
     let remote = Remote::parse(&config.address)?;
     let id = config.remote_client_id();
     let mut options = match remote.scheme {
@@ -50,7 +50,8 @@ pub fn client(config: &BridgeConfig) -> Result<(AsyncClient, EventLoop), String>
     if let Some(user) = &config.username {
         options.set_credentials(user.clone(), config.password.clone().unwrap_or_default());
     }
-    Ok(AsyncClient::new(options, REQUESTS))
+    let (client, events) = AsyncClient::new(options, REQUESTS);
+    Ok((client, events, remote))
 }
 
 /// The remote subscription of an `in` rule: not sent back what the bridge itself publishes,

@@ -140,8 +140,8 @@ async fn connection(
         error,
         was_up: false,
     };
-    let (client, mut events) = match remote::client(config) {
-        Ok(pair) => pair,
+    let (client, mut events, remote) = match remote::client(config) {
+        Ok(made) => made,
         Err(e) => return failed(e),
     };
     // The remote's CONNACK first (rumqttc's connection timeout bounds the wait).
@@ -165,13 +165,10 @@ async fn connection(
         return failed("the remote's client did not take the subscription".into());
     }
     // Where the remote is, for the Clients panel (rumqttc does not say which address it used).
-    let remote_addr = match super::config::Remote::parse(&config.address) {
-        Ok(r) => tokio::net::lookup_host((r.host.as_str(), r.port))
-            .await
-            .ok()
-            .and_then(|mut a| a.next()),
-        Err(_) => None,
-    };
+    let remote_addr = tokio::net::lookup_host((remote.host.as_str(), remote.port))
+        .await
+        .ok()
+        .and_then(|mut a| a.next());
     // Never clean, and never expiring: what waits for the remote is kept while it is away.
     let registration = Registration {
         client_id: Arc::from(config.local_client_id()),
