@@ -70,6 +70,32 @@ impl Node {
         n
     }
 
+    /// A node connected with a will, through the exchange the gateway asks for: WILLTOPICREQ,
+    /// WILLTOPIC (`will_flags`: its QoS and retain), WILLMSGREQ, WILLMSG, CONNACK.
+    async fn connected_with_will(
+        gw: SocketAddr,
+        connect: Message,
+        will_flags: Flags,
+        topic: &str,
+        payload: &'static [u8],
+    ) -> Node {
+        let n = Node::new(gw).await;
+        n.send(&connect).await;
+        assert_eq!(n.recv().await, Message::WillTopicReq);
+        n.send(&Message::WillTopic {
+            flags: will_flags,
+            topic: Some(topic.into()),
+        })
+        .await;
+        assert_eq!(n.recv().await, Message::WillMsgReq);
+        n.send(&Message::WillMsg {
+            payload: Bytes::from_static(payload),
+        })
+        .await;
+        assert_eq!(n.recv().await, Message::ConnAck { code: 0 });
+        n
+    }
+
     async fn send(&self, m: &Message) {
         self.send_raw(&codec::encode(m)).await;
     }
@@ -358,8 +384,7 @@ async fn a_will_is_asked_for_and_published_when_the_node_falls_silent() {
     let (broker, gw) = start_sn(sn_config()).await;
     let mut tcp = Client::connect(options(broker.local_addr(), "tcp")).await;
     tcp.subscribe(&[("lab/b", QoS::AtLeastOnce)]).await;
-    let node = Node::new(gw).await;
-    node.send(&Message::Connect {
+    let connect = Message::Connect {
         flags: Flags {
             will: true,
             clean_session: true,
@@ -367,23 +392,18 @@ async fn a_will_is_asked_for_and_published_when_the_node_falls_silent() {
         },
         duration: 1,
         client_id: "door-sensor".into(),
-    })
-    .await;
-    assert_eq!(node.recv().await, Message::WillTopicReq);
-    node.send(&Message::WillTopic {
-        flags: Flags {
+    };
+    let _node = Node::connected_with_will(
+        gw,
+        connect,
+        Flags {
             qos: 1,
             ..Flags::default()
         },
-        topic: Some("lab/b".into()),
-    })
+        "lab/b",
+        b"door sensor lost",
+    )
     .await;
-    assert_eq!(node.recv().await, Message::WillMsgReq);
-    node.send(&Message::WillMsg {
-        payload: Bytes::from_static(b"door sensor lost"),
-    })
-    .await;
-    assert_eq!(node.recv().await, Message::ConnAck { code: 0 });
     // Silent for more than 1.5 × its 1 s keepalive.
     let p = tcp.next_publish().await;
     assert_eq!(&p.payload[..], b"door sensor lost");
@@ -628,29 +648,17 @@ async fn connect_again_is_a_lost_connack_or_a_wake_up_not_a_new_client() {
     let (broker, gw) = start_sn(sn_config()).await;
     let mut watcher = Client::connect(options(broker.local_addr(), "watcher")).await;
     watcher.subscribe(&[("lab/b", QoS::AtLeastOnce)]).await;
-    let node = Node::new(gw).await;
     // With a will, and persistent.
-    node.send(&Message::Connect {
+    let connect = Message::Connect {
         flags: Flags {
             will: true,
             ..Flags::default()
         },
         duration: 30,
         client_id: "valve".into(),
-    })
-    .await;
-    assert_eq!(node.recv().await, Message::WillTopicReq);
-    node.send(&Message::WillTopic {
-        flags: Flags::default(),
-        topic: Some("lab/b".into()),
-    })
-    .await;
-    assert_eq!(node.recv().await, Message::WillMsgReq);
-    node.send(&Message::WillMsg {
-        payload: Bytes::from_static(b"valve lost"),
-    })
-    .await;
-    assert_eq!(node.recv().await, Message::ConnAck { code: 0 });
+    };
+    let node =
+        Node::connected_with_will(gw, connect, Flags::default(), "lab/b", b"valve lost").await;
     let (id, _, _) = node.subscribe(1, TopicRef::Name("lab/a".into()), 1).await;
     // CONNECT again (as if the CONNACK had been lost): CONNACK, same session, no will.
     node.send(&Message::Connect {
@@ -722,8 +730,7 @@ async fn a_nodes_will_is_not_published_when_the_broker_stops() {
         (broker, gw)
     };
     let (broker, gw) = sn_broker().await;
-    let node = Node::new(gw).await;
-    node.send(&Message::Connect {
+    let connect = Message::Connect {
         flags: Flags {
             will: true,
             clean_session: true,
@@ -731,23 +738,18 @@ async fn a_nodes_will_is_not_published_when_the_broker_stops() {
         },
         duration: 30,
         client_id: "pump".into(),
-    })
-    .await;
-    assert_eq!(node.recv().await, Message::WillTopicReq);
-    node.send(&Message::WillTopic {
-        flags: Flags {
+    };
+    let _node = Node::connected_with_will(
+        gw,
+        connect,
+        Flags {
             retain: true,
             ..Flags::default()
         },
-        topic: Some("lab/b".into()),
-    })
+        "lab/b",
+        b"pump lost",
+    )
     .await;
-    assert_eq!(node.recv().await, Message::WillMsgReq);
-    node.send(&Message::WillMsg {
-        payload: Bytes::from_static(b"pump lost"),
-    })
-    .await;
-    assert_eq!(node.recv().await, Message::ConnAck { code: 0 });
     broker.shutdown().await;
     // A retained will would be there after a restart.
     let (broker, _) = sn_broker().await;
