@@ -150,24 +150,31 @@ async fn bridge_info(broker: &Broker, name: &str) -> BridgeInfo {
         .expect("the bridge in the snapshot")
 }
 
-/// Waits until the bridge is up (its subscriptions made on both sides).
-async fn bridge_up(broker: &Broker, name: &str) {
-    let deadline = Instant::now() + Duration::from_secs(10);
+/// Asks `check` again every 50 ms until it passes; fails with its last complaint after
+/// `wait`.
+async fn until(wait: Duration, mut check: impl AsyncFnMut() -> Result<(), String>) {
+    let deadline = Instant::now() + wait;
     loop {
-        let info = bridge_info(broker, name).await;
-        if matches!(info.status.state, BridgeState::Up { .. }) {
-            // The subscriptions are asked for before it says so; give the remote's SUBACK a
-            // moment.
-            sleep(Duration::from_millis(200)).await;
-            return;
+        match check().await {
+            Ok(()) => return,
+            Err(e) => assert!(Instant::now() < deadline, "{e}"),
         }
-        assert!(
-            Instant::now() < deadline,
-            "bridge {name} not up: {:?}",
-            info.status
-        );
         sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Waits until the bridge is up (its subscriptions made on both sides).
+async fn bridge_up(broker: &Broker, name: &str) {
+    until(Duration::from_secs(10), async || {
+        let info = bridge_info(broker, name).await;
+        match info.status.state {
+            BridgeState::Up { .. } => Ok(()),
+            _ => Err(format!("bridge {name} not up: {:?}", info.status)),
+        }
+    })
+    .await;
+    // The subscriptions are asked for before it says so; give the remote's SUBACK a moment.
+    sleep(Duration::from_millis(200)).await;
 }
 
 fn mosquitto_client(m: &Mosquitto, id: &str) -> rumqttc::MqttOptions {
@@ -291,21 +298,15 @@ async fn the_remote_going_away_and_back_loses_nothing_at_qos_1() {
             .await;
     }
     // Held here, in the bridge's session, while the remote is away.
-    let deadline = Instant::now() + WAIT;
-    loop {
+    until(WAIT, async || {
         let info = bridge_info(&broker, "dept").await;
         if info.queued == n && !matches!(info.status.state, BridgeState::Up { .. }) {
             assert!(info.status.last_error.is_some());
-            break;
+            return Ok(());
         }
-        assert!(
-            Instant::now() < deadline,
-            "{} queued, {:?}",
-            info.queued,
-            info.status
-        );
-        sleep(Duration::from_millis(50)).await;
-    }
+        Err(format!("{} queued, {:?}", info.queued, info.status))
+    })
+    .await;
     m.run();
     let mut keeper = Client::connect(opts).await;
     let mut seen = HashMap::new();
@@ -327,21 +328,15 @@ async fn the_remote_going_away_and_back_loses_nothing_at_qos_1() {
         }
     }
     assert!((0..n).all(|i| seen.contains_key(&i.to_string())));
-    let deadline = Instant::now() + WAIT;
-    loop {
+    until(WAIT, async || {
         let info = bridge_info(&broker, "dept").await;
         assert_eq!(info.dropped, 0);
-        if info.queued == 0 && info.status.counters.sent >= n as u64 {
-            break;
+        match info.queued == 0 && info.status.counters.sent >= n as u64 {
+            true => Ok(()),
+            false => Err(format!("{} still queued, {:?}", info.queued, info.status)),
         }
-        assert!(
-            Instant::now() < deadline,
-            "{} still queued, {:?}",
-            info.queued,
-            info.status
-        );
-        sleep(Duration::from_millis(50)).await;
-    }
+    })
+    .await;
     broker.shutdown().await;
 }
 
@@ -371,19 +366,18 @@ async fn a_bridge_back_from_mosquitto_makes_no_loop() {
     m.run();
     bridge_up(&broker, "dept").await;
     // Mosquitto's bridge is connected here too.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !snapshot(&broker)
-        .await
-        .clients
-        .iter()
-        .any(|c| c.connection.is_some() && !c.client_id.starts_with("$bridge/"))
-    {
-        assert!(
-            Instant::now() < deadline,
-            "mosquitto's bridge did not connect"
-        );
-        sleep(Duration::from_millis(50)).await;
-    }
+    until(Duration::from_secs(10), async || {
+        let snap = snapshot(&broker).await;
+        let theirs = snap
+            .clients
+            .iter()
+            .any(|c| c.connection.is_some() && !c.client_id.starts_with("$bridge/"));
+        match theirs {
+            true => Ok(()),
+            false => Err("mosquitto's bridge did not connect".into()),
+        }
+    })
+    .await;
     sleep(Duration::from_millis(300)).await;
     let mut remote = Client::connect(mosquitto_client(&m, "remote")).await;
     remote.subscribe(&[("lab/#", QoS::AtLeastOnce)]).await;
@@ -464,16 +458,15 @@ async fn bridges_change_while_running_and_a_bad_list_changes_nothing() {
     })
     .await
     .unwrap();
-    let deadline = Instant::now() + WAIT;
-    loop {
+    until(WAIT, async || {
         let snap = snapshot(&broker).await;
         let offline = client(&snap, "$bridge/dept").connection.is_none();
-        if offline && snap.bridges[0].status.state == BridgeState::Disabled {
-            break;
+        match offline && snap.bridges[0].status.state == BridgeState::Disabled {
+            true => Ok(()),
+            false => Err(format!("{:?}", snap.bridges[0].status)),
         }
-        assert!(Instant::now() < deadline);
-        sleep(Duration::from_millis(50)).await;
-    }
+    })
+    .await;
     // A network client may not take a bridge's id.
     let (_, _, code) = Raw::connect(
         broker.local_addr(),
@@ -529,8 +522,7 @@ async fn two_mqtt_labs_bridged_both_ways_pass_each_message_once_and_trace_it() {
     }
     // The bridge's local side is in the trace like any client: its CONNECT, the PUBLISH it
     // brought in and the one it was sent.
-    let deadline = Instant::now() + WAIT;
-    loop {
+    until(WAIT, async || {
         let events = trace.since(0).await.unwrap();
         let mine: Vec<_> = events
             .iter()
@@ -550,20 +542,21 @@ async fn two_mqtt_labs_bridged_both_ways_pass_each_message_once_and_trace_it() {
             && has(D::Out, "lab/a")
         {
             assert!(mine.iter().all(|e| e.transport.to_string() == "bridge"));
-            break;
+            return Ok(());
         }
-        assert!(Instant::now() < deadline, "{mine:#?}");
-        sleep(Duration::from_millis(50)).await;
-    }
-    loop {
-        let error = bridge_info(&broker, "peer").await.status.last_error;
-        if let Some(e) = error {
-            assert!(e.contains("the remote refused \"nowhere/#\""), "{e}");
-            break;
+        Err(format!("{mine:#?}"))
+    })
+    .await;
+    until(WAIT, async || {
+        match bridge_info(&broker, "peer").await.status.last_error {
+            Some(e) => {
+                assert!(e.contains("the remote refused \"nowhere/#\""), "{e}");
+                Ok(())
+            }
+            None => Err("no error shown".into()),
         }
-        assert!(Instant::now() < deadline, "no error shown");
-        sleep(Duration::from_millis(50)).await;
-    }
+    })
+    .await;
     broker.shutdown().await;
     remote.shutdown().await;
 }
@@ -646,11 +639,14 @@ async fn what_the_remote_kept_for_an_absent_bridge_comes_in_when_it_is_back() {
     };
     set(false).await.unwrap();
     // Gone from Mosquitto (its session kept there), then 100 messages for it.
-    let deadline = Instant::now() + WAIT;
-    while bridge_info(&broker, "dept").await.status.state != BridgeState::Disabled {
-        assert!(Instant::now() < deadline);
-        sleep(Duration::from_millis(20)).await;
-    }
+    until(WAIT, async || {
+        let state = bridge_info(&broker, "dept").await.status.state;
+        match state {
+            BridgeState::Disabled => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
     sleep(Duration::from_millis(300)).await;
     let there = Client::connect(mosquitto_client(&m, "there")).await;
     for i in 0..100 {
@@ -706,21 +702,15 @@ async fn qos_2_crosses_at_qos_1_and_a_bridge_refuses_a_qos_2_rule() {
     }
     assert_eq!(got, (0..30).map(|i| i.to_string()).collect::<Vec<_>>());
     // Every message acknowledged by the remote is done with here.
-    let deadline = Instant::now() + WAIT;
-    loop {
+    until(WAIT, async || {
         let snap = snapshot(&broker).await;
         let c = client(&snap, "$bridge/dept");
-        if c.inflight == 0 && c.queued == 0 && snap.bridges[0].status.counters.sent == 30 {
-            break;
+        match c.inflight == 0 && c.queued == 0 && snap.bridges[0].status.counters.sent == 30 {
+            true => Ok(()),
+            false => Err(format!("{} in flight, {} queued", c.inflight, c.queued)),
         }
-        assert!(
-            Instant::now() < deadline,
-            "{} in flight, {} queued",
-            c.inflight,
-            c.queued
-        );
-        sleep(Duration::from_millis(50)).await;
-    }
+    })
+    .await;
     broker.shutdown().await;
 }
 
@@ -741,20 +731,15 @@ async fn a_kicked_bridge_comes_back() {
     .await
     .unwrap();
     // Down, then up again after its back-off, and forwarding.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
+    until(Duration::from_secs(10), async || {
         let info = bridge_info(&broker, "dept").await;
-        if info
-            .status
-            .last_error
-            .as_deref()
-            .is_some_and(|e| e.contains("kicked"))
-        {
-            break;
+        let kicked = info.status.last_error.as_deref();
+        match kicked.is_some_and(|e| e.contains("kicked")) {
+            true => Ok(()),
+            false => Err(format!("{:?}", info.status)),
         }
-        assert!(Instant::now() < deadline, "{:?}", info.status);
-        sleep(Duration::from_millis(50)).await;
-    }
+    })
+    .await;
     bridge_up(&broker, "dept").await;
     let mut there = Client::connect(mosquitto_client(&m, "there")).await;
     there.subscribe(&[("lab/#", QoS::AtLeastOnce)]).await;
@@ -790,30 +775,24 @@ async fn changed_rules_drop_old_subscriptions_and_a_removed_bridge_its_session()
         })
     };
     set(vec![second]).await.unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
+    until(Duration::from_secs(10), async || {
         let snap = snapshot(&broker).await;
         let up = matches!(snap.bridges[0].status.state, BridgeState::Up { .. });
-        if up && subs(&snap) == ["lab/a"] {
-            break;
+        match up && subs(&snap) == ["lab/a"] {
+            true => Ok(()),
+            false => Err(format!("{:?}", subs(&snap))),
         }
-        assert!(Instant::now() < deadline, "{:?}", subs(&snap));
-        sleep(Duration::from_millis(50)).await;
-    }
+    })
+    .await;
     // Removed: its session goes too.
     set(vec![]).await.unwrap();
-    let deadline = Instant::now() + WAIT;
-    while snapshot(&broker)
-        .await
-        .clients
-        .iter()
-        .any(|c| c.client_id == "$bridge/dept")
-    {
-        assert!(
-            Instant::now() < deadline,
-            "the removed bridge's session stays"
-        );
-        sleep(Duration::from_millis(50)).await;
-    }
+    until(WAIT, async || {
+        let snap = snapshot(&broker).await;
+        match snap.clients.iter().any(|c| c.client_id == "$bridge/dept") {
+            true => Err("the removed bridge's session stays".into()),
+            false => Ok(()),
+        }
+    })
+    .await;
     broker.shutdown().await;
 }
