@@ -8,7 +8,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering, fence};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -635,11 +635,9 @@ where
                     if let Some(reason) = self.on_outbound(out) {
                         return reason;
                     }
-                    // Boxed for the same reason as the read path: rare, and large. The fence
-                    // pairs with the router's (`session::has_room`): the slots just freed are
-                    // seen before the flag is looked at, on weakly ordered CPUs too.
-                    fence(Ordering::SeqCst);
-                    if self.room_wanted.load(Ordering::Relaxed)
+                    // Boxed for the same reason as the read path: rare, and large.
+                    let capacity = self.shared.limits.channel_capacity();
+                    if self.rx.room_regained(&self.room_wanted, capacity)
                         && Box::pin(self.notify_room()).await.is_err()
                     {
                         return CloseReason::ServerShutdown;
@@ -955,16 +953,9 @@ where
         close
     }
 
-    /// Tells the router that the channel it found full has drained to half, so it sends the
-    /// messages it queued meanwhile. Paired with `Session::pump`: the router sets the flag and
-    /// then looks at the channel again; this task drains, fences (in `run`) and then looks at
-    /// the flag, so one of the two always sees the other.
+    /// Tells the router that the channel it found full has drained to half
+    /// (`outbox::Receiver::room_regained`), so it sends the messages it queued meanwhile.
     async fn notify_room(&mut self) -> Result<(), ()> {
-        if self.rx.len() > self.shared.limits.channel_capacity() / 2
-            || !self.room_wanted.swap(false, Ordering::SeqCst)
-        {
-            return Ok(());
-        }
         let msg = ToRouter::Writable { conn: self.conn };
         self.shared.router.send(msg).await.map_err(|_| ())
     }

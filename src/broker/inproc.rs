@@ -4,7 +4,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering, fence};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use tokio::sync::{mpsc, watch};
 
@@ -193,13 +193,9 @@ impl LocalSide {
     /// The router's next word, with the trace told of what it is. None: the broker is stopping.
     pub async fn recv(&mut self) -> Option<Outbound> {
         let out = std::future::poll_fn(|cx| self.rx.poll_recv(cx)).await?;
-        // As a connection does (`Link::notify_room`): the router found the channel full and
-        // waits to hear it has room again.
-        fence(Ordering::SeqCst);
-        if self.room_wanted.load(Ordering::Relaxed)
-            && self.rx.len() <= self.capacity / 2
-            && self.room_wanted.swap(false, Ordering::SeqCst)
-        {
+        // As a connection does: the router found the channel full and waits to hear it has
+        // room again.
+        if self.rx.room_regained(&self.room_wanted, self.capacity) {
             let _ = self
                 .router
                 .send(ToRouter::Writable { conn: self.conn })

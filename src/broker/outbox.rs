@@ -11,6 +11,7 @@
 
 use std::collections::VecDeque;
 use std::future::poll_fn;
+use std::sync::atomic::{AtomicBool, Ordering, fence};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 
@@ -171,6 +172,19 @@ impl<T> Receiver<T> {
     /// Messages waiting.
     pub fn len(&self) -> usize {
         lock(&self.shared).items.len()
+    }
+
+    /// Whether to tell the router this channel has room again: it found the channel full and
+    /// set `wanted`, and the channel has drained to half since; `wanted` is cleared when so.
+    /// Paired with `Session::pump`: the router sets the flag and then looks at the channel
+    /// again; the receiver drains, fences (here) and then looks at the flag, so one of the two
+    /// always sees the other, on weakly ordered CPUs too.
+    #[inline]
+    pub fn room_regained(&self, wanted: &AtomicBool, capacity: usize) -> bool {
+        fence(Ordering::SeqCst);
+        wanted.load(Ordering::Relaxed)
+            && self.len() <= capacity / 2
+            && wanted.swap(false, Ordering::SeqCst)
     }
 
     /// The sender is gone: what is queued is all there will be.
