@@ -849,3 +849,32 @@ async fn a_sleeping_node_holds_no_publisher_back() {
     assert!(c.queued + c.inflight >= 50);
     broker.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_persistence_acknowledgements_come_at_once() {
+    // No journal, a level-4 client: the router answers no `Acks`, and the gateway must not
+    // wait for one.
+    let broker = start_with(mqtt_lab::broker::Config {
+        sn: Some(sn_config()),
+        data_dir: None,
+        ..config()
+    })
+    .await;
+    let gw = broker.door_addr(Transport::MqttSn).unwrap();
+    let node = Node::connected(gw, "plain", 30).await;
+    let id = node.register(1, "lab/b").await;
+    node.publish(TopicRef::Id(id), 1, 2, b"q1").await;
+    assert_eq!(
+        node.recv().await,
+        Message::PubAck {
+            topic_id: id,
+            msg_id: 2,
+            code: 0
+        }
+    );
+    node.publish(TopicRef::Id(id), 2, 3, b"q2").await;
+    assert_eq!(node.recv().await, Message::PubRec { msg_id: 3 });
+    node.send(&Message::PubRel { msg_id: 3 }).await;
+    assert_eq!(node.recv().await, Message::PubComp { msg_id: 3 });
+    broker.shutdown().await;
+}

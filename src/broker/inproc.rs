@@ -278,6 +278,12 @@ impl<T> DurableAcks<T> {
         self.waiting.is_empty()
     }
 
+    /// Persistence is on: acknowledgements wait for the disk (and the router answers with
+    /// `Acks` what a level-4 client sends, which it does not without persistence).
+    pub fn persistent(&self) -> bool {
+        self.durable.is_some()
+    }
+
     /// Those that may go now, in order.
     pub fn ready(&mut self) -> Vec<T> {
         let on_disk = self.durable.as_ref().map_or(u64::MAX, |d| *d.borrow());

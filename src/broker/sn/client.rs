@@ -118,8 +118,6 @@ pub(super) struct Client {
     /// waiting for the disk.
     acks_owed: VecDeque<Owed>,
     acks_durable: DurableAcks<Owed>,
-    /// With persistence the router answers each QoS 1/2 PUBLISH and PUBREL (`Acks`).
-    durable_acks_on: bool,
     quiet_since: Instant,
     next_register: u16,
 }
@@ -226,7 +224,6 @@ pub(super) async fn run(
     .await;
     info!(%addr, client_id, "MQTT-SN client connected");
     let mut client = Client {
-        durable_acks_on: shared.broker.durable.is_some(),
         acks_durable: DurableAcks::new(shared.broker.durable.clone()),
         shared,
         addr,
@@ -646,7 +643,8 @@ impl Client {
     /// An acknowledgement for the client: at once without persistence, else once the router
     /// has answered for it and the disk has it.
     async fn owe(&mut self, owed: Owed) {
-        if self.durable_acks_on {
+        // With persistence the router answers each QoS 1/2 PUBLISH and PUBREL (`Acks`).
+        if self.acks_durable.persistent() {
             self.acks_owed.push_back(owed);
         } else {
             self.give(owed).await;
