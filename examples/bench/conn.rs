@@ -455,6 +455,7 @@ impl Conn {
                 login.clean,
                 user,
                 pass,
+                None,
             ),
             Some(v5) => {
                 let mut props = Vec::new();
@@ -468,14 +469,14 @@ impl Conn {
                     props.push(mqtt::TOPIC_ALIAS_MAXIMUM);
                     props.extend_from_slice(&v5.topic_alias_max.to_be_bytes());
                 }
-                mqtt::connect_v5(
+                mqtt::connect(
                     &mut c.wbuf,
                     client_id,
                     login.keepalive,
                     login.clean,
                     user,
                     pass,
-                    &props,
+                    Some(&props),
                 );
             }
         }

@@ -45,7 +45,9 @@ fn put_str(buf: &mut BytesMut, s: &str) {
     buf.put_slice(s.as_bytes());
 }
 
-/// CONNECT, protocol level 4 (3.1.1), clean session.
+/// CONNECT: protocol level 4 (3.1.1), or with `v5_props` level 5 (MQTT 5) with those
+/// properties (already encoded, without their length) after the keep alive. Clean Session (MQTT
+/// 5: Clean Start) is `clean`.
 pub fn connect(
     buf: &mut BytesMut,
     client_id: &str,
@@ -53,9 +55,11 @@ pub fn connect(
     clean: bool,
     user: Option<&str>,
     pass: Option<&str>,
+    v5_props: Option<&[u8]>,
 ) {
     let mut flags = if clean { 0x02 } else { 0 };
-    let mut len = 10 + 2 + client_id.len();
+    let props_len = v5_props.map_or(0, |p| varint_len(p.len()) + p.len());
+    let mut len = 10 + props_len + 2 + client_id.len();
     if let Some(u) = user {
         flags |= 0x80;
         len += 2 + u.len();
@@ -67,47 +71,13 @@ pub fn connect(
     buf.put_u8(0x10);
     put_len(buf, len);
     put_str(buf, "MQTT");
-    buf.put_u8(4);
+    buf.put_u8(if v5_props.is_some() { 5 } else { 4 });
     buf.put_u8(flags);
     buf.put_u16(keepalive);
-    put_str(buf, client_id);
-    if let Some(u) = user {
-        put_str(buf, u);
+    if let Some(props) = v5_props {
+        put_len(buf, props.len());
+        buf.put_slice(props);
     }
-    if let Some(p) = pass {
-        put_str(buf, p);
-    }
-}
-
-/// CONNECT, protocol level 5 (MQTT 5): as `connect`, with `props` (already encoded, without
-/// their length) after the keep alive. Clean Start is `clean`.
-pub fn connect_v5(
-    buf: &mut BytesMut,
-    client_id: &str,
-    keepalive: u16,
-    clean: bool,
-    user: Option<&str>,
-    pass: Option<&str>,
-    props: &[u8],
-) {
-    let mut flags = if clean { 0x02 } else { 0 };
-    let mut len = 10 + varint_len(props.len()) + props.len() + 2 + client_id.len();
-    if let Some(u) = user {
-        flags |= 0x80;
-        len += 2 + u.len();
-    }
-    if let Some(p) = pass {
-        flags |= 0x40;
-        len += 2 + p.len();
-    }
-    buf.put_u8(0x10);
-    put_len(buf, len);
-    put_str(buf, "MQTT");
-    buf.put_u8(5);
-    buf.put_u8(flags);
-    buf.put_u16(keepalive);
-    put_len(buf, props.len());
-    buf.put_slice(props);
     put_str(buf, client_id);
     if let Some(u) = user {
         put_str(buf, u);
@@ -439,14 +409,14 @@ mod tests {
     #[test]
     fn connect_v5_says_its_length_and_properties() {
         let mut b = BytesMut::new();
-        connect_v5(
+        connect(
             &mut b,
             "c1",
             60,
             true,
             None,
             None,
-            &[TOPIC_ALIAS_MAXIMUM, 0, 10],
+            Some(&[TOPIC_ALIAS_MAXIMUM, 0, 10]),
         );
         let p = one(&b);
         assert_eq!(p.kind, 1);

@@ -739,6 +739,7 @@ fn connack(to: SocketAddr) -> io::Result<()> {
         true,
         None,
         None,
+        None,
     );
     s.write_all(&buf)?;
     let mut ack = [0u8; 4];

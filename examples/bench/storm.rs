@@ -96,7 +96,7 @@ async fn wrong_login(addr: SocketAddr, id: &str, user: &str, pass: &str) -> io::
     let mut s = TcpStream::connect(addr).await?;
     s.set_nodelay(true)?;
     let mut buf = BytesMut::new();
-    mqtt::connect(&mut buf, id, 60, true, Some(user), Some(pass));
+    mqtt::connect(&mut buf, id, 60, true, Some(user), Some(pass), None);
     s.write_all(&buf).await?;
     let mut got = [0u8; 4];
     s.read_exact(&mut got).await?;
