@@ -447,39 +447,29 @@ impl Conn {
             v5: None,
         };
         let (user, pass) = (login.user.as_deref(), login.pass.as_deref());
-        match login.v5 {
-            None => mqtt::connect(
-                &mut c.wbuf,
-                client_id,
-                login.keepalive,
-                login.clean,
-                user,
-                pass,
-                None,
-            ),
-            Some(v5) => {
-                let mut props = Vec::new();
-                if !login.clean {
-                    // MQTT 5 ends a session when its connection does unless the client asks
-                    // otherwise: a persistent session (3.1.1's clean session 0) never expires.
-                    props.push(mqtt::SESSION_EXPIRY_INTERVAL);
-                    props.extend_from_slice(&u32::MAX.to_be_bytes());
-                }
-                if v5.topic_alias_max > 0 {
-                    props.push(mqtt::TOPIC_ALIAS_MAXIMUM);
-                    props.extend_from_slice(&v5.topic_alias_max.to_be_bytes());
-                }
-                mqtt::connect(
-                    &mut c.wbuf,
-                    client_id,
-                    login.keepalive,
-                    login.clean,
-                    user,
-                    pass,
-                    Some(&props),
-                );
+        let props = login.v5.map(|v5| {
+            let mut props = Vec::new();
+            if !login.clean {
+                // MQTT 5 ends a session when its connection does unless the client asks
+                // otherwise: a persistent session (3.1.1's clean session 0) never expires.
+                props.push(mqtt::SESSION_EXPIRY_INTERVAL);
+                props.extend_from_slice(&u32::MAX.to_be_bytes());
             }
-        }
+            if v5.topic_alias_max > 0 {
+                props.push(mqtt::TOPIC_ALIAS_MAXIMUM);
+                props.extend_from_slice(&v5.topic_alias_max.to_be_bytes());
+            }
+            props
+        });
+        mqtt::connect(
+            &mut c.wbuf,
+            client_id,
+            login.keepalive,
+            login.clean,
+            user,
+            pass,
+            props.as_deref(),
+        );
         c.flush().await?;
         let (kind, body) = c.next_packet().await?;
         let (level, word) = match login.v5 {
