@@ -211,6 +211,10 @@ enum Scenario {
         /// QoS of the subscriptions
         #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=2))]
         qos: u8,
+        /// Seconds the connections stay idle before the broker's memory is read: longer than
+        /// mqtt-lab's --park-after (5 s), after which an idle connection gives up its task
+        #[arg(long, default_value_t = 6.0)]
+        idle: f64,
     },
     /// A login storm with a wrong password beside a healthy QoS 1 pair logged in with
     /// --username/--password: the pair's p99 against its own without the storm, the time a
@@ -1176,6 +1180,7 @@ async fn run_once(cli: &Cli, addr: SocketAddr, round: u32) -> Outcome {
             pid,
             concurrency,
             qos,
+            idle,
         } => {
             out.set("qos", qos);
             let login = Login {
@@ -1196,6 +1201,7 @@ async fn run_once(cli: &Cli, addr: SocketAddr, round: u32) -> Outcome {
                 pid,
                 concurrency,
                 qos,
+                Duration::try_from_secs_f64(idle).unwrap_or(Duration::from_secs(6)),
                 &mut out,
             )
             .await;
@@ -1244,6 +1250,7 @@ async fn conns(
     pid: Option<u32>,
     concurrency: u64,
     qos: u8,
+    idle: Duration,
     out: &mut Object,
 ) -> (bool, String, bool) {
     let limit = rlimit::increase_nofile_limit(u64::MAX).unwrap_or(0);
@@ -1297,8 +1304,10 @@ async fn conns(
     for a in aborts {
         a.abort();
     }
-    // Let the broker settle before reading its memory.
-    sleep(Duration::from_secs(1)).await;
+    // Idle for a while before the broker's memory is read: what an idle connection costs, once
+    // the broker has settled (mqtt-lab parks quiet connections after 5 s).
+    out.set("idle_s", idle.as_secs_f64());
+    sleep(idle).await;
     let rss1 = pid.and_then(|p| rss_kb(p).ok());
     let per_conn = match (rss0, rss1) {
         (Some(a), Some(b)) if !open.is_empty() => {
@@ -1433,6 +1442,7 @@ fn suite(pid: Option<u32>) -> Vec<(String, Scenario)> {
             pid,
             concurrency: 100,
             qos: 0,
+            idle: 6.0,
         },
     ));
     v

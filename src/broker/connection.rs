@@ -24,6 +24,7 @@ use super::link::{
     CloseReason, ConnId, ConnectRequest, Inbound, Outbound, Refusal, ToRouter, Violation,
 };
 use super::outbox;
+use super::parking;
 use super::protocol::{
     AckKind, ConnAckV5, Connect, ConnectCode, Dialect, Outgoing, Packet, Peer, QoS, Reason,
     Transport,
@@ -72,7 +73,24 @@ pub(crate) struct Shared {
     /// With persistence: the last epoch of changes on disk (see `store`). Acknowledgements
     /// wait for the epoch their packets changed.
     pub durable: Option<watch::Receiver<u64>>,
+    /// Where quiet plain-TCP connections wait without a task (`None`: they keep theirs).
+    pub parking: Option<Arc<parking::Lot>>,
 }
+
+/// How a connection's stream halves become the socket the parking lot holds, and back: plain
+/// TCP only (a TLS or WebSocket stream keeps state of its own above the socket).
+pub(crate) struct Parker<R, W> {
+    pub unsplit: fn(R, W) -> std::io::Result<std::net::TcpStream>,
+    pub split: fn(tokio::net::TcpStream) -> (R, W),
+}
+
+impl<R, W> Clone for Parker<R, W> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<R, W> Copy for Parker<R, W> {}
 
 /// The bytes of one connection, both ways: every packet in passes through `decode` and every
 /// packet out through `encode`, whatever the transport (the one place a packet trace taps).
@@ -115,7 +133,8 @@ impl Wire {
 
 /// Serves one client from accept to close, over any byte stream: `rd` and `wr` are the two
 /// halves of a TCP socket, or of a TLS or WebSocket stream whose handshake is done. `permit`
-/// is its place among `--max-connections`, given back when it ends.
+/// is its place among `--max-connections`, given back when it ends. With a `parker`, the
+/// connection waits in the parking lot while it is quiet, and its task ends meanwhile.
 ///
 /// An idle connection is mostly this future, and a future is as large as its largest state
 /// plus its arguments, which it keeps for its whole life: so this is not an `async fn`, the
@@ -127,19 +146,31 @@ pub(crate) fn serve<R, W>(
     peer: Peer,
     shared: Arc<Shared>,
     permit: OwnedSemaphorePermit,
+    parker: Option<Parker<R, W>>,
 ) -> impl Future<Output = ()> + Send
 where
-    R: AsyncRead + Unpin + Send,
-    W: AsyncWrite + Unpin + Send,
+    R: AsyncRead + Unpin + Send + 'static,
+    W: AsyncWrite + Unpin + Send + 'static,
 {
     let conn = shared.next_conn.fetch_add(1, Ordering::Relaxed);
-    let handshake = Box::pin(handshake(rd, wr, peer, shared, conn, permit));
+    let handshake = Box::pin(handshake(rd, wr, peer, shared, conn, permit, parker));
     async move {
-        let Some(mut link) = handshake.await else {
+        let Some(link) = handshake.await else {
             return;
         };
-        let reason = link.run().await;
-        Box::pin(link.close(reason)).await;
+        live(link, Instant::now()).await;
+    }
+}
+
+/// A connected client's life in a task: until it closes, or parks.
+async fn live<R, W>(mut link: Link<R, W>, last_read: Instant)
+where
+    R: AsyncRead + Unpin + Send + 'static,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
+    match link.run(last_read).await {
+        RunEnd::Close(reason) => Box::pin(link.close(reason)).await,
+        RunEnd::Park { last_read } => link.park(last_read),
     }
 }
 
@@ -152,6 +183,7 @@ async fn handshake<R, W>(
     shared_arc: Arc<Shared>,
     conn: ConnId,
     permit: OwnedSemaphorePermit,
+    parker: Option<Parker<R, W>>,
 ) -> Option<Link<R, W>>
 where
     R: AsyncRead + Unpin + Send,
@@ -282,6 +314,7 @@ where
                 ..LinkV5::default()
             })
         }),
+        parker,
     };
     Some(link)
 }
@@ -468,6 +501,13 @@ fn read_some<'a, R: AsyncRead + Unpin>(
     })
 }
 
+/// How long a client may stay silent: 1.5 x keepalive (3.1.1 section 3.1.2.10); 0 turns the
+/// timer off. Worked out when needed rather than kept: the loop's every byte is in each busy
+/// connection's task.
+fn keepalive_limit(keep_alive: u16) -> Option<Duration> {
+    (keep_alive > 0).then(|| Duration::from_millis(keep_alive as u64 * 1500))
+}
+
 /// A wait for the store, boxed: persistence only, and rare enough that an idle connection
 /// should not carry room for it.
 type DurableWait = std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send>>;
@@ -532,6 +572,35 @@ struct Link<R, W> {
     /// What an MQTT 5 connection keeps beyond a 3.1.1 one: boxed, so that 3.1.1 connections
     /// (most idle ones) pay one pointer for it.
     v5: Option<Box<LinkV5>>,
+    /// Plain TCP, when the broker parks quiet connections.
+    parker: Option<Parker<R, W>>,
+}
+
+/// What a parked connection keeps: its `Link` without the socket, and without what is empty
+/// whenever it parks (buffers, answers waiting, a wait for the store).
+struct ParkedLink<R, W> {
+    conn: ConnId,
+    keep_alive: u16,
+    shared: Arc<Shared>,
+    permit: OwnedSemaphorePermit,
+    tap: trace::Tap,
+    dialect: Dialect,
+    aliases_in: Option<Box<topic_alias::Inbound>>,
+    rx: outbox::Receiver<Outbound>,
+    room_wanted: Arc<AtomicBool>,
+    owed: u64,
+    v5: Option<Box<LinkV5>>,
+    parker: Parker<R, W>,
+    last_read: Instant,
+}
+
+/// How `run` ended.
+enum RunEnd {
+    Close(CloseReason),
+    /// Quiet for the parking lot's while, with nothing in flight: the connection goes there.
+    Park {
+        last_read: Instant,
+    },
 }
 
 /// An MQTT 5 connection's own state.
@@ -555,19 +624,25 @@ enum ReadOutcome {
 
 impl<R, W> Link<R, W>
 where
-    R: AsyncRead + Unpin + Send,
-    W: AsyncWrite + Unpin + Send,
+    R: AsyncRead + Unpin + Send + 'static,
+    W: AsyncWrite + Unpin + Send + 'static,
 {
-    /// How long the client may stay silent: 1.5 x keepalive (3.1.1 section 3.1.2.10); 0 turns
-    /// the timer off. Worked out when needed rather than kept: the loop's every byte is in
-    /// each idle connection.
-    fn keepalive_limit(&self) -> Option<Duration> {
-        (self.keep_alive > 0).then(|| Duration::from_millis(self.keep_alive as u64 * 1500))
-    }
-
-    async fn run(&mut self) -> CloseReason {
-        let mut last_read = Instant::now();
-        let timer = tokio::time::sleep(self.keepalive_limit().unwrap_or(NO_KEEPALIVE));
+    /// Serves the connection until it closes, or, with a parker, until it has been quiet for the
+    /// parking lot's while with nothing in flight. `last_read`: when the client last said
+    /// something (before the lot, for a connection back from it).
+    async fn run(&mut self, mut last_read: Instant) -> RunEnd {
+        // One timer for the keepalive and for parking: whichever is due first.
+        let park_after = self
+            .parker
+            .and(self.shared.parking.as_ref())
+            .map(|lot| lot.after);
+        let mut last_busy = Instant::now();
+        let due = |last_read: Instant, last_busy: Instant, limit: Option<Duration>| {
+            let keepalive = limit.map_or(last_busy + NO_KEEPALIVE, |l| last_read + l);
+            park_after.map_or(keepalive, |p| keepalive.min(last_busy + p))
+        };
+        let timer =
+            tokio::time::sleep_until(due(last_read, last_busy, keepalive_limit(self.keep_alive)));
         tokio::pin!(timer);
         let mut chunk = READ_CHUNK_MIN;
         let mut unflushed = false;
@@ -575,7 +650,7 @@ where
         if !self.wire.rbuf.is_empty()
             && let ReadOutcome::Close(reason) = Box::pin(self.on_read()).await
         {
-            return reason;
+            return RunEnd::Close(reason);
         }
         loop {
             let room = self.wire.wbuf.len() < WRITE_HIGH_WATER;
@@ -600,11 +675,12 @@ where
             tokio::select! {
                 res = read_some(&mut self.rd, &mut self.wire.rbuf, on_stack), if take_more => {
                     match res {
-                        Ok(0) => return CloseReason::SocketClosed,
-                        Err(e) => return CloseReason::SocketError(e.kind()),
+                        Ok(0) => return RunEnd::Close(CloseReason::SocketClosed),
+                        Err(e) => return RunEnd::Close(CloseReason::SocketError(e.kind())),
                         Ok(n) => {
                             stats::add(&self.shared.stats.bytes_received, n as u64);
                             last_read = Instant::now();
+                            last_busy = last_read;
                             chunk = if n == spare {
                                 (chunk * 2).min(READ_CHUNK_MAX)
                             } else if n < chunk / 8 {
@@ -615,14 +691,14 @@ where
                             // Boxed: the send to the router is the largest state of this loop, and keeping it
                             // out of line keeps every idle connection's task small.
                             if let ReadOutcome::Close(reason) = Box::pin(self.on_read()).await {
-                                return reason;
+                                return RunEnd::Close(reason);
                             }
                         }
                     }
                 }
                 reached = durable_reached_in(&mut self.durable_wait, &self.durable, self.waiting.map(|w| w.0)), if self.waiting.is_some() => {
                     if !reached {
-                        return CloseReason::ServerShutdown;
+                        return RunEnd::Close(CloseReason::ServerShutdown);
                     }
                     if let Some((_, true)) = self.waiting.take() {
                         self.router_answered();
@@ -630,17 +706,18 @@ where
                 }
                 out = std::future::poll_fn(|cx| self.rx.poll_recv(cx)), if room && self.waiting.is_none() => {
                     let Some(out) = out else {
-                        return CloseReason::ServerShutdown;
+                        return RunEnd::Close(CloseReason::ServerShutdown);
                     };
+                    last_busy = Instant::now();
                     if let Some(reason) = self.on_outbound(out) {
-                        return reason;
+                        return RunEnd::Close(reason);
                     }
                     // Boxed for the same reason as the read path: rare, and large.
                     let capacity = self.shared.limits.channel_capacity();
                     if self.rx.room_regained(&self.room_wanted, capacity)
                         && Box::pin(self.notify_room()).await.is_err()
                     {
-                        return CloseReason::ServerShutdown;
+                        return RunEnd::Close(CloseReason::ServerShutdown);
                     }
                 }
                 res = write_or_flush(&mut self.wr, &mut self.wire.wbuf), if !self.wire.wbuf.is_empty() || unflushed => {
@@ -653,20 +730,72 @@ where
                             }
                         }
                         Ok(None) => unflushed = false,
-                        Err(e) => return CloseReason::SocketError(e.kind()),
+                        Err(e) => return RunEnd::Close(CloseReason::SocketError(e.kind())),
                     }
                 }
-                () = &mut timer, if self.keep_alive > 0 => {
-                    let limit = self.keepalive_limit().unwrap_or(NO_KEEPALIVE);
+                () = &mut timer, if self.keep_alive > 0 || park_after.is_some() => {
+                    let now = Instant::now();
+                    let limit = keepalive_limit(self.keep_alive);
                     // Held back, the client's packets wait unread: it is not silent.
                     if self.held {
-                        last_read = Instant::now();
+                        last_read = now;
                     }
-                    if last_read.elapsed() >= limit {
-                        return CloseReason::KeepaliveTimeout;
+                    if limit.is_some_and(|l| now - last_read >= l) {
+                        return RunEnd::Close(CloseReason::KeepaliveTimeout);
                     }
-                    timer.as_mut().reset(last_read + limit);
+                    if park_after.is_some_and(|p| now - last_busy >= p) {
+                        if self.quiet(unflushed) {
+                            return RunEnd::Park { last_read };
+                        }
+                        last_busy = now;
+                    }
+                    timer.as_mut().reset(due(last_read, last_busy, limit));
                 }
+            }
+        }
+    }
+
+    /// Nothing is on its way in either direction, nor owed: the connection may park.
+    fn quiet(&self, unflushed: bool) -> bool {
+        self.wire.rbuf.is_empty()
+            && self.wire.wbuf.is_empty()
+            && !unflushed
+            && self.owed == self.answered
+            && self.deferred.is_empty()
+            && self.waiting.is_none()
+            && !self.held
+            && self.rx.len() == 0
+            && !self.rx.is_closed()
+    }
+
+    /// Hands the socket and the connection's state to the parking lot; its task ends here.
+    fn park(self, last_read: Instant) {
+        let (Some(parker), Some(lot)) = (self.parker, self.shared.parking.clone()) else {
+            unreachable!("`run` parks only with a parker and a lot");
+        };
+        let parked = ParkedLink {
+            conn: self.conn,
+            keep_alive: self.keep_alive,
+            shared: self.shared,
+            permit: self._permit,
+            tap: self.wire.tap,
+            dialect: self.wire.dialect,
+            aliases_in: self.wire.aliases_in,
+            rx: self.rx,
+            room_wanted: self.room_wanted,
+            owed: self.owed,
+            v5: self.v5,
+            parker,
+            last_read,
+        };
+        match (parker.unsplit)(self.rd, self.wr) {
+            Ok(stream) => {
+                if let Err((stream, parked)) = lot.park(stream, Box::new(parked)) {
+                    parked.resume(stream);
+                }
+            }
+            Err(e) => {
+                tokio::spawn(parked.lost(e));
             }
         }
     }
@@ -1043,5 +1172,86 @@ where
             self.wr.shutdown().await
         };
         let _ = tokio::time::timeout(FLUSH_ON_CLOSE, flush).await;
+    }
+}
+
+impl<R, W> ParkedLink<R, W>
+where
+    R: AsyncRead + Unpin + Send + 'static,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
+    /// The connection's `Link` again, on `rd` and `wr`.
+    fn into_link(self, rd: R, wr: W) -> Link<R, W> {
+        Link {
+            conn: self.conn,
+            keep_alive: self.keep_alive,
+            durable: self.shared.durable.clone(),
+            shared: self.shared,
+            _permit: self.permit,
+            rd,
+            wr,
+            wire: Wire {
+                rbuf: BytesMut::new(),
+                wbuf: BytesMut::new(),
+                flushes: false, // only plain TCP parks
+                tap: self.tap,
+                dialect: self.dialect,
+                aliases_in: self.aliases_in,
+            },
+            rx: self.rx,
+            room_wanted: self.room_wanted,
+            owed: self.owed,
+            answered: self.owed,
+            deferred: VecDeque::new(),
+            held: false,
+            waiting: None,
+            durable_wait: None,
+            v5: self.v5,
+            parker: Some(self.parker),
+        }
+    }
+
+    /// The socket could not be handed to the lot or taken back from it: the connection is
+    /// gone, and the router hears so as from any connection that ends.
+    async fn lost(mut self, e: std::io::Error) {
+        let reason = CloseReason::SocketError(e.kind());
+        let peer = **self.tap.peer();
+        warn!(client_id = &**self.tap.client_id(), %peer, %reason, "closing connection");
+        let mark = reason.to_string();
+        let session_expiry = self.v5.as_ref().and_then(|v| v.disconnect_expiry);
+        let msg = ToRouter::Closed {
+            conn: self.conn,
+            reason,
+            session_expiry,
+        };
+        let _ = self.shared.router.send(msg).await;
+        self.tap.closed(&mark);
+    }
+}
+
+impl<R, W> parking::Parked for ParkedLink<R, W>
+where
+    R: AsyncRead + Unpin + Send + 'static,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
+    fn poll_outbox(&self, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        self.rx.poll_ready(cx)
+    }
+
+    fn deadline(&self) -> Option<Instant> {
+        keepalive_limit(self.keep_alive).map(|limit| self.last_read + limit)
+    }
+
+    fn resume(self: Box<Self>, stream: std::net::TcpStream) {
+        match tokio::net::TcpStream::from_std(stream) {
+            Ok(stream) => {
+                let (rd, wr) = (self.parker.split)(stream);
+                let last_read = self.last_read;
+                tokio::spawn(live(self.into_link(rd, wr), last_read));
+            }
+            Err(e) => {
+                tokio::spawn(self.lost(e));
+            }
+        }
     }
 }

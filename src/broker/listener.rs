@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::future::Either;
+use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::{debug, warn};
@@ -72,13 +73,27 @@ fn serve(
         Transport::Tcp => {
             // Owned halves: TCP reads and writes at once without a lock between them.
             let (rd, wr) = socket.into_split();
-            Either::Left(connection::serve(rd, wr, peer, shared, permit))
+            let parker = connection::Parker {
+                unsplit: |rd: OwnedReadHalf, wr| {
+                    let socket = rd.reunite(wr).map_err(std::io::Error::other)?;
+                    socket.into_std()
+                },
+                split: TcpStream::into_split,
+            };
+            Either::Left(connection::serve(
+                rd,
+                wr,
+                peer,
+                shared,
+                permit,
+                Some(parker),
+            ))
         }
         Transport::WebSocket => Either::Right(boxed(websocket(socket, peer, shared, permit))),
         Transport::Tls => Either::Right(boxed(async move {
             if let Some(tls) = tls_handshake(socket, peer, &shared).await {
                 let (rd, wr) = tokio::io::split(tls);
-                connection::serve(rd, wr, peer, shared, permit).await;
+                connection::serve(rd, wr, peer, shared, permit, None).await;
             }
         })),
         Transport::SecureWebSocket => Either::Right(boxed(async move {
@@ -104,11 +119,11 @@ pub(crate) fn deadline(peer: Peer, shared: &Shared) -> tokio::time::Instant {
 
 async fn websocket<S>(stream: S, peer: Peer, shared: Arc<Shared>, permit: OwnedSemaphorePermit)
 where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send,
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let upgrade = websocket::accept(stream, shared.max_packet_size, deadline(peer, &shared));
     match upgrade.await {
-        Ok((rd, wr)) => connection::serve(rd, wr, peer, shared, permit).await,
+        Ok((rd, wr)) => connection::serve(rd, wr, peer, shared, permit, None).await,
         Err(e) => connection::report_refusal(&shared, peer, None, Refusal::Upgrade(e)).await,
     }
 }

@@ -35,6 +35,7 @@ mod filter_trie;
 mod inproc;
 mod listener;
 mod outbox;
+mod parking;
 mod retain_order;
 mod router;
 mod saver;
@@ -102,6 +103,7 @@ pub struct Broker {
     handle: BrokerHandle,
     stats: Arc<Stats>,
     listeners: Vec<JoinHandle<()>>,
+    parking: Option<JoinHandle<()>>,
     router: JoinHandle<()>,
     saver: JoinHandle<()>,
     watcher: Option<JoinHandle<()>>,
@@ -280,6 +282,15 @@ impl Broker {
             next_conn: AtomicU64::new(1),
             trace: sink,
             durable,
+            parking: config
+                .park_after
+                .map(|after| parking::Lot::new(after, stats.clone())),
+        });
+        // It stops with the router, when every parked connection's channel has ended, and gives
+        // each its task back to say goodbye.
+        let parking = shared.parking.clone().map(|lot| {
+            let router = tx.clone();
+            tokio::spawn(parking::run(lot, async move { router.closed().await }))
         });
         let permits = Arc::new(Semaphore::new(config.max_connections));
         let mut listeners = vec![tokio::spawn(listener::run(
@@ -308,6 +319,7 @@ impl Broker {
             handle: BrokerHandle { tx },
             stats,
             listeners,
+            parking,
             router,
             saver,
             watcher,
@@ -394,6 +406,9 @@ impl Broker {
         }
         let _ = self.handle.send(Command::Shutdown).await;
         let _ = self.router.await;
+        if let Some(parking) = self.parking {
+            let _ = parking.await;
+        }
         // The router held the saver's only sender: the saver ends after its last job.
         let _ = self.saver.await;
         // Likewise the store's writer, after its last commit.

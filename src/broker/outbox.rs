@@ -160,6 +160,20 @@ impl<T> Receiver<T> {
         Poll::Pending
     }
 
+    /// Ready once a message waits or the sender is gone, taking nothing: how the parking lot
+    /// watches an idle connection's channel for it (see `parking`).
+    pub fn poll_ready(&self, cx: &mut Context<'_>) -> Poll<()> {
+        let mut state = lock(&self.shared);
+        if !state.items.is_empty() || !state.sender_alive {
+            return Poll::Ready(());
+        }
+        match &mut state.waker {
+            Some(w) if w.will_wake(cx.waker()) => {}
+            slot => *slot = Some(cx.waker().clone()),
+        }
+        Poll::Pending
+    }
+
     pub fn try_recv(&mut self) -> Result<T, TryRecvError> {
         let mut state = lock(&self.shared);
         match take(&mut state) {

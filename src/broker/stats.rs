@@ -19,6 +19,8 @@ pub struct Stats {
     /// Bumped by the router whenever its state may have changed: a reader that sees the same
     /// value twice knows there is nothing new to show.
     pub changes: AtomicU64,
+    /// Connections waiting in the parking lot now (quiet, without a task of their own).
+    pub parked: AtomicU64,
 }
 
 /// A copy of the counters at one moment.
@@ -31,6 +33,7 @@ pub struct StatsSnapshot {
     pub publish_received: u64,
     pub publish_sent: u64,
     pub password_checks: u64,
+    pub parked: u64,
 }
 
 impl Stats {
@@ -43,6 +46,7 @@ impl Stats {
             publish_received: self.publish_received.load(Relaxed),
             publish_sent: self.publish_sent.load(Relaxed),
             password_checks: self.password_checks.load(Relaxed),
+            parked: self.parked.load(Relaxed),
         }
     }
 }
