@@ -14,6 +14,9 @@ command -v mosquitto_pub >/dev/null || missing+=(mosquitto-clients)
 # The bridge tests' remote broker.
 [[ -x /usr/sbin/mosquitto ]] || command -v mosquitto >/dev/null || missing+=(mosquitto)
 command -v python3 >/dev/null || missing+=(python3 python3-pip)
+# jemalloc (the broker's allocator) is built from C: a compiler and make.
+command -v cc >/dev/null || missing+=(gcc libc6-dev)
+command -v make >/dev/null || missing+=(make)
 command -v Xvfb >/dev/null || missing+=(xvfb)
 command -v import >/dev/null || missing+=(imagemagick)
 command -v xdotool >/dev/null || missing+=(xdotool)

@@ -17,6 +17,20 @@ use mqtt_lab::broker::users::Users;
 use mqtt_lab::broker::{Broker, Config, topic_list};
 use mqtt_lab::paths;
 
+/// jemalloc rather than the system's allocator: it keeps each size of allocation in pages of its
+/// own, so the memory of connections that leave, or that park (see `broker/parking.rs`), is
+/// whole pages it can give back. glibc's malloc held it, mixed with what stays, and an idle
+/// broker kept the memory of its busiest moment.
+#[global_allocator]
+static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+/// jemalloc's settings, read at its start: one arena (a thread's cache serves most
+/// allocations; more arenas only hold more free memory), and free pages given back within a
+/// second by a thread of its own, so that an idle broker shrinks too.
+#[unsafe(export_name = "_rjem_malloc_conf")]
+static MALLOC_CONF: &[u8; 70] =
+    b"narenas:1,background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0\0";
+
 /// A desktop MQTT 3.1.1 broker for lab demos and classrooms.
 #[derive(Parser, Debug)]
 #[command(version, about)]
