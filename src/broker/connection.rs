@@ -8,7 +8,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -242,7 +242,6 @@ where
     };
 
     let (tx, rx) = outbox::channel(shared.limits.channel_capacity());
-    let room_wanted = Arc::new(AtomicBool::new(false));
     let keep_alive = connect.keep_alive;
     let mut limits = shared.limits;
     // An MQTT 5 client says how many unacknowledged QoS 1/2 messages it takes at once.
@@ -278,7 +277,6 @@ where
             })
         }),
         tx,
-        room_wanted: room_wanted.clone(),
         limits,
     };
     if shared
@@ -298,7 +296,6 @@ where
         wr,
         wire,
         rx,
-        room_wanted,
         // The CONNACK is the router's to send.
         owed: 1,
         answered: 0,
@@ -549,8 +546,6 @@ struct Link<R, W> {
     wr: W,
     wire: Wire,
     rx: outbox::Receiver<Outbound>,
-    /// The router found `rx` full and waits to hear that it has room (see `notify_room`).
-    room_wanted: Arc<AtomicBool>,
     /// Packets passed to the router that it answers (CONNECT, SUBSCRIBE, UNSUBSCRIBE), and how
     /// many of those answers have been written.
     owed: u64,
@@ -587,7 +582,6 @@ struct ParkedLink<R, W> {
     dialect: Dialect,
     aliases_in: Option<Box<topic_alias::Inbound>>,
     rx: outbox::Receiver<Outbound>,
-    room_wanted: Arc<AtomicBool>,
     owed: u64,
     v5: Option<Box<LinkV5>>,
     parker: Parker<R, W>,
@@ -714,7 +708,7 @@ where
                     }
                     // Boxed for the same reason as the read path: rare, and large.
                     let capacity = self.shared.limits.channel_capacity();
-                    if self.rx.room_regained(&self.room_wanted, capacity)
+                    if self.rx.room_regained(capacity)
                         && Box::pin(self.notify_room()).await.is_err()
                     {
                         return RunEnd::Close(CloseReason::ServerShutdown);
@@ -782,7 +776,6 @@ where
             dialect: self.wire.dialect,
             aliases_in: self.wire.aliases_in,
             rx: self.rx,
-            room_wanted: self.room_wanted,
             owed: self.owed,
             v5: self.v5,
             parker,
@@ -1199,7 +1192,6 @@ where
                 aliases_in: self.aliases_in,
             },
             rx: self.rx,
-            room_wanted: self.room_wanted,
             owed: self.owed,
             answered: self.owed,
             deferred: VecDeque::new(),

@@ -4,7 +4,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use tokio::sync::{mpsc, watch};
 
@@ -54,7 +54,6 @@ pub(crate) struct LocalSide {
     conn: ConnId,
     router: mpsc::Sender<ToRouter>,
     rx: outbox::Receiver<Outbound>,
-    room_wanted: Arc<AtomicBool>,
     capacity: usize,
     tap: Tap,
     level: u8,
@@ -76,7 +75,6 @@ impl LocalSide {
     ) -> Result<(LocalSide, bool), Stopping> {
         let router = broker.router.upgrade().ok_or(Stopping)?;
         let (tx, rx) = outbox::channel(broker.limits.channel_capacity());
-        let room_wanted = Arc::new(AtomicBool::new(false));
         let mut tap = Tap::new(broker.trace.clone(), conn, reg.peer.clone());
         tap.packet_in(&Packet::Connect(Connect {
             level: reg.level,
@@ -106,7 +104,6 @@ impl LocalSide {
             session_expiry: reg.session_expiry,
             v5: None,
             tx,
-            room_wanted: room_wanted.clone(),
             limits: broker.limits,
         };
         router
@@ -117,7 +114,6 @@ impl LocalSide {
             conn,
             router,
             rx,
-            room_wanted,
             capacity: broker.limits.channel_capacity(),
             tap,
             level,
@@ -195,7 +191,7 @@ impl LocalSide {
         let out = std::future::poll_fn(|cx| self.rx.poll_recv(cx)).await?;
         // As a connection does: the router found the channel full and waits to hear it has
         // room again.
-        if self.rx.room_regained(&self.room_wanted, self.capacity) {
+        if self.rx.room_regained(self.capacity) {
             let _ = self
                 .router
                 .send(ToRouter::Writable { conn: self.conn })

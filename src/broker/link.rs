@@ -3,7 +3,6 @@
 //! Connection tasks own their socket; the router owns every session. They meet only here.
 
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 
 use super::protocol::QoS;
 use bytes::Bytes;
@@ -104,9 +103,6 @@ pub(crate) struct ConnectRequest {
     /// MQTT 5's other settings, for the window (the expiry there is the session's).
     pub v5: Option<Box<super::snapshot::V5Settings>>,
     pub tx: super::outbox::Sender<Outbound>,
-    /// Set by the router when `tx` was full; the connection clears it and sends `Writable`
-    /// once it has drained the channel to half.
-    pub room_wanted: Arc<AtomicBool>,
     /// This connection's limits (in-flight window, queue, buffer).
     pub limits: super::session::Limits,
 }

@@ -30,22 +30,33 @@ struct State<T> {
     waker: Option<Waker>,
 }
 
-type Shared<T> = Arc<Mutex<State<T>>>;
+struct Inner<T> {
+    state: Mutex<State<T>>,
+    /// The sender found the channel full and waits to hear that it has room again (see
+    /// `Receiver::room_regained`). Here rather than in an allocation of its own: one per
+    /// connection, and most connections are idle.
+    room_wanted: AtomicBool,
+}
+
+type Shared<T> = Arc<Inner<T>>;
 
 fn lock<T>(shared: &Shared<T>) -> MutexGuard<'_, State<T>> {
     // Neither side panics while holding it; a poisoned lock still holds a sound queue.
-    shared.lock().unwrap_or_else(|e| e.into_inner())
+    shared.state.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// A channel for at most `bound` messages.
 pub(crate) fn channel<T>(bound: usize) -> (Sender<T>, Receiver<T>) {
-    let shared = Arc::new(Mutex::new(State {
-        items: VecDeque::new(),
-        bound,
-        sender_alive: true,
-        receiver_alive: true,
-        waker: None,
-    }));
+    let shared = Arc::new(Inner {
+        state: Mutex::new(State {
+            items: VecDeque::new(),
+            bound,
+            sender_alive: true,
+            receiver_alive: true,
+            waker: None,
+        }),
+        room_wanted: AtomicBool::new(false),
+    });
     (
         Sender {
             shared: shared.clone(),
@@ -86,6 +97,21 @@ impl<T> Sender<T> {
             w.wake();
         }
         Ok(())
+    }
+
+    /// Asks to be told when the channel has room again (the receiver's `room_regained`), then
+    /// the free slots now. Paired with `room_regained`: the flag is set before the channel is
+    /// looked at, so one of the two sides always sees the other.
+    pub fn want_room(&self) -> usize {
+        self.shared.room_wanted.store(true, Ordering::SeqCst);
+        fence(Ordering::SeqCst);
+        self.capacity()
+    }
+
+    /// Whether the sender asked to be told of room (tests).
+    #[cfg(test)]
+    pub fn room_wanted(&self) -> bool {
+        self.shared.room_wanted.load(Ordering::SeqCst)
     }
 
     /// Free slots now. With one sender, room seen here is still there for the next `try_send`.
@@ -189,12 +215,13 @@ impl<T> Receiver<T> {
     }
 
     /// Whether to tell the router this channel has room again: it found the channel full and
-    /// set `wanted`, and the channel has drained to half since; `wanted` is cleared when so.
-    /// Paired with `Session::pump`: the router sets the flag and then looks at the channel
-    /// again; the receiver drains, fences (here) and then looks at the flag, so one of the two
-    /// always sees the other, on weakly ordered CPUs too.
+    /// asked (`Sender::want_room`), and the channel has drained to half since; the wish is
+    /// cleared when so. The router sets the flag and then looks at the channel again; the
+    /// receiver drains, fences (here) and then looks at the flag, so one of the two always sees
+    /// the other, on weakly ordered CPUs too.
     #[inline]
-    pub fn room_regained(&self, wanted: &AtomicBool, capacity: usize) -> bool {
+    pub fn room_regained(&self, capacity: usize) -> bool {
+        let wanted = &self.shared.room_wanted;
         fence(Ordering::SeqCst);
         wanted.load(Ordering::Relaxed)
             && self.len() <= capacity / 2

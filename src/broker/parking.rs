@@ -114,7 +114,6 @@ struct Slot {
 struct Tenant {
     stream: mio::net::TcpStream,
     parked: Box<dyn Parked>,
-    deadline: Option<Instant>,
 }
 
 /// The parked connections, by slot.
@@ -140,12 +139,7 @@ impl Lots {
         let registered =
             self.registry
                 .register(&mut stream, Token(key as usize), Interest::READABLE);
-        let deadline = parked.deadline();
-        self.slots[slot].tenant = Some(Tenant {
-            stream,
-            parked,
-            deadline,
-        });
+        self.slots[slot].tenant = Some(Tenant { stream, parked });
         self.lot.stats.parked.fetch_add(1, Relaxed);
         if let Err(e) = registered {
             debug!(error = %e, "not parked: epoll refused the socket");
@@ -193,7 +187,8 @@ impl Lots {
             .enumerate()
             .filter_map(|(i, s)| {
                 let t = s.tenant.as_ref()?;
-                t.deadline
+                t.parked
+                    .deadline()
                     .is_some_and(|d| d <= now)
                     .then(|| key(i, s.generation))
             })

@@ -6,7 +6,6 @@
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering, fence};
 use std::time::{Instant, SystemTime};
 
 use super::outbox::{self, TrySendError};
@@ -60,15 +59,14 @@ pub(crate) struct Online {
     pub will: Option<Box<Will>>,
     pub peer: Arc<Peer>,
     pub username: Option<String>,
-    /// What it may publish and subscribe to, from its user's rules; `None`: no limit.
-    pub grant: Option<crate::broker::acl::Grant>,
+    /// What it may publish and subscribe to, from its user's rules; `None`: no limit. Boxed:
+    /// most clients have no rules, and every online session would carry room for them.
+    pub grant: Option<Box<crate::broker::acl::Grant>>,
     pub level: u8,
     /// MQTT 5's settings, for the window (boxed: most clients are not MQTT 5).
     pub v5: Option<Box<super::snapshot::V5Settings>>,
     pub keep_alive: u16,
     pub since: SystemTime,
-    /// Shared with the connection task: see `ConnectRequest::room_wanted`.
-    pub room_wanted: Arc<AtomicBool>,
     /// Subscribers over their high-water mark that hold this connection's reading back; it
     /// reads again when none is left.
     pub held_by: u32,
@@ -710,9 +708,7 @@ fn too_large(msg: &Message, qos: QoS, limits: &Limits) -> bool {
 }
 
 fn has_room(online: &Online, reserve: usize) -> bool {
-    online.room_wanted.store(true, Ordering::SeqCst);
-    fence(Ordering::SeqCst);
-    online.tx.capacity() > reserve
+    online.tx.want_room() > reserve
 }
 
 /// The next packet id after `counter` that is not in flight (1..=65535; 0 is not a packet id).
@@ -761,7 +757,6 @@ mod tests {
             v5: None,
             keep_alive: 60,
             since: SystemTime::now(),
-            room_wanted: Arc::new(AtomicBool::new(false)),
             held_by: 0,
             asleep: false,
         };
@@ -857,9 +852,8 @@ mod tests {
         }
         assert_eq!(msg(&mut s, "d", QoS::AtLeastOnce), Delivery::Accepted);
         assert_eq!(s.queued_len(), 2, "the channel holds the buffer's worth");
-        let flag = s.online.as_ref().unwrap().room_wanted.clone();
         assert!(
-            flag.load(Ordering::SeqCst),
+            s.online.as_ref().unwrap().tx.room_wanted(),
             "asks to be told when there is room"
         );
         assert_eq!(msg(&mut s, "e", QoS::AtMostOnce), Delivery::Accepted);

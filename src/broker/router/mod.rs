@@ -514,7 +514,6 @@ impl Router {
             v5: req.v5,
             keep_alive: req.keep_alive,
             since: SystemTime::now(),
-            room_wanted: req.room_wanted,
             held_by: 0,
             asleep: false,
         };
@@ -1271,11 +1270,11 @@ fn grant_for(
     peer: &super::protocol::Peer,
     username: Option<&str>,
     client_id: &str,
-) -> Option<Grant> {
+) -> Option<Box<Grant>> {
     if peer.transport == super::protocol::Transport::Bridge {
         return None;
     }
-    users.grant(username, client_id)
+    users.grant(username, client_id).map(Box::new)
 }
 
 fn code_text(reason: Reason, level: u8) -> String {
