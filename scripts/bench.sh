@@ -299,7 +299,9 @@ for round in $(seq "$ROUNDS"); do
     log "round $round/$ROUNDS: $CONNS idle connections, a fresh broker for each run"
     for b in $(order "$round" $BOTH); do
         start_broker "$b"
-        sleep 0.5 # let it finish starting before its memory is read
+        # Let it finish starting, and its allocator give back what starting freed (jemalloc,
+        # within a second), before its memory is read.
+        sleep 3
         grep -i '^Max open files' "/proc/${PID[$b]}/limits" | sed "s/^/    $b: /" >&2 || true
         run "$b" tcp "conns" "$round" conns --connections "$CONNS" --pid "${PID[$b]}"
         check_alive "$b" conns "$round"
