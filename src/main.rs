@@ -21,12 +21,15 @@ use mqtt_lab::paths;
 /// own, so the memory of connections that leave, or that park (see `broker/parking.rs`), is
 /// whole pages it can give back. glibc's malloc held it, mixed with what stays, and an idle
 /// broker kept the memory of its busiest moment.
+#[cfg(target_os = "linux")]
 #[global_allocator]
 static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 /// jemalloc's settings, read at its start: one arena (a thread's cache serves most
 /// allocations; more arenas only hold more free memory), and free pages given back within a
-/// second by a thread of its own, so that an idle broker shrinks too.
+/// second by a thread of its own, so that an idle broker shrinks too. Linux only: jemalloc has
+/// no background thread on macOS (it would not start), and does not build with MSVC.
+#[cfg(target_os = "linux")]
 #[unsafe(export_name = "_rjem_malloc_conf")]
 static MALLOC_CONF: &[u8; 70] =
     b"narenas:1,background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0\0";
@@ -323,8 +326,8 @@ fn broker_config(args: &RunArgs, topics: Option<&Path>) -> anyhow::Result<Config
         max_connections: args.max_connections,
         park_after: match Duration::try_from_secs_f64(args.park_after) {
             Ok(d) if d.is_zero() => None,
-            Ok(d) => Some(d),
-            Err(_) => anyhow::bail!("--park-after must be a number of seconds"),
+            Ok(d) if d >= Duration::from_millis(100) => Some(d),
+            _ => bail!("--park-after must be 0 (never) or at least 0.1 seconds"),
         },
         ..Config::default()
     })

@@ -486,3 +486,21 @@ fn topics_mode_on_the_command_line() {
     assert_eq!(out.status.code(), Some(2), "clap refuses an unknown mode");
     assert!(stderr(&out).contains("strict"), "{}", stderr(&out));
 }
+
+/// A quiet time shorter than a tenth of a second would park and wake a connection between
+/// every two packets: refused, with what is allowed.
+#[test]
+fn a_park_after_too_short_is_refused() {
+    let home = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN)
+        .args(["--headless", "--port", "0", "--park-after", "0.01"])
+        .env("HOME", home.path())
+        .output()
+        .unwrap();
+    assert_ne!(out.status.code(), Some(0));
+    let err = stderr(&out);
+    assert!(
+        err.contains("--park-after must be 0 (never) or at least 0.1 seconds"),
+        "{err}"
+    );
+}

@@ -629,6 +629,7 @@ where
         let park_after = self
             .parker
             .and(self.shared.parking.as_ref())
+            .filter(|lot| !lot.is_closed())
             .map(|lot| lot.after);
         let mut last_busy = Instant::now();
         let due = |last_read: Instant, last_busy: Instant, limit: Option<Duration>| {

@@ -13,8 +13,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 
-use mio::{Events, Interest, Token};
-use tokio::io::unix::AsyncFd;
+use mio::{Interest, Token};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 use tracing::{debug, warn};
@@ -30,6 +29,9 @@ pub(crate) trait Parked: Send + 'static {
     /// Gives it a task again, on its socket.
     fn resume(self: Box<Self>, stream: std::net::TcpStream);
 }
+
+/// The shortest quiet time before a connection parks.
+pub(crate) const MIN_AFTER: Duration = Duration::from_millis(100);
 
 /// Where connections park; shared by the connection tasks and the lot's own task.
 pub(crate) struct Lot {
@@ -52,13 +54,20 @@ struct Inbox {
 }
 
 impl Lot {
+    /// `after` is at least `MIN_AFTER`: shorter, a connection would park and wake again
+    /// between every two packets.
     pub fn new(after: Duration, stats: Arc<Stats>) -> Arc<Lot> {
         Arc::new(Lot {
             inbox: Mutex::new(Inbox::default()),
             notify: Notify::new(),
-            after,
+            after: after.max(MIN_AFTER),
             stats,
         })
+    }
+
+    /// The lot has stopped (or never started): connections keep their tasks.
+    pub fn is_closed(&self) -> bool {
+        self.inbox().closed
     }
 
     fn inbox(&self) -> MutexGuard<'_, Inbox> {
@@ -136,9 +145,11 @@ impl Lots {
         let generation = self.slots[slot].generation;
         let key = key(slot, generation);
         let mut stream = mio::net::TcpStream::from_std(stream);
-        let registered =
-            self.registry
-                .register(&mut stream, Token(key as usize), Interest::READABLE);
+        // The slot alone: a token is a `usize`, too small for the generation on 32-bit
+        // machines, and a socket's events go with it when it is deregistered.
+        let registered = self
+            .registry
+            .register(&mut stream, Token(slot), Interest::READABLE);
         self.slots[slot].tenant = Some(Tenant { stream, parked });
         self.lot.stats.parked.fetch_add(1, Relaxed);
         if let Err(e) = registered {
@@ -195,6 +206,12 @@ impl Lots {
             .collect()
     }
 
+    /// The key of whoever is parked at `slot` now (an epoll event names the slot alone).
+    fn tenant_of(&self, slot: usize) -> Option<u64> {
+        let s = self.slots.get(slot)?;
+        s.tenant.as_ref().map(|_| key(slot, s.generation))
+    }
+
     fn resume_all(&mut self) {
         for i in 0..self.slots.len() {
             let k = key(i, self.slots[i].generation);
@@ -203,9 +220,35 @@ impl Lots {
     }
 }
 
+/// Closes the lot however its task ends. Dropped with the runtime, the task would otherwise
+/// leave connections on their way in (`arriving`), which hold the lot through `Shared`.
+struct Closing(Arc<Lot>);
+
+impl Drop for Closing {
+    fn drop(&mut self) {
+        let arriving = {
+            let mut inbox = self.0.inbox();
+            inbox.closed = true;
+            std::mem::take(&mut inbox.arriving)
+        };
+        drop(arriving);
+    }
+}
+
+/// Where there is no `AsyncFd` (not Unix), idle connections keep their tasks.
+#[cfg(not(unix))]
+pub(crate) async fn run(lot: Arc<Lot>, _stop: impl Future<Output = ()>) {
+    let _closing = Closing(lot);
+}
+
 /// The lot's task: runs until `stop` resolves (the router is gone, so every parked connection's
 /// channel has ended), then gives every connection its task back, to close.
+#[cfg(unix)]
 pub(crate) async fn run(lot: Arc<Lot>, stop: impl Future<Output = ()>) {
+    use mio::Events;
+    use tokio::io::unix::AsyncFd;
+
+    let _closing = Closing(lot.clone());
     let poll = mio::Poll::new().and_then(|p| {
         let registry = p.registry().try_clone()?;
         // SAFETY: the `Poll` owns its epoll descriptor for its whole life and never replaces
@@ -217,7 +260,6 @@ pub(crate) async fn run(lot: Arc<Lot>, stop: impl Future<Output = ()>) {
         Ok(p) => p,
         Err(e) => {
             warn!(error = %e, "idle connections keep their tasks: no epoll set for them");
-            lot.inbox().closed = true;
             return;
         }
     };
@@ -254,7 +296,7 @@ pub(crate) async fn run(lot: Arc<Lot>, stop: impl Future<Output = ()>) {
                         ready.clear_ready();
                         break;
                     }
-                    keys.extend(events.iter().map(|e| e.token().0 as u64));
+                    keys.extend(events.iter().filter_map(|e| lots.tenant_of(e.token().0)));
                 }
                 for k in keys {
                     lots.resume(k);
