@@ -157,6 +157,31 @@ impl Node {
         }
     }
 
+    /// PUBLISH at QoS 1 to a topic id, and its PUBACK, accepted.
+    async fn publish_acked(&self, topic: TopicRef, msg_id: u16, payload: &[u8]) {
+        let topic_id = match topic {
+            TopicRef::Id(id) | TopicRef::Predefined(id) => id,
+            _ => panic!("PUBACK names a topic id"),
+        };
+        self.publish(topic, 1, msg_id, payload).await;
+        assert_eq!(
+            self.recv().await,
+            Message::PubAck {
+                topic_id,
+                msg_id,
+                code: 0
+            }
+        );
+    }
+
+    /// PUBLISH at QoS 2, and the PUBREC / PUBREL / PUBCOMP that complete it.
+    async fn publish_exactly_once(&self, topic: TopicRef, msg_id: u16, payload: &[u8]) {
+        self.publish(topic, 2, msg_id, payload).await;
+        assert_eq!(self.recv().await, Message::PubRec { msg_id });
+        self.send(&Message::PubRel { msg_id }).await;
+        assert_eq!(self.recv().await, Message::PubComp { msg_id });
+    }
+
     async fn publish(&self, topic: TopicRef, qos: i8, msg_id: u16, payload: &[u8]) {
         self.send(&Message::Publish {
             flags: Flags {
@@ -189,19 +214,8 @@ async fn nodes_publish_at_every_qos_and_subscribe_beside_tcp_clients() {
     let id = node.register(1, "lab/b").await;
     assert_ne!(id, 0);
     node.publish(TopicRef::Id(id), 0, 0, b"q0").await;
-    node.publish(TopicRef::Id(id), 1, 2, b"q1").await;
-    assert_eq!(
-        node.recv().await,
-        Message::PubAck {
-            topic_id: id,
-            msg_id: 2,
-            code: 0
-        }
-    );
-    node.publish(TopicRef::Id(id), 2, 3, b"q2").await;
-    assert_eq!(node.recv().await, Message::PubRec { msg_id: 3 });
-    node.send(&Message::PubRel { msg_id: 3 }).await;
-    assert_eq!(node.recv().await, Message::PubComp { msg_id: 3 });
+    node.publish_acked(TopicRef::Id(id), 2, b"q1").await;
+    node.publish_exactly_once(TopicRef::Id(id), 3, b"q2").await;
     for want in [&b"q0"[..], b"q1", b"q2"] {
         let p = tcp.next_publish().await;
         assert_eq!((p.topic.as_str(), &p.payload[..]), ("lab/b", want));
@@ -347,15 +361,8 @@ async fn predefined_ids_short_names_and_qos_minus_one() {
     let mut tcp = Client::connect(options(broker.local_addr(), "tcp-sub")).await;
     tcp.subscribe(&[("lab/a", QoS::AtMostOnce), ("ab", QoS::AtMostOnce)])
         .await;
-    node.publish(TopicRef::Predefined(1), 1, 4, b"by id").await;
-    assert_eq!(
-        node.recv().await,
-        Message::PubAck {
-            topic_id: 1,
-            msg_id: 4,
-            code: 0
-        }
-    );
+    node.publish_acked(TopicRef::Predefined(1), 4, b"by id")
+        .await;
     assert_eq!(&tcp.next_publish().await.payload[..], b"by id");
     // ... and at QoS -1, from a node that never connected.
     let stranger = Node::new(gw).await;
@@ -506,16 +513,8 @@ async fn the_topic_list_holds_for_nodes_too() {
     let mut tcp = Client::connect(options(broker.local_addr(), "tcp")).await;
     tcp.subscribe(&[("#", QoS::AtMostOnce)]).await;
     let id = node.register(2, "nowhere").await;
-    node.publish(TopicRef::Id(id), 1, 3, b"x").await;
     // Acknowledged (the node does not hang), not delivered.
-    assert_eq!(
-        node.recv().await,
-        Message::PubAck {
-            topic_id: id,
-            msg_id: 3,
-            code: 0
-        }
-    );
+    node.publish_acked(TopicRef::Id(id), 3, b"x").await;
     tcp.no_publish().await;
     assert!(snapshot(&broker).await.unlisted >= 1);
     broker.shutdown().await;
@@ -863,18 +862,7 @@ async fn without_persistence_acknowledgements_come_at_once() {
     let gw = broker.door_addr(Transport::MqttSn).unwrap();
     let node = Node::connected(gw, "plain", 30).await;
     let id = node.register(1, "lab/b").await;
-    node.publish(TopicRef::Id(id), 1, 2, b"q1").await;
-    assert_eq!(
-        node.recv().await,
-        Message::PubAck {
-            topic_id: id,
-            msg_id: 2,
-            code: 0
-        }
-    );
-    node.publish(TopicRef::Id(id), 2, 3, b"q2").await;
-    assert_eq!(node.recv().await, Message::PubRec { msg_id: 3 });
-    node.send(&Message::PubRel { msg_id: 3 }).await;
-    assert_eq!(node.recv().await, Message::PubComp { msg_id: 3 });
+    node.publish_acked(TopicRef::Id(id), 2, b"q1").await;
+    node.publish_exactly_once(TopicRef::Id(id), 3, b"q2").await;
     broker.shutdown().await;
 }
