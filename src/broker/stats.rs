@@ -33,7 +33,6 @@ pub struct StatsSnapshot {
     pub publish_received: u64,
     pub publish_sent: u64,
     pub password_checks: u64,
-    pub parked: u64,
 }
 
 impl Stats {
@@ -46,7 +45,6 @@ impl Stats {
             publish_received: self.publish_received.load(Relaxed),
             publish_sent: self.publish_sent.load(Relaxed),
             password_checks: self.password_checks.load(Relaxed),
-            parked: self.parked.load(Relaxed),
         }
     }
 }
