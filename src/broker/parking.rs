@@ -70,6 +70,13 @@ impl Lot {
         self.inbox().closed
     }
 
+    /// Stops taking connections; those on their way in are given back.
+    fn close(&self) -> Vec<(std::net::TcpStream, Box<dyn Parked>)> {
+        let mut inbox = self.inbox();
+        inbox.closed = true;
+        std::mem::take(&mut inbox.arriving)
+    }
+
     fn inbox(&self) -> MutexGuard<'_, Inbox> {
         // Nothing panics while holding it; a poisoned inbox is still a sound one.
         self.inbox.lock().unwrap_or_else(|e| e.into_inner())
@@ -226,12 +233,7 @@ struct Closing(Arc<Lot>);
 
 impl Drop for Closing {
     fn drop(&mut self) {
-        let arriving = {
-            let mut inbox = self.0.inbox();
-            inbox.closed = true;
-            std::mem::take(&mut inbox.arriving)
-        };
-        drop(arriving);
+        drop(self.0.close());
     }
 }
 
@@ -322,12 +324,7 @@ pub(crate) async fn run(lot: Arc<Lot>, stop: impl Future<Output = ()>) {
             () = &mut stop => break,
         }
     }
-    let arriving = {
-        let mut inbox = lot.inbox();
-        inbox.closed = true;
-        std::mem::take(&mut inbox.arriving)
-    };
-    for (stream, parked) in arriving {
+    for (stream, parked) in lot.close() {
         parked.resume(stream);
     }
     lots.resume_all();
