@@ -115,6 +115,31 @@ pub(crate) enum Delivery {
     Dropped,
 }
 
+/// What a session holds on its way to the client. Boxed, and there only while something is:
+/// an idle session (most of a lab's, most of the time) carries 8 bytes for it, not some 110.
+#[derive(Debug, Default)]
+struct Queues {
+    inflight: VecDeque<InFlight>,
+    /// In-flight messages at the back of `inflight` not yet sent again on this connection: a
+    /// client back with a smaller Receive Maximum gets its in-flight messages a window at a
+    /// time.
+    unsent: u32,
+    queue: VecDeque<Queued>,
+    /// Payload and topic bytes of the messages in `queue`.
+    queued_bytes: usize,
+    /// Answers to the client's packets (SUBACK, UNSUBACK) that found the connection's channel
+    /// full: they go out first, in order, before any further PUBLISH. Bounded by the connection,
+    /// which stops reading while too many of its packets wait for an answer.
+    answers: VecDeque<Outbound>,
+}
+
+impl Queues {
+    /// Nothing in flight, queued or waiting to answer (`unsent` and `queued_bytes` are then 0).
+    fn is_empty(&self) -> bool {
+        self.inflight.is_empty() && self.queue.is_empty() && self.answers.is_empty()
+    }
+}
+
 /// A client's session.
 #[derive(Debug)]
 pub(crate) struct Session {
@@ -124,28 +149,18 @@ pub(crate) struct Session {
     /// MQTT 5: seconds a session that is not clean outlives its connection (`u32::MAX`, and
     /// before MQTT 5: for ever).
     pub expiry: u32,
-    /// In-flight messages at the back of `inflight` not yet sent again on this connection: a
-    /// client back with a smaller Receive Maximum gets its in-flight messages a window at a
-    /// time.
-    unsent: u32,
     /// The limits in force: the last connection's (the broker's while it never had one).
     limits: Limits,
     pub online: Option<Online>,
     /// Subscriptions in the order they were made, one per filter.
     pub filters: Vec<(String, SubOptions)>,
-    inflight: VecDeque<InFlight>,
-    queue: VecDeque<Queued>,
-    /// Payload and topic bytes of the messages in `queue`.
-    queued_bytes: usize,
+    /// What is on its way to the client; `None` while nothing is.
+    queues: Option<Box<Queues>>,
     /// Publishers this session holds back while its queue is over the high-water mark.
     pub holding: Option<Box<Holding>>,
     /// Its queue did not move for the stall deadline: it holds no one back, and what overflows
     /// its queue is dropped, until the queue drains under half of the high-water mark.
     pub stuck: bool,
-    /// Answers to the client's packets (SUBACK, UNSUBACK) that found the connection's channel
-    /// full: they go out first, in order, before any further PUBLISH. Bounded by the connection,
-    /// which stops reading while too many of its packets wait for an answer.
-    answers: VecDeque<Outbound>,
     next_pkid: u16,
     /// QoS 2 packet ids received and not yet released: a re-sent PUBLISH is not routed again.
     /// Boxed, and only while there are any: most sessions never see a QoS 2 PUBLISH.
@@ -170,16 +185,12 @@ impl Session {
             client_id,
             clean,
             expiry: u32::MAX,
-            unsent: 0,
             limits,
             online: None,
             filters: Vec::new(),
-            inflight: VecDeque::new(),
-            queue: VecDeque::new(),
-            queued_bytes: 0,
+            queues: None,
             holding: None,
             stuck: false,
-            answers: VecDeque::new(),
             next_pkid: 0,
             incoming_qos2: None,
             messages_in: 0,
@@ -248,6 +259,7 @@ impl Session {
     ) -> Self {
         let mut last: Option<(Arc<str>, Arc<str>)> = None;
         let mut s = Session::new(Arc::from(stored.client_id.as_str()), false, limits);
+        let mut q = Queues::default();
         s.filters = stored.filters;
         s.expiry = stored.expiry;
         if !stored.qos2_in.is_empty() {
@@ -279,7 +291,7 @@ impl Session {
                 sub_ids,
             });
             match m.pkid {
-                Some(pkid) => s.inflight.push_back(InFlight {
+                Some(pkid) => q.inflight.push_back(InFlight {
                     seq: m.seq,
                     pkid,
                     msg,
@@ -287,8 +299,8 @@ impl Session {
                     released: m.released,
                 }),
                 None => {
-                    s.queued_bytes += msg.size();
-                    s.queue.push_back(Queued {
+                    q.queued_bytes += msg.size();
+                    q.queue.push_back(Queued {
                         seq: m.seq,
                         msg,
                         qos: m.qos,
@@ -298,7 +310,13 @@ impl Session {
             }
         }
         s.journal = Some(journal);
+        s.keep(Box::new(q));
         s
+    }
+
+    /// Keeps `q` as the session's queues, or none when it holds nothing.
+    fn keep(&mut self, q: Box<Queues>) {
+        self.queues = (!q.is_empty()).then_some(q);
     }
 
     /// An inbound QoS 2 PUBLISH: false if its packet id is already held (a re-send, not routed
@@ -341,29 +359,29 @@ impl Session {
 
     /// QoS 1/2 messages sent and not yet acknowledged.
     pub fn inflight_len(&self) -> usize {
-        self.inflight.len()
+        self.queues.as_ref().map_or(0, |q| q.inflight.len())
     }
 
     /// Messages waiting for room in the connection or the in-flight window.
     pub fn queued_len(&self) -> usize {
-        self.queue.len()
+        self.queues.as_ref().map_or(0, |q| q.queue.len())
     }
 
     /// Bytes (topic and payload) of the messages waiting.
     pub fn queued_bytes(&self) -> usize {
-        self.queued_bytes
+        self.queues.as_ref().map_or(0, |q| q.queued_bytes)
     }
 
     /// The queue is past its high-water mark.
     pub fn over_high_water(&self) -> bool {
-        self.queue.len() >= self.limits.high_water
-            || self.queued_bytes >= self.limits.high_water_bytes
+        self.queued_len() >= self.limits.high_water
+            || self.queued_bytes() >= self.limits.high_water_bytes
     }
 
     /// The queue has drained under half of its high-water mark.
     pub fn under_low_water(&self) -> bool {
-        self.queue.len() <= self.limits.high_water / 2
-            && self.queued_bytes <= self.limits.high_water_bytes / 2
+        self.queued_len() <= self.limits.high_water / 2
+            && self.queued_bytes() <= self.limits.high_water_bytes / 2
     }
 
     /// Hands a message to the session at the QoS it is to be delivered with.
@@ -374,16 +392,43 @@ impl Session {
     /// client.
     pub fn deliver(&mut self, msg: &Arc<Message>, qos: QoS, retain: bool) -> Delivery {
         let size = msg.size();
+        let queued = self.queued_len();
         if too_large(msg, qos, &self.limits)
             || msg.expired()
             || (qos == QoS::AtMostOnce && self.online.is_none())
-            || self.queue.len() >= self.limits.max_queued
-            || (self.queued_bytes + size > self.limits.max_queued_bytes && !self.queue.is_empty())
+            || queued >= self.limits.max_queued
+            || (self.queued_bytes() + size > self.limits.max_queued_bytes && queued != 0)
         {
             self.dropped += 1;
             return Delivery::Dropped;
         }
-        self.queued_bytes += size;
+        // With nothing ahead of it, a QoS 0 message goes straight into the channel: the
+        // session allocates no queues for it.
+        if qos == QoS::AtMostOnce
+            && self.queues.is_none()
+            && let Some(online) = &self.online
+        {
+            match reserve(online) {
+                Ok(permit) => {
+                    permit.send(Outbound::Publish(OutPublish {
+                        msg: msg.clone(),
+                        qos,
+                        pkid: 0,
+                        retain,
+                        dup: false,
+                    }));
+                    self.messages_out += 1;
+                    return Delivery::Accepted;
+                }
+                // Gone, with its Closed message on the way: as `pump` does, a QoS 0 message
+                // for it goes.
+                Err(TrySendError::Closed(())) => {
+                    self.dropped += 1;
+                    return Delivery::Accepted;
+                }
+                Err(TrySendError::Full(())) => {}
+            }
+        }
         let seq = if qos != QoS::AtMostOnce && self.journal.is_some() {
             self.last_seq += 1;
             self.record(|client_id| Change::Queued {
@@ -397,7 +442,9 @@ impl Session {
         } else {
             0
         };
-        self.queue.push_back(Queued {
+        let q = self.queues.get_or_insert_default();
+        q.queued_bytes += size;
+        q.queue.push_back(Queued {
             seq,
             msg: msg.clone(),
             qos,
@@ -412,45 +459,48 @@ impl Session {
     /// too. When the channel is what blocks, the connection is asked to say when it has drained
     /// (`room_wanted`), and the router calls `pump` again then.
     pub fn pump(&mut self) {
+        let Some(mut queues) = self.queues.take() else {
+            return;
+        };
+        self.pump_from(&mut queues);
+        self.keep(queues);
+    }
+
+    fn pump_from(&mut self, queues: &mut Queues) {
         let limits = self.limits;
         let Some(online) = &self.online else { return };
-        while let Some(answer) = self.answers.pop_front() {
+        while let Some(answer) = queues.answers.pop_front() {
             match online.tx.try_send(answer) {
                 Ok(()) => {}
                 Err(TrySendError::Full(answer)) => {
-                    self.answers.push_front(answer);
+                    queues.answers.push_front(answer);
                     if !has_room(online, 0) {
                         return;
                     }
                 }
                 Err(TrySendError::Closed(_)) => {
                     // Gone; its Closed message is on the way and nobody is left to answer.
-                    self.answers.clear();
+                    queues.answers.clear();
                     return;
                 }
             }
         }
-        if self.unsent > 0 && !self.resend() {
+        if queues.unsent > 0 && !self.resend(queues) {
             return;
         }
-        let Some(online) = &self.online else { return };
-        while let Some(front) = self.queue.front() {
-            if front.qos != QoS::AtMostOnce && self.inflight.len() >= limits.max_inflight {
+        while let Some(front) = queues.queue.front() {
+            if front.qos != QoS::AtMostOnce && queues.inflight.len() >= limits.max_inflight {
                 return; // an acknowledgement will call pump again
             }
-            // Answers keep a reserve of their own in the channel.
-            if online.tx.capacity() <= CONTROL_RESERVE && !has_room(online, CONTROL_RESERVE) {
-                return;
-            }
-            let permit = match online.tx.try_reserve() {
+            let permit = match reserve(online) {
                 Ok(permit) => permit,
                 Err(TrySendError::Full(())) => return,
                 Err(TrySendError::Closed(())) => {
                     // The connection is gone and its Closed message is on the way: QoS 1/2
                     // messages move into flight to be re-sent on reconnect, QoS 0 go.
                     if front.qos == QoS::AtMostOnce {
-                        if let Some(q) = self.queue.pop_front() {
-                            self.queued_bytes -= q.msg.size();
+                        if let Some(q) = queues.queue.pop_front() {
+                            queues.queued_bytes -= q.msg.size();
                         }
                         self.dropped += 1;
                         continue;
@@ -458,10 +508,10 @@ impl Session {
                     return;
                 }
             };
-            let Some(q) = self.queue.pop_front() else {
+            let Some(q) = queues.queue.pop_front() else {
                 return;
             };
-            self.queued_bytes -= q.msg.size();
+            queues.queued_bytes -= q.msg.size();
             // MQTT 5: a message whose expiry ran out while it waited goes, as done, and so
             // does one larger than the client now connected takes.
             if q.msg.expired() || too_large(&q.msg, q.qos, &limits) {
@@ -475,7 +525,7 @@ impl Session {
             let pkid = if q.qos == QoS::AtMostOnce {
                 0
             } else {
-                next_free_pkid(&mut self.next_pkid, &self.inflight)
+                next_free_pkid(&mut self.next_pkid, &queues.inflight)
             };
             permit.send(Outbound::Publish(OutPublish {
                 msg: q.msg.clone(),
@@ -494,7 +544,7 @@ impl Session {
                         pkid,
                     });
                 }
-                self.inflight.push_back(InFlight {
+                queues.inflight.push_back(InFlight {
                     seq: q.seq,
                     pkid,
                     msg: q.msg,
@@ -516,8 +566,11 @@ impl Session {
     }
 
     fn complete(&mut self, pkid: u16, qos: QoS) -> bool {
+        let Some(queues) = self.queues.as_mut() else {
+            return false;
+        };
         // Acknowledgements nearly always come in order: look from the front.
-        let Some(at) = self
+        let Some(at) = queues
             .inflight
             .iter()
             .position(|m| m.pkid == pkid && m.qos == qos)
@@ -525,10 +578,10 @@ impl Session {
             return false;
         };
         // A client that acknowledges what it was not sent again yet (it had it before).
-        if at >= self.inflight.len() - self.unsent as usize {
-            self.unsent -= 1;
+        if at >= queues.inflight.len() - queues.unsent as usize {
+            queues.unsent -= 1;
         }
-        if let Some(m) = self.inflight.remove(at)
+        if let Some(m) = queues.inflight.remove(at)
             && m.seq != 0
         {
             self.record(|client_id| Change::Done {
@@ -542,11 +595,11 @@ impl Session {
 
     /// PUBREC for a QoS 2 message: the connection has answered PUBREL already.
     pub fn on_pubrec(&mut self, pkid: u16) -> bool {
-        match self
-            .inflight
-            .iter_mut()
-            .find(|m| m.pkid == pkid && m.qos == QoS::ExactlyOnce)
-        {
+        match self.queues.as_mut().and_then(|q| {
+            q.inflight
+                .iter_mut()
+                .find(|m| m.pkid == pkid && m.qos == QoS::ExactlyOnce)
+        }) {
             Some(m) => {
                 m.released = true;
                 let seq = m.seq;
@@ -566,16 +619,21 @@ impl Session {
     /// sent) that none of its subscriptions matches any more, as done: after its rules took
     /// some away. Returns how many went.
     pub fn drop_unsubscribed(&mut self) -> usize {
+        let Some(mut queues) = self.queues.take() else {
+            return 0;
+        };
         let filters = &self.filters;
-        let (kept, gone): (VecDeque<Queued>, VecDeque<Queued>) =
-            std::mem::take(&mut self.queue).into_iter().partition(|q| {
+        let (kept, gone): (VecDeque<Queued>, VecDeque<Queued>) = std::mem::take(&mut queues.queue)
+            .into_iter()
+            .partition(|q| {
                 filters
                     .iter()
                     .any(|(f, _)| topics::matches(topics::target(f), &q.msg.topic))
             });
-        self.queue = kept;
+        queues.queue = kept;
+        queues.queued_bytes -= gone.iter().map(|q| q.msg.size()).sum::<usize>();
+        self.keep(queues);
         for q in &gone {
-            self.queued_bytes -= q.msg.size();
             if q.seq != 0 {
                 self.record(|client_id| Change::Done {
                     client_id,
@@ -589,15 +647,19 @@ impl Session {
 
     pub fn attach(&mut self, online: Online, limits: Limits) {
         self.limits = limits;
+        let mut gone = Vec::new();
+        let mut released = Vec::new();
+        let Some(queues) = self.queues.as_mut() else {
+            self.online = Some(online);
+            return;
+        };
         // MQTT 5: what the new connection does not take (its Maximum Packet Size) is dropped
         // as done, as a message too large for it would have been.
         // A QoS 1 one goes as done; a QoS 2 one is released instead (PUBREL): the client may
         // hold its packet id from the last connection, and PUBREL frees it on both sides.
         if limits.max_packet_out != usize::MAX {
-            let mut gone = Vec::new();
-            let mut released = Vec::new();
             // One pass: each message is sized once.
-            self.inflight.retain_mut(|m| {
+            queues.inflight.retain_mut(|m| {
                 if m.released || !too_large(&m.msg, m.qos, &limits) {
                     return true;
                 }
@@ -610,32 +672,32 @@ impl Session {
                     false
                 }
             });
-            self.dropped += (gone.len() + released.len()) as u64;
-            for seq in gone.into_iter().filter(|&s| s != 0) {
-                self.record(|client_id| Change::Done { client_id, seq });
-            }
-            for seq in released.into_iter().filter(|&s| s != 0) {
-                self.record(|client_id| Change::Released { client_id, seq });
-            }
         }
         // Sent again a window at a time, the window this connection's client takes.
-        self.unsent = self.inflight.len() as u32;
+        queues.unsent = queues.inflight.len() as u32;
+        self.dropped += (gone.len() + released.len()) as u64;
+        for seq in gone.into_iter().filter(|&s| s != 0) {
+            self.record(|client_id| Change::Done { client_id, seq });
+        }
+        for seq in released.into_iter().filter(|&s| s != 0) {
+            self.record(|client_id| Change::Released { client_id, seq });
+        }
         self.online = Some(online);
         self.pump();
     }
 
     /// Sends again, with their packet ids, the in-flight messages this connection has not been
     /// sent yet, while its window has room. False when the channel is full.
-    fn resend(&mut self) -> bool {
+    fn resend(&self, queues: &mut Queues) -> bool {
         let Some(online) = &self.online else {
             return true;
         };
-        while self.unsent > 0 {
-            let at = self.inflight.len() - self.unsent as usize;
+        while queues.unsent > 0 {
+            let at = queues.inflight.len() - queues.unsent as usize;
             if at >= self.limits.max_inflight {
                 return true;
             }
-            let m = &self.inflight[at];
+            let m = &queues.inflight[at];
             let out = if m.released {
                 Outbound::PubRel(m.pkid)
             } else {
@@ -652,7 +714,7 @@ impl Session {
                 return false;
             }
             match online.tx.try_send(out) {
-                Ok(()) => self.unsent -= 1,
+                Ok(()) => queues.unsent -= 1,
                 Err(TrySendError::Full(_)) => {
                     if !has_room(online, 0) {
                         return false;
@@ -668,7 +730,10 @@ impl Session {
     pub fn detach(&mut self) -> Option<Online> {
         self.last_seen = SystemTime::now();
         // Answers belong to the connection that asked; a new one asks afresh.
-        self.answers.clear();
+        if let Some(mut queues) = self.queues.take() {
+            queues.answers.clear();
+            self.keep(queues);
+        }
         self.online.take()
     }
 
@@ -679,7 +744,7 @@ impl Session {
         let Some(online) = &self.online else { return };
         // Straight into the channel when nothing waits ahead of it: the queue (and its
         // allocation, kept by every idle session) is for the rare full channel.
-        let out = if self.answers.is_empty() {
+        let out = if self.queues.as_ref().is_none_or(|q| q.answers.is_empty()) {
             match online.tx.try_send(out) {
                 Ok(()) | Err(TrySendError::Closed(_)) => return,
                 Err(TrySendError::Full(out)) => out,
@@ -687,7 +752,7 @@ impl Session {
         } else {
             out
         };
-        self.answers.push_back(out);
+        self.queues.get_or_insert_default().answers.push_back(out);
         self.pump();
     }
 }
@@ -705,6 +770,15 @@ fn too_large(msg: &Message, qos: QoS, limits: &Limits) -> bool {
             msg.props.as_deref(),
             &msg.sub_ids,
         ) > limits.max_packet_out
+}
+
+/// A place in the connection's channel for a PUBLISH: never one of the last `CONTROL_RESERVE`,
+/// which are the answers'.
+fn reserve(online: &Online) -> Result<outbox::Permit<'_, Outbound>, TrySendError<()>> {
+    if online.tx.capacity() <= CONTROL_RESERVE && !has_room(online, CONTROL_RESERVE) {
+        return Err(TrySendError::Full(()));
+    }
+    online.tx.try_reserve()
 }
 
 fn has_room(online: &Online, reserve: usize) -> bool {
