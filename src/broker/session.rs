@@ -150,7 +150,8 @@ pub(crate) struct Session {
     /// before MQTT 5: for ever).
     pub expiry: u32,
     /// The limits in force: the last connection's (the broker's while it never had one).
-    limits: Limits,
+    /// Shared: nearly every client has the broker's.
+    limits: Arc<Limits>,
     pub online: Option<Online>,
     /// Subscriptions in the order they were made, one per filter.
     pub filters: Vec<(String, SubOptions)>,
@@ -180,7 +181,7 @@ pub(crate) struct Session {
 }
 
 impl Session {
-    pub fn new(client_id: Arc<str>, clean: bool, limits: Limits) -> Self {
+    pub fn new(client_id: Arc<str>, clean: bool, limits: Arc<Limits>) -> Self {
         Session {
             client_id,
             clean,
@@ -253,7 +254,7 @@ impl Session {
     /// name the broker shares for a stored topic name (asked once per run of messages on it).
     pub fn restore(
         stored: StoredSession,
-        limits: Limits,
+        limits: Arc<Limits>,
         journal: Arc<Journal>,
         mut topic: impl FnMut(&Arc<str>) -> Arc<str>,
     ) -> Self {
@@ -467,7 +468,7 @@ impl Session {
     }
 
     fn pump_from(&mut self, queues: &mut Queues) {
-        let limits = self.limits;
+        let limits = self.limits.clone();
         let Some(online) = &self.online else { return };
         while let Some(answer) = queues.answers.pop_front() {
             match online.tx.try_send(answer) {
@@ -645,8 +646,8 @@ impl Session {
         gone.len()
     }
 
-    pub fn attach(&mut self, online: Online, limits: Limits) {
-        self.limits = limits;
+    pub fn attach(&mut self, online: Online, limits: Arc<Limits>) {
+        self.limits = limits.clone();
         let mut gone = Vec::new();
         let mut released = Vec::new();
         let Some(queues) = self.queues.as_mut() else {
@@ -872,9 +873,9 @@ mod tests {
 
     #[test]
     fn window_then_queue_then_drop() {
-        let mut s = Session::new("c".into(), false, LIMITS);
+        let mut s = Session::new("c".into(), false, Arc::new(LIMITS));
         let (o, mut rx) = online(LIMITS.channel_capacity());
-        s.attach(o, LIMITS);
+        s.attach(o, Arc::new(LIMITS));
         for text in ["a", "b", "c", "d", "e"] {
             assert_eq!(msg(&mut s, text, QoS::AtLeastOnce), Delivery::Accepted);
         }
@@ -889,9 +890,9 @@ mod tests {
 
     #[test]
     fn reconnect_resends_with_dup_in_order() {
-        let mut s = Session::new("c".into(), false, LIMITS);
+        let mut s = Session::new("c".into(), false, Arc::new(LIMITS));
         let (o, mut rx) = online(LIMITS.channel_capacity());
-        s.attach(o, LIMITS);
+        s.attach(o, Arc::new(LIMITS));
         msg(&mut s, "a", QoS::ExactlyOnce);
         msg(&mut s, "b", QoS::AtLeastOnce);
         msg(&mut s, "c", QoS::AtLeastOnce);
@@ -905,7 +906,7 @@ mod tests {
             "QoS 0 is not kept offline"
         );
         let (o, mut rx) = online(LIMITS.channel_capacity());
-        s.attach(o, LIMITS);
+        s.attach(o, Arc::new(LIMITS));
         assert_eq!(
             publishes(&mut rx),
             vec![(1, false, "PUBREL".into()), (2, true, "b".into())]
@@ -918,9 +919,9 @@ mod tests {
 
     #[test]
     fn a_full_channel_queues_in_order_and_asks_for_room() {
-        let mut s = Session::new("c".into(), true, LIMITS);
+        let mut s = Session::new("c".into(), true, Arc::new(LIMITS));
         let (o, mut rx) = online(LIMITS.channel_capacity());
-        s.attach(o, LIMITS);
+        s.attach(o, Arc::new(LIMITS));
         for text in ["a", "b", "c"] {
             assert_eq!(msg(&mut s, text, QoS::AtMostOnce), Delivery::Accepted);
         }
@@ -947,9 +948,9 @@ mod tests {
 
     #[test]
     fn answers_wait_for_room_in_order_and_go_before_later_messages() {
-        let mut s = Session::new("c".into(), true, LIMITS);
+        let mut s = Session::new("c".into(), true, Arc::new(LIMITS));
         let (o, mut rx) = online(CONTROL_RESERVE + 1);
-        s.attach(o, LIMITS);
+        s.attach(o, Arc::new(LIMITS));
         // More answers than the channel holds, a message, then one more answer.
         let n = CONTROL_RESERVE as u16 + 2;
         for id in 1..=n {
@@ -978,9 +979,9 @@ mod tests {
 
     #[test]
     fn packet_ids_skip_zero_and_those_in_flight() {
-        let mut s = Session::new("c".into(), false, LIMITS);
+        let mut s = Session::new("c".into(), false, Arc::new(LIMITS));
         let (o, mut rx) = online(LIMITS.channel_capacity());
-        s.attach(o, LIMITS);
+        s.attach(o, Arc::new(LIMITS));
         s.next_pkid = 65_534;
         msg(&mut s, "a", QoS::AtLeastOnce); // 65535, stays in flight
         msg(&mut s, "b", QoS::AtLeastOnce); // 1

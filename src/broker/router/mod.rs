@@ -57,7 +57,7 @@ pub(crate) struct Counters {
 }
 
 pub(crate) struct Router {
-    limits: Limits,
+    limits: Arc<Limits>,
     topics: TopicTable,
     sessions: Vec<Option<Session>>,
     free: Vec<SessionIdx>,
@@ -137,7 +137,7 @@ impl Router {
             None => (None, None),
         };
         let mut router = Router {
-            limits,
+            limits: Arc::new(limits),
             topics: table,
             sessions: Vec::new(),
             free: Vec::new(),
@@ -201,11 +201,12 @@ impl Router {
         let sessions = loaded.sessions.len();
         for stored in loaded.sessions {
             let topics = &self.topics;
-            let mut session = Session::restore(stored, self.limits, journal.clone(), |name| {
-                topics
-                    .get(name)
-                    .map_or_else(|| name.clone(), |t| t.name.clone())
-            });
+            let mut session =
+                Session::restore(stored, self.limits.clone(), journal.clone(), |name| {
+                    topics
+                        .get(name)
+                        .map_or_else(|| name.clone(), |t| t.name.clone())
+                });
             queued += session.queued_len() + session.inflight_len();
             // The topic list may have changed since: a subscription that matches nothing on it
             // goes, as when a topic is deleted while the broker runs.
@@ -438,7 +439,7 @@ impl Router {
         let idx = match idx {
             Some(i) => i,
             None => {
-                let s = Session::new(client_id.clone(), clean, self.limits);
+                let s = Session::new(client_id.clone(), clean, self.limits.clone());
                 let i = match self.free.pop() {
                     Some(i) => {
                         self.sessions[i] = Some(s);
@@ -523,9 +524,15 @@ impl Router {
         if self.delayed_wills.remove(&idx).is_some() {
             info!(client_id = %client_id, "client back before its will's delay: will cancelled");
         }
+        // The broker's limits are shared by every client that has them.
+        let limits = if req.limits == *self.limits {
+            self.limits.clone()
+        } else {
+            Arc::new(req.limits)
+        };
         let session = self.session(idx);
         session.set_lifetime(clean, req.session_expiry.unwrap_or(u32::MAX), journal);
-        session.attach(online, req.limits);
+        session.attach(online, limits);
         self.by_conn.insert(req.conn, idx);
         self.counters.maximum_connected = self.counters.maximum_connected.max(self.connected());
     }
