@@ -84,14 +84,6 @@ pub(crate) struct Parker<R, W> {
     pub split: fn(tokio::net::TcpStream) -> (R, W),
 }
 
-impl<R, W> Clone for Parker<R, W> {
-    fn clone(&self) -> Self {
-        *self
-    }
-}
-
-impl<R, W> Copy for Parker<R, W> {}
-
 /// The bytes of one connection, both ways: every packet in passes through `decode` and every
 /// packet out through `encode`, whatever the transport (the one place a packet trace taps).
 struct Wire {
@@ -146,7 +138,7 @@ pub(crate) fn serve<R, W>(
     peer: Peer,
     shared: Arc<Shared>,
     permit: OwnedSemaphorePermit,
-    parker: Option<Parker<R, W>>,
+    parker: Option<&'static Parker<R, W>>,
 ) -> impl Future<Output = ()> + Send
 where
     R: AsyncRead + Unpin + Send + 'static,
@@ -183,7 +175,7 @@ async fn handshake<R, W>(
     shared_arc: Arc<Shared>,
     conn: ConnId,
     permit: OwnedSemaphorePermit,
-    parker: Option<Parker<R, W>>,
+    parker: Option<&'static Parker<R, W>>,
 ) -> Option<Link<R, W>>
 where
     R: AsyncRead + Unpin + Send,
@@ -537,7 +529,7 @@ async fn durable_reached(durable: &mut Option<watch::Receiver<u64>>, epoch: Opti
 }
 
 /// A connected client's stream halves, buffers and the router's channel to it.
-struct Link<R, W> {
+struct Link<R: 'static, W: 'static> {
     conn: ConnId,
     keep_alive: u16,
     shared: Arc<Shared>,
@@ -568,25 +560,30 @@ struct Link<R, W> {
     /// (most idle ones) pay one pointer for it.
     v5: Option<Box<LinkV5>>,
     /// Plain TCP, when the broker parks quiet connections.
-    parker: Option<Parker<R, W>>,
+    parker: Option<&'static Parker<R, W>>,
 }
 
 /// What a parked connection keeps: its `Link` without the socket, and without what is empty
-/// whenever it parks (buffers, answers waiting, a wait for the store).
-struct ParkedLink<R, W> {
-    conn: ConnId,
+/// or starts afresh whenever it parks (buffers, answers owed and waiting, a wait for the
+/// store, its share of the trace). Some 120 bytes: one of the allocator's size classes.
+struct ParkedLink<R: 'static, W: 'static> {
     keep_alive: u16,
     shared: Arc<Shared>,
     permit: OwnedSemaphorePermit,
-    tap: trace::Tap,
+    tap: trace::TapId,
     dialect: Dialect,
     aliases_in: Option<Box<topic_alias::Inbound>>,
     rx: outbox::Receiver<Outbound>,
-    owed: u64,
     v5: Option<Box<LinkV5>>,
-    parker: Parker<R, W>,
+    parker: &'static Parker<R, W>,
     last_read: Instant,
 }
+
+// Kept within the allocator's 128-byte class: every parked connection has one.
+const _: () = assert!(
+    std::mem::size_of::<ParkedLink<tokio::net::tcp::OwnedReadHalf, tokio::net::tcp::OwnedWriteHalf>>(
+    ) <= 128
+);
 
 /// How `run` ended.
 enum RunEnd {
@@ -769,15 +766,13 @@ where
             unreachable!("`run` parks only with a parker and a lot");
         };
         let parked = ParkedLink {
-            conn: self.conn,
             keep_alive: self.keep_alive,
             shared: self.shared,
             permit: self._permit,
-            tap: self.wire.tap,
+            tap: self.wire.tap.park(),
             dialect: self.wire.dialect,
             aliases_in: self.wire.aliases_in,
             rx: self.rx,
-            owed: self.owed,
             v5: self.v5,
             parker,
             last_read,
@@ -1177,7 +1172,7 @@ where
     /// The connection's `Link` again, on `rd` and `wr`.
     fn into_link(self, rd: R, wr: W) -> Link<R, W> {
         Link {
-            conn: self.conn,
+            conn: self.tap.conn(),
             keep_alive: self.keep_alive,
             durable: self.shared.durable.clone(),
             shared: self.shared,
@@ -1188,13 +1183,13 @@ where
                 rbuf: BytesMut::new(),
                 wbuf: BytesMut::new(),
                 flushes: false, // only plain TCP parks
-                tap: self.tap,
+                tap: trace::Tap::resume(self.tap),
                 dialect: self.dialect,
                 aliases_in: self.aliases_in,
             },
             rx: self.rx,
-            owed: self.owed,
-            answered: self.owed,
+            owed: 0,
+            answered: 0,
             deferred: VecDeque::new(),
             held: false,
             waiting: None,
@@ -1206,19 +1201,21 @@ where
 
     /// The socket could not be handed to the lot or taken back from it: the connection is
     /// gone, and the router hears so as from any connection that ends.
-    async fn lost(mut self, e: std::io::Error) {
+    async fn lost(self, e: std::io::Error) {
+        let conn = self.tap.conn();
+        let mut tap = trace::Tap::resume(self.tap);
         let reason = CloseReason::SocketError(e.kind());
-        let peer = **self.tap.peer();
-        warn!(client_id = &**self.tap.client_id(), %peer, %reason, "closing connection");
+        let peer = **tap.peer();
+        warn!(client_id = &**tap.client_id(), %peer, %reason, "closing connection");
         let mark = reason.to_string();
         let session_expiry = self.v5.as_ref().and_then(|v| v.disconnect_expiry);
         let msg = ToRouter::Closed {
-            conn: self.conn,
+            conn,
             reason,
             session_expiry,
         };
         let _ = self.shared.router.send(msg).await;
-        self.tap.closed(&mark);
+        tap.closed(&mark);
     }
 }
 

@@ -59,6 +59,13 @@ pub(crate) async fn run(
     }
 }
 
+/// One for every plain TCP connection: each parked one holds a reference, not two functions.
+static TCP_PARKER: connection::Parker<OwnedReadHalf, tokio::net::tcp::OwnedWriteHalf> =
+    connection::Parker {
+        unsplit: |rd, wr| rd.reunite(wr).map_err(std::io::Error::other)?.into_std(),
+        split: TcpStream::into_split,
+    };
+
 /// The connection's task. Not an `async fn`: a future keeps its arguments for its whole life,
 /// and these would sit in every idle connection's task beside the connection's own.
 fn serve(
@@ -73,20 +80,13 @@ fn serve(
         Transport::Tcp => {
             // Owned halves: TCP reads and writes at once without a lock between them.
             let (rd, wr) = socket.into_split();
-            let parker = connection::Parker {
-                unsplit: |rd: OwnedReadHalf, wr| {
-                    let socket = rd.reunite(wr).map_err(std::io::Error::other)?;
-                    socket.into_std()
-                },
-                split: TcpStream::into_split,
-            };
             Either::Left(connection::serve(
                 rd,
                 wr,
                 peer,
                 shared,
                 permit,
-                Some(parker),
+                Some(&TCP_PARKER),
             ))
         }
         Transport::WebSocket => Either::Right(boxed(websocket(socket, peer, shared, permit))),

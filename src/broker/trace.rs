@@ -379,13 +379,25 @@ impl Sink {
     }
 }
 
-/// One connection's tap: who it is, for the events it reports, and its share of the trace.
-pub(crate) struct Tap {
+/// Who a connection's tap reports for. A parked connection keeps this and not its share of
+/// the trace, which a connection quiet for seconds has no use for.
+pub(crate) struct TapId {
     sink: Arc<Sink>,
     conn: u64,
     client_id: Arc<str>,
     /// Shared with the router's record of the connection (`Online`): one copy per client.
     peer: Arc<Peer>,
+}
+
+impl TapId {
+    pub fn conn(&self) -> u64 {
+        self.conn
+    }
+}
+
+/// One connection's tap: who it is, for the events it reports, and its share of the trace.
+pub(crate) struct Tap {
+    id: TapId,
     /// Packets reported in the current second, when it started, and those left out since the
     /// last time they were added to the shared count.
     used: u32,
@@ -395,41 +407,54 @@ pub(crate) struct Tap {
 
 impl Tap {
     pub fn new(sink: Arc<Sink>, conn: u64, peer: Arc<Peer>) -> Tap {
-        Tap {
+        Tap::resume(TapId {
             sink,
             conn,
             client_id: Arc::from(""),
             peer,
+        })
+    }
+
+    /// A parked connection's tap back, with a fresh share of the trace.
+    pub fn resume(id: TapId) -> Tap {
+        Tap {
+            id,
             used: 0,
             since: None,
             skipped: 0,
         }
     }
 
+    /// What a parked connection keeps: what it left out is counted first.
+    pub fn park(mut self) -> TapId {
+        self.settle();
+        self.id
+    }
+
     /// The client id its CONNECT gave ("" before that, or for none).
     pub fn client_id(&self) -> &Arc<str> {
-        &self.client_id
+        &self.id.client_id
     }
 
     pub fn peer(&self) -> &Arc<Peer> {
-        &self.peer
+        &self.id.peer
     }
 
     #[inline]
     pub fn packet_in(&mut self, p: &Packet) {
         if let Packet::Connect(c) = p {
-            self.client_id = Arc::from(c.client_id.as_str());
+            self.id.client_id = Arc::from(c.client_id.as_str());
         }
-        if self.sink.is_on() && self.allowed() {
-            let full = self.sink.full_payloads.load(Relaxed);
+        if self.id.sink.is_on() && self.allowed() {
+            let full = self.id.sink.full_payloads.load(Relaxed);
             self.send(Direction::In, What::Packet(Summary::of_packet(p, full)));
         }
     }
 
     #[inline]
     pub fn packet_out(&mut self, p: &Outgoing<'_>, level: u8) {
-        if self.sink.is_on() && self.allowed() {
-            let full = self.sink.full_payloads.load(Relaxed);
+        if self.id.sink.is_on() && self.allowed() {
+            let full = self.id.sink.full_payloads.load(Relaxed);
             let summary = Summary::of_outgoing(p, full, level);
             self.send(Direction::Out, What::Packet(summary));
         }
@@ -437,7 +462,7 @@ impl Tap {
 
     pub fn closed(&mut self, reason: &impl std::fmt::Display) {
         self.settle();
-        if self.sink.is_on() {
+        if self.id.sink.is_on() {
             self.send(Direction::Out, What::Closed(reason.to_string()));
         }
     }
@@ -447,7 +472,7 @@ impl Tap {
     /// counter, not a clock, per packet.
     #[inline]
     fn allowed(&mut self) -> bool {
-        if self.sink.full_payloads.load(Relaxed) {
+        if self.id.sink.full_payloads.load(Relaxed) {
             return true;
         }
         self.used += 1;
@@ -475,20 +500,20 @@ impl Tap {
     /// Adds what this connection left out to the trace's count of dropped events.
     fn settle(&mut self) {
         if self.skipped > 0 {
-            self.sink.dropped.fetch_add(self.skipped, Relaxed);
+            self.id.sink.dropped.fetch_add(self.skipped, Relaxed);
             self.skipped = 0;
         }
     }
 
     fn send(&self, direction: Direction, what: What) {
-        self.sink.send(Event {
+        self.id.sink.send(Event {
             seq: 0,
             at: SystemTime::now(),
-            conn: self.conn,
-            client_id: self.client_id.clone(),
-            peer: self.peer.addr,
-            local: self.peer.local,
-            transport: self.peer.transport,
+            conn: self.id.conn,
+            client_id: self.id.client_id.clone(),
+            peer: self.id.peer.addr,
+            local: self.id.peer.local,
+            transport: self.id.peer.transport,
             direction,
             what,
         });
