@@ -58,7 +58,8 @@ pub(crate) struct Online {
     /// Boxed: most clients have none, and every online session would carry room for one.
     pub will: Option<Box<Will>>,
     pub peer: Arc<Peer>,
-    pub username: Option<String>,
+    /// Boxed `str`, not `String`: a session's record is 8 bytes smaller.
+    pub username: Option<Box<str>>,
     /// What it may publish and subscribe to, from its user's rules; `None`: no limit. Boxed:
     /// most clients have no rules, and every online session would carry room for them.
     pub grant: Option<Box<crate::broker::acl::Grant>>,
@@ -66,7 +67,6 @@ pub(crate) struct Online {
     /// MQTT 5's settings, for the window (boxed: most clients are not MQTT 5).
     pub v5: Option<Box<super::snapshot::V5Settings>>,
     pub keep_alive: u16,
-    pub since: SystemTime,
     /// Subscribers over their high-water mark that hold this connection's reading back; it
     /// reads again when none is left.
     pub held_by: u32,
@@ -173,7 +173,9 @@ pub(crate) struct Session {
     pub messages_in: u64,
     pub messages_out: u64,
     pub dropped: u64,
-    pub last_seen: SystemTime,
+    /// When the client connected, while it is online; when it left, while it is not. One
+    /// time for the two: every session carries it.
+    pub seen: SystemTime,
     /// Where a persistent session records what changes in it, when the broker persists.
     journal: Option<Arc<Journal>>,
     /// The number of the last QoS 1/2 message queued, when persisted.
@@ -197,7 +199,7 @@ impl Session {
             messages_in: 0,
             messages_out: 0,
             dropped: 0,
-            last_seen: SystemTime::now(),
+            seen: SystemTime::now(),
             journal: None,
             last_seq: 0,
         }
@@ -648,6 +650,7 @@ impl Session {
 
     pub fn attach(&mut self, online: Online, limits: Arc<Limits>) {
         self.limits = limits.clone();
+        self.seen = SystemTime::now();
         let mut gone = Vec::new();
         let mut released = Vec::new();
         let Some(queues) = self.queues.as_mut() else {
@@ -729,7 +732,7 @@ impl Session {
 
     /// Detaches the connection, returning it.
     pub fn detach(&mut self) -> Option<Online> {
-        self.last_seen = SystemTime::now();
+        self.seen = SystemTime::now();
         // Answers belong to the connection that asked; a new one asks afresh.
         if let Some(mut queues) = self.queues.take() {
             queues.answers.clear();
@@ -831,7 +834,6 @@ mod tests {
             level: 4,
             v5: None,
             keep_alive: 60,
-            since: SystemTime::now(),
             held_by: 0,
             asleep: false,
         };

@@ -538,10 +538,10 @@ impl Router {
                 connection: s.online.as_ref().map(|o| ConnectionInfo {
                     peer: o.peer.addr,
                     transport: o.peer.transport,
-                    username: o.username.clone(),
+                    username: o.username.as_deref().map(str::to_owned),
                     protocol_level: o.level,
                     keep_alive: o.keep_alive,
-                    since: o.since,
+                    since: s.seen,
                     v5: o.v5.as_deref().map(|v| V5Settings {
                         session_expiry: s.expiry,
                         ..*v
@@ -563,7 +563,7 @@ impl Router {
                 } else {
                     Flow::Flowing
                 },
-                last_seen: s.last_seen,
+                last_seen: s.seen,
             })
             .collect();
         let mut topics: Vec<TopicInfo> = self

@@ -510,11 +510,10 @@ impl Router {
             will: req.will.map(Box::new),
             peer: req.peer,
             grant,
-            username: req.username,
+            username: req.username.map(String::into_boxed_str),
             level: req.level,
             v5: req.v5,
             keep_alive: req.keep_alive,
-            since: SystemTime::now(),
             held_by: 0,
             asleep: false,
         };
