@@ -212,8 +212,9 @@ enum Scenario {
         #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=2))]
         qos: u8,
         /// Seconds the connections stay idle before the broker's memory is read: longer than
-        /// mqtt-lab's --park-after (5 s), after which an idle connection gives up its task
-        #[arg(long, default_value_t = 6.0)]
+        /// mqtt-lab's --park-after (5 s), after which an idle connection gives up its task, and
+        /// the second its allocator takes to give the freed pages back, with room to spare
+        #[arg(long, default_value_t = 8.0)]
         idle: f64,
     },
     /// A login storm with a wrong password beside a healthy QoS 1 pair logged in with
@@ -1442,7 +1443,7 @@ fn suite(pid: Option<u32>) -> Vec<(String, Scenario)> {
             pid,
             concurrency: 100,
             qos: 0,
-            idle: 6.0,
+            idle: 8.0,
         },
     ));
     v

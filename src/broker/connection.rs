@@ -136,6 +136,7 @@ pub(crate) fn serve<R, W>(
     rd: R,
     wr: W,
     peer: Peer,
+    deadline: tokio::time::Instant,
     shared: Arc<Shared>,
     permit: OwnedSemaphorePermit,
     parker: Option<&'static Parker<R, W>>,
@@ -144,8 +145,7 @@ where
     R: AsyncRead + Unpin + Send + 'static,
     W: AsyncWrite + Unpin + Send + 'static,
 {
-    let conn = shared.next_conn.fetch_add(1, Ordering::Relaxed);
-    let handshake = Box::pin(handshake(rd, wr, peer, shared, conn, permit, parker));
+    let handshake = Box::pin(handshake(rd, wr, peer, deadline, shared, permit, parker));
     async move {
         let Some(link) = handshake.await else {
             return;
@@ -172,8 +172,8 @@ async fn handshake<R, W>(
     mut rd: R,
     mut wr: W,
     peer: Peer,
+    deadline: tokio::time::Instant,
     shared_arc: Arc<Shared>,
-    conn: ConnId,
     permit: OwnedSemaphorePermit,
     parker: Option<&'static Parker<R, W>>,
 ) -> Option<Link<R, W>>
@@ -182,6 +182,7 @@ where
     W: AsyncWrite + Unpin + Send,
 {
     let shared = &*shared_arc;
+    let conn = shared.next_conn.fetch_add(1, Ordering::Relaxed);
     let mut wire = Wire {
         rbuf: BytesMut::new(),
         wbuf: BytesMut::new(),
@@ -191,11 +192,8 @@ where
         aliases_in: None,
     };
     // One deadline from accept: a TLS handshake or WebSocket upgrade used some of it already.
-    let first = tokio::time::timeout_at(
-        super::listener::deadline(peer, shared),
-        read_first_packet(&mut rd, &mut wire, shared),
-    )
-    .await;
+    let first =
+        tokio::time::timeout_at(deadline, read_first_packet(&mut rd, &mut wire, shared)).await;
     let connect = match first {
         Ok(Ok(Packet::Connect(c))) => {
             // From here on the client is spoken to in its own version, refusals included.

@@ -6,6 +6,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use futures_util::future::Either;
 use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::{TcpListener, TcpStream};
@@ -51,11 +53,13 @@ pub(crate) async fn run(
             addr,
             local,
             transport,
-            accepted: std::time::Instant::now(),
         };
+        // TLS, the WebSocket upgrade and CONNECT must all be done within one CONNECT timeout
+        // of the accept.
+        let deadline = Instant::now() + shared.connect_timeout;
         // Whatever handshake the door needs happens in the connection's own task: one slow
         // client never holds up the accept loop.
-        tokio::spawn(serve(socket, peer, shared.clone(), permit));
+        tokio::spawn(serve(socket, peer, deadline, shared.clone(), permit));
     }
 }
 
@@ -71,6 +75,7 @@ static TCP_PARKER: connection::Parker<OwnedReadHalf, tokio::net::tcp::OwnedWrite
 fn serve(
     socket: TcpStream,
     peer: Peer,
+    deadline: Instant,
     shared: Arc<Shared>,
     permit: OwnedSemaphorePermit,
 ) -> impl Future<Output = ()> + Send {
@@ -84,21 +89,24 @@ fn serve(
                 rd,
                 wr,
                 peer,
+                deadline,
                 shared,
                 permit,
                 Some(&TCP_PARKER),
             ))
         }
-        Transport::WebSocket => Either::Right(boxed(websocket(socket, peer, shared, permit))),
+        Transport::WebSocket => {
+            Either::Right(boxed(websocket(socket, peer, deadline, shared, permit)))
+        }
         Transport::Tls => Either::Right(boxed(async move {
-            if let Some(tls) = tls_handshake(socket, peer, &shared).await {
+            if let Some(tls) = tls_handshake(socket, peer, deadline, &shared).await {
                 let (rd, wr) = tokio::io::split(tls);
-                connection::serve(rd, wr, peer, shared, permit, None).await;
+                connection::serve(rd, wr, peer, deadline, shared, permit, None).await;
             }
         })),
         Transport::SecureWebSocket => Either::Right(boxed(async move {
-            if let Some(tls) = tls_handshake(socket, peer, &shared).await {
-                websocket(tls, peer, shared, permit).await;
+            if let Some(tls) = tls_handshake(socket, peer, deadline, &shared).await {
+                websocket(tls, peer, deadline, shared, permit).await;
             }
         })),
         Transport::Bridge | Transport::MqttSn => {
@@ -112,18 +120,18 @@ fn boxed(f: impl Future<Output = ()> + Send + 'static) -> Pin<Box<dyn Future<Out
 }
 
 /// The WebSocket upgrade, then the connection.
-/// When the handshakes and CONNECT must be done by.
-pub(crate) fn deadline(peer: Peer, shared: &Shared) -> tokio::time::Instant {
-    tokio::time::Instant::from_std(peer.accepted) + shared.connect_timeout
-}
-
-async fn websocket<S>(stream: S, peer: Peer, shared: Arc<Shared>, permit: OwnedSemaphorePermit)
-where
+async fn websocket<S>(
+    stream: S,
+    peer: Peer,
+    deadline: Instant,
+    shared: Arc<Shared>,
+    permit: OwnedSemaphorePermit,
+) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let upgrade = websocket::accept(stream, shared.max_packet_size, deadline(peer, &shared));
+    let upgrade = websocket::accept(stream, shared.max_packet_size, deadline);
     match upgrade.await {
-        Ok((rd, wr)) => connection::serve(rd, wr, peer, shared, permit, None).await,
+        Ok((rd, wr)) => connection::serve(rd, wr, peer, deadline, shared, permit, None).await,
         Err(e) => connection::report_refusal(&shared, peer, None, Refusal::Upgrade(e)).await,
     }
 }
@@ -133,15 +141,15 @@ where
 async fn tls_handshake(
     socket: TcpStream,
     peer: Peer,
+    deadline: Instant,
     shared: &Shared,
 ) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
     let acceptor = shared.tls.clone()?;
-    let reason =
-        match tokio::time::timeout_at(deadline(peer, shared), acceptor.accept(socket)).await {
-            Ok(Ok(tls)) => return Some(tls),
-            Ok(Err(e)) => e.to_string(),
-            Err(_) => format!("not done within {:?}", shared.connect_timeout),
-        };
+    let reason = match tokio::time::timeout_at(deadline, acceptor.accept(socket)).await {
+        Ok(Ok(tls)) => return Some(tls),
+        Ok(Err(e)) => e.to_string(),
+        Err(_) => format!("not done within {:?}", shared.connect_timeout),
+    };
     connection::report_refusal(shared, peer, None, Refusal::Tls(reason)).await;
     None
 }

@@ -385,9 +385,6 @@ pub struct Peer {
     /// listener is bound to every address.
     pub local: SocketAddr,
     pub transport: Transport,
-    /// When the socket was accepted: TLS, the WebSocket upgrade and CONNECT must all be done
-    /// within one CONNECT timeout of it.
-    pub accepted: std::time::Instant,
 }
 
 impl std::fmt::Display for Peer {

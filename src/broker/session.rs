@@ -827,7 +827,6 @@ mod tests {
                 addr: "127.0.0.1:1".parse().unwrap(),
                 local: "127.0.0.1:1883".parse().unwrap(),
                 transport: crate::broker::protocol::Transport::Tcp,
-                accepted: std::time::Instant::now(),
             }),
             username: None,
             grant: None,

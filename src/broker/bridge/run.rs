@@ -181,7 +181,6 @@ async fn connection(
             addr: remote_addr.unwrap_or(ctx.local_addr),
             local: ctx.local_addr,
             transport: Transport::Bridge,
-            accepted: Instant::now(),
         }),
     };
     let Ok((mut local, _)) = LocalSide::connect(&ctx.broker, conn, registration).await else {

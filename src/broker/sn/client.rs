@@ -175,7 +175,6 @@ pub(super) async fn run(
                 addr,
                 local: shared.local_addr,
                 transport: Transport::MqttSn,
-                accepted: Instant::now(),
             };
             let client_id = Some(client_id);
             let _ = router
@@ -203,7 +202,6 @@ pub(super) async fn run(
         addr,
         local: shared.local_addr,
         transport: Transport::MqttSn,
-        accepted: Instant::now(),
     });
     let registration = Registration {
         client_id: Arc::from(client_id.as_str()),

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
@@ -156,7 +156,6 @@ async fn publish_connectionless(
                 addr: shared.local_addr,
                 local: shared.local_addr,
                 transport: Transport::MqttSn,
-                accepted: Instant::now(),
             }),
         };
         let conn = crate::broker::inproc::next_conn();
