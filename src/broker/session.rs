@@ -470,7 +470,7 @@ impl Session {
     }
 
     fn pump_from(&mut self, queues: &mut Queues) {
-        let limits = self.limits.clone();
+        let limits = &*self.limits;
         let Some(online) = &self.online else { return };
         while let Some(answer) = queues.answers.pop_front() {
             match online.tx.try_send(answer) {
@@ -517,7 +517,7 @@ impl Session {
             queues.queued_bytes -= q.msg.size();
             // MQTT 5: a message whose expiry ran out while it waited goes, as done, and so
             // does one larger than the client now connected takes.
-            if q.msg.expired() || too_large(&q.msg, q.qos, &limits) {
+            if q.msg.expired() || too_large(&q.msg, q.qos, limits) {
                 self.dropped += 1;
                 if q.seq != 0 {
                     let seq = q.seq;
