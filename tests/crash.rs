@@ -382,6 +382,12 @@ async fn acknowledged_messages_survive_sigkill() {
         .send(&subscribe_packet(1, &[("crash/r/#", 1)]))
         .await
         .unwrap();
+    // SUBACK waits until the reader's subscription is on disk, behind everything the keeper's
+    // acknowledgements changed: on a slow disk that is longer than the gap that ends the read.
+    let asked = std::time::Instant::now();
+    let suback = reader.read(WAIT).await.expect("SUBACK");
+    assert_eq!(suback.kind(), 9, "SUBACK first");
+    eprintln!("the reader's SUBACK came after {:?}", asked.elapsed());
     let mut retained: HashMap<String, u32> = HashMap::new();
     while let Some(p) = reader.read(Duration::from_secs(1)).await {
         if p.kind() == 3 {
@@ -398,7 +404,7 @@ async fn acknowledged_messages_survive_sigkill() {
         let kept = retained.get(&topic).copied();
         assert!(
             kept.is_some_and(|v| v >= *last_acked && v < r.next),
-            "{topic}: kept {kept:?}, last acknowledged {last_acked}"
+            "{topic}: kept {kept:?}, last acknowledged {last_acked}; the reader got {retained:?}"
         );
     }
     eprintln!(
