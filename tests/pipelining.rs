@@ -129,6 +129,49 @@ async fn answers_come_back_in_the_order_of_the_packets() {
     broker.shutdown().await;
 }
 
+/// The same, each packet in a write of its own, from a persistent session (persistence is on):
+/// a quiet broker answers a lone run of acknowledgements after its subscribers' deliveries,
+/// and the SUBSCRIBE or UNSUBSCRIBE that comes next still cannot overtake it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_keep_their_order_when_each_packet_comes_alone() {
+    let broker = start().await;
+    let (mut raw, _, rc) = Raw::connect(
+        broker.local_addr(),
+        &ConnectOpts {
+            client_id: "one-by-one",
+            persistent: true,
+            keep_alive: 60,
+            ..Default::default()
+        },
+    )
+    .await;
+    assert_eq!(rc, 0);
+    for round in 0..100u16 {
+        let id = round * 4 + 1;
+        for p in [
+            publish_packet("other", 1, id, false, false, b"x"),
+            subscribe_packet(id + 1, &[("lab/a", 1)]),
+            publish_packet("lab/a", 1, id + 2, false, false, b"y"),
+            unsubscribe_packet(id + 3, "lab/a"),
+        ] {
+            raw.send(&p).await;
+        }
+        let mut got = Vec::new();
+        while got.len() < 4 {
+            let p = raw.read().await.expect("an answer");
+            // Its own message, delivered while it was subscribed, is not an answer.
+            if p.kind() == 3 {
+                let (_, pkid, _) = p.publish();
+                raw.send(&ack_packet(0x40, pkid)).await;
+                continue;
+            }
+            got.push(p.byte1);
+        }
+        assert_eq!(got, [PUBACK, SUBACK, PUBACK, UNSUBACK], "round {round}");
+    }
+    broker.shutdown().await;
+}
+
 /// A client that sends thousands of SUBSCRIBEs and UNSUBSCRIBEs without waiting, and reads the
 /// answers, is a busy client, not a stalled one.
 #[tokio::test]

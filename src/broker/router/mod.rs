@@ -37,6 +37,12 @@ use super::users::Users;
 
 /// Messages the router takes off its queue in one go.
 const BATCH: usize = 256;
+/// A run of acknowledgements this short, alone in the router's batch, is a quiet broker's:
+/// answered after the subscribers it delivered to have had their turn (see `run`).
+const QUIET_PACKETS: usize = 4;
+
+/// MQTT 5: the acknowledgements of a run that are not a plain success, and why.
+type AckCodes = Vec<(AckKind, u16, Reason)>;
 
 /// Broker-wide counts the router keeps.
 #[derive(Debug, Default, Clone, Copy)]
@@ -87,6 +93,10 @@ pub(crate) struct Router {
     journal: Option<Arc<Journal>>,
     store: Option<Store>,
     epoch: u64,
+    /// A quiet batch's one message, when it ends with a run of acknowledgements: answered at
+    /// the batch's end.
+    acks_later: Option<(SessionIdx, AckCodes)>,
+    quiet: bool,
     /// The retained messages in the order a wildcard subscriber is sent them.
     retained: RetainedIndex,
     /// MQTT 5 sessions offline with a finite Session Expiry Interval, and when each ends.
@@ -161,6 +171,8 @@ impl Router {
             journal: store.as_ref().map(|_| Arc::new(Journal::default())),
             store,
             epoch: 1,
+            acks_later: None,
+            quiet: false,
             retained: RetainedIndex::default(),
             expiring: HashMap::new(),
             delayed_wills: HashMap::new(),
@@ -297,6 +309,9 @@ impl Router {
                     if n == 0 {
                         return;
                     }
+                    // Alone in its batch, nothing can come between a message's packets and
+                    // the answer held back for them.
+                    self.quiet = n == 1;
                     for msg in batch.drain(..) {
                         if !self.handle(msg) {
                             self.shutdown();
@@ -304,6 +319,7 @@ impl Router {
                             return;
                         }
                     }
+                    self.quiet = false;
                 }
                 _ = sys_tick.tick(), if self.sys_interval.is_some() => self.publish_sys(),
                 _ = stall_tick.tick() => self.check_stalls(),
@@ -312,6 +328,18 @@ impl Router {
                 }
             }
             self.flush_journal().await;
+            if let Some((idx, codes)) = self.acks_later.take() {
+                // Every connection this batch woke is queued behind the one woken last, which
+                // tokio runs first (its LIFO slot): answered in the batch, a publisher's
+                // PUBACK would be written, and another worker woken for the subscribers,
+                // before the message it acknowledges is. A quiet broker serves subscribers
+                // first, and wakes nobody it need not. A busy one answers at once: a yield
+                // puts the router behind every task that is ready.
+                if rx.is_empty() {
+                    tokio::task::yield_now().await;
+                }
+                self.answer_acks(idx, codes);
+            }
         }
     }
 
@@ -723,6 +751,7 @@ impl Router {
         let Some(&idx) = self.by_conn.get(&conn) else {
             return;
         };
+        let packets_in = packets.len();
         let mut acked = false;
         // With persistence, and for MQTT 5 clients (whose acknowledgements carry a reason),
         // the connection holds its acknowledgements (PUBACK, PUBREC, PUBREL, PUBCOMP) until
@@ -736,7 +765,7 @@ impl Router {
         let holds = self.journal.is_some() || v5;
         let mut acks_owed = false;
         // MQTT 5: the reasons of this run's acknowledgements that are not a plain success.
-        let mut codes: Vec<(AckKind, u16, Reason)> = Vec::new();
+        let mut codes: AckCodes = Vec::new();
         for packet in packets {
             if holds {
                 let needs_ack = matches!(
@@ -788,7 +817,12 @@ impl Router {
             }
         }
         if acks_owed {
-            self.answer_acks(idx, codes);
+            // A few packets alone in a batch: a client sending now and then, not a stream.
+            if self.quiet && packets_in <= QUIET_PACKETS {
+                self.acks_later = Some((idx, codes));
+            } else {
+                self.answer_acks(idx, codes);
+            }
         }
         if acked {
             self.progressed(idx);
@@ -797,7 +831,7 @@ impl Router {
 
     /// The router's word on a run of acknowledgements the connection holds: when they may go,
     /// and (MQTT 5) the reasons of those that are not a plain success.
-    fn answer_acks(&mut self, idx: SessionIdx, codes: Vec<(AckKind, u16, Reason)>) {
+    fn answer_acks(&mut self, idx: SessionIdx, codes: AckCodes) {
         let epoch = self.durable_epoch();
         let out = if codes.is_empty() {
             Outbound::Acks(epoch)
