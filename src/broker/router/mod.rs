@@ -96,7 +96,6 @@ pub(crate) struct Router {
     /// A quiet batch's one message, when it ends with a run of acknowledgements: answered at
     /// the batch's end.
     acks_later: Option<(SessionIdx, AckCodes)>,
-    quiet: bool,
     /// The retained messages in the order a wildcard subscriber is sent them.
     retained: RetainedIndex,
     /// MQTT 5 sessions offline with a finite Session Expiry Interval, and when each ends.
@@ -172,7 +171,6 @@ impl Router {
             store,
             epoch: 1,
             acks_later: None,
-            quiet: false,
             retained: RetainedIndex::default(),
             expiring: HashMap::new(),
             delayed_wills: HashMap::new(),
@@ -311,15 +309,14 @@ impl Router {
                     }
                     // Alone in its batch, nothing can come between a message's packets and
                     // the answer held back for them.
-                    self.quiet = n == 1;
+                    let alone = n == 1;
                     for msg in batch.drain(..) {
-                        if !self.handle(msg) {
+                        if !self.handle(msg, alone) {
                             self.shutdown();
                             self.flush_journal().await;
                             return;
                         }
                     }
-                    self.quiet = false;
                 }
                 _ = sys_tick.tick(), if self.sys_interval.is_some() => self.publish_sys(),
                 _ = stall_tick.tick() => self.check_stalls(),
@@ -343,8 +340,8 @@ impl Router {
         }
     }
 
-    /// Handles one message; false means stop.
-    fn handle(&mut self, msg: ToRouter) -> bool {
+    /// Handles one message, `alone` in its batch or not; false means stop.
+    fn handle(&mut self, msg: ToRouter, alone: bool) -> bool {
         // A snapshot changes nothing: counting it would make a reader that polls for changes
         // see one every time it looks.
         if !matches!(msg, ToRouter::Command(Command::Snapshot { .. })) {
@@ -353,7 +350,7 @@ impl Router {
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
         match msg {
-            ToRouter::Packets { conn, packets } => self.on_packets(conn, packets),
+            ToRouter::Packets { conn, packets } => self.on_packets(conn, packets, alone),
             ToRouter::Connect(req) => self.on_connect(*req),
             ToRouter::Closed {
                 conn,
@@ -746,7 +743,7 @@ impl Router {
 
     // ---- packets ----------------------------------------------------------------------------
 
-    fn on_packets(&mut self, conn: ConnId, packets: Vec<Inbound>) {
+    fn on_packets(&mut self, conn: ConnId, packets: Vec<Inbound>, alone: bool) {
         // Packets from a connection that was kicked or taken over after it sent them: ignored.
         let Some(&idx) = self.by_conn.get(&conn) else {
             return;
@@ -818,7 +815,7 @@ impl Router {
         }
         if acks_owed {
             // A few packets alone in a batch: a client sending now and then, not a stream.
-            if self.quiet && packets_in <= QUIET_PACKETS {
+            if alone && packets_in <= QUIET_PACKETS {
                 self.acks_later = Some((idx, codes));
             } else {
                 self.answer_acks(idx, codes);
